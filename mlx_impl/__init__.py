@@ -1,0 +1,1 @@
+"""MLX implementation of Chatterbox TTS, mirroring the original `chatterbox` package file for file."""

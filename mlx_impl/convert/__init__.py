@@ -1,0 +1,1 @@
+"""PyTorch -> MLX weight conversion, one module per MLX component (kept apart from the model code)."""

@@ -1,0 +1,98 @@
+"""Loads parity/checkpoints.toml: the one list of checkpoints, stages and tolerances."""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, List, Optional
+
+REGISTRY_FILE = Path(__file__).with_name("checkpoints.toml")
+PRECISIONS = ("fp32", "fp16", "bf16", "q4")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    snr_db: Optional[float] = None  # minimum SNR in dB (float checkpoints)
+    cosine: Optional[float] = None  # minimum cosine similarity
+    max_abs: Optional[float] = None  # maximum absolute error
+    exact: Optional[float] = None  # minimum exact-match rate (int checkpoints)
+    measured: Optional[str] = None
+    reason: Optional[str] = None
+
+    def describe(self) -> str:
+        parts = []
+        if self.snr_db is not None:
+            parts.append(f"SNR>={self.snr_db:g}dB")
+        if self.cosine is not None:
+            parts.append(f"cos>={self.cosine}")
+        if self.max_abs is not None:
+            parts.append(f"maxabs<={self.max_abs:g}")
+        if self.exact is not None:
+            parts.append(f"exact>={self.exact:g}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    name: str
+    stage: str
+    kind: str
+    source: str
+    layout: str
+    random: bool = False
+    tolerances: Dict[str, Tolerance] = field(default_factory=dict, compare=False, hash=False)
+
+    def tolerance(self, precision: str = "fp32") -> Tolerance:
+        return self.tolerances[precision]
+
+
+@dataclass(frozen=True)
+class Registry:
+    stages: List[str]
+    checkpoints: Dict[str, Checkpoint]
+
+    def by_stage(self, stage: str) -> List[Checkpoint]:
+        return [c for c in self.checkpoints.values() if c.stage == stage]
+
+    def ordered(self) -> List[Checkpoint]:
+        order = {s: i for i, s in enumerate(self.stages)}
+        return sorted(self.checkpoints.values(), key=lambda c: order[c.stage])
+
+    def __getitem__(self, name: str) -> Checkpoint:
+        return self.checkpoints[name]
+
+
+def _tolerance(d: dict) -> Tolerance:
+    return Tolerance(**{k: d[k] for k in d})
+
+
+@lru_cache(maxsize=None)
+def load(path: Path = REGISTRY_FILE) -> Registry:
+    data = tomllib.loads(Path(path).read_text())
+    stages = list(data["stages"])
+    overrides = data.get("tolerances", {})
+    checkpoints = {}
+    for name, c in data["checkpoints"].items():
+        if c["stage"] not in stages:
+            raise ValueError(f"{path}: checkpoint '{name}' has unknown stage '{c['stage']}'")
+        if c["kind"] not in ("float", "int"):
+            raise ValueError(f"{path}: checkpoint '{name}' has unknown kind '{c['kind']}'")
+        tols = {}
+        for prec in PRECISIONS:
+            base = dict(data["defaults"][prec][c["kind"]])
+            over = overrides.get(prec, {}).get(name)
+            if over is not None:
+                base = dict(over)
+                if "reason" not in over or "measured" not in over:
+                    raise ValueError(f"{path}: tolerance override {prec}.'{name}' needs 'measured' and 'reason'")
+            tols[prec] = _tolerance(base)
+        checkpoints[name] = Checkpoint(
+            name=name, stage=c["stage"], kind=c["kind"], source=c["source"], layout=c["layout"],
+            random=bool(c.get("random", False)), tolerances=tols,
+        )
+    for prec, entries in overrides.items():
+        for name in entries:
+            if name not in checkpoints:
+                raise ValueError(f"{path}: tolerance for unknown checkpoint '{name}' in [{prec}]")
+    return Registry(stages=stages, checkpoints=checkpoints)
