@@ -120,6 +120,7 @@ class FixtureWriter:
         out_dir = Path(out_dir)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+        tmp.chmod(0o755)
         try:
             entries = {}
             by_stage: Dict[str, Dict[str, np.ndarray]] = {}
@@ -128,6 +129,7 @@ class FixtureWriter:
             for stage, tensors in sorted(by_stage.items()):
                 fname = f"{stage}.safetensors"
                 save_file({k: np.ascontiguousarray(v) for k, v in sorted(tensors.items())}, str(tmp / fname))
+                (tmp / fname).chmod(0o644)
                 for name, a in tensors.items():
                     entries[name] = {
                         "stage": stage, "file": fname, "shape": list(a.shape), "dtype": str(a.dtype),

@@ -1,0 +1,136 @@
+"""Convolutions in forms that are fast on MLX's CPU backend.
+
+MLX's CPU backend runs dilated, strided and transposed-strided convolutions as naive loops (~100x
+slower than PyTorch). On the CPU they are written here as matrix products (OpenBLAS):
+  conv1d            im2col (slices of the padded input at k*dilation, stride `stride`, concatenated
+                    on the channel axis) @ the kernel reshaped to (K*C_in, C_out)
+  conv_transpose1d  x @ the kernel reshaped to (C_in, K*C_out), then overlap-add of the K taps
+                    (the kernel padded to a multiple of the stride, so the add is a sum of
+                    ceil(K/stride) shifted blocks), then the `padding` crop
+On a GPU the native ops are used. Layouts are MLX's: x (B, T, C_in), conv weight (C_out, K, C_in),
+transposed-conv weight (C_out, K, C_in).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import mlx.core as mx
+import mlx.nn as nn
+
+NATIVE = "native"
+FAST = "fast"
+
+
+def use_native() -> bool:
+    """Native convolutions on a GPU, matmul forms on the CPU."""
+    return mx.default_device().type == mx.DeviceType.gpu
+
+
+def _resolve(impl: Optional[str]) -> str:
+    if impl is None:
+        return NATIVE if use_native() else FAST
+    if impl not in (NATIVE, FAST):
+        raise ValueError(f"impl must be '{NATIVE}' or '{FAST}', got {impl!r}")
+    return impl
+
+
+def conv1d(
+    x: mx.array,
+    weight: mx.array,
+    bias: Optional[mx.array] = None,
+    stride: int = 1,
+    padding: int = 0,
+    dilation: int = 1,
+    impl: Optional[str] = None,
+) -> mx.array:
+    """torch.nn.functional.conv1d in MLX layouts: x (B, T, C_in), weight (C_out, K, C_in)."""
+    if _resolve(impl) == NATIVE:
+        y = mx.conv1d(x, weight, stride=stride, padding=padding, dilation=dilation)
+    else:
+        y = _conv1d_im2col(x, weight, stride, padding, dilation)
+    return y if bias is None else y + bias
+
+
+def _conv1d_im2col(x, weight, stride, padding, dilation):
+    B, T, C_in = x.shape
+    C_out, K, _ = weight.shape
+    if padding:
+        x = mx.pad(x, [(0, 0), (padding, padding), (0, 0)])
+    T_pad = T + 2 * padding
+    T_out = (T_pad - dilation * (K - 1) - 1) // stride + 1
+    if T_out <= 0:
+        raise ValueError(f"conv1d: input of length {T} too short for kernel {K}, dilation {dilation}")
+    if K == 1:
+        cols = x[:, : (T_out - 1) * stride + 1 : stride, :]
+    else:
+        taps = [
+            x[:, k * dilation : k * dilation + (T_out - 1) * stride + 1 : stride, :] for k in range(K)
+        ]
+        cols = mx.concatenate(taps, axis=-1)  # (B, T_out, K*C_in), tap-major like weight.reshape
+    return cols @ weight.reshape(C_out, K * C_in).T
+
+
+def conv_transpose1d(
+    x: mx.array,
+    weight: mx.array,
+    bias: Optional[mx.array] = None,
+    stride: int = 1,
+    padding: int = 0,
+    impl: Optional[str] = None,
+) -> mx.array:
+    """torch.nn.functional.conv_transpose1d (no output_padding, dilation 1) in MLX layouts:
+    x (B, T, C_in), weight (C_out, K, C_in); output length (T-1)*stride - 2*padding + K."""
+    if _resolve(impl) == NATIVE:
+        y = mx.conv_transpose1d(x, weight, stride=stride, padding=padding)
+    else:
+        y = _conv_transpose1d_matmul(x, weight, stride, padding)
+    return y if bias is None else y + bias
+
+
+def _conv_transpose1d_matmul(x, weight, stride, padding):
+    B, T, C_in = x.shape
+    C_out, K, _ = weight.shape
+    n_blocks = math.ceil(K / stride)
+    K_pad = n_blocks * stride
+    if K_pad != K:
+        weight = mx.pad(weight, [(0, 0), (0, K_pad - K), (0, 0)])
+    # every input frame t writes K_pad output samples starting at t*stride
+    w = mx.transpose(weight, (2, 1, 0)).reshape(C_in, K_pad * C_out)
+    taps = (x @ w).reshape(B, T, n_blocks, stride, C_out)
+    # block j of frame t lands on output block t + j: shift and add
+    y = None
+    for j in range(n_blocks):
+        blk = mx.pad(taps[:, :, j], [(0, 0), (j, n_blocks - 1 - j), (0, 0), (0, 0)])
+        y = blk if y is None else y + blk
+    y = y.reshape(B, (T + n_blocks - 1) * stride, C_out)
+    T_out = (T - 1) * stride - 2 * padding + K
+    return y[:, padding : padding + T_out, :]
+
+
+class Conv1d(nn.Module):
+    """torch.nn.Conv1d with the parameters `weight` (C_out, K, C_in) and `bias` (C_out,)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, bias=True):
+        super().__init__()
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+        self.weight = mx.zeros((out_channels, kernel_size, in_channels))
+        if bias:
+            self.bias = mx.zeros((out_channels,))
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return conv1d(x, self.weight, self.get("bias"), self.stride, self.padding, self.dilation)
+
+
+class ConvTranspose1d(nn.Module):
+    """torch.nn.ConvTranspose1d with `weight` (C_out, K, C_in) (converted from torch's (C_in, C_out, K))."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+        super().__init__()
+        self.stride, self.padding = stride, padding
+        self.weight = mx.zeros((out_channels, kernel_size, in_channels))
+        if bias:
+            self.bias = mx.zeros((out_channels,))
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return conv_transpose1d(x, self.weight, self.get("bias"), self.stride, self.padding)

@@ -1,0 +1,1 @@
+"""S3Gen (chatterbox/models/s3gen) in MLX."""

@@ -1,0 +1,1 @@
+"""chatterbox/models/s3gen/utils in MLX."""

@@ -1,0 +1,211 @@
+"""T3: the text-to-speech-token LLaMA (mirrors chatterbox/models/t3/t3.py).
+
+The backbone is mlx-lm's `LlamaModel` (30 layers, hidden 1024, llama3 RoPE scaling) fed input
+embeddings, with its KV cache from `make_prompt_cache`. Custom input embeddings (conditioning,
+text and speech tokens with learned absolute positions) and the speech head live here.
+
+Numerics note: the original asks HF for `output_attentions=True` (the multilingual model's
+alignment analyser reads one layer's attention map). With transformers 5.2 and the config's
+`attn_implementation="sdpa"` the English model still runs torch SDPA (HF only warns); MLX runs
+`mx.fast.scaled_dot_product_attention`. Both are fp32 softmax attention; they differ only by
+float32 rounding.
+"""
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Sequence
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from mlx_lm.models.cache import make_prompt_cache
+from mlx_lm.models.llama import LlamaModel
+
+from .inference.sampling import (
+    Draw,
+    MinPLogitsWarper,
+    MLXDraw,
+    RepetitionPenaltyLogitsProcessor,
+    TopPLogitsWarper,
+    apply_temperature,
+    cfg_combine,
+)
+from .llama_configs import llama_model_args
+from .modules.cond_enc import T3Cond, T3CondEnc
+from .modules.learned_pos_emb import LearnedPositionEmbeddings
+from .modules.t3_config import T3Config
+
+# on_step(step, outputs): outputs holds logits_raw (2, V), logits_cfg, logits_rep, logits_temp,
+# logits_min_p, logits_top_p, probs (each (1, V)) and the chosen token.
+StepHook = Callable[[int, dict], None]
+
+
+def _ensure_BOT_EOT(text_tokens: np.ndarray, hp: T3Config) -> None:
+    B = text_tokens.shape[0]
+    assert int((text_tokens == hp.start_text_token).sum()) >= B, "missing start_text_token"
+    assert int((text_tokens == hp.stop_text_token).sum()) >= B, "missing stop_text_token"
+
+
+class T3(nn.Module):
+    def __init__(self, hp: Optional[T3Config] = None):
+        super().__init__()
+        hp = hp if hp is not None else T3Config.english_only()
+        self.hp = hp
+        config = hp.backbone_config
+        self.tfmr = LlamaModel(llama_model_args(config))
+        self.dim = config["hidden_size"]
+
+        self.cond_enc = T3CondEnc(hp)
+        self.text_emb = nn.Embedding(hp.text_tokens_dict_size, self.dim)
+        self.speech_emb = nn.Embedding(hp.speech_tokens_dict_size, self.dim)
+
+        if hp.input_pos_emb != "learned":
+            raise NotImplementedError(f"input_pos_emb {hp.input_pos_emb!r}")
+        self.text_pos_emb = LearnedPositionEmbeddings(hp.max_text_tokens + 2, self.dim)
+        self.speech_pos_emb = LearnedPositionEmbeddings(hp.max_speech_tokens + 2 + 2, self.dim)
+
+        self.text_head = nn.Linear(self.dim, hp.text_tokens_dict_size, bias=False)
+        self.speech_head = nn.Linear(self.dim, hp.speech_tokens_dict_size, bias=False)
+
+    # ------------------------------------------------------------ embeddings
+
+    def prepare_conditioning(self, t3_cond: T3Cond, outputs: Optional[dict] = None) -> mx.array:
+        """Embeds the prompt speech tokens (token + learned position) into t3_cond, then T3CondEnc."""
+        if t3_cond.cond_prompt_speech_tokens is not None and t3_cond.cond_prompt_speech_emb is None:
+            tokens = mx.array(t3_cond.cond_prompt_speech_tokens)
+            t3_cond.cond_prompt_speech_emb = self.speech_emb(tokens) + self.speech_pos_emb(tokens)
+        if outputs is not None:
+            outputs["cond_prompt_speech_emb"] = t3_cond.cond_prompt_speech_emb
+        return self.cond_enc(t3_cond, outputs)  # (B, len_cond, dim)
+
+    def prepare_input_embeds(self, *, t3_cond: T3Cond, text_tokens, speech_tokens, cfg_weight: float = 0.0,
+                             outputs: Optional[dict] = None):
+        """[cond | text | speech] embeddings (B, len, dim) and len_cond. With CFG, row 1's text
+        embeddings are zeroed before the position embeddings are added."""
+        text_tokens = mx.array(text_tokens)
+        speech_tokens = mx.array(speech_tokens)
+        cond_emb = self.prepare_conditioning(t3_cond, outputs)
+        text_emb = self.text_emb(text_tokens)
+        if cfg_weight > 0.0:
+            row = (mx.arange(text_emb.shape[0]) != 1).astype(text_emb.dtype)  # CFG uncond
+            text_emb = text_emb * row[:, None, None]
+        speech_emb = self.speech_emb(speech_tokens)
+        text_emb = text_emb + self.text_pos_emb(text_tokens)
+        speech_emb = speech_emb + self.speech_pos_emb(speech_tokens)
+        len_cond = cond_emb.shape[1]
+        if cond_emb.shape[0] != text_emb.shape[0]:
+            cond_emb = mx.broadcast_to(cond_emb, (text_emb.shape[0], *cond_emb.shape[1:]))
+        embeds = mx.concatenate([cond_emb, text_emb, speech_emb], axis=1)
+        return embeds, len_cond
+
+    # ------------------------------------------------------------ backbone
+
+    def make_cache(self) -> list:
+        return make_prompt_cache(self.tfmr)
+
+    def speech_logits(self, inputs_embeds: mx.array, cache: list) -> mx.array:
+        """Speech-head logits of the last position, (B, V), extending `cache`."""
+        hidden = self.tfmr(None, cache=cache, input_embeddings=inputs_embeds)
+        return self.speech_head(hidden[:, -1, :])
+
+    def speech_token_embed(self, token: int, position: int) -> mx.array:
+        """speech_emb(token) + speech_pos_emb.get_fixed_embedding(position), (1, 1, dim)."""
+        return self.speech_emb(mx.array([[token]])) + self.speech_pos_emb.get_fixed_embedding(position)
+
+    # ------------------------------------------------------------ inference
+
+    def inference(
+        self,
+        *,
+        t3_cond: T3Cond,
+        text_tokens,
+        initial_speech_tokens=None,
+        max_new_tokens: Optional[int] = None,
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        repetition_penalty: float = 1.2,
+        cfg_weight: float = 0.5,
+        draw: Optional[Draw] = None,
+        on_step: Optional[StepHook] = None,
+        forced_tokens: Optional[Sequence[int]] = None,
+    ) -> np.ndarray:
+        """Speech tokens (1, n) of the conditional row, the stop token included when drawn.
+
+        text_tokens: (2, n_text + 2) with [START]/[STOP], the CFG copy in row 1 (the original's
+        decoding always runs the CFG pair). `draw` picks each token (default: MLX's generator);
+        `forced_tokens` teacher-forces the decoded sequence instead (the draw is then not used).
+        """
+        text_tokens = np.atleast_2d(np.asarray(text_tokens)).astype(np.int32)
+        _ensure_BOT_EOT(text_tokens, self.hp)
+        if initial_speech_tokens is None:
+            initial_speech_tokens = np.full_like(text_tokens[:, :1], self.hp.start_speech_token)
+        embeds, _ = self.prepare_input_embeds(
+            t3_cond=t3_cond, text_tokens=text_tokens, speech_tokens=initial_speech_tokens, cfg_weight=cfg_weight,
+        )
+        return self.inference_from_embeds(
+            embeds, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, min_p=min_p,
+            repetition_penalty=repetition_penalty, cfg_weight=cfg_weight, draw=draw, on_step=on_step,
+            forced_tokens=forced_tokens,
+        )
+
+    def inference_from_embeds(
+        self,
+        embeds: mx.array,
+        *,
+        max_new_tokens: Optional[int] = None,
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        repetition_penalty: float = 1.2,
+        cfg_weight: float = 0.5,
+        draw: Optional[Draw] = None,
+        on_step: Optional[StepHook] = None,
+        forced_tokens: Optional[Sequence[int]] = None,
+    ) -> np.ndarray:
+        """The decoding loop of T3.inference from prepared input embeddings (2, len, dim)."""
+        if self.hp.is_multilingual:
+            raise NotImplementedError("multilingual T3 inference (AlignmentStreamAnalyzer) is not ported")
+        embeds = mx.array(embeds)
+        if embeds.shape[0] != 2:
+            raise ValueError(f"T3 inference decodes the CFG pair: embeds batch {embeds.shape[0]} != 2")
+        if max_new_tokens is None:
+            max_new_tokens = self.hp.max_speech_tokens
+        if forced_tokens is not None:
+            forced_tokens = [int(t) for t in np.asarray(forced_tokens).reshape(-1)]
+            max_new_tokens = min(max_new_tokens, len(forced_tokens))
+        draw = draw if draw is not None else MLXDraw()
+
+        sos = self.hp.start_speech_token
+        bos_embed = self.speech_token_embed(sos, 0)
+        inputs_embeds = mx.concatenate([embeds, mx.concatenate([bos_embed, bos_embed])], axis=1)
+
+        generated_ids: List[int] = [sos]
+        predicted: List[int] = []
+        min_p_warper = MinPLogitsWarper(min_p=min_p)
+        top_p_warper = TopPLogitsWarper(top_p=top_p)
+        repetition_penalty_processor = RepetitionPenaltyLogitsProcessor(penalty=float(repetition_penalty))
+
+        cache = self.make_cache()
+        logits_step = self.speech_logits(inputs_embeds, cache)  # prefill
+        for i in range(max_new_tokens):
+            ids = np.array(generated_ids)[None]
+            logits_cfg = cfg_combine(logits_step, cfg_weight)
+            logits_rep = repetition_penalty_processor(ids, logits_cfg)
+            logits_temp = apply_temperature(logits_rep, temperature)
+            logits_min_p = min_p_warper(ids, logits_temp)
+            logits_top_p = top_p_warper(ids, logits_min_p)
+            probs = mx.softmax(logits_top_p, axis=-1)
+            mx.eval(probs)
+            next_token = forced_tokens[i] if forced_tokens is not None else draw(probs, i)
+            if on_step is not None:
+                on_step(i, dict(
+                    logits_raw=logits_step, logits_cfg=logits_cfg, logits_rep=logits_rep, logits_temp=logits_temp,
+                    logits_min_p=logits_min_p, logits_top_p=logits_top_p, probs=probs, token=next_token,
+                ))
+            predicted.append(next_token)
+            generated_ids.append(next_token)
+            if next_token == self.hp.stop_speech_token:
+                break
+            next_embed = self.speech_token_embed(next_token, i + 1)
+            logits_step = self.speech_logits(mx.concatenate([next_embed, next_embed]), cache)
+        return np.array(predicted, dtype=np.int32)[None]

@@ -1,0 +1,1 @@
+from .tokenizer import EOT, SOT, SPACE, SPECIAL_TOKENS, UNK, EnTokenizer

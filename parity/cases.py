@@ -1,0 +1,57 @@
+"""Parity cases (fixtures/cases.toml): reference audio + text + generation parameters + seed."""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict
+
+from . import ROOT
+from .checkpoint_dir import sha256_file
+from .errors import ParityError
+
+CASES_FILE = ROOT / "fixtures" / "cases.toml"
+PARAM_KEYS = ("exaggeration", "cfg_weight", "temperature", "min_p", "top_p", "repetition_penalty",
+              "max_new_tokens", "n_cfm_timesteps")
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    audio: str  # path relative to the repository root (or absolute)
+    text: str
+    seed: int
+    params: Dict[str, float]
+    about: str = ""
+
+    @property
+    def audio_path(self) -> Path:
+        p = Path(self.audio)
+        return p if p.is_absolute() else ROOT / p
+
+    def as_manifest(self) -> dict:
+        return {
+            "name": self.name, "about": self.about, "text": self.text, "seed": self.seed,
+            "audio": self.audio, "audio_sha256": sha256_file(self.audio_path), "params": dict(self.params),
+        }
+
+
+def load_cases(path: Path = CASES_FILE) -> Dict[str, Case]:
+    data = tomllib.loads(Path(path).read_text())
+    defaults = data.get("defaults", {})
+    cases = {}
+    for name, c in data["cases"].items():
+        params = {k: c.get(k, defaults.get(k)) for k in PARAM_KEYS}
+        missing = [k for k, v in params.items() if v is None]
+        if missing:
+            raise ParityError(f"{path}: case '{name}' lacks {missing}")
+        cases[name] = Case(name=name, audio=c["audio"], text=c["text"], seed=int(c["seed"]),
+                           params=params, about=c.get("about", ""))
+    return cases
+
+
+def get_case(name: str) -> Case:
+    cases = load_cases()
+    if name not in cases:
+        raise ParityError(f"unknown case '{name}' (known: {', '.join(cases)})")
+    return cases[name]

@@ -1,0 +1,281 @@
+"""MLX S3Gen flow (token -> mel) against the ORIGINAL PyTorch modules (chatterbox-tts 0.1.7), built as
+S3Token2Mel builds them (full size), with seeded random weights (every bias and norm parameter
+perturbed too) converted through mlx_impl.convert.flow.sanitize; fp32 on the CPU, short sequences.
+The full-size check on real inputs runs in the parity tests on the reference fixtures.
+"""
+from __future__ import annotations
+
+import math
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import torch
+
+from mlx_impl.convert.common import ConversionError, load_strict
+from mlx_impl.convert.flow import sanitize
+from mlx_impl.s3gen.flow import build_causal_flow
+from mlx_impl.s3gen.flow_matching import t_span_schedule
+from mlx_impl.s3gen.matcha.decoder import SinusoidalPosEmb
+from mlx_impl.s3gen.transformer.attention import rel_shift
+from mlx_impl.s3gen.transformer.embedding import EspnetRelPositionalEncoding
+from mlx_impl.s3gen.utils.mask import make_pad_mask
+from parity.metrics import compare
+
+SNR_MIN = 100.0
+
+
+def snr(ref, out) -> float:
+    ref, out = np.asarray(ref), np.asarray(out)
+    m = compare(ref, out)
+    assert not m.length_mismatch, f"shape {m.shape_out} != {m.shape_ref}"
+    assert m.nonfinite_mismatch == 0, f"{m.nonfinite_mismatch} non-finite entries differ"
+    return m.snr_db
+
+
+def build_original_flow():
+    """CausalMaskedDiffWithXvec exactly as chatterbox.models.s3gen.s3gen.S3Token2Mel builds it."""
+    from chatterbox.models.s3gen.configs import CFM_PARAMS
+    from chatterbox.models.s3gen.decoder import ConditionalDecoder
+    from chatterbox.models.s3gen.flow import CausalMaskedDiffWithXvec
+    from chatterbox.models.s3gen.flow_matching import CausalConditionalCFM
+    from chatterbox.models.s3gen.transformer.upsample_encoder import UpsampleConformerEncoder
+
+    encoder = UpsampleConformerEncoder(
+        output_size=512, attention_heads=8, linear_units=2048, num_blocks=6, dropout_rate=0.1,
+        positional_dropout_rate=0.1, attention_dropout_rate=0.1, normalize_before=True, input_layer='linear',
+        pos_enc_layer_type='rel_pos_espnet', selfattention_layer_type='rel_selfattn', input_size=512,
+        use_cnn_module=False, macaron_style=False,
+    )
+    estimator = ConditionalDecoder(
+        in_channels=320, out_channels=80, causal=True, channels=[256], dropout=0.0, attention_head_dim=64,
+        n_blocks=4, num_mid_blocks=12, num_heads=8, act_fn='gelu', meanflow=False,
+    )
+    decoder = CausalConditionalCFM(spk_emb_dim=80, cfm_params=CFM_PARAMS, estimator=estimator)
+    return CausalMaskedDiffWithXvec(encoder=encoder, decoder=decoder)
+
+
+def randomize(model: torch.nn.Module, seed: int) -> None:
+    """Perturb every bias and norm parameter (default init leaves them at 0 / 1), and the
+    relative-position biases, so that a wrong mapping of any of them shows."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=g)
+            if name.endswith("bias") and "pos_bias" not in name:
+                p.copy_(0.05 * noise)
+            elif "norm" in name or ".block.2." in name:  # LayerNorm weights
+                p.copy_(1.0 + 0.1 * noise)
+            elif "pos_bias" in name:
+                p.copy_(0.2 * noise)
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    ref = build_original_flow().eval()
+    randomize(ref, seed=1)
+    state = {k: v.detach().numpy().copy() for k, v in ref.state_dict().items()}
+    mlx_flow = build_causal_flow()
+    load_strict(mlx_flow, sanitize(state), what="flow")
+    return ref, mlx_flow, state
+
+
+def t2m(x: torch.Tensor) -> mx.array:
+    return mx.array(x.detach().numpy())
+
+
+# ---------------------------------------------------------------- conversion
+def test_sanitize_is_strict(models):
+    ref, mlx_flow, state = models
+    assert len(sanitize(state)) == len(state) == 1121
+    broken = dict(state)
+    broken.pop("encoder.encoders.3.self_attn.pos_bias_u")
+    with pytest.raises(ConversionError, match="pos_bias_u"):
+        load_strict(build_causal_flow(), sanitize(broken), what="flow")
+    extra = dict(state)
+    extra["encoder.unknown.weight"] = np.zeros((3, 3), np.float32)
+    with pytest.raises(ConversionError, match="unknown"):
+        load_strict(build_causal_flow(), sanitize(extra), what="flow")
+    with pytest.raises(ConversionError, match="prefix"):
+        sanitize({"flow." + k: v for k, v in state.items()})
+
+
+# ---------------------------------------------------------------- small pieces
+def test_tables_and_schedule_match_torch():
+    from chatterbox.models.s3gen.matcha.decoder import SinusoidalPosEmb as TSinusoidalPosEmb
+    from chatterbox.models.s3gen.transformer.embedding import EspnetRelPositionalEncoding as TEspnet
+
+    # relative positional table: as the original slices it for T=300
+    t_pe = TEspnet(512, 0.0)
+    x = torch.zeros(1, 300, 512)
+    _, t_pos = t_pe(x)
+    _, m_pos = EspnetRelPositionalEncoding(512)(mx.zeros((1, 300, 512)))
+    assert m_pos.shape == tuple(t_pos.shape)
+    s = snr(t_pos.numpy(), m_pos)
+    print(f"rel pos table SNR {s:.1f} dB")
+    assert s >= 120.0
+
+    # time embedding at the cosine schedule, and the schedule itself (exact)
+    ref_span = 1 - torch.cos(torch.linspace(0, 1, 11, dtype=torch.float32) * 0.5 * torch.pi)
+    span = t_span_schedule(10, "cosine")
+    assert np.array_equal(span, ref_span.numpy())
+    t_emb = TSinusoidalPosEmb(320)(ref_span).numpy()
+    m_emb = SinusoidalPosEmb(320)(mx.array(span))
+    s = snr(t_emb, m_emb)
+    print(f"sinusoidal time embedding SNR {s:.1f} dB")
+    assert s >= 120.0
+
+
+def test_rel_shift_and_pad_mask():
+    from chatterbox.models.s3gen.transformer.attention import RelPositionMultiHeadedAttention
+    from chatterbox.models.s3gen.utils.mask import make_pad_mask as t_make_pad_mask
+
+    x = torch.randn(2, 3, 7, 13)
+    ref = RelPositionMultiHeadedAttention(4, 16, 0.0).rel_shift(x)
+    assert np.array_equal(ref.numpy(), np.array(rel_shift(t2m(x))))
+    lengths = torch.tensor([5, 2, 7])
+    assert np.array_equal(t_make_pad_mask(lengths, 9).numpy(), np.array(make_pad_mask(t2m(lengths), 9)))
+    assert np.array_equal(t_make_pad_mask(lengths).numpy(), np.array(make_pad_mask(t2m(lengths))))
+
+
+# ---------------------------------------------------------------- encoder
+@pytest.mark.parametrize("lengths", [[23], [23, 15]])
+def test_encoder(models, lengths):
+    ref, mlx_flow, _ = models
+    g = torch.Generator().manual_seed(2)
+    xs = torch.randn(len(lengths), max(lengths), 512, generator=g)
+    xs_lens = torch.tensor(lengths)
+    with torch.inference_mode():
+        h_ref, m_ref = ref.encoder(xs, xs_lens)
+        mu_ref = ref.encoder_proj(h_ref).transpose(1, 2)
+    h, m = mlx_flow.encoder(t2m(xs), t2m(xs_lens))
+    mu = mlx_flow.project(h)
+    assert np.array_equal(m_ref.numpy(), np.array(m))
+    s_h, s_mu = snr(h_ref.numpy(), h), snr(mu_ref.numpy(), mu)
+    print(f"encoder lengths={lengths}: encoder_out SNR {s_h:.1f} dB, mu SNR {s_mu:.1f} dB")
+    assert s_h >= SNR_MIN and s_mu >= SNR_MIN
+
+
+# ---------------------------------------------------------------- estimator (U-Net)
+@pytest.mark.parametrize("lengths", [[37], [37, 26]])
+def test_estimator(models, lengths):
+    ref, mlx_flow, _ = models
+    g = torch.Generator().manual_seed(3)
+    b, t = len(lengths), max(lengths)
+    x = torch.randn(b, 80, t, generator=g)
+    mu = torch.randn(b, 80, t, generator=g)
+    cond = torch.randn(b, 80, t, generator=g)
+    spks = torch.randn(b, 80, generator=g)
+    tt = torch.rand(b, generator=g)
+    mask = (~t_pad_mask(torch.tensor(lengths), t)).unsqueeze(1).float()
+    with torch.inference_mode():
+        out_ref = ref.decoder.estimator(x, mask, mu, tt, spks, cond)
+    out = mlx_flow.decoder.estimator(t2m(x), t2m(mask), t2m(mu), t2m(tt), t2m(spks), t2m(cond))
+    s = snr(out_ref.numpy(), out)
+    print(f"estimator lengths={lengths}: SNR {s:.1f} dB")
+    assert s >= SNR_MIN
+
+
+def t_pad_mask(lengths, t):
+    from chatterbox.models.s3gen.utils.mask import make_pad_mask as t_make_pad_mask
+    return t_make_pad_mask(lengths, t)
+
+
+# ---------------------------------------------------------------- the whole flow, replayed noise
+def run_original(ref, inputs, n_timesteps, finalize):
+    """CausalMaskedDiffWithXvec.inference with torch.randn_like recorded and the estimator's
+    outputs captured."""
+    rec = {"noise": None, "dxdt": []}
+    orig_randn_like = torch.randn_like
+    est = ref.decoder.estimator
+    orig_forward = est.forward
+
+    def randn_like(t, *a, **k):
+        z = orig_randn_like(t, *a, **k)
+        rec["noise"] = z.clone()
+        return z
+
+    def forward(*a, **k):
+        out = orig_forward(*a, **k)
+        rec["dxdt"].append(out.clone())
+        return out
+
+    torch.randn_like = randn_like
+    est.forward = forward
+    try:
+        with torch.inference_mode():
+            feat, _ = ref.inference(finalize=finalize, n_timesteps=n_timesteps, **inputs)
+    finally:
+        torch.randn_like = orig_randn_like
+        del est.forward
+    return feat, rec
+
+
+def flow_inputs(n_tok=9, n_prompt=6, seed=4):
+    g = torch.Generator().manual_seed(seed)
+    return dict(
+        token=torch.randint(0, 6561, (1, n_tok), generator=g),
+        token_len=torch.tensor([n_tok]),
+        prompt_token=torch.randint(0, 6561, (1, n_prompt), generator=g),
+        prompt_token_len=torch.tensor([n_prompt]),
+        prompt_feat=torch.randn(1, 2 * n_prompt, 80, generator=g),
+        prompt_feat_len=None,
+        embedding=torch.randn(1, 192, generator=g),
+    )
+
+
+def mlx_inputs(inputs):
+    return {k: (None if v is None else t2m(v)) for k, v in inputs.items()}
+
+
+def test_flow_inference_replayed_noise(models):
+    ref, mlx_flow, _ = models
+    inputs = flow_inputs()
+    torch.manual_seed(5)
+    feat_ref, rec = run_original(ref, inputs, n_timesteps=10, finalize=True)
+    assert len(rec["dxdt"]) == 10
+
+    trace = {}
+    feat, _ = mlx_flow.inference(finalize=True, n_timesteps=10, noise=t2m(rec["noise"]), trace=trace,
+                                 **mlx_inputs(inputs))
+    with torch.inference_mode():
+        spk = ref.spk_embed_affine_layer(torch.nn.functional.normalize(inputs["embedding"], dim=1))
+        tokens = torch.cat([inputs["prompt_token"], inputs["token"]], dim=1)
+        emb = ref.input_embedding(tokens)
+    results = {
+        "spk_embedding": snr(spk.numpy(), trace["spk_embedding"]),
+        "input_embedding": snr(emb.numpy(), trace["input_embedding"]),
+        "estimator_first": snr(rec["dxdt"][0].numpy(), trace["estimator_first"]),
+        "estimator_last": snr(rec["dxdt"][-1].numpy(), trace["estimator_last"]),
+        "output_mel": snr(feat_ref.numpy(), feat),
+    }
+    print("flow inference (replayed noise): " + ", ".join(f"{k} {v:.1f} dB" for k, v in results.items()))
+    assert feat.shape == tuple(feat_ref.shape) == (1, 80, 18)
+    for k, v in results.items():
+        assert v >= SNR_MIN, f"{k}: SNR {v:.1f} dB"
+
+
+def test_flow_inference_not_finalized_fails_like_the_original(models):
+    """finalize=False trims h but not its mask: the original fails on the length mismatch (0.1.7),
+    and so does the port (rather than return something the original cannot)."""
+    ref, mlx_flow, _ = models
+    inputs = flow_inputs(n_tok=8, n_prompt=5, seed=6)
+    with pytest.raises(RuntimeError):
+        run_original(ref, inputs, n_timesteps=1, finalize=False)
+    with pytest.raises(ValueError):
+        mlx_flow.inference(finalize=False, n_timesteps=1, **mlx_inputs(inputs))
+
+
+def test_default_noise_is_drawn(models):
+    """Without a recorded draw the start noise comes from mx.random (seeded: reproducible)."""
+    _, mlx_flow, _ = models
+    inputs = mlx_inputs(flow_inputs(n_tok=4, n_prompt=3, seed=8))
+    mx.random.seed(0)
+    a, _ = mlx_flow.inference(finalize=True, n_timesteps=1, **inputs)
+    mx.random.seed(0)
+    b, _ = mlx_flow.inference(finalize=True, n_timesteps=1, **inputs)
+    mx.random.seed(1)
+    c, _ = mlx_flow.inference(finalize=True, n_timesteps=1, **inputs)
+    assert np.array_equal(np.array(a), np.array(b))
+    assert not np.allclose(np.array(a), np.array(c))
