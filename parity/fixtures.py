@@ -190,3 +190,29 @@ def default_fixture_root() -> Path:
 
 def fixture_dir(root: Optional[Path], case: str) -> Path:
     return Path(root or default_fixture_root()) / case
+
+
+def diff_fixtures(old: Fixture, new: Fixture) -> list:
+    """What changed between two fixtures of a case: manifest fields, and each tensor that differs
+    (shape, or SNR / max abs of the new against the old)."""
+    from .metrics import compare
+
+    lines = []
+    for key in ("export_version", "checkpoint", "versions", "case"):
+        if old.manifest.get(key) != new.manifest.get(key):
+            lines.append(f"manifest '{key}' changed")
+    ot, nt = old.manifest["tensors"], new.manifest["tensors"]
+    for name in sorted(set(ot) - set(nt)):
+        lines.append(f"removed {name}")
+    for name in sorted(set(nt) - set(ot)):
+        lines.append(f"added {name} {nt[name]['shape']}")
+    reg = registry.load()
+    for name in [n for n in nt if n in ot]:
+        if ot[name]["sha256"] == nt[name]["sha256"]:
+            continue
+        kind = reg[name].kind if name in reg.checkpoints else "float"
+        m = compare(old.tensor(name), new.tensor(name), kind)
+        lines.append(f"changed {name}: {m.headline(kind)}")
+    unchanged = sum(1 for n in nt if n in ot and ot[n]["sha256"] == nt[n]["sha256"])
+    lines.append(f"{unchanged} of {len(nt)} tensors bit-identical")
+    return lines

@@ -35,7 +35,9 @@ def precompute_freqs_cis(dim: int, end: int, theta: float = 10000.0, scaling=Non
     theta ** -(2i / dim), i < dim // 2, times the positions 0..end-1, repeated twice along the last axis
     (rotate-half layout, not interleaved). float32 throughout, as the original computes it."""
     exponents = np.arange(0, dim, 2)[:(dim // 2)].astype(np.float32) / np.float32(dim)
-    freqs = np.float32(1.0) / (np.float32(theta) ** exponents)
+    # theta ** e correctly rounded to float32 (as torch's pow gives here), then a float32 division:
+    # bit-identical to the original's frequencies, hence to its angles
+    freqs = np.float32(1.0) / (np.float64(theta) ** exponents.astype(np.float64)).astype(np.float32)
     t = np.arange(end, dtype=np.float32)
     if scaling is not None:
         t = t * np.float32(scaling)

@@ -18,6 +18,7 @@ from parity.metrics import compare  # noqa: E402
 
 SNR_MIN = 100.0
 SMALL = dict(n_audio_state=256, n_audio_head=4, n_audio_layer=2)  # head dim 64, as the RoPE table needs
+TINY = dict(n_audio_state=128, n_audio_head=2, n_audio_layer=1)
 
 
 def _np(t):
@@ -139,7 +140,9 @@ def test_rotary_table_and_rotation_match_original():
     assert tuple(ours.shape) == tuple(ref.shape) == (2048, 64)
     # exponent, layout (halves repeated, not interleaved) and positions: entry by entry
     _snr(torch.view_as_real(ref).numpy(), np.stack([np.array(mx.real(ours)), np.array(mx.imag(ours))], -1), "freqs_cis")
-    assert np.max(np.abs(torch.view_as_real(ref).numpy()[..., 0] - np.array(mx.real(ours)))) < 1e-3
+    # same angles; cos / sin at most one float32 ulp apart (torch's are not correctly rounded)
+    diff = np.abs(torch.view_as_real(ref).numpy() - np.stack([np.array(mx.real(ours)), np.array(mx.imag(ours))], -1))
+    assert diff.max() <= np.finfo(np.float32).eps / 2, diff.max()
     rng = np.random.default_rng(0)
     q = rng.standard_normal((2, 50, 4, 64)).astype(np.float32)
     k = rng.standard_normal((2, 50, 4, 64)).astype(np.float32)
@@ -168,7 +171,7 @@ def test_v2_encoder_and_tokens_padded_batch():
 
 def test_v2_long_audio_and_mixed_batch():
     """> 30 s: 30 s windows, 4 s overlap, merged; batched with a short item (_quantize_mixed_batch)."""
-    ref, out = _v2_pair()
+    ref, out = _v2_pair(TINY)
     lengths = [5700, 300]
     mel, mel_len = _mels(lengths, seed=3)
     with torch.no_grad():
@@ -261,7 +264,7 @@ def test_chatterbox_log_mel_and_prompt_tokens(chatterbox_pair):
 def test_chatterbox_forward_on_array_like_embed_ref(chatterbox_pair):
     """S3Gen.embed_ref: self.tokenizer(ref_wav_16.float()) with a (1, L) tensor, no max_len."""
     ref, out = chatterbox_pair
-    wav = speechlike(16000 * 3 + 77, seed=5)[None]
+    wav = speechlike(16000 + 4077, seed=5)[None]
     with torch.no_grad():
         tok, tok_len = ref(torch.from_numpy(wav))
     otok, otok_len = out(mx.array(wav))

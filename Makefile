@@ -1,0 +1,35 @@
+# The README's two commands: `make parity` (the main job) and `make test` (the tests).
+PY := .venv/bin/python
+CLI := .venv/bin/chatterbox-parity
+export TQDM_DISABLE ?= 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup parity test unit fixtures report clean-fixtures
+
+.venv/.setup-done: scripts/setup.sh requirements/*.txt pyproject.toml
+	scripts/setup.sh
+	touch $@
+
+setup: .venv/.setup-done
+
+# synthetic checkpoint -> reference fixtures -> MLX run -> comparison -> report
+parity: setup
+	$(CLI) export --case all --only-stale
+	$(PY) -m pytest tests/parity -q -p no:cacheprovider || true
+	$(CLI) report --fail-on-regression
+
+# every test: unit tests, then one parity test per (case, checkpoint); fixtures made if missing
+test: setup
+	$(PY) -m pytest tests -q -rxXs
+
+unit: setup
+	$(PY) -m pytest tests/unit -q
+
+fixtures: setup
+	$(CLI) export --case all --only-stale
+
+report: setup
+	$(CLI) report
+
+clean-fixtures:
+	find fixtures -mindepth 1 -maxdepth 1 -type d ! -name inputs -exec rm -rf {} +

@@ -1,0 +1,143 @@
+"""`chatterbox-parity`: one command-line entry point, with subcommands.
+
+Every error meant for the user is a ParityError: printed as one line, exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from . import ROOT
+from .errors import ParityError
+
+DEFAULT_CKPT = ROOT / "checkpoints" / "synthetic-s0"
+
+
+def _ckpt_arg(p):
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="checkpoint folder in the hub's layout (default: $CHATTERBOX_CKPT or the synthetic one, "
+                        f"{DEFAULT_CKPT.relative_to(ROOT)}, created if missing)")
+
+
+def resolve_checkpoint(path, create_synthetic: bool = True):
+    from .checkpoint_dir import CheckpointDir
+
+    path = path or os.environ.get("CHATTERBOX_CKPT")
+    if path is None:
+        path = DEFAULT_CKPT
+        if create_synthetic and not path.exists():
+            from reference.synth_checkpoint import make_synthetic_checkpoint
+
+            print(f"creating the synthetic checkpoint {path} (seed 0)", file=sys.stderr)
+            make_synthetic_checkpoint(path, seed=0)
+    return CheckpointDir.open(path)
+
+
+def cmd_checkpoint_synth(args):
+    from reference.synth_checkpoint import make_synthetic_checkpoint
+
+    out = make_synthetic_checkpoint(args.out, seed=args.seed)
+    print(f"wrote synthetic checkpoint {out}")
+
+
+def cmd_export(args):
+    import dataclasses
+    import shutil
+    import tempfile
+
+    from parity.cases import get_case, load_cases
+    from parity.fixtures import Fixture, diff_fixtures, fixture_dir
+    from parity.session import staleness
+    from reference.export import export_case, load_original
+
+    ckpt = resolve_checkpoint(args.checkpoint)
+    names = list(load_cases()) if args.case == "all" else [args.case]
+    cases = [get_case(n) for n in names]
+    if args.text is not None or args.audio is not None:
+        if len(cases) != 1:
+            raise ParityError("--text/--audio override one case: name it with --case")
+        cases = [dataclasses.replace(cases[0], text=args.text if args.text is not None else cases[0].text,
+                                     audio=str(args.audio.resolve()) if args.audio else cases[0].audio)]
+    if args.max_new_tokens is not None:
+        cases = [dataclasses.replace(c, params={**c.params, "max_new_tokens": args.max_new_tokens}) for c in cases]
+    ckpt.validate()
+    tts = None
+    for case in cases:
+        target = fixture_dir(args.out, case.name)
+        why = staleness(args.out or target.parent, case, ckpt)
+        if why is None and not args.regen:
+            print(f"[{case.name}] fixture up to date: {target} (--regen rewrites it)")
+            continue
+        old_copy = None
+        if args.regen and (target / "manifest.json").is_file():
+            old_copy = Path(tempfile.mkdtemp(prefix="fixture-old-")) / case.name
+            shutil.copytree(target, old_copy)
+        tts = tts or load_original(ckpt)
+        try:
+            out = export_case(ckpt, case, out_root=args.out, tts=tts)
+            if old_copy is not None:
+                print(f"[{case.name}] changes against the previous fixture:")
+                for line in diff_fixtures(Fixture.open(old_copy), Fixture.open(out)):
+                    print("  " + line)
+        finally:
+            if old_copy is not None:
+                shutil.rmtree(old_copy.parent, ignore_errors=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="chatterbox-parity", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    ck = sub.add_parser("checkpoint", help="checkpoint utilities").add_subparsers(dest="sub", required=True)
+    p = ck.add_parser("synth", help="write a synthetic checkpoint (the original modules, seeded) in the hub's layout")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=cmd_checkpoint_synth)
+
+    p = sub.add_parser("export", help="run the ORIGINAL model on a case and write its reference fixtures")
+    _ckpt_arg(p)
+    p.add_argument("--case", default="all", help="case name from fixtures/cases.toml, or 'all'")
+    p.add_argument("--out", type=Path, default=None, help="fixture root (default: fixtures/)")
+    p.add_argument("--text", default=None, help="override the case's text")
+    p.add_argument("--audio", type=Path, default=None, help="override the case's reference audio file")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="override the case's T3 step bound")
+    p.add_argument("--regen", action="store_true",
+                   help="rewrite fixtures that are up to date, and print what changed (which tensors, by how much)")
+    p.add_argument("--only-stale", action="store_true", help="(the default) export only missing or stale fixtures")
+    p.set_defaults(fn=cmd_export)
+
+    _register_optional(sub)
+    return ap
+
+
+def _register_optional(sub):
+    """Subcommands living in their own modules register themselves here."""
+    import importlib
+
+    for mod_name in ("parity.compare_cli", "parity.report", "parity.bisect", "parity.pack", "parity.coverage",
+                     "mlx_impl.convert.cli", "mlx_impl.tts_cli"):
+        try:
+            mod = importlib.import_module(mod_name)
+        except ModuleNotFoundError as e:
+            if e.name == mod_name:
+                continue
+            raise
+        mod.register(sub)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except ParityError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""What a parity run needs: the checkpoint, up-to-date fixtures (exported if missing or stale),
+and the MLX runners' outputs, cached per (case, runner)."""
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional
+
+from . import registry
+from .cases import Case, load_cases
+from .checkpoint_dir import CheckpointDir
+from .errors import ParityError
+from .fixtures import Fixture, default_fixture_root, fixture_dir
+from .metrics import Metrics, check, compare
+
+NOT_IMPLEMENTED = "not implemented"
+
+
+def reference_available() -> bool:
+    try:
+        import chatterbox.tts  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def export_version() -> Optional[str]:
+    try:
+        from reference.export import EXPORT_VERSION
+    except ImportError:
+        return None
+    return EXPORT_VERSION
+
+
+def staleness(fx_root: Path, case: Case, ckpt: CheckpointDir) -> Optional[str]:
+    """Why the case's fixture must be (re)generated, or None when it is current."""
+    mpath = fixture_dir(fx_root, case.name) / "manifest.json"
+    if not mpath.is_file():
+        return "missing"
+    m = json.loads(mpath.read_text())
+    if m.get("checkpoint", {}).get("identity") != ckpt.identity():
+        return "made with another checkpoint"
+    ver = export_version()
+    if ver is not None and m.get("export_version") != ver:
+        return f"export version {m.get('export_version')} != {ver}"
+    want = case.as_manifest()
+    for key in ("text", "seed", "audio_sha256", "params"):
+        if m["case"].get(key) != want[key]:
+            return f"case {key} changed"
+    return None
+
+
+@dataclass
+class Result:
+    case: str
+    checkpoint: str
+    status: str  # passed | failed | not implemented | error
+    metrics: Optional[Metrics] = None
+    tolerance: str = ""
+    message: str = ""
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k != "metrics"}
+        d["metrics"] = self.metrics.as_dict() if self.metrics else None
+        return d
+
+
+@dataclass
+class ParitySession:
+    ckpt: CheckpointDir
+    fx_root: Path
+    precision: str = "fp32"
+    fixtures: Dict[str, Fixture] = field(default_factory=dict)
+    outputs: Dict[tuple, object] = field(default_factory=dict)
+    results: Dict[tuple, Result] = field(default_factory=dict)
+    log: callable = print
+
+    @classmethod
+    def create(cls, ckpt_path=None, fx_root=None, **kw) -> "ParitySession":
+        from .cli import resolve_checkpoint
+
+        ckpt = resolve_checkpoint(ckpt_path, create_synthetic=reference_available())
+        return cls(ckpt=ckpt, fx_root=Path(fx_root or default_fixture_root()), **kw)
+
+    def fixture(self, case_name: str) -> Fixture:
+        if case_name not in self.fixtures:
+            case = load_cases()[case_name]
+            why = staleness(self.fx_root, case, self.ckpt)
+            if why is not None:
+                if not reference_available():
+                    if why != "missing" and export_version() is None:
+                        why = None  # MLX-only machine: use fixtures made elsewhere as they are
+                    else:
+                        raise ParityError(
+                            f"fixture {fixture_dir(self.fx_root, case_name)} is {why} and the reference stack "
+                            "(torch + chatterbox-tts) is not installed here: export it where it is "
+                            "(chatterbox-parity export) and copy the folder")
+            if why is not None:
+                from reference.export import export_case
+
+                self.log(f"exporting reference fixture '{case_name}' ({why})")
+                export_case(self.ckpt, case, out_root=self.fx_root, tts=self._original(), log=self.log)
+            self.fixtures[case_name] = Fixture.open(fixture_dir(self.fx_root, case_name))
+        return self.fixtures[case_name]
+
+    _tts = None
+
+    def _original(self):
+        if self._tts is None:
+            from reference.export import load_original
+
+            self._tts = load_original(self.ckpt)
+        return self._tts
+
+    def run_checkpoint(self, case_name: str, name: str) -> Result:
+        from .stages import providers
+
+        cp = registry.load()[name]
+        tol = cp.tolerance(self.precision)
+        runner = providers().get(name)
+        if runner is None:
+            res = Result(case_name, name, NOT_IMPLEMENTED, tolerance=tol.describe(),
+                         message=f"no MLX runner provides '{name}' (parity/stages/)")
+            self.results[(case_name, name)] = res
+            return res
+        fx = self.fixture(case_name)
+        key = (case_name, runner.__name__)
+        t0 = time.time()
+        if key not in self.outputs:
+            try:
+                self.outputs[key] = runner.run(fx, self.ckpt)
+            except NotImplementedError as e:
+                self.outputs[key] = NotImplementedError(str(e))
+            except Exception as e:  # reported on every checkpoint of the runner
+                self.outputs[key] = RuntimeError(f"{runner.__name__}.run failed: {e!r}\n{traceback.format_exc()}")
+        out = self.outputs[key]
+        if isinstance(out, NotImplementedError):
+            res = Result(case_name, name, NOT_IMPLEMENTED, tolerance=tol.describe(), message=str(out))
+        elif isinstance(out, Exception):
+            res = Result(case_name, name, "error", tolerance=tol.describe(), message=str(out))
+        elif name not in out:
+            res = Result(case_name, name, "error", tolerance=tol.describe(),
+                         message=f"{runner.__name__}.run did not return '{name}'")
+        else:
+            m = compare(fx.tensor(name), out[name], cp.kind)
+            fails = check(m, tol, cp.kind)
+            res = Result(case_name, name, "failed" if fails else "passed", metrics=m, tolerance=tol.describe(),
+                         message="; ".join(fails))
+        res.seconds = time.time() - t0
+        self.results[(case_name, name)] = res
+        return res

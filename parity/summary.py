@@ -1,0 +1,68 @@
+"""The parity summary: a table for the terminal and a JSON record for the report."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+from . import ROOT, registry
+
+RESULTS_DIR = ROOT / "reports" / "out"
+
+
+def _measured(res) -> str:
+    if res.metrics is None:
+        return res.message.splitlines()[0][:60] if res.message else "-"
+    return res.metrics.headline(registry.load()[res.checkpoint].kind)
+
+
+def summary_table(session) -> list:
+    rows = [("case", "checkpoint", "status", "measured", "tolerance")]
+    order = {c.name: i for i, c in enumerate(registry.load().ordered())}
+    for (case, name), res in sorted(session.results.items(), key=lambda kv: (kv[0][0], order[kv[0][1]])):
+        rows.append((case, name, res.status, _measured(res), res.tolerance))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = []
+    for r in rows:
+        lines.append("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4])
+    counts = {}
+    for res in session.results.values():
+        counts[res.status] = counts.get(res.status, 0) + 1
+    lines.append("totals: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    return lines
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except Exception:
+        return "unknown"
+
+
+def run_metadata(session) -> dict:
+    import mlx.core as mx
+
+    return {
+        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
+        "mlx": mx.__version__, "mlx_device": str(mx.default_device()),
+        "precision": session.precision,
+        "checkpoint": {"path": str(session.ckpt.path), "identity": session.ckpt.identity()},
+        "fixtures": str(session.fx_root),
+    }
+
+
+def write_results(session, path: Path = None) -> Path:
+    """Atomically write this run's results (reports/out/latest.json by default)."""
+    path = Path(path or RESULTS_DIR / "latest.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"meta": run_metadata(session), "results": [r.as_dict() for r in session.results.values()]}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1, default=float) + "\n")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Creates .venv with the pinned stack: torch/torchaudio 2.9.1, chatterbox-tts 0.1.7 (without its
+# pins), MLX + mlx-lm, test tools; on Linux links MLX's bundled reference BLAS to OpenBLAS.
+# Idempotent: a second run only checks. Usage: scripts/setup.sh [--mlx-only]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=.venv
+MLX_ONLY=0; [ "${1:-}" = "--mlx-only" ] && MLX_ONLY=1
+say() { printf '[setup] %s\n' "$*"; }
+
+# --- system packages (Debian): espeak-ng/sox make test clips, OpenBLAS speeds up MLX on the CPU
+if [ "$(uname -s)" = Linux ] && command -v apt-get >/dev/null; then
+  need=()
+  for pkg in libopenblas0-pthread espeak-ng sox; do dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
+  if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+      say "apt-get install ${need[*]}"
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}") >/dev/null \
+        || say "WARNING: apt-get install ${need[*]} failed"
+    else
+      say "WARNING: not root, cannot install ${need[*]} (sudo apt-get install ${need[*]})"
+    fi
+  fi
+fi
+
+[ -x "$VENV/bin/python" ] || { say "creating $VENV"; "$PY" -m venv "$VENV"; }
+PIP="$VENV/bin/python -m pip"
+$PIP install -q --upgrade pip >/dev/null 2>&1 || true
+
+if [ "$(uname -s)" = Darwin ]; then MLX_PKG="mlx==0.32.4"; else MLX_PKG="mlx[cpu]==0.32.4"; fi
+if [ $MLX_ONLY = 0 ]; then
+  if ! $VENV/bin/python -c "import torch, torchaudio; assert torch.__version__.startswith('2.9.1') and torchaudio.__version__.startswith('2.9.1')" 2>/dev/null; then
+    say "installing torch 2.9.1 + torchaudio 2.9.1 (about 7 GB)"
+    $PIP install -q "torch==2.9.1" "torchaudio==2.9.1"
+  fi
+  # keep torch where it is whatever the other packages ask for
+  cons=$(mktemp); trap 'rm -f "$cons"' EXIT
+  printf 'torch==2.9.1\ntorchaudio==2.9.1\n' > "$cons"
+  $PIP install -q -c "$cons" -r requirements/reference.txt -r requirements/mlx.txt -r requirements/dev.txt "$MLX_PKG"
+  $PIP install -q --no-deps "chatterbox-tts==0.1.7" "s3tokenizer==0.3.0"
+else
+  $PIP install -q -r requirements/mlx.txt -r requirements/dev.txt "$MLX_PKG"
+fi
+$PIP install -q --no-deps -e . >/dev/null
+
+# --- MLX on Linux: replace the bundled reference BLAS by OpenBLAS (../shared/MLX_CPU_NOTES.md)
+if [ "$(uname -s)" = Linux ]; then
+  libdir=$($VENV/bin/python -c "import importlib.util, pathlib; s=importlib.util.find_spec('mlx'); p=pathlib.Path(s.submodule_search_locations[0]).parent/'mlx_cpu.libs'; print(p if p.is_dir() else '')")
+  openblas=/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3
+  [ "$(uname -m)" = aarch64 ] && openblas=/usr/lib/aarch64-linux-gnu/openblas-pthread/libblas.so.3
+  if [ -z "$libdir" ]; then
+    say "WARNING: mlx_cpu.libs not found: MLX keeps its own BLAS"
+  elif [ ! -e "$openblas" ]; then
+    say "WARNING: OpenBLAS missing ($openblas): MLX matmuls stay on the reference BLAS, ~30x slower (apt-get install libopenblas0-pthread)"
+  else
+    for f in "$libdir"/libblas-*.so.3.10.0; do
+      [ -e "$f" ] || continue
+      if [ "$(readlink -f "$f")" != "$(readlink -f "$openblas")" ]; then
+        [ -L "$f" ] || mv "$f" "$f.reference"
+        ln -sf "$openblas" "$f"
+      fi
+      say "MLX BLAS -> OpenBLAS ($openblas)"
+    done
+  fi
+fi
+
+$VENV/bin/python - <<'PY'
+import mlx.core as mx, mlx_lm  # noqa
+print(f"[setup] mlx {mx.__version__} on {mx.default_device()}")
+try:
+    import torch, torchaudio, chatterbox.tts  # noqa
+    print(f"[setup] torch {torch.__version__}, torchaudio {torchaudio.__version__}, chatterbox-tts 0.1.7: ok")
+except ImportError as e:
+    print(f"[setup] reference stack not installed ({e}): MLX-only environment")
+PY

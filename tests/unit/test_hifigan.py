@@ -1,0 +1,320 @@
+"""MLX HiFT vocoder (HiFTGenerator + ConvRNNF0Predictor) against the ORIGINAL PyTorch modules
+(chatterbox-tts 0.1.7), built as S3Token2Wav builds its mel2wav, with seeded random weights (every
+weight-norm gain, bias and Snake alpha perturbed) converted through mlx_impl.convert.hift.sanitize;
+fp32 on the CPU, a 40-frame mel. The original's random draws (SineGen's phase and noise) are
+captured from its run and replayed into the MLX modules.
+"""
+from __future__ import annotations
+
+import math
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import torch
+
+from mlx_impl.convert.common import ConversionError
+from mlx_impl.convert.hift import build_hift, sanitize
+from mlx_impl.s3gen import hifigan as mh
+from parity.metrics import compare
+
+SNR_MIN = 100.0
+N_MEL = 40
+
+
+def snr(ref, out) -> float:
+    ref, out = np.asarray(ref), np.asarray(out)
+    m = compare(ref, out)
+    assert not m.length_mismatch, f"shape {m.shape_out} != {m.shape_ref}"
+    assert m.nonfinite_mismatch == 0, f"{m.nonfinite_mismatch} non-finite entries differ"
+    return m.snr_db
+
+
+def build_original_hift():
+    """HiFTGenerator exactly as chatterbox.models.s3gen.s3gen.S3Token2Wav builds it."""
+    from chatterbox.models.s3gen.f0_predictor import ConvRNNF0Predictor
+    from chatterbox.models.s3gen.hifigan import HiFTGenerator
+
+    return HiFTGenerator(
+        sampling_rate=24000,
+        upsample_rates=[8, 5, 3],
+        upsample_kernel_sizes=[16, 11, 7],
+        source_resblock_kernel_sizes=[7, 7, 11],
+        source_resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5], [1, 3, 5]],
+        f0_predictor=ConvRNNF0Predictor(),
+    ).eval()
+
+
+def randomize(model: torch.nn.Module, seed: int) -> None:
+    """Perturb every weight-norm gain, Snake alpha and bias (default init leaves gains at ||v||,
+    alphas at 1), and scale the F0 classifier so that F0 spans unvoiced (< 10 Hz) and voiced
+    values of a few hundred Hz."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("alpha") or name.endswith("original0"):
+                p.mul_(0.5 + torch.rand(p.shape, generator=g))
+            elif name.endswith("bias"):
+                p.add_(0.02 * torch.randn(p.shape, generator=g))
+        model.f0_predictor.classifier.weight.mul_(4000.0)
+        model.f0_predictor.classifier.bias.fill_(40.0)
+
+
+class Recorder:
+    """Captures the original's SineGen draws and the vocoder's intermediate tensors."""
+
+    def __init__(self, model, monkeypatch):
+        from torch.distributions.uniform import Uniform
+
+        self.rec = {}
+        sample = Uniform.sample
+
+        def recording_sample(dist, *a, **kw):
+            out = sample(dist, *a, **kw)
+            self.rec["phase_draw"] = out.clone()
+            return out
+
+        monkeypatch.setattr(Uniform, "sample", recording_sample)
+        sine_gen = model.m_source.l_sin_gen
+        sine_forward = sine_gen.forward
+
+        def recording_sine_forward(f0):
+            sine_waves, uv, noise = sine_forward(f0)
+            self.rec.update(sine_waves=sine_waves.clone(), noise=noise.clone(), f0_up=f0.clone())
+            return sine_waves, uv, noise
+
+        monkeypatch.setattr(sine_gen, "forward", recording_sine_forward)
+        istft = model._istft
+
+        def recording_istft(magnitude, phase):
+            self.rec.update(magnitude=magnitude.clone(), phase=phase.clone())
+            return istft(magnitude, phase)
+
+        monkeypatch.setattr(model, "_istft", recording_istft)
+        model.f0_predictor.register_forward_hook(lambda m, i, o: self.rec.__setitem__("f0", o.clone()))
+
+
+@pytest.fixture(scope="module")
+def ref():
+    torch.manual_seed(0)
+    model = build_original_hift()
+    randomize(model, seed=1)
+    mel = torch.randn(1, 80, N_MEL, generator=torch.Generator().manual_seed(2))
+    with pytest.MonkeyPatch.context() as mp:
+        recorder = Recorder(model, mp)
+        torch.manual_seed(3)
+        wav, source = model.inference(mel)
+    r = {k: v.numpy() for k, v in recorder.rec.items()}
+    r.update(mel=mel.numpy(), wav=wav.numpy(), source=source.numpy(), torch_model=model)
+    r["state"] = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    return r
+
+
+@pytest.fixture(scope="module")
+def mlx_model(ref):
+    return build_hift(ref["state"])
+
+
+def test_reference_exercises_both_voicing_branches(ref):
+    f0 = ref["f0"]
+    voiced = float(np.mean(f0 > 10))
+    print(f"f0 range {f0.min():.1f}..{f0.max():.1f} Hz, voiced fraction {voiced:.2f}")
+    assert 0.2 < voiced < 0.9 and f0.max() > 100
+
+
+def test_sanitize_is_strict(ref):
+    state = ref["state"]
+    out = sanitize(state)
+    print(f"hift: {len(state)} source tensors -> {len(out)} MLX tensors")
+    assert len(out) == len(state) - sum(k.endswith("original0") for k in state)
+    # ConvTranspose1d by module type: (I, O, K) -> (O, K, I)
+    assert out["ups.0.weight"].shape == (256, 16, 512)
+    assert out["conv_pre.weight"].shape == (512, 7, 80)
+    missing = dict(state)
+    del missing["resblocks.4.convs2.1.parametrizations.weight.original0"]
+    with pytest.raises(ConversionError, match="resblocks.4.convs2.1"):
+        sanitize(missing)
+    extra = dict(state)
+    extra["resblocks.4.convs3.0.bias"] = np.zeros(3, np.float32)
+    with pytest.raises(ConversionError, match="convs3"):
+        sanitize(extra)
+    bad = dict(state)
+    bad["source_downs.1.weight"] = bad["source_downs.1.weight"][:, :, :3]
+    with pytest.raises(ConversionError, match="source_downs.1.weight"):
+        build_hift(bad)
+
+
+def test_weight_norm_folding(ref):
+    """w = g * v / ||v|| equals the original's effective (parametrized) weights."""
+    model = ref["torch_model"]
+    out = sanitize(ref["state"])
+    from mlx_impl.convert.common import conv1d, conv_transpose1d
+
+    s1 = snr(conv_transpose1d(model.ups[1].weight.detach().numpy()), out["ups.1.weight"])
+    s2 = snr(conv1d(model.resblocks[7].convs1[2].weight.detach().numpy()), out["resblocks.7.convs1.2.weight"])
+    print(f"weight_norm folding: ups.1 {s1:.1f} dB, resblocks.7.convs1.2 {s2:.1f} dB")
+    assert s1 >= 130 and s2 >= 130
+
+
+def test_f0(ref, mlx_model):
+    f0 = mlx_model.f0_predictor(mx.array(ref["mel"]))
+    s = snr(ref["f0"], f0)
+    print(f"hift.f0 SNR {s:.1f} dB")
+    assert s >= SNR_MIN
+
+
+def test_sine_gen_and_source_from_reference_f0(ref, mlx_model):
+    phase = mx.array(ref["phase_draw"])  # the raw draw; harmonic 0 is zeroed by SineGen as in the original
+    noise = mx.array(ref["noise"])
+    sine_waves, uv, _ = mlx_model.m_source.l_sin_gen(mx.array(ref["f0_up"]), phase_vec=phase, noise=noise)
+    source = mlx_model.f0_to_source(mx.array(ref["f0"]), phase_vec=phase, noise=noise)
+    s_sine, s_src = snr(ref["sine_waves"], sine_waves), snr(ref["source"], source)
+    print(f"SineGen sine_waves SNR {s_sine:.1f} dB, hift.source SNR {s_src:.1f} dB")
+    assert s_sine >= SNR_MIN and s_src >= SNR_MIN
+
+
+def test_magnitude_phase_from_reference_source(ref, mlx_model):
+    magnitude, phase = mlx_model.decode_spectrum(mx.array(ref["mel"]), mx.array(ref["source"]))
+    s_mag, s_ph = snr(ref["magnitude"], magnitude), snr(ref["phase"], phase)
+    print(f"hift.magnitude SNR {s_mag:.1f} dB, hift.phase SNR {s_ph:.1f} dB")
+    assert s_mag >= SNR_MIN and s_ph >= SNR_MIN
+
+
+def test_wav_from_reference_spectrum(ref, mlx_model):
+    wav = mlx_model.spectrum_to_wav(mx.array(ref["magnitude"]), mx.array(ref["phase"]))
+    s = snr(ref["wav"], wav)
+    print(f"hift.wav_pre_fade SNR {s:.1f} dB")
+    assert s >= SNR_MIN
+
+
+def test_inference_end_to_end(ref, mlx_model):
+    """The whole chain, only the random draws replayed: errors compound (F0 -> cumulative phase)."""
+    wav, source = mlx_model.inference(
+        mx.array(ref["mel"]), phase_vec=mx.array(ref["phase_draw"]), noise=mx.array(ref["noise"])
+    )
+    s_wav, s_src = snr(ref["wav"], wav), snr(ref["source"], source)
+    print(f"end to end: wav SNR {s_wav:.1f} dB, source SNR {s_src:.1f} dB")
+    assert s_wav >= SNR_MIN and s_src >= 90.0
+
+
+def test_cache_source_overrides_the_start(ref, mlx_model):
+    cache = mx.array(np.full((1, 1, 100), 0.25, np.float32))
+    _, source = mlx_model.inference(
+        mx.array(ref["mel"]), cache_source=cache,
+        phase_vec=mx.array(ref["phase_draw"]), noise=mx.array(ref["noise"]),
+    )
+    source = np.array(source)
+    assert np.all(source[:, :, :100] == 0.25)
+    assert snr(ref["source"][:, :, 100:], source[:, :, 100:]) >= 90.0
+
+
+def test_sine_gen_long_clip_phase():
+    """SineGen's phase is 2*pi*(cumsum(f0*k/sr) % 1) over every sample: torch's CPU cumsum adds in
+    double, so a float32 running sum drifts by whole cycles over a 10 s clip; the MLX SineGen
+    (float64 cumsum) must match the original over a long clip too."""
+    from chatterbox.models.s3gen.hifigan import SineGen
+
+    g = torch.Generator().manual_seed(5)
+    f0 = torch.rand(1, 1, 500, generator=g) * 300.0
+    f0[:, :, 100:140] = 0.0
+    f0_up = torch.nn.Upsample(scale_factor=480)(f0)  # (1, 1, 240000)
+    torch_gen = SineGen(24000, harmonic_num=8, sine_amp=0.1, noise_std=0.003, voiced_threshold=10)
+    torch.manual_seed(6)
+    phase = torch.distributions.uniform.Uniform(-np.pi, np.pi).sample((1, 9, 1))
+    torch.manual_seed(6)
+    sine_ref, uv_ref, noise_ref = torch_gen(f0_up)
+
+    mlx_gen = mh.SineGen(24000, harmonic_num=8, sine_amp=0.1, noise_std=0.003, voiced_threshold=10)
+    sine, uv, _ = mlx_gen(mx.array(f0_up.numpy()), phase_vec=mx.array(phase.numpy()),
+                          noise=mx.array(noise_ref.numpy()))
+    s = snr(sine_ref.numpy(), sine)
+    F = (f0_up.numpy() * np.arange(1, 10, dtype=np.float32)[None, :, None]) / np.float32(24000)
+    drift = np.abs(np.cumsum(F, axis=-1, dtype=np.float32) - np.cumsum(F, axis=-1, dtype=np.float64)).max()
+    print(f"long clip (240000 samples): sine SNR {s:.1f} dB; a float32 running sum would drift by {drift:.3g} cycles")
+    assert np.array_equal(np.array(uv), uv_ref.numpy())
+    assert s >= SNR_MIN
+
+
+def test_sine_gen_default_draws():
+    gen = mh.SineGen(24000, harmonic_num=8, sine_amp=0.1, noise_std=0.003, voiced_threshold=10)
+    f0 = np.zeros((1, 1, 48000), np.float32)
+    f0[:, :, 24000:] = 200.0
+    mx.random.seed(0)
+    sine, uv, noise = gen(mx.array(f0))
+    sine, uv, noise = np.array(sine), np.array(uv), np.array(noise)
+    assert sine.shape == noise.shape == (1, 9, 48000) and uv.shape == (1, 1, 48000)
+    assert np.all(uv[..., :24000] == 0) and np.all(uv[..., 24000:] == 1)
+    assert abs(noise[..., :24000].std() - 0.1 / 3) < 0.002 and abs(noise[..., 24000:].std() - 0.003) < 0.0002
+    # harmonic 0 has no random phase: 0.1 * sin(2 pi f0 n / sr) in the voiced part
+    n = np.arange(1, 24001)
+    expected = 0.1 * np.sin(2 * np.pi * ((200.0 / 24000 * n) % 1))
+    assert np.max(np.abs(sine[0, 0, 24000:] - noise[0, 0, 24000:] - expected)) < 1e-5
+
+
+def test_stft_istft_match_torch(mlx_model):
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 4 * 301, generator=g)
+    window = torch.from_numpy(mh.hann_window(16))
+    spec = torch.view_as_real(torch.stft(x, 16, 4, 16, window=window, return_complex=True))
+    real, imag = mlx_model._stft(mx.array(x.numpy()))
+    assert snr(spec[..., 0].numpy(), real) >= SNR_MIN and snr(spec[..., 1].numpy(), imag) >= SNR_MIN
+
+    mag = torch.exp(3 * torch.randn(2, 9, 120, generator=g))  # some above the 1e2 clip
+    ph = 4 * torch.randn(2, 9, 120, generator=g)  # beyond +-pi, DC / Nyquist imaginary parts nonzero
+    assert (mag > 1e2).any()
+    ref_model = build_original_hift.__wrapped__() if hasattr(build_original_hift, "__wrapped__") else None
+    clipped = torch.clip(mag, max=1e2)
+    y_ref = torch.istft(torch.complex(clipped * torch.cos(ph), clipped * torch.sin(ph)), 16, 4, 16, window=window)
+    y = mlx_model._istft(mx.array(mag.numpy()), mx.array(ph.numpy()))
+    s = snr(y_ref.numpy(), y)
+    print(f"istft SNR {s:.1f} dB")
+    assert ref_model is None and s >= SNR_MIN
+
+
+def test_window_upsample_padding_and_fade():
+    from scipy.signal import get_window
+
+    from parity.stages.hift import trim_fade
+
+    assert np.array_equal(mh.hann_window(16), get_window("hann", 16, fftbins=True).astype(np.float32))
+    for T in (1, 7, 333):
+        x = torch.rand(1, 1, T) * 300
+        up = torch.nn.Upsample(scale_factor=np.prod([8, 5, 3]) * 4)(x).numpy()
+        assert np.array_equal(np.array(mh.upsample_nearest(mx.array(x.numpy()), 480)), up)
+    from chatterbox.models.s3gen.hifigan import get_padding
+
+    assert all(mh.get_padding(k, d) == get_padding(k, d) for k in (1, 3, 7, 11, 16) for d in (1, 3, 5))
+    n = 480
+    fade_ref = torch.zeros(2 * n)
+    fade_ref[n:] = (torch.cos(torch.linspace(torch.pi, 0, n)) + 1) / 2
+    diff = np.abs(trim_fade() - fade_ref.numpy()).max()
+    print(f"trim_fade max abs diff {diff:.3g} (torch's vectorised linspace / cos round differently by an ulp)")
+    assert np.all(trim_fade()[:n] == 0) and diff <= 2.5e-7
+
+
+def test_snake_and_resblock_match_torch():
+    from chatterbox.models.s3gen.hifigan import ResBlock
+
+    torch.manual_seed(8)
+    block = ResBlock(16, 7, [1, 3, 5]).eval()
+    randomize_block = {k: v.detach().numpy() * (1.3 if k.endswith("alpha") else 1.0)
+                       for k, v in block.state_dict().items()}
+    block.load_state_dict({k: torch.from_numpy(v) for k, v in randomize_block.items()})
+    x = torch.randn(1, 16, 50) * 2
+    with torch.no_grad():
+        y_ref = block(x).numpy()
+    from mlx_impl.convert.common import load_strict
+
+    mblock = mh.ResBlock(16, 7, [1, 3, 5])
+    weights = {k[len("b."):]: v for k, v in sanitize_resblock(randomize_block).items()}
+    load_strict(mblock, weights, what="resblock")
+    y = mblock(mx.array(x.numpy().transpose(0, 2, 1)))
+    s = snr(y_ref, np.array(y).transpose(0, 2, 1))
+    print(f"ResBlock(16, 7) with Snake SNR {s:.1f} dB")
+    assert s >= SNR_MIN
+
+
+def sanitize_resblock(state):
+    """A lone ResBlock's state through the vocoder's sanitize (as if it were resblocks.0)."""
+    out = sanitize({f"resblocks.0.{k}": v for k, v in state.items()})
+    return {"b." + k[len("resblocks.0."):]: v for k, v in out.items()}
