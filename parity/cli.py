@@ -50,7 +50,7 @@ def cmd_export(args):
     from parity.cases import get_case, load_cases
     from parity.fixtures import Fixture, diff_fixtures, fixture_dir
     from parity.session import staleness
-    from reference.export import export_case, load_original
+    from reference.export import export_case, load_original, validate_case_inputs
 
     ckpt = resolve_checkpoint(args.checkpoint)
     names = list(load_cases()) if args.case == "all" else [args.case]
@@ -62,6 +62,8 @@ def cmd_export(args):
                                      audio=str(args.audio.resolve()) if args.audio else cases[0].audio)]
     if args.max_new_tokens is not None:
         cases = [dataclasses.replace(c, params={**c.params, "max_new_tokens": args.max_new_tokens}) for c in cases]
+    for case in cases:
+        validate_case_inputs(case)
     ckpt.validate()
     tts = None
     for case in cases:

@@ -48,6 +48,9 @@ def staleness(fx_root: Path, case: Case, ckpt: CheckpointDir) -> Optional[str]:
     ver = export_version()
     if ver is not None and m.get("export_version") != ver:
         return f"export version {m.get('export_version')} != {ver}"
+    missing = [c.name for c in registry.load().checkpoints.values() if c.name not in m.get("tensors", {})]
+    if missing:
+        return f"lacks {len(missing)} registered checkpoints ({missing[0]}, ...)"
     want = case.as_manifest()
     for key in ("text", "seed", "audio_sha256", "params"):
         if m["case"].get(key) != want[key]:

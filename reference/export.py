@@ -295,11 +295,7 @@ def export_case(ckpt: CheckpointDir, case: Case, out_root=None, tts=None, log=pr
     from chatterbox.models.s3tokenizer import drop_invalid_tokens
     from chatterbox.tts import punc_norm
 
-    if not case.text.strip():
-        raise ParityError(f"case '{case.name}': empty text")
-    if not case.audio_path.is_file():
-        raise ParityError(f"case '{case.name}': audio file not found: {case.audio_path}")
-    _check_audio_readable(case.audio_path)
+    validate_case_inputs(case)
     ckpt.validate()
     tts = tts or load_original(ckpt)
     p = case.params
@@ -312,6 +308,8 @@ def export_case(ckpt: CheckpointDir, case: Case, out_root=None, tts=None, log=pr
         tts.prepare_conditionals(str(case.audio_path), exaggeration=p["exaggeration"])
     rec.put("ve.speaker_emb", tts.conds.t3.speaker_emb)
     rec.put("s3tok.prompt_tokens", tts.conds.t3.cond_prompt_speech_tokens)
+    full_tokens, _ = tts.s3gen.tokenizer.forward([rec.values["audio.wav_16k"].numpy()])
+    rec.put("s3tok.full_tokens", full_tokens)
     log(f"[{case.name}] conditioning {time.time() - t0:.1f}s")
 
     # 2. text, as ChatterboxTTS.generate prepares it
@@ -390,6 +388,14 @@ def export_case(ckpt: CheckpointDir, case: Case, out_root=None, tts=None, log=pr
     out = writer.write(fixture_dir(out_root, case.name), meta)
     log(f"[{case.name}] wrote {out} ({len(rec.values)} tensors) in {time.time() - t0:.1f}s")
     return out
+
+
+def validate_case_inputs(case: Case) -> None:
+    if not case.text.strip():
+        raise ParityError(f"case '{case.name}': empty text")
+    if not case.audio_path.is_file():
+        raise ParityError(f"case '{case.name}': audio file not found: {case.audio_path}")
+    _check_audio_readable(case.audio_path)
 
 
 def _check_audio_readable(path: Path) -> None:

@@ -66,6 +66,12 @@ class CausalMaskedDiffWithXvec(nn.Module):
         """encoder output (B, T, 512) -> mu (B, 80, T)."""
         return self.encoder_proj(h).transpose(0, 2, 1)
 
+    def build_cond(self, prompt_feat: mx.array, mel_len: int) -> mx.array:
+        """prompt_feat (B, Tf, 80) -> cond (B, 80, mel_len): the prompt's mel, then zeros."""
+        b, tf, _ = prompt_feat.shape
+        zeros = mx.zeros((b, mel_len - tf, self.output_size), dtype=prompt_feat.dtype)
+        return mx.concatenate([prompt_feat, zeros], axis=1).transpose(0, 2, 1)
+
     def inference(self, token, token_len, prompt_token, prompt_token_len, prompt_feat, prompt_feat_len,
                   embedding, finalize: bool, n_timesteps: int = 10, noised_mels=None, meanflow: bool = False,
                   noise: Optional[mx.array] = None, trace: Optional[dict] = None):
@@ -96,8 +102,7 @@ class CausalMaskedDiffWithXvec(nn.Module):
         mel_len1, mel_len2 = prompt_feat.shape[1], h.shape[1] - prompt_feat.shape[1]
         mu = self.project(h)
 
-        conds = mx.concatenate([prompt_feat.astype(h.dtype), mx.zeros((b, mel_len2, self.output_size), h.dtype)],
-                               axis=1).transpose(0, 2, 1)
+        conds = self.build_cond(prompt_feat.astype(h.dtype), mel_len1 + mel_len2)
         mask = (~make_pad_mask(h_lengths))[:, None, :].astype(h.dtype)
         if mask.shape[0] != b:
             mask = mx.repeat(mask, b, axis=0)

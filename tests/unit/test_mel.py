@@ -27,6 +27,16 @@ def speech_like(seconds: float, sr: int, seed: int = 0) -> np.ndarray:
     return x.astype(np.float32)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def torch_single_thread():
+    """The 2-core machine is shared: torch's thread pool oversubscribes it (a first LSTM call took
+    17 s with the default threads, 0.05 s with one)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.mark.parametrize("sr,n_fft,n_mels,fmin,fmax", [
     (16000, 400, 40, 0, 8000),    # VoiceEncoder
     (24000, 1920, 80, 0, 8000),   # S3Gen

@@ -45,12 +45,17 @@ def snr(ref, out) -> float:
 
 @pytest.fixture(scope="module")
 def models():
+    # One torch thread: on the shared 2-core machine, torch's spinning OpenMP threads under
+    # contention made the original ~50x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     cfg = small_llama_config()
     ref = build_original_t3(cfg, seed=0)
     state = state_numpy(ref)
     mlx_model = load_t3(state, T3Config(704, llama_config=cfg))
-    return ref, mlx_model, state, cfg
+    yield ref, mlx_model, state, cfg
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -40,6 +40,16 @@ def speech_like(seconds: float, seed: int = 0, lead=0.4, tail=0.5) -> np.ndarray
     return x.astype(np.float32)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def torch_single_thread():
+    """The 2-core machine is shared: torch's thread pool oversubscribes it (a first LSTM call took
+    17 s with the default threads, 0.05 s with one)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def models():
     torch.manual_seed(1234)
