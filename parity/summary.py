@@ -57,6 +57,30 @@ def run_metadata(session) -> dict:
     }
 
 
+PLOTTED = ("flow.output_mel", "hift.wav", "t3.logits_raw", "t3.speech_tokens", "t3_greedy.speech_tokens",
+           "s3tok.prompt_tokens")
+
+
+def write_plot_tensors(session, out_dir: Path) -> None:
+    """Reference and MLX tensors of the plotted checkpoints, per case, for the report's figures."""
+    from safetensors.numpy import save_file
+    import numpy as np
+
+    from .stages import providers
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for case in sorted({c for c, _ in session.results}):
+        tensors = {}
+        for name in PLOTTED:
+            runner = providers().get(name)
+            out = session.outputs.get((case, runner.__name__)) if runner else None
+            if isinstance(out, dict) and name in out and case in session.fixtures:
+                tensors[f"ref/{name}"] = np.ascontiguousarray(session.fixtures[case].tensor(name))
+                tensors[f"mlx/{name}"] = np.ascontiguousarray(np.asarray(out[name]))
+        if tensors:
+            save_file(tensors, str(out_dir / f"{case}.safetensors"))
+
+
 def write_results(session, path: Path = None) -> Path:
     """Atomically write this run's results (reports/out/latest.json by default)."""
     path = Path(path or RESULTS_DIR / "latest.json")
@@ -65,4 +89,5 @@ def write_results(session, path: Path = None) -> Path:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=1, default=float) + "\n")
     os.replace(tmp, path)
+    write_plot_tensors(session, path.parent / "tensors")
     return path

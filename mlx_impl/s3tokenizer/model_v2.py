@@ -79,7 +79,7 @@ class FSQCodebook(nn.Module):
         h = mx.tanh(h)
         h = h * 0.9990000128746033
         h = mx.round(h) + 1  # round half to even, like torch.round
-        powers = mx.power(float(self.level), mx.arange(2 ** self.level, dtype=h.dtype))
+        powers = mx.array([float(self.level ** i) for i in range(2 ** self.level)], dtype=h.dtype)  # exact
         mu = mx.sum(h * powers[None, :], axis=-1)
         return mu.reshape(x_shape[0], x_shape[1]).astype(mx.int32)
 

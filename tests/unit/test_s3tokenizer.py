@@ -313,7 +313,19 @@ def test_from_pretrained_local_folder_and_missing_repo(tmp_path):
     a, _ = loaded.quantize(mel, mx.array([mel.shape[-1]]))
     b, _ = out.quantize(mel, mx.array([mel.shape[-1]]))
     assert np.array_equal(np.array(a), np.array(b))
+    # the project's single-file MLX layout: model.safetensors, `s3_tokenizer.` prefix, MLX names
+    from mlx.utils import tree_flatten
+
+    mlx_dir = tmp_path / "mlx"
+    mlx_dir.mkdir()
+    mx.save_safetensors(str(mlx_dir / "model.safetensors"),
+                        {f"s3_tokenizer.{k}": v for k, v in tree_flatten(out.parameters())})
+    c, _ = s3t.from_pretrained(mlx_dir, config=mlx_v2.ModelConfig(**SMALL), chatterbox=False).quantize(
+        mel, mx.array([mel.shape[-1]]))
+    assert np.array_equal(np.array(c), np.array(b))
     with pytest.raises(FileNotFoundError, match="not-a-user/not-a-repo"):
         s3t.from_pretrained("not-a-user/not-a-repo")
+    empty = tmp_path / "empty"
+    empty.mkdir()
     with pytest.raises(FileNotFoundError, match="no S3 tokenizer weights"):
-        s3t.from_pretrained(tmp_path / "empty" if (tmp_path / "empty").mkdir() is None else None)
+        s3t.from_pretrained(empty)

@@ -1,0 +1,144 @@
+"""Speed of the MLX flow (token -> mel, CausalMaskedDiffWithXvec.inference, finalize=True) against
+the original PyTorch flow on the same weights and inputs, fp32 on the CPU. Prints JSON.
+
+Weights: the flow of a checkpoint folder (--ckpt, s3gen.safetensors) or seeded random ones (full
+size, as S3Token2Mel builds the flow). Inputs: random prompt / speech tokens, prompt mel, x-vector;
+the same start noise for both. Runs alternate (torch, mlx, torch, mlx, ...) so that load from other
+processes hits both alike; min and median are reported.
+
+  .venv/bin/python benchmarks/bench_flow.py [--n-prompt 100] [--n-tokens 75] [--repeats 3] [--ckpt DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TOKEN_RATE = 25  # speech tokens per second of audio
+
+
+def build_original_flow():
+    from chatterbox.models.s3gen.configs import CFM_PARAMS
+    from chatterbox.models.s3gen.decoder import ConditionalDecoder
+    from chatterbox.models.s3gen.flow import CausalMaskedDiffWithXvec
+    from chatterbox.models.s3gen.flow_matching import CausalConditionalCFM
+    from chatterbox.models.s3gen.transformer.upsample_encoder import UpsampleConformerEncoder
+
+    encoder = UpsampleConformerEncoder(
+        output_size=512, attention_heads=8, linear_units=2048, num_blocks=6, dropout_rate=0.1,
+        positional_dropout_rate=0.1, attention_dropout_rate=0.1, normalize_before=True, input_layer='linear',
+        pos_enc_layer_type='rel_pos_espnet', selfattention_layer_type='rel_selfattn', input_size=512,
+        use_cnn_module=False, macaron_style=False,
+    )
+    estimator = ConditionalDecoder(
+        in_channels=320, out_channels=80, causal=True, channels=[256], dropout=0.0, attention_head_dim=64,
+        n_blocks=4, num_mid_blocks=12, num_heads=8, act_fn='gelu', meanflow=False,
+    )
+    decoder = CausalConditionalCFM(spk_emb_dim=80, cfm_params=CFM_PARAMS, estimator=estimator)
+    return CausalMaskedDiffWithXvec(encoder=encoder, decoder=decoder)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-prompt", type=int, default=100, help="prompt speech tokens (mel frames = 2x)")
+    ap.add_argument("--n-tokens", type=int, default=75, help="speech tokens to synthesise (25 per second)")
+    ap.add_argument("--n-timesteps", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--ckpt", default=None, help="checkpoint folder (default: seeded random weights)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    import mlx.core as mx
+    import numpy as np
+    import torch
+
+    from mlx_impl.convert.common import load_strict
+    from mlx_impl.convert.flow import sanitize
+    from mlx_impl.s3gen.flow import build_causal_flow
+    from parity.metrics import compare
+
+    torch.manual_seed(args.seed)
+    ref = build_original_flow().eval()
+    if args.ckpt:
+        from parity.checkpoint_dir import CheckpointDir
+
+        state = {k[5:]: v for k, v in CheckpointDir.open(args.ckpt).state("s3gen").items() if k.startswith("flow.")}
+        ref.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    else:
+        state = {k: v.detach().numpy().copy() for k, v in ref.state_dict().items()}
+    model = build_causal_flow()
+    load_strict(model, sanitize(state), what="flow")
+    mx.eval(model.parameters())
+
+    g = torch.Generator().manual_seed(args.seed + 1)
+    inputs = dict(
+        token=torch.randint(0, 6561, (1, args.n_tokens), generator=g),
+        token_len=torch.tensor([args.n_tokens]),
+        prompt_token=torch.randint(0, 6561, (1, args.n_prompt), generator=g),
+        prompt_token_len=torch.tensor([args.n_prompt]),
+        prompt_feat=torch.randn(1, 2 * args.n_prompt, 80, generator=g),
+        prompt_feat_len=None,
+        embedding=torch.randn(1, 192, generator=g),
+    )
+    n_mel = 2 * (args.n_prompt + args.n_tokens)
+    noise = torch.randn(1, 80, n_mel, generator=g)
+    m_inputs = {k: (None if v is None else mx.array(v.numpy())) for k, v in inputs.items()}
+    m_noise = mx.array(noise.numpy())
+
+    orig_randn_like = torch.randn_like
+
+    def run_torch():
+        torch.randn_like = lambda t, *a, **k: noise.clone()
+        try:
+            with torch.inference_mode():
+                return ref.inference(finalize=True, n_timesteps=args.n_timesteps, **inputs)[0].numpy()
+        finally:
+            torch.randn_like = orig_randn_like
+
+    def run_mlx():
+        out, _ = model.inference(finalize=True, n_timesteps=args.n_timesteps, noise=m_noise, **m_inputs)
+        mx.eval(out)
+        return np.array(out)
+
+    times = {"torch": [], "mlx": []}
+    outs = {}
+    for _ in range(args.repeats):
+        for name, fn in (("torch", run_torch), ("mlx", run_mlx)):
+            t0 = time.perf_counter()
+            outs[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+
+    audio_s = args.n_tokens / TOKEN_RATE
+    result = {
+        "what": "S3Gen flow inference (encoder + 10-step CFG Euler), fp32 CPU",
+        "weights": args.ckpt or f"seeded random (seed {args.seed})",
+        "n_prompt_tokens": args.n_prompt, "n_tokens": args.n_tokens, "n_mel_frames": n_mel,
+        "n_timesteps": args.n_timesteps, "audio_seconds": audio_s, "repeats": args.repeats,
+        "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "machine": platform.machine(), "load_avg_1m": os.getloadavg()[0],
+        "mlx_version": mx.__version__, "torch_version": torch.__version__,
+        "output_snr_db": compare(outs["torch"], outs["mlx"]).snr_db,
+    }
+    for name, ts in times.items():
+        result[name] = {
+            "seconds": [round(t, 3) for t in ts],
+            "min_s": round(min(ts), 3), "median_s": round(statistics.median(ts), 3),
+            "s_per_audio_s_min": round(min(ts) / audio_s, 3),
+            "s_per_audio_s_median": round(statistics.median(ts) / audio_s, 3),
+        }
+    result["mlx_over_torch_min"] = round(min(times["mlx"]) / min(times["torch"]), 3)
+    result["mlx_over_torch_median"] = round(statistics.median(times["mlx"]) / statistics.median(times["torch"]), 3)
+    print(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""Speed of the MLX HiFT vocoder (HiFTGenerator.inference: F0 predictor, source, decode, iSTFT)
+against the original PyTorch HiFTGenerator on the same weights and the same mel, fp32 on the CPU.
+Prints JSON: seconds per second of audio, min and median.
+
+Weights: mel2wav of a checkpoint folder (--ckpt, s3gen.safetensors) or seeded random ones (as
+S3Token2Wav builds the vocoder, gains / alphas / biases perturbed, F0 scaled into the voiced range).
+The original's SineGen draws (phase, noise) are captured from its first run and replayed into the
+MLX run, so the outputs are comparable (output_snr_db). Both sides get one untimed warm-up on a
+short mel; then runs alternate (torch, mlx, torch, mlx, ...) so that load from other processes hits
+both alike.
+
+  .venv/bin/python benchmarks/bench_hift.py [--n-mel 150] [--repeats 3] [--ckpt DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MEL_RATE = 50  # mel frames per second of audio (24 kHz, 480 samples per frame)
+
+
+def build_original_hift():
+    from chatterbox.models.s3gen.f0_predictor import ConvRNNF0Predictor
+    from chatterbox.models.s3gen.hifigan import HiFTGenerator
+
+    return HiFTGenerator(
+        sampling_rate=24000,
+        upsample_rates=[8, 5, 3],
+        upsample_kernel_sizes=[16, 11, 7],
+        source_resblock_kernel_sizes=[7, 7, 11],
+        source_resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5], [1, 3, 5]],
+        f0_predictor=ConvRNNF0Predictor(),
+    ).eval()
+
+
+def randomize(model, seed: int) -> None:
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("alpha") or name.endswith("original0"):
+                p.mul_(0.5 + torch.rand(p.shape, generator=g))
+            elif name.endswith("bias"):
+                p.add_(0.02 * torch.randn(p.shape, generator=g))
+        model.f0_predictor.classifier.weight.mul_(4000.0)
+        model.f0_predictor.classifier.bias.fill_(40.0)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-mel", type=int, default=150, help="mel frames (50 per second of audio)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--ckpt", default=None, help="checkpoint folder (default: seeded random weights)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    import mlx.core as mx
+    import numpy as np
+    import torch
+    from torch.distributions.uniform import Uniform
+
+    from mlx_impl import ops
+    from mlx_impl.convert.hift import build_hift, strip_prefix
+    from parity.metrics import compare
+
+    torch.manual_seed(args.seed)
+    ref = build_original_hift()
+    if args.ckpt:
+        from parity.checkpoint_dir import CheckpointDir
+
+        state = strip_prefix(CheckpointDir.open(args.ckpt).state("s3gen"), "mel2wav.")
+        ref.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    else:
+        randomize(ref, args.seed + 1)
+        state = {k: v.detach().numpy().copy() for k, v in ref.state_dict().items()}
+    model = build_hift(state)
+    mx.eval(model.parameters())
+
+    g = torch.Generator().manual_seed(args.seed + 2)
+    mel = torch.randn(1, 80, args.n_mel, generator=g)
+    mel_warm = torch.randn(1, 80, 10, generator=g)
+    m_mel, m_mel_warm = mx.array(mel.numpy()), mx.array(mel_warm.numpy())
+
+    draws = {}
+    sine_gen = ref.m_source.l_sin_gen
+    sine_forward = sine_gen.forward
+    uniform_sample = Uniform.sample
+
+    def capture_sample(dist, *a, **k):
+        out = uniform_sample(dist, *a, **k)
+        draws["phase"] = out.clone()
+        return out
+
+    def capture_forward(f0):
+        out = sine_forward(f0)
+        draws["noise"] = out[2].clone()
+        return out
+
+    def run_torch(x, capture=False):
+        if capture:
+            Uniform.sample, sine_gen.forward = capture_sample, capture_forward
+        try:
+            with torch.inference_mode():
+                return ref.inference(x)[0].numpy()
+        finally:
+            Uniform.sample = uniform_sample
+            sine_gen.__dict__.pop("forward", None)
+
+    def run_mlx(x, replay=True):
+        kw = dict(phase_vec=m_phase, noise=m_noise) if replay else {}
+        wav, _ = model.inference(x, **kw)
+        mx.eval(wav)
+        return np.array(wav)
+
+    run_torch(mel_warm)
+    run_mlx(m_mel_warm, replay=False)
+    torch.manual_seed(args.seed + 3)
+    run_torch(mel, capture=True)  # captures the draws (untimed)
+    m_phase, m_noise = mx.array(draws["phase"].numpy()), mx.array(draws["noise"].numpy())
+
+    times = {"torch": [], "mlx": []}
+    outs = {}
+    for _ in range(args.repeats):
+        for name, fn in (("torch", lambda: run_torch(mel)), ("mlx", lambda: run_mlx(m_mel))):
+            torch.manual_seed(args.seed + 3)  # the same draws on every torch run
+            t0 = time.perf_counter()
+            outs[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+
+    audio_s = args.n_mel / MEL_RATE
+    result = {
+        "what": "HiFTGenerator.inference (F0 predictor + NSF source + decode + iSTFT), fp32 CPU",
+        "weights": args.ckpt or f"seeded random (seed {args.seed})",
+        "n_mel_frames": args.n_mel, "audio_seconds": audio_s, "repeats": args.repeats,
+        "mlx_device": str(mx.default_device()), "mlx_conv_forms": "native" if ops.use_native() else "im2col/matmul",
+        "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "machine": platform.machine(), "load_avg_1m": os.getloadavg()[0],
+        "mlx_version": mx.__version__, "torch_version": torch.__version__,
+        "output_snr_db": round(compare(outs["torch"], outs["mlx"]).snr_db, 1),
+    }
+    for name, ts in times.items():
+        result[name] = {
+            "seconds": [round(t, 3) for t in ts],
+            "min_s": round(min(ts), 3), "median_s": round(statistics.median(ts), 3),
+            "s_per_audio_s_min": round(min(ts) / audio_s, 3),
+            "s_per_audio_s_median": round(statistics.median(ts) / audio_s, 3),
+        }
+    result["mlx_over_torch_min"] = round(min(times["mlx"]) / min(times["torch"]), 3)
+    result["mlx_over_torch_median"] = round(statistics.median(times["mlx"]) / statistics.median(times["torch"]), 3)
+    print(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()

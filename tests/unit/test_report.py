@@ -1,0 +1,55 @@
+"""The report flags a planted regression (even inside tolerance) and writes its pages."""
+import copy
+import json
+
+import pytest
+
+from parity import report
+
+
+def _run(snr, exact=1.0, commit="abc"):
+    return {
+        "meta": {"time": "t", "git_commit": commit, "machine": {"platform": "p", "cpus": 2}, "mlx": "0",
+                 "mlx_device": "cpu", "precision": "fp32", "checkpoint": {"path": "c", "identity": "0" * 64},
+                 "fixtures": "f"},
+        "results": [
+            {"case": "c1", "checkpoint": "flow.mu", "status": "passed", "tolerance": "SNR>=100dB", "message": "",
+             "seconds": 0.1, "metrics": {"snr_db": snr, "cosine": 1.0, "max_abs": 1e-7, "length_mismatch": False,
+                                         "shape_ref": [1], "shape_out": [1]}},
+            {"case": "c1", "checkpoint": "t3.speech_tokens", "status": "passed", "tolerance": "exact>=1",
+             "message": "", "seconds": 0.1, "metrics": {"exact": exact, "first_mismatch": None,
+                                                        "length_mismatch": False, "shape_ref": [1], "shape_out": [1]}},
+            {"case": "c1", "checkpoint": "hift.wav", "status": "not implemented", "tolerance": "SNR>=100dB",
+             "message": "no runner", "seconds": 0.0, "metrics": None},
+        ],
+    }
+
+
+def test_planted_regression_is_flagged_and_fails_when_asked(tmp_path):
+    hist = tmp_path / "history.jsonl"
+    results = tmp_path / "latest.json"
+    args = ["--results", str(results), "--history", str(hist), "--out", str(tmp_path / "out"), "--fail-on-regression"]
+    from parity.cli import main
+
+    results.write_text(json.dumps(_run(130.0)))
+    assert main(["report", *args]) == 0  # first run: nothing to regress against
+    results.write_text(json.dumps(_run(131.5)))
+    assert main(["report", *args]) == 0  # within the 3 dB margin
+    # planted regression: still far inside the 100 dB tolerance, but 20 dB worse than the best
+    results.write_text(json.dumps(_run(111.0)))
+    with pytest.raises(SystemExit) as e:
+        main(["report", *args])
+    assert e.value.code == 1
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "Regressions" in page and "flow.mu" in page
+    assert "(regressed)" in (tmp_path / "out" / "report.md").read_text()
+    # a token agreement drop is a regression too
+    hist_runs = report.load_history(hist)
+    regs = report.find_regressions(_run(131.5, exact=0.99), hist_runs)
+    assert [(g["checkpoint"], g["metric"]) for g in regs] == [("t3.speech_tokens", "exact")]
+
+
+def test_report_without_results_is_a_clear_error(tmp_path):
+    from parity.cli import main
+
+    assert main(["report", "--results", str(tmp_path / "none.json"), "--out", str(tmp_path)]) == 2
