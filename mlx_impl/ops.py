@@ -2,7 +2,9 @@
 
 MLX's CPU backend runs dilated, strided and transposed-strided convolutions as naive loops (~100x
 slower than PyTorch). On the CPU they are written here as matrix products (OpenBLAS):
-  conv1d            im2col (slices of the padded input at k*dilation, stride `stride`, concatenated
+  conv1d, stride 1  sum over the K taps of (the padded input shifted by k*dilation) @ kernel[k],
+                    accumulated with addmm (no im2col buffer: measured faster for 64-128 channels)
+  conv1d, strided   im2col (slices of the padded input at k*dilation, step `stride`, concatenated
                     on the channel axis) @ the kernel reshaped to (K*C_in, C_out)
   conv_transpose1d  x @ the kernel reshaped to (C_in, K*C_out), then overlap-add of the K taps
                     (the kernel padded to a multiple of the stride, so the add is a sum of
@@ -47,9 +49,26 @@ def conv1d(
     """torch.nn.functional.conv1d in MLX layouts: x (B, T, C_in), weight (C_out, K, C_in)."""
     if _resolve(impl) == NATIVE:
         y = mx.conv1d(x, weight, stride=stride, padding=padding, dilation=dilation)
+    elif stride == 1:
+        y = _conv1d_taps(x, weight, padding, dilation)
     else:
         y = _conv1d_im2col(x, weight, stride, padding, dilation)
     return y if bias is None else y + bias
+
+
+def _conv1d_taps(x, weight, padding, dilation):
+    B, T, C_in = x.shape
+    C_out, K, _ = weight.shape
+    if padding:
+        x = mx.pad(x, [(0, 0), (padding, padding), (0, 0)])
+    T_out = T + 2 * padding - dilation * (K - 1)
+    if T_out <= 0:
+        raise ValueError(f"conv1d: input of length {T} too short for kernel {K}, dilation {dilation}")
+    w = mx.transpose(weight, (1, 2, 0))  # (K, C_in, C_out)
+    y = x[:, :T_out] @ w[0]
+    for k in range(1, K):
+        y = mx.addmm(y, x[:, k * dilation : k * dilation + T_out], w[k])
+    return y
 
 
 def _conv1d_im2col(x, weight, stride, padding, dilation):
