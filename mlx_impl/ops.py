@@ -153,3 +153,29 @@ class ConvTranspose1d(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         return conv_transpose1d(x, self.weight, self.get("bias"), self.stride, self.padding)
+
+
+# --------------------------------------------------------------------------- sin^2 (Snake)
+# MLX's CPU sin is a scalar libm call (~20 ns per element, about 50x numpy's vectorised one) and
+# Snake evaluates it on every activation of the vocoder. On the CPU, sin^2 is computed here from
+# plain arithmetic, which MLX vectorises: Cody-Waite reduction by pi/2 (pi/2 split in three parts
+# so that k * part is exact for |k| < 2^12 or so), then the Cephes single-precision minimax
+# polynomials for sin and cos on [-pi/4, pi/4]; sin^2 needs no sign, only the quadrant's parity.
+# Error ~1e-7 absolute like mx.sin's (tests/unit/test_ops.py measures both against float64).
+_TWO_OVER_PI = 0.63661977236758134
+_PIO2_1, _PIO2_2, _PIO2_3 = 1.5703125, 4.837512969970703125e-4, 7.54978995489188216e-8
+
+
+def sin_squared(y: mx.array, impl: Optional[str] = None) -> mx.array:
+    """sin(y)^2, float32."""
+    if _resolve(impl) == NATIVE:
+        s = mx.sin(y)
+        return s * s
+    k = mx.round(y * _TWO_OVER_PI)
+    r = ((y - k * _PIO2_1) - k * _PIO2_2) - k * _PIO2_3
+    z = r * r
+    s = r + ((-1.9515295891e-4 * z + 8.3321608736e-3) * z - 1.6666654611e-1) * z * r
+    c = ((2.443315711809948e-5 * z - 1.388731625493765e-3) * z + 4.166664568298827e-2) * z * z - 0.5 * z + 1.0
+    odd = k - 2.0 * mx.floor(0.5 * k)  # 1 where the quadrant is odd: sin^2 = cos(r)^2 there
+    s2 = s * s
+    return s2 + odd * (c * c - s2)

@@ -72,3 +72,141 @@ def drop_invalid_tokens(x) -> np.ndarray:
     s = position(SOS) + 1 if (x == SOS).any() else 0
     e = position(EOS) if (x == EOS).any() else None
     return x[s:e]
+
+
+# ----------------------------------------------------------------------------- ChatterboxTTS
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Callable, Optional  # noqa: E402
+
+import mlx.core as mx  # noqa: E402
+
+S3_SR = 16_000
+S3GEN_SR = 24_000
+REPO_ID = "ResembleAI/chatterbox"
+
+
+@dataclass
+class Conditionals:
+    """T3 and S3Gen conditioning (chatterbox.tts.Conditionals).
+    t3: T3Cond (speaker_emb, cond_prompt_speech_tokens, emotion_adv);
+    gen: prompt_token, prompt_token_len, prompt_feat, prompt_feat_len, embedding."""
+
+    t3: "T3Cond"
+    gen: dict = field(default_factory=dict)
+
+    def save(self, fpath) -> None:
+        """One safetensors file: `t3.<field>` and `gen.<key>` arrays (None fields left out)."""
+        arrays = {f"t3.{k}": mx.array(v) for k, v in self.t3.__dict__.items()
+                  if v is not None and not isinstance(v, (int, float))}
+        arrays.update({f"gen.{k}": mx.array(v) for k, v in self.gen.items() if v is not None})
+        mx.save_safetensors(str(fpath), arrays)
+
+    @classmethod
+    def load(cls, fpath) -> "Conditionals":
+        """From `save`'s safetensors file, or from the original's conds.pt (read without torch)."""
+        from .t3.modules.cond_enc import T3Cond
+
+        fpath = Path(fpath)
+        if fpath.suffix == ".pt":
+            from . import torch_pickle
+
+            d = torch_pickle.load(fpath)
+            t3 = {k: (mx.array(v) if isinstance(v, np.ndarray) else v) for k, v in d["t3"].items()}
+            gen = {k: (mx.array(v) if isinstance(v, np.ndarray) else v) for k, v in d["gen"].items()}
+        else:
+            arrays = mx.load(str(fpath))
+            t3 = {k[3:]: v for k, v in arrays.items() if k.startswith("t3.")}
+            gen = {k[4:]: v for k, v in arrays.items() if k.startswith("gen.")}
+            gen.setdefault("prompt_feat_len", None)
+        for k in ("cond_prompt_speech_tokens",):
+            if t3.get(k) is not None:
+                t3[k] = t3[k].astype(mx.int32)
+        for k in ("prompt_token", "prompt_token_len"):
+            if gen.get(k) is not None:
+                gen[k] = gen[k].astype(mx.int32)
+        t3.pop("cond_prompt_speech_emb", None)  # recomputed by T3.prepare_conditioning
+        return cls(T3Cond(**t3), gen)
+
+
+class ChatterboxTTS:
+    """The Chatterbox pipeline in MLX (chatterbox.tts.ChatterboxTTS): reference clip ->
+    conditionals; text -> T3 speech tokens -> S3Gen waveform at 24 kHz. No watermark is applied."""
+
+    ENC_COND_LEN = 6 * S3_SR
+    DEC_COND_LEN = 10 * S3GEN_SR
+
+    def __init__(self, t3, s3gen, ve, tokenizer, conds: Optional[Conditionals] = None):
+        self.sr = S3GEN_SR
+        self.t3, self.s3gen, self.ve, self.tokenizer, self.conds = t3, s3gen, ve, tokenizer, conds
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str = REPO_ID) -> "ChatterboxTTS":
+        """A local folder (the MLX single-file layout, model.safetensors + config.json, or the hub's
+        PyTorch layout, converted on the fly), or a hub repo id resolved through huggingface_hub's
+        cache (downloaded where a network exists)."""
+        from .load import load_pipeline, resolve_model_dir
+
+        return load_pipeline(resolve_model_dir(path_or_repo_id), cls)
+
+    # ------------------------------------------------------------------ conditioning
+    def prepare_conditionals(self, wav_fpath, exaggeration: float = 0.5, trace: Optional[dict] = None):
+        from .audio import prepare_conditionals_audio
+        from .t3.modules.cond_enc import T3Cond
+
+        s3gen_ref_wav, ref_16k_wav = prepare_conditionals_audio(wav_fpath, S3GEN_SR, S3_SR)
+        s3gen_ref_wav = s3gen_ref_wav[: self.DEC_COND_LEN]
+        s3gen_ref_dict = self.s3gen.embed_ref(s3gen_ref_wav, S3GEN_SR)
+        plen = self.t3.hp.speech_cond_prompt_len
+        t3_cond_prompt_tokens, _ = self.s3gen.tokenizer.forward([ref_16k_wav[: self.ENC_COND_LEN]], max_len=plen)
+        ve_embed = mx.array(self.ve.embeds_from_wavs([ref_16k_wav], sample_rate=S3_SR))
+        ve_embed = ve_embed.mean(axis=0, keepdims=True)
+        t3_cond = T3Cond(speaker_emb=ve_embed, cond_prompt_speech_tokens=mx.atleast_2d(t3_cond_prompt_tokens),
+                         emotion_adv=exaggeration * mx.ones((1, 1, 1)))
+        if trace is not None:
+            trace.update(wav_24k=s3gen_ref_wav, wav_16k=ref_16k_wav)
+        self.conds = Conditionals(t3_cond, s3gen_ref_dict)
+        return self.conds
+
+    # ------------------------------------------------------------------ synthesis
+    def text_tokens(self, text: str) -> np.ndarray:
+        """punc_norm, tokenize, CFG copy, [START]/[STOP] padding, as generate() does (2, n + 2)."""
+        tokens = np.asarray(self.tokenizer.text_to_tokens(punc_norm(text))).reshape(1, -1)
+        tokens = np.concatenate([tokens, tokens], axis=0)
+        sot, eot = self.t3.hp.start_text_token, self.t3.hp.stop_text_token
+        return np.pad(np.pad(tokens, ((0, 0), (1, 0)), constant_values=sot), ((0, 0), (0, 1)), constant_values=eot)
+
+    def generate(self, text, repetition_penalty=1.2, min_p=0.05, top_p=1.0, audio_prompt_path=None,
+                 exaggeration=0.5, cfg_weight=0.5, temperature=0.8, max_new_tokens: int = 1000,
+                 draw=None, flow_noise=None, sine_phase=None, sine_noise=None,
+                 on_token: Optional[Callable[[int, int], None]] = None, trace: Optional[dict] = None) -> mx.array:
+        """(1, L) waveform at 24 kHz. `draw` / `flow_noise` / `sine_phase` / `sine_noise` replay the
+        original's random draws; `on_token(step, token)` reports T3 progress."""
+        from .t3.modules.cond_enc import T3Cond
+
+        if audio_prompt_path:
+            self.prepare_conditionals(audio_prompt_path, exaggeration=exaggeration)
+        elif self.conds is None:
+            raise ValueError("Please `prepare_conditionals` first or specify `audio_prompt_path`")
+        if cfg_weight <= 0.0:
+            raise ValueError("cfg_weight must be > 0: the original's decoding loop always runs the CFG pair")
+        cond = self.conds.t3
+        if float(np.asarray(cond.emotion_adv).reshape(-1)[0]) != exaggeration:
+            self.conds.t3 = T3Cond(speaker_emb=cond.speaker_emb, cond_prompt_speech_tokens=cond.cond_prompt_speech_tokens,
+                                   emotion_adv=exaggeration * mx.ones((1, 1, 1)))
+        text_tokens = self.text_tokens(text)
+        on_step = None
+        if on_token is not None:
+            on_step = lambda i, d: on_token(i, int(d["token"]))  # noqa: E731
+        speech_tokens = self.t3.inference(
+            t3_cond=self.conds.t3, text_tokens=text_tokens, max_new_tokens=max_new_tokens, temperature=temperature,
+            cfg_weight=cfg_weight, repetition_penalty=repetition_penalty, min_p=min_p, top_p=top_p, draw=draw,
+            on_step=on_step)
+        speech_tokens = drop_invalid_tokens(speech_tokens[0])
+        speech_tokens = speech_tokens[speech_tokens < SPEECH_VOCAB_SIZE]
+        if trace is not None:
+            trace.update(t3_tokens=speech_tokens)
+        wav, _ = self.s3gen.inference(speech_tokens[None], ref_dict=self.conds.gen, flow_noise=flow_noise,
+                                      sine_phase=sine_phase, sine_noise=sine_noise, trace=trace)
+        return wav

@@ -17,7 +17,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ..ops import Conv1d, ConvTranspose1d
+from ..ops import Conv1d, ConvTranspose1d, sin_squared
 
 
 def get_padding(kernel_size: int, dilation: int = 1) -> int:
@@ -39,8 +39,7 @@ class Snake(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         alpha = mx.exp(self.alpha) if self.alpha_logscale else self.alpha
-        s = mx.sin(x * alpha)
-        return x + (1.0 / (alpha + self.no_div_by_zero)) * (s * s)
+        return x + (1.0 / (alpha + self.no_div_by_zero)) * sin_squared(x * alpha)
 
 
 class ResBlock(nn.Module):

@@ -6,9 +6,8 @@ encoder runs channels-last (B, T, C) as MLX convolutions expect.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import mlx.core as mx
 import mlx.nn as nn

@@ -31,30 +31,18 @@ def model(ckpt: CheckpointDir):
 
     key = str(ckpt.path.resolve())
     if key not in _MODELS:
-        _MODELS[key] = build_hift(strip_prefix(ckpt.state("s3gen"), "mel2wav."))
+        state = strip_prefix(ckpt.state("s3gen"), "mel2wav.")
+        _MODELS[key] = build_hift(state)
+        print(f"hift weights: {len(state)} source tensors, all consumed, none ignored "
+              f"({sum(k.endswith('original0') for k in state)} weight-norm pairs folded)")
     return _MODELS[key]
 
 
-def trim_fade(n_trim: int = S3GEN_SR // 50) -> np.ndarray:
-    """S3Token2Wav.trim_fade: n_trim zeros, then (cos(linspace(pi, 0, n_trim)) + 1) / 2, float32
-    (linspace as torch's CPU kernel computes it in float32: from the start for the first half,
-    from the end for the second)."""
-    start, end = np.float32(np.pi), np.float32(0.0)
-    step = np.float32((end - start) / np.float32(n_trim - 1))
-    i = np.arange(n_trim)
-    half = n_trim // 2
-    ramp = np.where(
-        i < half,
-        start + step * i.astype(np.float32),
-        end - step * (n_trim - 1 - i).astype(np.float32),
-    ).astype(np.float32)
-    fade = np.zeros(2 * n_trim, dtype=np.float32)
-    fade[n_trim:] = (np.cos(ramp) + np.float32(1.0)) / np.float32(2.0)
-    return fade
-
-
 def apply_trim_fade(wav: np.ndarray) -> np.ndarray:
-    fade = trim_fade()
+    """S3Token2Wav's trim-fade (the MLX S3Token2Wav's make_trim_fade) on the first samples."""
+    from mlx_impl.s3gen.s3gen import make_trim_fade
+
+    fade = np.array(make_trim_fade(S3GEN_SR))
     out = np.array(wav, dtype=np.float32, copy=True)
     n = min(out.shape[-1], fade.shape[0])
     out[..., :n] *= fade[:n]

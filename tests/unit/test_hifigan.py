@@ -292,7 +292,7 @@ def test_stft_istft_match_torch(mlx_model):
 def test_window_upsample_padding_and_fade():
     from scipy.signal import get_window
 
-    from parity.stages.hift import trim_fade
+    from parity.stages.hift import apply_trim_fade
 
     assert np.array_equal(mh.hann_window(16), get_window("hann", 16, fftbins=True).astype(np.float32))
     for T in (1, 7, 333):
@@ -302,12 +302,16 @@ def test_window_upsample_padding_and_fade():
     from chatterbox.models.s3gen.hifigan import get_padding
 
     assert all(mh.get_padding(k, d) == get_padding(k, d) for k in (1, 3, 7, 11, 16) for d in (1, 3, 5))
-    n = 480
+    n = 480  # S3Token2Wav: trim_fade = zeros(2 n), raised-cosine fade-in on the second half
     fade_ref = torch.zeros(2 * n)
     fade_ref[n:] = (torch.cos(torch.linspace(torch.pi, 0, n)) + 1) / 2
-    diff = np.abs(trim_fade() - fade_ref.numpy()).max()
-    print(f"trim_fade max abs diff {diff:.3g} (torch's vectorised linspace / cos round differently by an ulp)")
-    assert np.all(trim_fade()[:n] == 0) and diff <= 2.5e-7
+    wav = np.random.default_rng(9).uniform(-0.9, 0.9, (1, 3000)).astype(np.float32)
+    faded_ref = wav.copy()
+    faded_ref[:, : 2 * n] *= fade_ref.numpy()
+    faded = apply_trim_fade(wav)
+    diff = np.abs(faded - faded_ref).max()
+    print(f"trim-fade max abs diff {diff:.3g} (torch's vectorised linspace / cos round differently by an ulp)")
+    assert np.all(faded[:, :n] == 0) and np.array_equal(faded[:, 2 * n:], wav[:, 2 * n:]) and diff <= 2.5e-7
 
 
 def test_snake_and_resblock_match_torch():

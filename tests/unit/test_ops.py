@@ -120,3 +120,19 @@ def test_device_choice_and_modules():
     y = convt(conv(mx.ones((1, 6, 4))))
     assert y.shape == (1, (6 - 1) * 2 - 2 + 4, 2)
     assert ops.Conv1d(4, 3, 1, bias=False).get("bias") is None
+
+
+@pytest.mark.parametrize("scale", [0.1, 3.0, 100.0, 2000.0])
+def test_sin_squared_fast_form(scale):
+    """Snake's sin^2 from arithmetic (CPU) against float64, torch's and MLX's native sin."""
+    y = (np.random.default_rng(int(scale * 10)).standard_normal(200_000) * scale).astype(np.float32)
+    exact = np.sin(y.astype(np.float64)) ** 2
+    fast = np.array(ops.sin_squared(mx.array(y), impl=ops.FAST))
+    native = np.array(ops.sin_squared(mx.array(y), impl=ops.NATIVE))
+    torch_ = (torch.sin(torch.from_numpy(y)) ** 2).numpy()
+    s_fast, s_native, s_torch = snr_db(exact, fast), snr_db(exact, native), snr_db(exact, torch_)
+    err_fast, err_torch = np.abs(fast - exact).max(), np.abs(torch_ - exact).max()
+    print(f"sin^2 |y|~{scale}: vs float64 fast {s_fast:.1f} dB (max {err_fast:.2g}), "
+          f"native {s_native:.1f} dB, torch {s_torch:.1f} dB (max {err_torch:.2g}); fast vs torch {snr_db(torch_, fast):.1f} dB")
+    assert s_fast >= 140.0 and snr_db(torch_, fast) >= 130.0
+    assert err_fast <= 3e-7

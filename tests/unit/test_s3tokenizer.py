@@ -329,3 +329,17 @@ def test_from_pretrained_local_folder_and_missing_repo(tmp_path):
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="no S3 tokenizer weights"):
         s3t.from_pretrained(empty)
+
+
+def test_depthwise_shift_sum_equals_native_grouped_conv():
+    """The CPU form of the FSMN conv (sum of shifted products) against MLX's native grouped conv
+    (the GPU form) and against torch's depthwise Conv1d."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 40 + 30, 64)).astype(np.float32)
+    w = rng.standard_normal((64, 31, 1)).astype(np.float32)
+    shift = np.array(mlx_v2.depthwise_conv1d(mx.array(x), mx.array(w)))
+    native = np.array(mx.conv1d(mx.array(x), mx.array(w), groups=64))
+    ref = torch.nn.functional.conv1d(torch.from_numpy(x).transpose(1, 2), torch.from_numpy(w).permute(0, 2, 1),
+                                     groups=64).transpose(1, 2).numpy()
+    _snr(ref, shift, "fsmn depthwise (shift-sum)")
+    _snr(ref, native, "fsmn depthwise (mx.conv1d groups)")

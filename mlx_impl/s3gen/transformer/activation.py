@@ -1,15 +1,139 @@
-"""Activations (chatterbox/models/s3gen/transformer/activation.py)."""
+"""Activations (chatterbox/models/s3gen/transformer/activation.py), plus the elementwise math the
+flow uses everywhere (exp, softmax, sigmoid/SiLU, Mish, exact GELU).
+
+Why not mx.exp / mx.erf / mx.softmax on the CPU: in MLX's Linux CPU backend they run at ~25-60 ns
+per element (measured: exp 15 ms, erf 35 ms for 614k floats; torch 0.25 ms), and mx.exp's relative
+error reaches 1.6e-6 (torch's: 6e-8). Written with plain arithmetic and fused by mx.compile they
+run 6-10x faster and to ~1e-7 relative. On a GPU the native ops are used.
+"""
 from __future__ import annotations
+
+from functools import partial
 
 import mlx.core as mx
 import mlx.nn as nn
+
+_LOG2E = 1.4426950408889634
+_LN2_HI = 0.693359375  # ln 2 split in two so that n * _LN2_HI is exact
+_LN2_LO = -2.12194440e-4
+_EXP_MIN, _EXP_MAX = -87.33, 88.72  # exp over / underflow of float32 normals
+
+
+def _native() -> bool:
+    return mx.default_device() == mx.gpu
+
+
+def _exp_arith(x: mx.array) -> mx.array:
+    """exp by range reduction x = n ln2 + r, |r| <= ln2 / 2, a degree-7 polynomial for e^r
+    (Taylor-like coefficients of the Cephes kind) and 2^n built in the exponent bits."""
+    xc = mx.clip(x, _EXP_MIN, _EXP_MAX)
+    n = mx.floor(xc * _LOG2E + 0.5)
+    r = xc - n * _LN2_HI - n * _LN2_LO
+    p = 1.9875691500e-4
+    p = p * r + 1.3981999507e-3
+    p = p * r + 8.3334519073e-3
+    p = p * r + 4.1665795894e-2
+    p = p * r + 1.6666665459e-1
+    p = p * r + 5.0000001201e-1
+    p = p * r * r + r + 1.0
+    two_n = mx.left_shift(n.astype(mx.int32) + 127, 23).view(mx.float32)
+    y = p * two_n
+    # below the clip the true value is (sub)normal or 0: give 0 (torch gives <= 1.2e-38)
+    return mx.where(x < _EXP_MIN, 0.0, y)
+
+
+_exp_compiled = mx.compile(_exp_arith)
+
+
+def exp(x: mx.array) -> mx.array:
+    return mx.exp(x) if _native() else _exp_compiled(x)
+
+
+@mx.compile
+def _sigmoid_cpu(x):
+    return 1.0 / (1.0 + _exp_arith(-x))
+
+
+def sigmoid(x: mx.array) -> mx.array:
+    return mx.sigmoid(x) if _native() else _sigmoid_cpu(x)
+
+
+@mx.compile
+def _silu_cpu(x):
+    return x / (1.0 + _exp_arith(-x))
+
+
+def silu(x: mx.array) -> mx.array:
+    """x * sigmoid(x) (torch.nn.SiLU)."""
+    return nn.silu(x) if _native() else _silu_cpu(x)
+
+
+@mx.compile
+def _mish_cpu(x):
+    # tanh(log(1 + e^x)) = n / (n + 2) with n = e^x (e^x + 2); for x > 20 the factor is 1 in float32
+    e = _exp_arith(mx.minimum(x, 20.0))
+    n = e * (e + 2.0)
+    return mx.where(x > 20.0, x, x * n / (n + 2.0))
+
+
+def mish(x: mx.array) -> mx.array:
+    """x * tanh(softplus(x)) (torch.nn.Mish)."""
+    if _native():
+        return x * mx.tanh(mx.logaddexp(x, 0.0))
+    return _mish_cpu(x)
+
+
+def _erfc_abs(z):
+    """erfc(z) for z >= 0 = t exp(-x^2 + P(t)), t = 1 / (1 + |x|/2): the Chebyshev fit of Numerical
+    Recipes (fractional error of erfc < 1.2e-7), so |erf error| < 1.2e-7 everywhere."""
+    t = 1.0 / (1.0 + 0.5 * z)
+    p = 0.17087277
+    for c in (-0.82215223, 1.48851587, -1.13520398, 0.27886807, -0.18628806, 0.09678418,
+              0.37409196, 1.00002368, -1.26551223):
+        p = p * t + c
+    return t * _exp_arith(-z * z + p)
+
+
+def _erfc_arith(x):
+    """erfc(x) = 1 - erf(x), without cancellation for x > 0."""
+    e = _erfc_abs(mx.abs(x))
+    return mx.where(x >= 0, e, 2.0 - e)
+
+
+def _erf_arith(x):
+    e = _erfc_abs(mx.abs(x))
+    return mx.where(x >= 0, 1.0 - e, e - 1.0)
+
+
+@mx.compile
+def _gelu_cpu(x):
+    # x * Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2 (no cancellation in the negative tail)
+    return 0.5 * x * _erfc_arith(x * -0.7071067811865476)
+
+
+def gelu(x: mx.array) -> mx.array:
+    """Exact (erf) GELU, torch.nn.functional.gelu(approximate='none')."""
+    return nn.gelu(x) if _native() else _gelu_cpu(x)
+
+
+def softmax(x: mx.array, axis: int = -1) -> mx.array:
+    """Softmax with the exp above (rows of -inf give NaN, as torch's)."""
+    if _native():
+        return mx.softmax(x, axis=axis, precise=True)
+    e = _exp_compiled(x - mx.max(x, axis=axis, keepdims=True))
+    return e / mx.sum(e, axis=axis, keepdims=True)
 
 
 class Swish(nn.Module):
     """x * sigmoid(x) (the encoder's "swish", torch.nn.SiLU in the original)."""
 
     def __call__(self, x: mx.array) -> mx.array:
-        return x * mx.sigmoid(x)
+        return silu(x)
+
+
+class GELUActivation(nn.Module):
+    def __call__(self, x: mx.array) -> mx.array:
+        return gelu(x)
 
 
 ACTIVATIONS = {
@@ -17,5 +141,5 @@ ACTIVATIONS = {
     "silu": Swish,
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
-    "gelu": nn.GELU,
+    "gelu": GELUActivation,
 }
