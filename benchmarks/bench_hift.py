@@ -65,9 +65,10 @@ def openblas_core() -> str:
     import ctypes
     import glob
 
-    import mlx
+    import mlx.core as mx
 
-    libs = glob.glob(os.path.join(os.path.dirname(mlx.__file__), "..", "mlx_cpu.libs", "libblas-*.so*[0-9]"))
+    site = os.path.dirname(os.path.dirname(mx.__file__))
+    libs = glob.glob(os.path.join(site, "mlx_cpu.libs", "libblas-*.so*[0-9]"))
     for path in libs + ["libopenblas.so.0"]:
         try:
             fn = ctypes.CDLL(path).openblas_get_corename

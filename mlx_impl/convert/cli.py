@@ -43,8 +43,20 @@ def convert_state(states: Dict[str, Dict[str, np.ndarray]]):
     return weights, ignored, n_source
 
 
-def check_assignment(weights: Dict[str, np.ndarray], text_vocab: int, bits=None):
-    """Build the MLX modules and assign every weight strictly (raises naming any gap)."""
+def check_assignment(weights: Dict[str, np.ndarray], text_vocab: int, renamed: Dict[str, str] = None):
+    """Build the MLX modules and assign every weight strictly (raises naming any gap, with the
+    source tensor's own name where conversion renamed it)."""
+    try:
+        return _assign(weights, text_vocab)
+    except ConversionError as e:
+        msg = str(e)
+        for target, source in (renamed or {}).items():
+            if f"'{target}'" in msg:
+                msg += f" (source tensor 's3gen.safetensors:{source}')"
+        raise ConversionError(msg) from None
+
+
+def _assign(weights: Dict[str, np.ndarray], text_vocab: int):
     from ..load import build_modules, split_prefixes
 
     parts = split_prefixes(weights, "converted weights")
@@ -74,7 +86,7 @@ def cmd_convert(args):
     try:
         weights, ignored, n_source = convert_state(states)
         text_vocab = int(weights["t3.text_emb.weight"].shape[0])
-        t3 = check_assignment(weights, text_vocab)
+        t3 = check_assignment(weights, text_vocab, s3gen_conv.source_names(states["s3gen"]))
     except ConversionError as e:
         raise ParityError(f"conversion of {ckpt.path} failed: {e}") from None
 

@@ -51,6 +51,11 @@ def ignored(state: Weights) -> Dict[str, str]:
     return out
 
 
+def source_names(state: Weights) -> Dict[str, str]:
+    """MLX key -> source key, where conversion renames (the flow's Sequential children)."""
+    return {"flow." + flow.mlx_key(k): "flow." + k for k in split(state)["flow."] if flow.mlx_key(k) != k}
+
+
 def load_s3gen(state: Weights):
     from ..s3gen.s3gen import S3Token2Wav
 

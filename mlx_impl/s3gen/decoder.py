@@ -9,8 +9,9 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .matcha.decoder import (Block1D, Downsample1D, ResnetBlock1D, SinusoidalPosEmb, TimestepEmbedding,
-                             Upsample1D, mish)
+                             Upsample1D)
 from .matcha.transformer import BasicTransformerBlock
+from .transformer.convolution import Conv1d
 from .utils.mask import add_optional_chunk_mask
 
 
@@ -19,7 +20,7 @@ def mask_to_bias(mask: mx.array, dtype=mx.float32) -> mx.array:
     return (1.0 - mask.astype(dtype)) * -1.0e10
 
 
-class CausalConv1d(nn.Conv1d):
+class CausalConv1d(Conv1d):
     """Conv1d with (kernel_size - 1) * dilation zeros padded on the left. (B, T, C) in and out."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
@@ -49,7 +50,7 @@ class CausalResnetBlock1D(ResnetBlock1D):
         self.mlp = nn.Linear(time_emb_dim, dim_out)
         self.block1 = CausalBlock1D(dim, dim_out)
         self.block2 = CausalBlock1D(dim_out, dim_out)
-        self.res_conv = nn.Conv1d(dim, dim_out, 1)
+        self.res_conv = Conv1d(dim, dim_out, 1)
 
 
 class DownBlock(nn.Module):
@@ -108,7 +109,7 @@ class ConditionalDecoder(nn.Module):
                                           activation_fn=act_fn) for _ in range(n_blocks)]
 
         def same_length_conv(dim):
-            return CausalConv1d(dim, dim, 3) if causal else nn.Conv1d(dim, dim, 3, padding=1)
+            return CausalConv1d(dim, dim, 3) if causal else Conv1d(dim, dim, 3, padding=1)
 
         self.down_blocks = []
         output_channel = in_channels
@@ -131,12 +132,15 @@ class ConditionalDecoder(nn.Module):
                 resnet(input_channel, output_channel), transformers(output_channel),
                 same_length_conv(output_channel) if is_last else Upsample1D(output_channel, use_conv_transpose=True)))
         self.final_block = CausalBlock1D(channels[-1], channels[-1]) if causal else Block1D(channels[-1], channels[-1])
-        self.final_proj = nn.Conv1d(channels[-1], out_channels, 1)
+        self.final_proj = Conv1d(channels[-1], out_channels, 1)
 
-    def _attention_bias(self, x: mx.array, mask: mx.array) -> mx.array:
-        """mask (B, T, 1) -> the (B, 1, 1, T) additive bias the original builds from (B, 1, T)."""
+    def _attention_bias(self, x: mx.array, mask: mx.array):
+        """mask (B, T, 1) -> the (B, 1, 1, T) additive bias the original builds from (B, 1, T), or
+        None when it is all zeros (adding 0 changes nothing)."""
         attn_mask = add_optional_chunk_mask(x, mask.transpose(0, 2, 1) > 0, False, False, 0,
                                             self.static_chunk_size, -1)
+        if bool(mx.all(attn_mask).item()):
+            return None
         return mask_to_bias(attn_mask, x.dtype)[:, None]
 
     def _transformers(self, blocks, x, mask, t):

@@ -343,3 +343,20 @@ def test_draws():
     mlx_draw = MLXDraw(mx.random.key(0))
     draws = [mlx_draw(mx.array(p), i) for i in range(200)]
     assert set(draws) <= {1, 3, 4} and 0.35 < draws.count(3) / 200 < 0.65
+
+
+def test_divergence_helpers():
+    import io
+
+    from parity.stages.t3_decode import first_divergence, print_divergence
+
+    assert first_divergence([1, 2, 3], [1, 2, 3]) is None
+    assert first_divergence([1, 2, 3], [1, 5, 3]) == 1
+    assert first_divergence([1, 2, 3], [1, 2]) == 2
+    logits = np.log(np.array([[0.1, 0.6, 0.3, 0.0], [0.5, 0.2, 0.2, 0.1]], dtype=np.float32))
+    other = logits[:, ::-1].copy()
+    buf = io.StringIO()
+    print_divergence(1, [1, 0], [1, 3], logits, other, label="x", draws=np.array([0.2, 0.4]), file=buf)
+    text = buf.getvalue()
+    assert "first difference at step 1: reference 0, MLX 3" in text
+    assert "reference top-5: 0:0.500000" in text and "MLX       top-5: 3:0.500000" in text

@@ -87,11 +87,28 @@ SPECIALS = {"[STOP]": 0, "[UNK]": 1, "[SPACE]": 2, "[START]": 255, "[PAD]": 256,
             "[MASK]": 259}
 
 
-@pytest.fixture(scope="module")
-def tokenizer_file(tmp_path_factory):
+def checkpoint_tokenizer():
+    """tokenizer.json of the checkpoint folder in use ($CHATTERBOX_CKPT or the synthetic default), if any."""
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    folder = Path(os.environ.get("CHATTERBOX_CKPT", root / "checkpoints" / "synthetic-s0"))
+    path = folder / "tokenizer.json"
+    return path if path.is_file() else None
+
+
+@pytest.fixture(scope="module", params=["built", "checkpoint"])
+def tokenizer_file(request, tmp_path_factory):
     """A small BPE over characters with the real file's special ids ([STOP]=0, [UNK]=1, [SPACE]=2,
-    [START]=255), a Whitespace pre-tokenizer and a few merges."""
+    [START]=255), a Whitespace pre-tokenizer and a few merges; also the checkpoint's file if present."""
     from tokenizers import Tokenizer, models, pre_tokenizers
+
+    if request.param == "checkpoint":
+        path = checkpoint_tokenizer()
+        if path is None:
+            pytest.skip("no checkpoint tokenizer.json")
+        return path
 
     chars = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,!?'\"-")
     vocab = dict(SPECIALS)
@@ -140,6 +157,8 @@ def test_tokenizer_matches_original(both, text):
 
 def test_tokenizer_special_tokens(both):
     _, ours = both
+    if ours.tokenizer.get_vocab_size() > 300:
+        pytest.skip("ids below are those of the built test tokenizer")
     a, b = ours.tokenizer.token_to_id("a"), ours.tokenizer.token_to_id("b")
     assert ours.encode("a b") == [a, SPECIALS["[SPACE]"], b]
     assert ours.encode("é") == [1]
@@ -160,7 +179,7 @@ def test_text_stage_runner(tokenizer_file):
 
     text = TRICKY[-6]
     fx = types.SimpleNamespace(case={"text": text})
-    ckpt = types.SimpleNamespace(file=lambda name: tokenizer_file.parent / name)
+    ckpt = types.SimpleNamespace(file=lambda name: tokenizer_file)
     out = stage.run(fx, ckpt)
     assert out["text.normalized_utf8"].dtype == np.uint8
     assert bytes(out["text.normalized_utf8"]).decode("utf-8") == punc_norm(text)

@@ -9,9 +9,9 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from ..transformer.activation import mish, silu
+from ..transformer.convolution import Conv1d
 
-def mish(x: mx.array) -> mx.array:
-    return x * mx.tanh(mx.logaddexp(x, 0.0))
 
 
 @lru_cache(maxsize=8)
@@ -41,7 +41,7 @@ class Block1D(nn.Module):
 
     def __init__(self, dim: int, dim_out: int, groups: int = 8):
         super().__init__()
-        self.conv = nn.Conv1d(dim, dim_out, 3, padding=1)
+        self.conv = Conv1d(dim, dim_out, 3, padding=1)
         self.norm = nn.GroupNorm(groups, dim_out, pytorch_compatible=True)
 
     def __call__(self, x: mx.array, mask: mx.array) -> mx.array:
@@ -56,7 +56,7 @@ class ResnetBlock1D(nn.Module):
         self.mlp = nn.Linear(time_emb_dim, dim_out)
         self.block1 = Block1D(dim, dim_out, groups=groups)
         self.block2 = Block1D(dim_out, dim_out, groups=groups)
-        self.res_conv = nn.Conv1d(dim, dim_out, 1)
+        self.res_conv = Conv1d(dim, dim_out, 1)
 
     def __call__(self, x: mx.array, mask: mx.array, time_emb: mx.array) -> mx.array:
         """x (B, T, dim), mask (B, T, 1), time_emb (B, time_emb_dim)"""
@@ -69,7 +69,7 @@ class ResnetBlock1D(nn.Module):
 class Downsample1D(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
-        self.conv = nn.Conv1d(dim, dim, 3, stride=2, padding=1)
+        self.conv = Conv1d(dim, dim, 3, stride=2, padding=1)
 
     def __call__(self, x: mx.array) -> mx.array:
         return self.conv(x)
@@ -87,7 +87,7 @@ class TimestepEmbedding(nn.Module):
         self.linear_2 = nn.Linear(time_embed_dim, out_dim if out_dim is not None else time_embed_dim)
 
     def __call__(self, sample: mx.array) -> mx.array:
-        return self.linear_2(nn.silu(self.linear_1(sample)))
+        return self.linear_2(silu(self.linear_1(sample)))
 
 
 class Upsample1D(nn.Module):
@@ -104,7 +104,7 @@ class Upsample1D(nn.Module):
         if use_conv_transpose:
             self.conv = nn.ConvTranspose1d(channels, self.out_channels, 4, stride=2, padding=1)
         elif use_conv:
-            self.conv = nn.Conv1d(channels, self.out_channels, 3, padding=1)
+            self.conv = Conv1d(channels, self.out_channels, 3, padding=1)
         else:
             self.conv = None
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from ..transformer.activation import attention, gelu
+
 
 class Attention(nn.Module):
     """diffusers `Attention` for self-attention: to_q/to_k/to_v (bias=`bias`), to_out (with bias).
@@ -26,7 +28,7 @@ class Attention(nn.Module):
 
     def __call__(self, hidden_states: mx.array, attention_mask: mx.array = None) -> mx.array:
         """hidden_states (B, T, C); attention_mask: additive bias broadcastable to (B, heads, T, T)
-        (the original repeats a (B, 1, T) bias over heads)."""
+        (the original repeats a (B, 1, T) bias over heads), or None for none."""
         b, t, _ = hidden_states.shape
 
         def heads(x):
@@ -35,10 +37,10 @@ class Attention(nn.Module):
         q = heads(self.to_q(hidden_states))
         k = heads(self.to_k(hidden_states))
         v = heads(self.to_v(hidden_states))
-        mask = None
+        bias = None
         if attention_mask is not None:
-            mask = attention_mask if attention_mask.ndim == 4 else attention_mask[:, None]
-        o = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
+            bias = attention_mask if attention_mask.ndim == 4 else attention_mask[:, None]
+        o = attention(q, k, v, self.scale, bias)
         return self.to_out(o.transpose(0, 2, 1, 3).reshape(b, t, -1))
 
 
@@ -52,7 +54,7 @@ class GELU(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         x = self.proj(x)
-        return nn.gelu_approx(x) if self.approximate == "tanh" else nn.gelu(x)
+        return nn.gelu_approx(x) if self.approximate == "tanh" else gelu(x)
 
 
 class FeedForward(nn.Module):

@@ -6,6 +6,8 @@ import math
 import mlx.core as mx
 import mlx.nn as nn
 
+from .activation import softmax, softmax_parts
+
 
 class MultiHeadedAttention(nn.Module):
     def __init__(self, n_head: int, n_feat: int, dropout_rate: float = 0.0, key_bias: bool = True):
@@ -30,14 +32,17 @@ class MultiHeadedAttention(nn.Module):
         return q, k, v
 
     def forward_attention(self, value: mx.array, scores: mx.array, mask) -> mx.array:
-        """scores (B, h, T1, T2); mask (B, 1, T2) or (B, T1, T2) bool, or None / size-0 (no mask)."""
+        """scores (B, h, T1, T2); mask (B, 1, T2) or (B, T1, T2) bool, or None / size-0 (no mask:
+        pass None when every entry is True; the result is the same, one pass cheaper)."""
         if mask is not None and mask.shape[-1] > 0:
             keep = mask[:, None, :, : scores.shape[-1]]
             scores = mx.where(keep, scores, -mx.inf)
-            attn = mx.where(keep, mx.softmax(scores, axis=-1), 0.0)
+            attn = mx.where(keep, softmax(scores, axis=-1), 0.0)
+            x = attn @ value
         else:
-            attn = mx.softmax(scores, axis=-1)
-        x = (attn @ value).transpose(0, 2, 1, 3)
+            e, s = softmax_parts(scores)
+            x = (e @ value) / s
+        x = x.transpose(0, 2, 1, 3)
         return self.linear_out(x.reshape(x.shape[0], -1, self.h * self.d_k))
 
     def __call__(self, query, key, value, mask=None, pos_emb=None):

@@ -11,7 +11,7 @@ import mlx.nn as nn
 from ..utils.mask import add_optional_chunk_mask, make_pad_mask
 from .activation import ACTIVATIONS
 from .attention import ATTENTION_CLASSES
-from .convolution import ConvolutionModule
+from .convolution import Conv1d, ConvolutionModule
 from .embedding import POS_ENC_CLASSES
 from .encoder_layer import ConformerEncoderLayer
 from .positionwise_feed_forward import PositionwiseFeedForward
@@ -26,7 +26,7 @@ class Upsample1D(nn.Module):
         self.channels = channels
         self.out_channels = out_channels
         self.stride = stride
-        self.conv = nn.Conv1d(channels, out_channels, stride * 2 + 1)
+        self.conv = Conv1d(channels, out_channels, stride * 2 + 1)
 
     def __call__(self, inputs: mx.array, input_lengths: mx.array):
         """inputs (B, T, C) -> (B, stride*T, out_channels)"""
@@ -40,8 +40,8 @@ class PreLookaheadLayer(nn.Module):
         super().__init__()
         self.channels = channels
         self.pre_lookahead_len = pre_lookahead_len
-        self.conv1 = nn.Conv1d(channels, channels, pre_lookahead_len + 1)
-        self.conv2 = nn.Conv1d(channels, channels, 3)
+        self.conv1 = Conv1d(channels, channels, pre_lookahead_len + 1)
+        self.conv2 = Conv1d(channels, channels, 3)
 
     def __call__(self, inputs: mx.array) -> mx.array:
         """inputs (B, T, C)"""
@@ -118,15 +118,17 @@ class UpsampleConformerEncoder(nn.Module):
         return self._output_size
 
     def _chunk_masks(self, xs, masks, decoding_chunk_size, static_chunk_size, num_decoding_left_chunks):
-        return add_optional_chunk_mask(xs, masks, self.use_dynamic_chunk, self.use_dynamic_left_chunk,
-                                       decoding_chunk_size, static_chunk_size, num_decoding_left_chunks)
+        """The attention mask, or None when it masks nothing (same result, cheaper)."""
+        chunk_masks = add_optional_chunk_mask(xs, masks, self.use_dynamic_chunk, self.use_dynamic_left_chunk,
+                                              decoding_chunk_size, static_chunk_size, num_decoding_left_chunks)
+        return None if bool(mx.all(chunk_masks).item()) else chunk_masks
 
     def __call__(self, xs: mx.array, xs_lens: mx.array, decoding_chunk_size: int = 0,
                  num_decoding_left_chunks: int = -1):
         """xs (B, T, D), xs_lens (B,) -> (B, 2T, D) and the (B, 1, 2T) bool mask."""
         masks = ~make_pad_mask(xs_lens, xs.shape[1])[:, None, :]
         xs, pos_emb, masks = self.embed(xs, masks)
-        mask_pad = masks
+        mask_pad = None if bool(mx.all(masks).item()) else masks
         chunk_masks = self._chunk_masks(xs, masks, decoding_chunk_size, self.static_chunk_size,
                                         num_decoding_left_chunks)
         xs = self.pre_lookahead_layer(xs)
@@ -136,7 +138,7 @@ class UpsampleConformerEncoder(nn.Module):
         xs, xs_lens = self.up_layer(xs, xs_lens)
         masks = ~make_pad_mask(xs_lens, xs.shape[1])[:, None, :]
         xs, pos_emb, masks = self.up_embed(xs, masks)
-        mask_pad = masks
+        mask_pad = None if bool(mx.all(masks).item()) else masks
         chunk_masks = self._chunk_masks(xs, masks, decoding_chunk_size,
                                         self.static_chunk_size * self.up_layer.stride, num_decoding_left_chunks)
         for layer in self.up_encoders:
