@@ -109,12 +109,14 @@ def main(argv=None) -> dict:
         return np.array(out)
 
     times = {"torch": [], "mlx": []}
+    cpu_times = {"torch": [], "mlx": []}
     outs = {}
     for _ in range(args.repeats):
         for name, fn in (("torch", run_torch), ("mlx", run_mlx)):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             outs[name] = fn()
             times[name].append(time.perf_counter() - t0)
+            cpu_times[name].append(time.process_time() - c0)
 
     audio_s = args.n_tokens / TOKEN_RATE
     result = {
@@ -133,8 +135,11 @@ def main(argv=None) -> dict:
             "min_s": round(min(ts), 3), "median_s": round(statistics.median(ts), 3),
             "s_per_audio_s_min": round(min(ts) / audio_s, 3),
             "s_per_audio_s_median": round(statistics.median(ts) / audio_s, 3),
+            "cpu_seconds": [round(t, 3) for t in cpu_times[name]],
         }
     result["mlx_over_torch_min"] = round(min(times["mlx"]) / min(times["torch"]), 3)
+    result["note"] = ("wall time on a shared machine: other processes slow both sides; runs alternate, "
+                      "compare min (least disturbed) and median")
     result["mlx_over_torch_median"] = round(statistics.median(times["mlx"]) / statistics.median(times["torch"]), 3)
     print(json.dumps(result, indent=1))
     return result

@@ -150,9 +150,9 @@ def record_conditioning(tts, rec: Recorder):
         rec.put("embed_ref.prompt_token", result["prompt_token"])
         rec.put("embed_ref.xvector", result["embedding"])
 
-    def ve_hook(module, inputs, output):
-        rec.put("ve.partials", inputs[0])
-        rec.put("ve.partial_embeds", output)
+    def ve_hook(module, inputs, output):  # called once per batch of 32 partials
+        rec.append("ve.partials", inputs[0])
+        rec.append("ve.partial_embeds", output)
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(patched(tts_mod, "librosa", _LibrosaProxy(librosa, on_load=on_load, on_resample=on_resample)))
@@ -164,6 +164,8 @@ def record_conditioning(tts, rec: Recorder):
         stack.enter_context(wrap_method(tts.s3gen, "embed_ref", before=embed_ref_before, after=embed_ref_after))
         stack.enter_context(forward_hook(tts.ve, ve_hook))
         yield
+    rec.put("ve.partials", torch.cat(rec.lists.pop("ve.partials")))
+    rec.put("ve.partial_embeds", torch.cat(rec.lists.pop("ve.partial_embeds")))
 
 
 # ----------------------------------------------------------------------------- T3

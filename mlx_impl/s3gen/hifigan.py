@@ -95,7 +95,9 @@ class SineGen(nn.Module):
         # cycles over long clips). float64 runs on the CPU stream (GPUs lack it).
         cums = mx.cumsum(F_mat.astype(mx.float64, stream=mx.cpu), axis=-1, stream=mx.cpu)
         cums = cums.astype(mx.float32, stream=mx.cpu)
-        theta_mat = mx.array(2 * np.pi, dtype=mx.float32) * (cums % 1.0)
+        # torch's `% 1` (remainder, sign of the divisor) is exactly x - floor(x) in float32; MLX's
+        # remainder is a slow scalar fmod on the CPU
+        theta_mat = mx.array(2 * np.pi, dtype=mx.float32) * (cums - mx.floor(cums))
 
         if phase_vec is None:
             phase_vec = mx.random.uniform(-np.pi, np.pi, shape=(B, n_harm, 1))

@@ -3,6 +3,9 @@
   s3tok.prompt_log_mel  <- the reference audio.wav_16k[:96000] (S3Tokenizer.log_mel_spectrogram)
   s3tok.prompt_tokens   <- the reference s3tok.prompt_log_mel, cut to 150 * 4 frames (forward's
                            max_len=150), through the S3TokenizerV2 network
+  s3tok.full_tokens     <- the reference audio.wav_16k, whole clip: S3Tokenizer.forward without max_len
+                           (log-mel computed here: the reference records no log-mel of the whole clip;
+                           > 30 s goes through the long-audio path)
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 
 STAGE = "s3tok"
-PROVIDES = ["s3tok.prompt_log_mel", "s3tok.prompt_tokens"]
+PROVIDES = ["s3tok.prompt_log_mel", "s3tok.prompt_tokens", "s3tok.full_tokens"]
 
 ENC_COND_LEN = 6 * 16000  # ChatterboxTTS.ENC_COND_LEN
 PROMPT_LEN = 150  # T3Config.speech_cond_prompt_len: s3_tokzr.forward(..., max_len=plen)
@@ -52,7 +55,9 @@ def tokens_from_log_mel(model, log_mel: np.ndarray, max_len=None) -> np.ndarray:
 
 def run(fx, ckpt) -> dict:
     model = load_tokenizer(ckpt)
-    wav_16k = fx.tensor("audio.wav_16k").astype(np.float32)[:ENC_COND_LEN]
-    log_mel = model.log_mel_spectrogram(wav_16k[None])  # (1, 128, T)
+    wav_16k = fx.tensor("audio.wav_16k").astype(np.float32)
+    log_mel = model.log_mel_spectrogram(wav_16k[:ENC_COND_LEN][None])  # (1, 128, T)
     tokens = tokens_from_log_mel(model, fx.tensor("s3tok.prompt_log_mel"), max_len=PROMPT_LEN)
-    return {"s3tok.prompt_log_mel": np.array(log_mel), "s3tok.prompt_tokens": tokens}
+    full_tokens, _ = model.forward([wav_16k])
+    return {"s3tok.prompt_log_mel": np.array(log_mel), "s3tok.prompt_tokens": tokens,
+            "s3tok.full_tokens": np.array(full_tokens).astype(np.int32)}

@@ -6,7 +6,6 @@ captured from its run and replayed into the MLX modules.
 """
 from __future__ import annotations
 
-import math
 
 import mlx.core as mx
 import numpy as np

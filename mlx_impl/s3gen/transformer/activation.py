@@ -17,6 +17,7 @@ _LOG2E = 1.4426950408889634
 _LN2_HI = 0.693359375  # ln 2 split in two so that n * _LN2_HI is exact
 _LN2_LO = -2.12194440e-4
 _EXP_MIN, _EXP_MAX = -87.33, 88.72  # exp over / underflow of float32 normals
+_ROUND_MAGIC = 12582912.0  # 1.5 * 2**23: adding and subtracting it rounds a float32 to an integer
 
 
 def _native() -> bool:
@@ -27,7 +28,8 @@ def _exp_arith(x: mx.array) -> mx.array:
     """exp by range reduction x = n ln2 + r, |r| <= ln2 / 2, a degree-7 polynomial for e^r
     (Taylor-like coefficients of the Cephes kind) and 2^n built in the exponent bits."""
     xc = mx.clip(x, _EXP_MIN, _EXP_MAX)
-    n = mx.floor(xc * _LOG2E + 0.5)
+    # n = round(x / ln2) by the 1.5 * 2^23 trick (MLX's CPU floor is slow); |r| <= ln2 / 2 still
+    n = (xc * _LOG2E + _ROUND_MAGIC) - _ROUND_MAGIC
     r = xc - n * _LN2_HI - n * _LN2_LO
     p = 1.9875691500e-4
     p = p * r + 1.3981999507e-3

@@ -1,4 +1,5 @@
 from .sampling import (
+    Draw,
     GreedyDraw,
     MinPLogitsWarper,
     MLXDraw,
