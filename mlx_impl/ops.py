@@ -1,4 +1,4 @@
-"""Convolutions in forms that are fast on MLX's CPU backend.
+"""Convolutions (and sin^2) in forms that are fast on MLX's CPU backend.
 
 MLX's CPU backend runs dilated, strided and transposed-strided convolutions as naive loops (~100x
 slower than PyTorch). On the CPU they are written here as matrix products (OpenBLAS):
@@ -9,6 +9,7 @@ slower than PyTorch). On the CPU they are written here as matrix products (OpenB
   conv_transpose1d  x @ the kernel reshaped to (C_in, K*C_out), then overlap-add of the K taps
                     (the kernel padded to a multiple of the stride, so the add is a sum of
                     ceil(K/stride) shifted blocks), then the `padding` crop
+and Snake's sin^2 from arithmetic (sin_squared, below: MLX's CPU sin is a scalar libm call).
 On a GPU the native ops are used. Layouts are MLX's: x (B, T, C_in), conv weight (C_out, K, C_in),
 transposed-conv weight (C_out, K, C_in).
 """

@@ -65,6 +65,13 @@ if [ "$(uname -s)" = Linux ]; then
   fi
 fi
 
+# --- OpenBLAS kernels chosen from the CPU's feature flags (scripts/site/sitecustomize.py)
+if [ "$(uname -s)" = Linux ]; then
+  sp=$($VENV/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+  cp scripts/site/sitecustomize.py "$sp/sitecustomize.py"
+  say "OpenBLAS core type: $($VENV/bin/python -c 'import os; print(os.environ.get("OPENBLAS_CORETYPE", "auto"))')"
+fi
+
 $VENV/bin/python - <<'PY'
 import mlx.core as mx, mlx_lm  # noqa
 print(f"[setup] mlx {mx.__version__} on {mx.default_device()}")
