@@ -1,0 +1,216 @@
+"""Original PyTorch Chatterbox vs the MLX pipeline: same weights, case, settings and random draws.
+
+Each side runs in its own worker process (models loaded once, untimed), the parent alternates
+them round by round after a warm-up, and reports medians: T3 tokens/s (CFG on), S3Gen seconds per
+second of audio, the conditioning time, the whole pipeline's real-time factor, and each worker's
+peak memory (max RSS). Results: JSON + Markdown (+ a PNG chart) under reports/out/, which the
+report includes. Usage:
+    python benchmarks/bench_pipeline.py [--checkpoint DIR] [--case espeak_22k] [--tokens 100] [--rounds 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+# ----------------------------------------------------------------------------- workers
+def worker_original(ckpt_dir: str, case_name: str, n_tokens: int):
+    import torch
+
+    from parity.cases import get_case
+    from parity.checkpoint_dir import CheckpointDir
+    from reference.export import load_original
+    from reference.recording import RecordedSampler, patched
+
+    case = get_case(case_name)
+    tts = load_original(CheckpointDir.open(ckpt_dir))
+    p = case.params
+
+    def run():
+        import torch.nn.functional as F
+        from chatterbox.tts import punc_norm
+
+        t0 = time.perf_counter()
+        tts.prepare_conditionals(str(case.audio_path), exaggeration=p["exaggeration"])
+        t_cond = time.perf_counter() - t0
+        tt = tts.tokenizer.text_to_tokens(punc_norm(case.text))
+        tt = torch.cat([tt, tt])
+        tt = F.pad(F.pad(tt, (1, 0), value=tts.t3.hp.start_text_token), (0, 1), value=tts.t3.hp.stop_text_token)
+        sampler = RecordedSampler(seed=case.seed)
+        t0 = time.perf_counter()
+        with patched(torch, "multinomial", sampler):
+            tokens = tts.t3.inference(t3_cond=tts.conds.t3, text_tokens=tt, max_new_tokens=n_tokens,
+                                      temperature=p["temperature"], cfg_weight=p["cfg_weight"],
+                                      repetition_penalty=p["repetition_penalty"], min_p=p["min_p"], top_p=p["top_p"])
+        t_t3 = time.perf_counter() - t0
+        speech = tokens[0][tokens[0] < 6561]
+        torch.manual_seed(case.seed)
+        t0 = time.perf_counter()
+        wav, _ = tts.s3gen.inference(speech_tokens=speech, ref_dict=tts.conds.gen)
+        t_s3 = time.perf_counter() - t0
+        return dict(cond_s=t_cond, t3_s=t_t3, t3_tokens=int(tokens.shape[1]), s3gen_s=t_s3,
+                    audio_s=wav.shape[-1] / 24000, tokens=tokens[0].tolist(), uniforms=sampler.uniforms)
+
+    return run
+
+
+def worker_mlx(ckpt_dir: str, case_name: str, n_tokens: int, uniforms):
+    import mlx.core as mx
+    import numpy as np
+
+    from mlx_impl.t3.inference.sampling import ReplayDraw
+    from mlx_impl.tts import ChatterboxTTS, SPEECH_VOCAB_SIZE
+    from parity.cases import get_case
+
+    case = get_case(case_name)
+    tts = ChatterboxTTS.from_pretrained(ckpt_dir)
+    p = case.params
+
+    def run():
+        t0 = time.perf_counter()
+        tts.prepare_conditionals(str(case.audio_path), exaggeration=p["exaggeration"])
+        mx.eval(tts.conds.t3.speaker_emb)
+        t_cond = time.perf_counter() - t0
+        text_tokens = tts.text_tokens(case.text)
+        t0 = time.perf_counter()
+        tokens = tts.t3.inference(t3_cond=tts.conds.t3, text_tokens=text_tokens, max_new_tokens=n_tokens,
+                                  temperature=p["temperature"], cfg_weight=p["cfg_weight"],
+                                  repetition_penalty=p["repetition_penalty"], min_p=p["min_p"], top_p=p["top_p"],
+                                  draw=ReplayDraw(uniforms) if uniforms else None)
+        t_t3 = time.perf_counter() - t0
+        speech = tokens[0][tokens[0] < SPEECH_VOCAB_SIZE]
+        t0 = time.perf_counter()
+        wav, _ = tts.s3gen.inference(speech[None], ref_dict=tts.conds.gen)
+        mx.eval(wav)
+        t_s3 = time.perf_counter() - t0
+        return dict(cond_s=t_cond, t3_s=t_t3, t3_tokens=int(tokens.shape[1]), s3gen_s=t_s3,
+                    audio_s=wav.shape[-1] / 24000, tokens=np.asarray(tokens[0]).tolist())
+
+    return run
+
+
+def worker_main(side: str, ckpt: str, case: str, n_tokens: int, uniforms_path: str):
+    uniforms = json.loads(Path(uniforms_path).read_text()) if uniforms_path else None
+    run = worker_original(ckpt, case, n_tokens) if side == "original" else worker_mlx(ckpt, case, n_tokens, uniforms)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "quit":
+            break
+        out = run()
+        out["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out["warmup"] = cmd == "warmup"
+        print(json.dumps(out), flush=True)
+
+
+# ----------------------------------------------------------------------------- parent
+class Worker:
+    def __init__(self, side, args, uniforms_path=""):
+        self.side = side
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker", side, "--checkpoint", str(args.checkpoint), "--case", args.case,
+             "--tokens", str(args.tokens), "--uniforms", uniforms_path],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+        self._read()
+
+    def _read(self):
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{self.side} worker died")
+            if line.startswith("{"):
+                return json.loads(line)
+
+    def run(self, cmd="run"):
+        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self):
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.flush()
+        self.proc.wait(timeout=60)
+
+
+def summarise(runs):
+    med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731
+    t3_tok_s = statistics.median(r["t3_tokens"] / r["t3_s"] for r in runs)
+    s3_rtf = statistics.median(r["s3gen_s"] / r["audio_s"] for r in runs)
+    total = statistics.median((r["cond_s"] + r["t3_s"] + r["s3gen_s"]) / r["audio_s"] for r in runs)
+    return {"t3_tokens_per_s": t3_tok_s, "s3gen_s_per_audio_s": s3_rtf, "conditioning_s": med("cond_s"),
+            "pipeline_rtf": total, "audio_s": med("audio_s"), "t3_tokens": runs[0]["t3_tokens"],
+            "peak_rss_mb": max(r["max_rss_mb"] for r in runs), "runs": len(runs)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--checkpoint", type=Path, default=None)
+    ap.add_argument("--case", default="espeak_22k")
+    ap.add_argument("--tokens", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=ROOT / "reports" / "out")
+    ap.add_argument("--worker", default=None)
+    ap.add_argument("--uniforms", default="")
+    args = ap.parse_args()
+    if args.worker:
+        return worker_main(args.worker, str(args.checkpoint), args.case, args.tokens, args.uniforms)
+    if args.checkpoint is None:
+        from parity.cli import resolve_checkpoint
+
+        args.checkpoint = resolve_checkpoint(None).path
+
+    orig = Worker("original", args)
+    warm = orig.run("warmup")  # its recorded draws make the MLX side decode the same tokens
+    args.out.mkdir(parents=True, exist_ok=True)
+    upath = args.out / ".bench_uniforms.json"
+    upath.write_text(json.dumps(warm["uniforms"]))
+    mlx = Worker("mlx", args, str(upath))
+    mlx.run("warmup")
+    runs = {"original": [], "mlx": []}
+    for i in range(args.rounds):
+        for w in (orig, mlx) if i % 2 == 0 else (mlx, orig):
+            r = w.run()
+            r.pop("uniforms", None)
+            runs[w.side].append(r)
+            print(f"round {i} {w.side}: T3 {r['t3_tokens'] / r['t3_s']:.2f} tok/s, "
+                  f"S3Gen {r['s3gen_s'] / r['audio_s']:.2f} s/s, cond {r['cond_s']:.2f} s", file=sys.stderr)
+    orig.close()
+    mlx.close()
+    same_tokens = runs["original"][0]["tokens"] == runs["mlx"][0]["tokens"]
+    res = {k: summarise(v) for k, v in runs.items()}
+    ratio = {k: res["mlx"][k] / res["original"][k] for k in ("t3_tokens_per_s", "s3gen_s_per_audio_s", "pipeline_rtf")}
+    import mlx.core as mx
+
+    record = {"device": f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
+                        f"({os.environ.get('OPENBLAS_CORETYPE', 'auto')} OpenBLAS kernels); MLX {mx.__version__} "
+                        f"on {mx.default_device()}",
+              "case": args.case, "t3_tokens": args.tokens, "rounds": args.rounds, "same_tokens": same_tokens,
+              "original": res["original"], "mlx": res["mlx"], "mlx_over_original": ratio,
+              "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    (args.out / "bench_cpu.json").write_text(json.dumps(record, indent=1) + "\n")
+    md = ["## Benchmark: MLX vs the original (same weights, case and draws)", "", f"{record['device']}; case "
+          f"{args.case}; {args.tokens} T3 steps with CFG; medians of {args.rounds} alternating runs after warm-up; "
+          f"identical tokens: {same_tokens}", "",
+          "| metric | original (PyTorch) | MLX | MLX / original |", "|---|---|---|---|"]
+    for k, label in (("t3_tokens_per_s", "T3 tokens/s (higher is better)"),
+                     ("s3gen_s_per_audio_s", "S3Gen s per audio s"), ("conditioning_s", "conditioning s"),
+                     ("pipeline_rtf", "pipeline real-time factor"), ("peak_rss_mb", "peak RSS MB")):
+        o, m = res["original"][k], res["mlx"][k]
+        md.append(f"| {label} | {o:.3f} | {m:.3f} | {m / o:.2f} |")
+    (args.out / "bench_cpu.md").write_text("\n".join(md) + "\n")
+    print(json.dumps(record, indent=1))
+
+
+if __name__ == "__main__":
+    main()
