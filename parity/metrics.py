@@ -95,8 +95,8 @@ def check(metrics: Metrics, tol: Tolerance, kind: str) -> list:
         if tol.exact is not None and metrics.exact < tol.exact:
             fails.append(f"exact {metrics.exact:.4f} < {tol.exact} (first mismatch at {metrics.first_mismatch})")
         return fails
-    if metrics.nonfinite_mismatch:
-        fails.append(f"{metrics.nonfinite_mismatch} non-finite entries differ")
+    if metrics.nonfinite_mismatch > tol.max_nonfinite_mismatch:
+        fails.append(f"{metrics.nonfinite_mismatch} non-finite entries differ (allowed {tol.max_nonfinite_mismatch})")
     if tol.snr_db is not None and metrics.snr_db < tol.snr_db:
         fails.append(f"SNR {metrics.snr_db:.2f} dB < {tol.snr_db} dB")
     if tol.cosine is not None and metrics.cosine < tol.cosine:

@@ -17,6 +17,7 @@ class Tolerance:
     cosine: Optional[float] = None  # minimum cosine similarity
     max_abs: Optional[float] = None  # maximum absolute error
     exact: Optional[float] = None  # minimum exact-match rate (int checkpoints)
+    max_nonfinite_mismatch: int = 0  # entries allowed to be filtered (-inf) on one side only
     measured: Optional[str] = None
     reason: Optional[str] = None
 
@@ -30,6 +31,8 @@ class Tolerance:
             parts.append(f"maxabs<={self.max_abs:g}")
         if self.exact is not None:
             parts.append(f"exact>={self.exact:g}")
+        if self.max_nonfinite_mismatch:
+            parts.append(f"filter-boundary flips<={self.max_nonfinite_mismatch}")
         return " ".join(parts)
 
 
