@@ -54,6 +54,7 @@ class Checkpoint:
 class Registry:
     stages: List[str]
     checkpoints: Dict[str, Checkpoint]
+    cumulative: Dict[str, Dict[str, Tolerance]] = field(default_factory=dict)  # mode -> checkpoint -> tolerance
 
     def by_stage(self, stage: str) -> List[Checkpoint]:
         return [c for c in self.checkpoints.values() if c.stage == stage]
@@ -98,4 +99,10 @@ def load(path: Path = REGISTRY_FILE) -> Registry:
         for name in entries:
             if name not in checkpoints:
                 raise ValueError(f"{path}: tolerance for unknown checkpoint '{name}' in [{prec}]")
-    return Registry(stages=stages, checkpoints=checkpoints)
+    cumulative = {}
+    for mode, entries in data.get("cumulative", {}).items():
+        for name in entries:
+            if name not in checkpoints:
+                raise ValueError(f"{path}: cumulative tolerance for unknown checkpoint '{name}' in [{mode}]")
+        cumulative[mode] = {name: _tolerance(t) for name, t in entries.items()}
+    return Registry(stages=stages, checkpoints=checkpoints, cumulative=cumulative)

@@ -215,7 +215,12 @@ def _measured(r: dict) -> str:
 
 def _sorted_results(run: dict) -> List[dict]:
     order = {c.name: i for i, c in enumerate(registry.load().ordered())}
-    return sorted(run["results"], key=lambda r: (order.get(r["checkpoint"], 999), r["case"]))
+
+    def key(r):
+        mode, _, name = r["checkpoint"].rpartition(":")
+        return (mode, order.get(name, 999), r["case"])
+
+    return sorted(run["results"], key=key)
 
 
 def extra_sections() -> List[tuple]:

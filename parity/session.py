@@ -121,6 +121,36 @@ class ParitySession:
             self._tts = load_original(self.ckpt)
         return self._tts
 
+    def run_cumulative(self, case_name: str, mode: str, name: str) -> Result:
+        """MLX chained end to end (parity/stages/cumulative.py) against the reference."""
+        from .stages import cumulative
+
+        cp = registry.load()[name]
+        tol = registry.load().cumulative[mode][name]
+        label = f"{mode}:{name}"
+        fx = self.fixture(case_name)
+        key = (case_name, f"cumulative.{mode}")
+        t0 = time.time()
+        if key not in self.outputs:
+            try:
+                self.outputs[key] = cumulative.run(fx, self.ckpt, mode)
+            except Exception as e:
+                self.outputs[key] = RuntimeError(f"cumulative {mode} failed: {e!r}\n{traceback.format_exc()}")
+        out = self.outputs[key]
+        if isinstance(out, Exception):
+            res = Result(case_name, label, "error", tolerance=tol.describe(), message=str(out))
+        elif name not in out:
+            res = Result(case_name, label, "failed", tolerance=tol.describe(),
+                         message=f"not computed: an upstream stage diverged ({mode})")
+        else:
+            m = compare(fx.tensor(name), out[name], cp.kind)
+            fails = check(m, tol, cp.kind)
+            res = Result(case_name, label, "failed" if fails else "passed", metrics=m, tolerance=tol.describe(),
+                         message="; ".join(fails))
+        res.seconds = time.time() - t0
+        self.results[(case_name, label)] = res
+        return res
+
     def run_checkpoint(self, case_name: str, name: str) -> Result:
         from .stages import providers
 

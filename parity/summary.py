@@ -16,13 +16,19 @@ RESULTS_DIR = ROOT / "reports" / "out"
 def _measured(res) -> str:
     if res.metrics is None:
         return res.message.splitlines()[0][:60] if res.message else "-"
-    return res.metrics.headline(registry.load()[res.checkpoint].kind)
+    return res.metrics.headline(registry.load()[res.checkpoint.rpartition(":")[2]].kind)
 
 
 def summary_table(session) -> list:
     rows = [("case", "checkpoint", "status", "measured", "tolerance")]
     order = {c.name: i for i, c in enumerate(registry.load().ordered())}
-    for (case, name), res in sorted(session.results.items(), key=lambda kv: (kv[0][0], order[kv[0][1]])):
+
+    def sort_key(kv):
+        case, label = kv[0]
+        mode, _, name = label.rpartition(":")
+        return (case, mode, order[name])
+
+    for (case, name), res in sorted(session.results.items(), key=sort_key):
         rows.append((case, name, res.status, _measured(res), res.tolerance))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = []

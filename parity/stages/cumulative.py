@@ -1,0 +1,92 @@
+"""Cumulative mode: the MLX pipeline chained end to end, each stage fed MLX's own upstream output.
+
+  e2e    from the case's raw audio file and text to the waveform (conditioning, T3 with the
+         recorded uniforms replayed, S3Gen with the recorded noise): what a user of the MLX port gets.
+  s3gen  from the reference's speech tokens and conditioning to the waveform (flow -> HiFT), with
+         the recorded flow noise and SineGen draws.
+Compared in tests/parity/test_cumulative.py against [cumulative.<mode>] tolerances of the registry.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+MODES = ("e2e", "s3gen")
+
+
+@lru_cache(maxsize=1)
+def _pipeline(path: str):
+    from mlx_impl.tts import ChatterboxTTS
+
+    return ChatterboxTTS.from_pretrained(path)
+
+
+def _np(x) -> np.ndarray:
+    return np.asarray(x)
+
+
+def _replay(fx):
+    import mlx.core as mx
+
+    return dict(flow_noise=mx.array(fx.tensor("flow.start_noise")), sine_phase=mx.array(fx.tensor("hift.sine_phase")),
+                sine_noise=mx.array(fx.tensor("hift.sine_noise")))
+
+
+def run_s3gen(fx, ckpt) -> dict:
+    """Reference tokens + reference conditioning -> mel -> waveform, all in MLX."""
+    import mlx.core as mx
+
+    tts = _pipeline(str(ckpt.path))
+    ref = dict(prompt_token=mx.array(fx.tensor("embed_ref.prompt_token")),
+               prompt_token_len=mx.array([fx.tensor("embed_ref.prompt_token").shape[1]], dtype=mx.int32),
+               prompt_feat=mx.array(fx.tensor("embed_ref.prompt_feat")), prompt_feat_len=None,
+               embedding=mx.array(fx.tensor("embed_ref.xvector")))
+    trace = {}
+    wav, source = tts.s3gen.inference(fx.tensor("flow.speech_tokens"), ref_dict=ref,
+                                      n_cfm_timesteps=int(fx.params["n_cfm_timesteps"]), trace=trace, **_replay(fx))
+    return {"flow.mu": _np(trace["mu"]), "flow.output_mel": _np(trace["output_mel"]), "hift.source": _np(source),
+            "hift.wav": _np(wav)}
+
+
+def run_e2e(fx, ckpt) -> dict:
+    """Raw audio file + text -> every stage, MLX feeding MLX; T3's draws and S3Gen's noise replayed."""
+    import mlx.core as mx
+
+    from mlx_impl.t3.inference.sampling import ReplayDraw
+    from mlx_impl.tts import SPEECH_VOCAB_SIZE, drop_invalid_tokens
+
+    tts = _pipeline(str(ckpt.path))
+    p = fx.params
+    trace = {}
+    conds = tts.prepare_conditionals(fx.audio_path(), exaggeration=float(p["exaggeration"]), trace=trace)
+    out = {
+        "audio.wav_24k": _np(trace["wav_24k"]), "audio.wav_16k": _np(trace["wav_16k"]),
+        "ve.speaker_emb": _np(conds.t3.speaker_emb), "s3tok.prompt_tokens": _np(conds.t3.cond_prompt_speech_tokens),
+        "embed_ref.prompt_feat": _np(conds.gen["prompt_feat"]), "embed_ref.prompt_token": _np(conds.gen["prompt_token"]),
+        "embed_ref.xvector": _np(conds.gen["embedding"]),
+    }
+    full, _ = tts.s3gen.tokenizer.forward([trace["wav_16k"]])
+    out["s3tok.full_tokens"] = _np(full)
+    text_tokens = tts.text_tokens(fx.case["text"])
+    out["t3.text_tokens"] = text_tokens
+    tokens = tts.t3.inference(
+        t3_cond=conds.t3, text_tokens=text_tokens, max_new_tokens=int(p["max_new_tokens"]),
+        temperature=float(p["temperature"]), cfg_weight=float(p["cfg_weight"]),
+        repetition_penalty=float(p["repetition_penalty"]), min_p=float(p["min_p"]), top_p=float(p["top_p"]),
+        draw=ReplayDraw(fx.tensor("t3.uniform_draws")))
+    out["t3.speech_tokens"] = _np(tokens)
+    speech = drop_invalid_tokens(tokens[0])
+    speech = speech[speech < SPEECH_VOCAB_SIZE]
+    out["flow.speech_tokens"] = speech[None]
+    if speech.shape[0] != fx.tensor("flow.speech_tokens").shape[1]:
+        return out  # tokens diverged: the noise cannot be replayed, the S3Gen checkpoints stay missing
+    trace = {}
+    wav, _ = tts.s3gen.inference(speech[None], ref_dict=conds.gen, n_cfm_timesteps=int(p["n_cfm_timesteps"]),
+                                 trace=trace, **_replay(fx))
+    out.update({"flow.output_mel": _np(trace["output_mel"]), "hift.wav": _np(wav)})
+    return out
+
+
+def run(fx, ckpt, mode: str) -> dict:
+    return {"e2e": run_e2e, "s3gen": run_s3gen}[mode](fx, ckpt)
