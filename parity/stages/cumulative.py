@@ -8,18 +8,29 @@ Compared in tests/parity/test_cumulative.py against [cumulative.<mode>] toleranc
 """
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
 MODES = ("e2e", "s3gen")
 
 
-@lru_cache(maxsize=1)
-def _pipeline(path: str):
-    from mlx_impl.tts import ChatterboxTTS
+_PIPELINES: dict = {}
 
-    return ChatterboxTTS.from_pretrained(path)
+
+def _pipeline(ckpt):
+    """The MLX ChatterboxTTS of `ckpt`, sharing the T3 the isolated runners already hold (memory)."""
+    key = str(ckpt.path)
+    if key not in _PIPELINES:
+        from mlx_impl.convert.s3gen import load_s3gen
+        from mlx_impl.convert.voice_encoder import load_voice_encoder
+        from mlx_impl.tokenizers import EnTokenizer
+        from mlx_impl.tts import ChatterboxTTS
+
+        from .t3_cond import load_t3_model
+
+        _PIPELINES.clear()
+        _PIPELINES[key] = ChatterboxTTS(load_t3_model(ckpt), load_s3gen(ckpt.state("s3gen")),
+                                        load_voice_encoder(ckpt.state("ve")), EnTokenizer(str(ckpt.file("tokenizer.json"))))
+    return _PIPELINES[key]
 
 
 def _np(x) -> np.ndarray:
@@ -37,7 +48,7 @@ def run_s3gen(fx, ckpt) -> dict:
     """Reference tokens + reference conditioning -> mel -> waveform, all in MLX."""
     import mlx.core as mx
 
-    tts = _pipeline(str(ckpt.path))
+    tts = _pipeline(ckpt)
     ref = dict(prompt_token=mx.array(fx.tensor("embed_ref.prompt_token")),
                prompt_token_len=mx.array([fx.tensor("embed_ref.prompt_token").shape[1]], dtype=mx.int32),
                prompt_feat=mx.array(fx.tensor("embed_ref.prompt_feat")), prompt_feat_len=None,
@@ -56,7 +67,7 @@ def run_e2e(fx, ckpt) -> dict:
     from mlx_impl.t3.inference.sampling import ReplayDraw
     from mlx_impl.tts import SPEECH_VOCAB_SIZE, drop_invalid_tokens
 
-    tts = _pipeline(str(ckpt.path))
+    tts = _pipeline(ckpt)
     p = fx.params
     trace = {}
     conds = tts.prepare_conditionals(fx.audio_path(), exaggeration=float(p["exaggeration"]), trace=trace)

@@ -4,7 +4,9 @@
   per-step logits after each processor compare step by step even where a free run would diverge.
 - Free-running: the draws replay the recorded uniforms (t3.uniform_draws) through the reference's
   inverse-CDF sampler; its tokens are returned even when they diverge (the test reports the first
-  mismatch). `explain_divergence` localises the first differing step.
+  mismatch). When the replayed draw on MLX's own probabilities picks the forced token at every
+  teacher-forced step, the free run is that same sequence and is not decoded a second time.
+  `explain_divergence` localises the first differing step.
 
 Run `python -m parity.stages.t3_decode <fixture_dir> <checkpoint_dir>` to print the divergence report.
 """
@@ -75,15 +77,36 @@ def replay_draw(fx):
 
 
 def run(fx, ckpt) -> dict:
-    ref_tokens = fx.tensor("t3.speech_tokens").reshape(-1)
-    _, forced = decode(fx, ckpt, forced_tokens=ref_tokens, max_new_tokens=ref_tokens.size)
-    out = {f"t3.{k}": forced.stacked(k) for k in STEP_KEYS}
+    import mlx.core as mx
 
+    from .t3_cond import load_t3_model
+
+    ref_tokens = fx.tensor("t3.speech_tokens").reshape(-1)
     draw, n_draws = replay_draw(fx)
-    # A diverging free run can go on past the recorded draws: it stops where they end.
-    tokens, _ = decode(fx, ckpt, draw=draw, max_new_tokens=min(int(fx.params["max_new_tokens"]), n_draws),
-                       record=False)
-    out["t3.speech_tokens"] = tokens.astype(np.int32)
+    recorder = StepRecorder()
+    replayed = []  # the token the replayed draw picks from MLX's own probabilities at each forced step
+
+    def on_step(step: int, outputs: dict) -> None:
+        recorder(step, outputs)
+        replayed.append(draw(outputs["probs"], step) if step < n_draws else None)
+
+    model = load_t3_model(ckpt)
+    model.inference_from_embeds(
+        mx.array(fx.tensor("t3.input_embeds").astype(np.float32)), max_new_tokens=ref_tokens.size,
+        forced_tokens=ref_tokens, on_step=on_step, **decode_params(fx),
+    )
+    out = {f"t3.{k}": recorder.stacked(k) for k in STEP_KEYS}
+
+    max_free = min(int(fx.params["max_new_tokens"]), n_draws)
+    if replayed == [int(t) for t in ref_tokens] and ref_tokens.size == max_free:
+        # Every replayed draw picked the forced token, so a free-running decode would have fed the
+        # same tokens through the same (deterministic) computation: its output IS this sequence.
+        out["t3.speech_tokens"] = np.asarray(replayed, dtype=np.int32)[None]
+    else:
+        # Diverged (or lengths differ): decode free-running for real; a diverging run can go on past
+        # the recorded draws, so it stops where they end.
+        tokens, _ = decode(fx, ckpt, draw=draw, max_new_tokens=max_free, record=False)
+        out["t3.speech_tokens"] = tokens.astype(np.int32)
     return out
 
 

@@ -360,3 +360,80 @@ def test_divergence_helpers():
     text = buf.getvalue()
     assert "first difference at step 1: reference 0, MLX 3" in text
     assert "reference top-5: 0:0.500000" in text and "MLX       top-5: 3:0.500000" in text
+
+
+class FakeFixture:
+    def __init__(self, tensors, params, name="unit"):
+        self.tensors, self.params, self.name = tensors, params, name
+
+    def tensor(self, name):
+        return self.tensors[name]
+
+
+def _reference_fixture(models, inputs, n_steps=40):
+    """What the reference export records for the t3_decode / t3_greedy stages, from the small model."""
+    ref, _, _, _ = models
+    captured = {}
+    uniforms = np.random.default_rng(21).random(n_steps)
+    orig = ref.prepare_input_embeds
+
+    def capture(*a, **k):
+        out = orig(*a, **k)
+        captured.setdefault("embeds", out[0].numpy().copy())
+        return out
+
+    ref.prepare_input_embeds = capture
+    try:
+        r = run_original_inference(ref, torch_cond(inputs), torch.from_numpy(inputs["text"]).long(),
+                                   picker=lambda i, p: inverse_cdf(p, uniforms[i]), max_new_tokens=n_steps, **DEFAULTS)
+        g = run_original_inference(ref, torch_cond(inputs), torch.from_numpy(inputs["text"]).long(),
+                                   picker=lambda i, p: int(torch.argmax(p)), max_new_tokens=n_steps, **DEFAULTS)
+    finally:
+        del ref.prepare_input_embeds
+    n = r["tokens"].shape[1]
+    tensors = {"t3.input_embeds": captured["embeds"], "t3.speech_tokens": r["tokens"], "t3.uniform_draws": uniforms[:n],
+               "t3_greedy.speech_tokens": g["tokens"], "t3_greedy.logits_cfg": g["logits_cfg"]}
+    tensors.update({f"t3.{k}": r[k][:n] for k in STEP_KEYS})
+    return FakeFixture(tensors, dict(DEFAULTS, exaggeration=0.5, max_new_tokens=n_steps))
+
+
+def test_stage_runners_on_small_model(models, inputs, monkeypatch):
+    import io
+
+    from parity.stages import t3_cond, t3_decode, t3_greedy
+
+    _, m, _, _ = models
+    monkeypatch.setattr(t3_cond, "load_t3_model", lambda ckpt: m)
+    fx = _reference_fixture(models, inputs)
+    out = t3_decode.run(fx, None)
+    for k in STEP_KEYS:
+        assert out[f"t3.{k}"].shape == fx.tensor(f"t3.{k}").shape
+        assert snr(fx.tensor(f"t3.{k}"), out[f"t3.{k}"]) >= 90.0, k
+    np.testing.assert_array_equal(out["t3.speech_tokens"], fx.tensor("t3.speech_tokens"))
+    g = t3_greedy.run(fx, None)
+    np.testing.assert_array_equal(g["t3_greedy.speech_tokens"], fx.tensor("t3_greedy.speech_tokens"))
+    assert snr(fx.tensor("t3_greedy.logits_cfg"), g["t3_greedy.logits_cfg"]) >= 90.0
+
+    # A diverging free run (one recorded uniform altered) still returns its tokens, and the helper
+    # localises the first differing step.
+    ref_tokens = fx.tensor("t3.speech_tokens")[0]
+    step, u_new = None, None
+    for i in range(5, ref_tokens.size):  # a step and a uniform that pick another token there
+        z = fx.tensor("t3.logits_top_p")[i].astype(np.float64)
+        p = np.exp(z - z.max())
+        for u in (0.0, 0.25, 0.5, 0.75, 0.999999):
+            if inverse_cdf_token(p / p.sum(), u) != ref_tokens[i]:
+                step, u_new = i, u
+                break
+        if step is not None:
+            break
+    assert step is not None
+    fx.tensors["t3.uniform_draws"] = fx.tensor("t3.uniform_draws").copy()
+    fx.tensors["t3.uniform_draws"][step] = u_new
+    out = t3_decode.run(fx, None)
+    assert out["t3.speech_tokens"].shape == fx.tensor("t3.speech_tokens").shape
+    np.testing.assert_array_equal(out["t3.speech_tokens"][0, :step], ref_tokens[:step])
+    assert out["t3.speech_tokens"][0, step] != ref_tokens[step]
+    buf = io.StringIO()
+    assert t3_decode.explain_divergence(fx, None, file=buf) == step
+    assert f"first difference at step {step}" in buf.getvalue() and "top-5" in buf.getvalue()

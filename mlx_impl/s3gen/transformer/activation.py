@@ -24,6 +24,32 @@ def _native() -> bool:
     return mx.default_device() == mx.gpu
 
 
+_SIDE_STREAM = None
+_SPLIT_MIN_ELEMENTS = 1 << 19
+
+
+def _side_stream():
+    global _SIDE_STREAM
+    if _SIDE_STREAM is None:
+        _SIDE_STREAM = mx.new_stream(mx.cpu)
+    return _SIDE_STREAM
+
+
+def _two_streams(fn, x: mx.array) -> mx.array:
+    """fn (elementwise) over x, the two halves of the first axis longer than 1 on two CPU streams:
+    MLX runs a stream's elementwise kernels on one thread, and the machines this targets have 2+ cores."""
+    if x.size < _SPLIT_MIN_ELEMENTS:
+        return fn(x)
+    axis = next((i for i, n in enumerate(x.shape) if n > 1), None)
+    if axis is None:
+        return fn(x)
+    half = x.shape[axis] // 2
+    lo = fn(mx.split(x, [half], axis=axis)[0])
+    with mx.stream(_side_stream()):
+        hi = fn(mx.split(x, [half], axis=axis)[1])
+    return mx.concatenate([lo, hi], axis=axis)
+
+
 def _exp_arith(x: mx.array) -> mx.array:
     """exp by range reduction x = n ln2 + r, |r| <= ln2 / 2, a degree-7 polynomial for e^r
     (Taylor-like coefficients of the Cephes kind) and 2^n built in the exponent bits."""
@@ -48,7 +74,7 @@ _exp_compiled = mx.compile(_exp_arith)
 
 
 def exp(x: mx.array) -> mx.array:
-    return mx.exp(x) if _native() else _exp_compiled(x)
+    return mx.exp(x) if _native() else _two_streams(_exp_compiled, x)
 
 
 @mx.compile
@@ -57,7 +83,7 @@ def _sigmoid_cpu(x):
 
 
 def sigmoid(x: mx.array) -> mx.array:
-    return mx.sigmoid(x) if _native() else _sigmoid_cpu(x)
+    return mx.sigmoid(x) if _native() else _two_streams(_sigmoid_cpu, x)
 
 
 @mx.compile
@@ -67,7 +93,7 @@ def _silu_cpu(x):
 
 def silu(x: mx.array) -> mx.array:
     """x * sigmoid(x) (torch.nn.SiLU)."""
-    return nn.silu(x) if _native() else _silu_cpu(x)
+    return nn.silu(x) if _native() else _two_streams(_silu_cpu, x)
 
 
 @mx.compile
@@ -82,7 +108,7 @@ def mish(x: mx.array) -> mx.array:
     """x * tanh(softplus(x)) (torch.nn.Mish)."""
     if _native():
         return x * mx.tanh(mx.logaddexp(x, 0.0))
-    return _mish_cpu(x)
+    return _two_streams(_mish_cpu, x)
 
 
 def _erfc_abs(z):
@@ -115,12 +141,30 @@ def _gelu_cpu(x):
 
 def gelu(x: mx.array) -> mx.array:
     """Exact (erf) GELU, torch.nn.functional.gelu(approximate='none')."""
-    return nn.gelu(x) if _native() else _gelu_cpu(x)
+    return nn.gelu(x) if _native() else _two_streams(_gelu_cpu, x)
 
 
 @mx.compile
+def _exp_nonpositive(x):
+    """exp for x <= 0 (or -inf / NaN): as _exp_arith without the upper clip; below -87.33 it gives
+    ~1.2e-38 rather than 0 (softmax terms that small change no sum)."""
+    xc = mx.maximum(x, _EXP_MIN)
+    n = (xc * _LOG2E + _ROUND_MAGIC) - _ROUND_MAGIC
+    r = xc - n * _LN2_HI - n * _LN2_LO
+    p = 1.9875691500e-4
+    p = p * r + 1.3981999507e-3
+    p = p * r + 8.3334519073e-3
+    p = p * r + 4.1665795894e-2
+    p = p * r + 1.6666665459e-1
+    p = p * r + 5.0000001201e-1
+    p = p * r * r + r + 1.0
+    return p * mx.left_shift(n.astype(mx.int32) + 127, 23).view(mx.float32)
+
+
 def _exp_shifted(x, m):
-    return _exp_arith(x - m)
+    # the broadcast subtraction outside the compiled kernel: MLX's compiled CPU kernels are slow
+    # on broadcast inputs
+    return _exp_nonpositive(x - m)
 
 
 def _accurate_sum_last(x: mx.array) -> mx.array:
@@ -151,14 +195,25 @@ def softmax(x: mx.array, axis: int = -1) -> mx.array:
 
 def attention(q: mx.array, k: mx.array, v: mx.array, scale: float, bias: mx.array = None) -> mx.array:
     """softmax(q k^T * scale + bias) v for (B, H, T, D) inputs; bias additive, broadcastable to
-    (B, H, Tq, Tk), or None. On the CPU the normalisation is applied after the product with v."""
+    (B, H, Tq, Tk), or None. On the CPU the normalisation is applied after the product with v, and
+    for large score matrices the heads are split in two halves whose softmax (elementwise work, which
+    MLX's CPU backend runs on one thread per stream) runs on two streams at once."""
     scores = (q * scale) @ k.swapaxes(-1, -2)
     if bias is not None:
         scores = scores + bias
     if _native():
         return mx.softmax(scores, axis=-1, precise=True) @ v
-    e, s = softmax_parts(scores)
-    return (e @ v) / s
+    h = scores.shape[1]
+    if scores.size < _SPLIT_MIN_ELEMENTS or h < 2:
+        e, s = softmax_parts(scores)
+        return (e @ v) / s
+    half = h // 2
+    e1, s1 = softmax_parts(scores[:, :half])
+    with mx.stream(_side_stream()):
+        e2, s2 = softmax_parts(scores[:, half:])
+    out1 = (e1 @ v[:, :half]) / s1
+    out2 = (e2 @ v[:, half:]) / s2
+    return mx.concatenate([out1, out2], axis=1)
 
 
 class Swish(nn.Module):

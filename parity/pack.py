@@ -1,0 +1,757 @@
+"""`chatterbox-parity pack`: the Swift fixture pack.
+
+What a Swift (MLX Swift) port's unit tests load, one folder:
+
+  DIR/manifest.json                 every tensor: name, shape, dtype, role, meaning, tolerance
+  DIR/README.md                     how to load and compare (written from README_TEXT below)
+  DIR/cases/<case>/<stage>.safetensors   per component of a reference case (full-size synthetic
+                                    checkpoint): the stage's inputs + expected outputs + random draws
+  DIR/cases/<case>/assets/          the case's audio clip and the checkpoint's tokenizer.json
+  DIR/tiny/<stage>.safetensors      the same components from TINY seeded ORIGINAL modules
+  DIR/tiny/weights/torch/*.safetensors   the tiny modules' original state dicts (hub layout)
+  DIR/tiny/weights/mlx/*.safetensors     the same converted by mlx_impl.convert.*.sanitize
+
+The tiny set is made by the project's own export (reference.export.export_case) run on a
+ChatterboxTTS assembled from the ORIGINAL classes with small sizes registered at runtime, so its
+tensors have the registry's names and meanings. `verify_tiny` runs the MLX stage runners
+(parity/stages) on it with MLX models of the same tiny sizes (tests/test_pack.py asserts the result).
+
+The manifest is validated against parity/pack_schema.json, and the folder is written atomically
+(temporary sibling, then rename).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import functools
+import importlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from . import ROOT, registry
+from .errors import ParityError
+
+PACK_VERSION = 1
+SCHEMA_FILE = Path(__file__).with_name("pack_schema.json")
+MANIFEST = "manifest.json"
+DEFAULT_T3_STEPS = 6  # decoding steps of per-step T3 logits kept for full-size cases
+TINY_SEED = 0
+TINY_BASE_CASE = "espeak_22k"
+
+# Tensors of other stages (or of the stage itself) that a component's unit test is fed.
+COMPONENT_INPUTS: Dict[str, List[str]] = {
+    "text": [],
+    "audio": [],
+    "ve": ["audio.wav_16k"],
+    "s3tok": ["audio.wav_16k"],
+    "embed_ref": ["audio.wav_24k"],
+    "t3_cond": ["ve.speaker_emb", "s3tok.prompt_tokens", "text.tokens"],
+    "t3_decode": ["t3.input_embeds", "t3.text_tokens"],
+    "t3_greedy": ["t3.input_embeds", "t3.text_tokens"],
+    "flow": ["flow.speech_tokens", "embed_ref.prompt_token", "embed_ref.prompt_feat", "embed_ref.xvector"],
+    "hift": ["flow.output_mel"],
+}
+# The MLX stage runners whose docstrings say how each sub-step is fed (the isolated mode).
+RUNNERS: Dict[str, List[str]] = {
+    "text": ["text"], "audio": ["audio"], "ve": ["ve"], "s3tok": ["s3tok"],
+    "embed_ref": ["embed_ref_tokens", "embed_ref_speaker"], "t3_cond": ["t3_cond"], "t3_decode": ["t3_decode"],
+    "t3_greedy": ["t3_greedy"], "flow": ["flow"], "hift": ["hift"],
+}
+# Case parameters each component needs.
+COMPONENT_PARAMS: Dict[str, List[str]] = {
+    "t3_cond": ["exaggeration", "cfg_weight"],
+    "t3_decode": ["temperature", "cfg_weight", "min_p", "top_p", "repetition_penalty", "max_new_tokens"],
+    "t3_greedy": ["temperature", "cfg_weight", "min_p", "top_p", "repetition_penalty", "max_new_tokens"],
+    "flow": ["n_cfm_timesteps"],
+}
+# Per-step logits: (n_steps, ...) float32, 8194 wide; full-size cases keep the first steps only.
+PER_STEP_LOGITS = ("t3.logits_raw", "t3.logits_cfg", "t3.logits_rep", "t3.logits_temp", "t3.logits_min_p",
+                   "t3.logits_top_p", "t3_greedy.logits_cfg")
+TINY_STAGES = ("ve", "s3tok", "embed_ref", "t3_cond", "t3_decode", "t3_greedy", "flow", "hift")
+TINY_NOT_INCLUDED = {
+    "text": "no weights: punc_norm + the BPE tokenizer are the same at any model size; use a case's text component "
+            "(with assets/tokenizer.json)",
+    "audio": "no weights: loading and resampling are the same at any model size; use a case's audio component",
+}
+
+# Small sizes of the tiny ORIGINAL modules (and of the MLX ones that reproduce them).
+TINY_CONFIG = {
+    "t3": {"llama": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                         head_dim=16, intermediate_size=128),
+           "llama_config_name": "Llama_tiny_pack", "text_tokens_dict_size": 704,
+           "perceiver": "pre_attention_query_size = embedding_dim = hidden_size (the original hard-codes 1024)"},
+    "ve": {"ve_hidden_size": 32, "speaker_embed_size": 256},
+    "s3tokenizer": {"n_audio_state": 128, "n_audio_head": 2, "n_audio_layer": 1},
+    "campplus": {"growth_rate": 8, "bn_size": 2, "init_channels": 32, "embedding_size": 192},
+    "flow": {"input_size": 64,
+             "encoder": dict(input_size=64, output_size=64, attention_heads=2, linear_units=128, num_blocks=1),
+             "encoder_fixed_width": 64,
+             "estimator": dict(channels=[64], attention_head_dim=32, n_blocks=1, num_mid_blocks=1, num_heads=2)},
+    "hift": {"base_channels": 32, "f0_cond_channels": 32},
+    "case": {"base": TINY_BASE_CASE, "max_new_tokens": 12, "clip_seconds": 3.0},
+    "seed": TINY_SEED,
+}
+
+README_TEXT = r"""# Chatterbox Swift fixture pack
+
+Made by `chatterbox-parity pack` (chatterbox-parity, parity/pack.py) from the reference fixtures of the
+ORIGINAL PyTorch Chatterbox (`chatterbox-tts==0.1.7`). `manifest.json` describes every file and tensor;
+`parity/pack_schema.json` (JSON Schema 2020-12) describes the manifest.
+
+## Layout
+- `cases/<case>/<stage>.safetensors`: one file per component of a reference case, run with the full-size
+  synthetic checkpoint named in `sets.<case>.checkpoint` (regenerate it with
+  `chatterbox-parity checkpoint synth --out DIR --seed 0`; its files' sha256 are in the manifest).
+  `cases/<case>/assets/` has the case's audio clip and the checkpoint's `tokenizer.json`.
+- `tiny/<stage>.safetensors`: the same components made by tiny, seeded ORIGINAL modules
+  (`sets.tiny.config`), with their weights in `tiny/weights/torch/` (the original state dicts, hub
+  layout: `ve.safetensors`, `t3_cfg.safetensors`, `s3gen.safetensors`) and `tiny/weights/mlx/` (the same,
+  converted by `mlx_impl/convert/*.py` `sanitize`: this is what a port loads). A Swift unit test of a
+  component builds the module with the tiny sizes, loads `tiny/weights/mlx/...` and runs in seconds.
+  The MLX reference reproduces every tiny expected tensor at >= 100 dB SNR (integers exactly):
+  chatterbox-parity's tests/test_pack.py.
+
+## Loading a fixture in Swift
+```swift
+import MLX
+let arrays = try loadArrays(url: packURL.appending(path: "tiny/flow.safetensors"))
+let mu = arrays["flow.mu"]!                       // name, shape, dtype as in manifest.json
+let weights = try loadArrays(url: packURL.appending(path: "tiny/weights/mlx/s3gen.safetensors"))
+```
+Each component entry of the manifest (`sets.<set>.components.<stage>`) lists its tensors with:
+- `name` (the key in the safetensors file; the checkpoint name of parity/checkpoints.toml), `shape`, `dtype`;
+- `role`: `input` (feed it), `expected` (compare your output with it), `random` (a recorded random draw:
+  replay it instead of drawing);
+- `source` and `layout`: where the original captured it and its axes;
+- `tolerance`: per precision (`fp32`, `fp16`, `bf16`, `q4`), the registry's criterion (`snr_db` minimum,
+  or `exact` minimum match rate for integer tensors; `cosine`/`max_abs` where given);
+- `subset`, when only part of the reference tensor is stored (full-size per-step T3 logits: the first
+  steps only; `full_shape` gives the reference's shape).
+`params` holds the case parameters the component needs (cfg_weight, temperature, ...). `notes` says how
+each sub-step is fed in isolation (the MLX runners' rule): each step takes the reference's own input,
+which is the previous step's `expected` tensor, so an error stays local to one step.
+
+dtypes: float32, int32, uint8 (`text.normalized_utf8`), float64 (`t3.uniform_draws` only: MLX's float64
+is CPU-only; keep the draw in double precision when you compute `u * cdf[-1]`).
+
+Channels-last: MLX convolutions are channels-last (`(B, T, C)`), but every stored tensor keeps the
+ORIGINAL layout of the checkpoint (mel `(1, 80, T)`, prompt_feat `(1, T, 80)`, fbank `(1, T, 80)`,
+...; see `layout`). Transpose inside the module, as mlx_impl does. MLX-layout weights are already
+channels-last: Conv1d `(O, K, I)`, ConvTranspose1d `(O, K, I)`, Conv2d `(O, H, W, I)`; weight-norm folded;
+LSTM biases summed; names follow mlx_impl's modules (see docs/CONVERTER.md of chatterbox-parity).
+
+## Comparing: SNR as parity/metrics.py computes it
+In float64, over the entries finite in both tensors (an entry that is +-inf or nan in exactly one of them,
+or non-finite in both but different, is a failure of its own; `-inf` at the same place matches: filtered
+logits are `-inf`):
+```
+err = out - ref;  snr_db = -10 * log10( sum(err^2) / sum(ref^2) )    // +inf when err == 0
+```
+Shapes must be equal. Integer tensors: exact-match rate = mean(out == ref) over all entries. Pass when
+`snr_db >= tolerance.snr_db` (and `cosine`, `max_abs` when present) or `exact >= tolerance.exact`.
+
+## Replaying the random draws
+- **T3 sampling** (`t3.uniform_draws`, float64, one per decoding step): the original's
+  `torch.multinomial` was replaced by an inverse-CDF sampler on these uniforms. At step i, with `probs`
+  = softmax of `t3.logits_top_p[i]` (float32):
+  `cdf = cumsum(float64(probs)); token = min(searchsorted(cdf, u[i] * cdf[-1], side: right), V - 1)`
+  (V = 8194: the first index whose cdf is > u * cdf[-1]). Greedy (`t3_greedy`): the first index of the
+  maximum probability. Decoding stops after the stop token 6562 or `max_new_tokens` steps.
+  Teacher forcing: feed `t3.speech_tokens` back to compare the per-step logits even past a divergence.
+- **Flow matching start noise** (`flow.start_noise`, `(1, 80, n_mel)`): the `torch.randn_like(mu)` of
+  CausalConditionalCFM.forward; use it as the x of the first Euler step instead of drawing.
+- **SineGen** (HiFT source): `hift.sine_phase` `(1, 9, 1)` is the Uniform(-pi, pi) phase per harmonic,
+  harmonic 0 already zeroed; `hift.sine_noise` `(1, 9, n_samples)` is the noise term the original added
+  (`noise_amp * randn_like(sine_waves)`, noise_amp depending on voicing): add it as is. The phase is
+  `2 pi * (cumsum(f0 * k / sr) % 1)` accumulated in float64 (torch's CPU cumsum does), plus the draw.
+"""
+
+
+# ----------------------------------------------------------------------------- manifest entries
+def tolerance_dict(cp) -> dict:
+    out = {}
+    for prec, tol in cp.tolerances.items():
+        d = {k: getattr(tol, k) for k in ("snr_db", "cosine", "max_abs", "exact") if getattr(tol, k) is not None}
+        if tol.measured is not None:
+            d["measured"] = tol.measured
+        if tol.reason is not None:
+            d["reason"] = tol.reason
+        out[prec] = d
+    return out
+
+
+def tensor_entry(name: str, a: np.ndarray, role: str, subset: Optional[dict] = None) -> dict:
+    from .fixtures import tensor_sha256
+
+    cp = registry.load()[name]
+    e = {"name": name, "shape": list(a.shape), "dtype": str(a.dtype), "role": role, "kind": cp.kind,
+         "stage": cp.stage, "source": cp.source, "layout": cp.layout, "tolerance": tolerance_dict(cp),
+         "sha256": tensor_sha256(a)}
+    if subset is not None:
+        e["subset"] = subset
+    return e
+
+
+def role_of(stage: str, name: str) -> str:
+    cp = registry.load()[name]
+    if cp.random:
+        return "random"
+    if cp.stage != stage or name in COMPONENT_INPUTS[stage]:
+        return "input"
+    return "expected"
+
+
+def runner_notes(stage: str) -> str:
+    docs = []
+    for mod in RUNNERS[stage]:
+        doc = importlib.import_module(f"parity.stages.{mod}").__doc__ or ""
+        docs.append(doc.strip())
+    return "\n\n".join(docs)
+
+
+def component_tensors(fx, stage: str, t3_steps: Optional[int]) -> Dict[str, tuple]:
+    """name -> (array, role, subset) of one component of a fixture."""
+    reg = registry.load()
+    names = list(COMPONENT_INPUTS[stage]) + [c.name for c in reg.by_stage(stage) if c.name not in COMPONENT_INPUTS[stage]]
+    out = {}
+    for name in names:
+        a = np.ascontiguousarray(fx.tensor(name))
+        subset = None
+        if name in PER_STEP_LOGITS and t3_steps is not None and a.shape[0] > t3_steps:
+            subset = {"axis": 0, "start": 0, "stop": int(t3_steps), "full_shape": list(a.shape),
+                      "what": f"the first {t3_steps} decoding steps of {a.shape[0]} (rows are steps; the pack "
+                              "keeps it small): compare teacher-forced logits of these steps"}
+            a = np.ascontiguousarray(a[:t3_steps])
+        out[name] = (a, role_of(stage, name), subset)
+    return out
+
+
+def write_component(fx, stage: str, folder: Path, rel: str, t3_steps: Optional[int]) -> dict:
+    from safetensors.numpy import save_file
+
+    tensors = component_tensors(fx, stage, t3_steps)
+    save_file({k: v[0] for k, v in tensors.items()}, str(folder / f"{stage}.safetensors"))
+    params = {k: fx.params[k] for k in COMPONENT_PARAMS.get(stage, []) if k in fx.params}
+    entry = {"file": f"{rel}/{stage}.safetensors", "stage": stage, "params": params,
+             "notes": runner_notes(stage),
+             "tensors": [tensor_entry(k, a, role, subset) for k, (a, role, subset) in tensors.items()]}
+    if stage == "text":
+        entry["text"] = fx.case["text"]
+    if stage == "audio":
+        entry["audio_file"] = f"{rel}/assets/{Path(fx.case['audio']).name}"
+    return entry
+
+
+def write_case_set(fx, folder: Path, rel: str, t3_steps: Optional[int], ckpt_dir: Optional[Path],
+                   stages=None) -> dict:
+    folder.mkdir(parents=True)
+    assets = folder / "assets"
+    assets.mkdir()
+    shutil.copyfile(fx.audio_path(), assets / Path(fx.case["audio"]).name)
+    if ckpt_dir is not None and (Path(ckpt_dir) / "tokenizer.json").is_file():
+        shutil.copyfile(Path(ckpt_dir) / "tokenizer.json", assets / "tokenizer.json")
+    stages = stages or registry.load().stages
+    comps = {s: write_component(fx, s, folder, rel, t3_steps) for s in stages}
+    return {"case": fx.case, "checkpoint": fx.manifest["checkpoint"], "versions": fx.manifest["versions"],
+            "driver": fx.manifest.get("driver", {}), "components": comps}
+
+
+# ----------------------------------------------------------------------------- tiny ORIGINAL modules
+@contextlib.contextmanager
+def _patched_attrs(patches):
+    """patches: [(obj, attr, new)], restored in reverse order on exit."""
+    saved = []
+    try:
+        for obj, attr, new in patches:
+            saved.append((obj, attr, getattr(obj, attr)))
+            setattr(obj, attr, new)
+        yield
+    finally:
+        for obj, attr, old in reversed(saved):
+            setattr(obj, attr, old)
+
+
+def _overriding(cls, **over):
+    """A stand-in for `cls` whose keyword arguments `over` replace the caller's."""
+    def make(*a, **kw):
+        return cls(*a, **{**kw, **over})
+    return make
+
+
+def _fixed_width_layers(module, width: int):
+    """UpsampleConformerEncoder builds PreLookaheadLayer(channels=512) and Upsample1D(512, 512), hard-coded
+    in the original and in mlx_impl: the tiny flow sizes them to the encoder width."""
+    pre, up = module.PreLookaheadLayer, module.Upsample1D
+    return [(module, "PreLookaheadLayer", lambda channels, pre_lookahead_len=1: pre(channels=width, pre_lookahead_len=pre_lookahead_len)),
+            (module, "Upsample1D", lambda channels, out_channels, stride=2: up(width, width, stride))]
+
+
+@contextlib.contextmanager
+def tiny_original_classes(cfg: dict = TINY_CONFIG):
+    """The ORIGINAL classes, sized small for the duration of the block (runtime only): a tiny LLaMA in
+    LLAMA_CONFIGS, the Perceiver at the hidden width, and S3Token2Mel/S3Token2Wav's sub-modules."""
+    from chatterbox.models.s3gen import s3gen as s3gen_mod
+    from chatterbox.models.s3gen.transformer import upsample_encoder as ue
+    from chatterbox.models.t3 import llama_configs
+    from chatterbox.models.t3.modules import cond_enc, perceiver
+    from s3tokenizer.model_v2 import ModelConfig, S3TokenizerV2
+
+    t3c = cfg["t3"]
+    llama = copy.deepcopy(llama_configs.LLAMA_520M_CONFIG_DICT)
+    llama.update(t3c["llama"])
+    hidden = llama["hidden_size"]
+    fl, hf = cfg["flow"], cfg["hift"]
+    v2_init = S3TokenizerV2.__init__
+    patches = [
+        (cond_enc, "Perceiver", functools.partial(perceiver.Perceiver, pre_attention_query_size=hidden, embedding_dim=hidden)),
+        (S3TokenizerV2.__init__, "__defaults__", (ModelConfig(**cfg["s3tokenizer"]),)),
+        (s3gen_mod, "CAMPPlus", _overriding(s3gen_mod.CAMPPlus, **cfg["campplus"])),
+        (s3gen_mod, "UpsampleConformerEncoder", _overriding(s3gen_mod.UpsampleConformerEncoder, **fl["encoder"])),
+        (s3gen_mod, "ConditionalDecoder", _overriding(s3gen_mod.ConditionalDecoder, **fl["estimator"])),
+        (s3gen_mod, "CausalMaskedDiffWithXvec", _overriding(s3gen_mod.CausalMaskedDiffWithXvec, input_size=fl["input_size"])),
+        (s3gen_mod, "HiFTGenerator", _overriding(s3gen_mod.HiFTGenerator, base_channels=hf["base_channels"])),
+        (s3gen_mod, "ConvRNNF0Predictor", _overriding(s3gen_mod.ConvRNNF0Predictor, cond_channels=hf["f0_cond_channels"])),
+        *_fixed_width_layers(ue, fl["encoder_fixed_width"]),
+    ]
+    assert v2_init.__defaults__ is not None
+    llama_configs.LLAMA_CONFIGS[t3c["llama_config_name"]] = llama
+    try:
+        with _patched_attrs(patches):
+            yield llama
+    finally:
+        llama_configs.LLAMA_CONFIGS.pop(t3c["llama_config_name"], None)
+
+
+def _perturb_t3(model, seed: int) -> None:
+    """Seeded weights away from the default init (norm gains and biases too; a peaked speech head so
+    that sampling is not uniform)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for k, p in model.named_parameters():
+            if k.endswith("norm.weight"):
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+            elif k.endswith(".bias"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+            elif "emb" in k.split(".")[0] or k == "cond_enc.perceiver.pre_attention_query":
+                p.copy_(0.5 * torch.randn(p.shape, generator=g))
+            else:
+                gain = 3.0 if k == "speech_head.weight" else 1.0
+                p.copy_(gain * torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5)
+
+
+def _perturb_s3gen(s3, seed: int) -> None:
+    """Biases, norm gains, Snake alphas, weight-norm gains and BatchNorm statistics away from their
+    default (0 / 1) values; the S3 tokenizer's FSQ projection widened so tokens spread over the codebook;
+    the F0 classifier scaled (weight x 300, bias -30; the synthetic checkpoint does the like) so that F0
+    has voiced (> 10 Hz) and unvoiced frames."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in s3.named_parameters():
+            noise = torch.randn(p.shape, generator=g)
+            if name.startswith("tokenizer."):
+                continue
+            if name.endswith("alpha") or name.endswith("original0"):
+                p.mul_(0.75 + 0.5 * torch.rand(p.shape, generator=g))
+            elif name.endswith("bias") and "pos_bias" not in name:
+                p.add_(0.05 * noise)
+            elif "pos_bias" in name:
+                p.copy_(0.2 * noise)
+            elif name.startswith("flow.") and ("norm" in name or ".block.2." in name):
+                p.copy_(1.0 + 0.1 * noise)
+        for m in s3.speaker_encoder.modules():
+            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                m.running_mean.copy_(0.3 * torch.randn(m.running_mean.shape, generator=g))
+                m.running_var.copy_(0.5 + 1.5 * torch.rand(m.running_var.shape, generator=g))
+                m.num_batches_tracked.fill_(1000)
+        w = s3.tokenizer.quantizer._codebook.project_down.weight
+        w.copy_(torch.randn(w.shape, generator=g) * (3.0 / np.sqrt(w.shape[1])))
+        clf = s3.mel2wav.f0_predictor.classifier
+        clf.weight.mul_(300.0)
+        clf.bias.fill_(-30.0)
+
+
+def build_tiny_original(tokenizer_json: Path, cfg: dict = TINY_CONFIG):
+    """A ChatterboxTTS of tiny, seeded ORIGINAL modules (T3, S3Gen, VoiceEncoder), on the CPU."""
+    import torch
+    from chatterbox.models.s3gen import S3Gen
+    from chatterbox.models.t3 import T3
+    from chatterbox.models.t3.modules.t3_config import T3Config
+    from chatterbox.models.tokenizers import EnTokenizer
+    from chatterbox.models.voice_encoder import VoiceEncoder
+    from chatterbox.models.voice_encoder.config import VoiceEncConfig
+    from chatterbox.tts import ChatterboxTTS
+
+    torch.set_grad_enabled(False)
+    seed = cfg["seed"]
+    with tiny_original_classes(cfg):
+        hp = VoiceEncConfig()
+        for k, v in cfg["ve"].items():
+            setattr(hp, k, v)
+        torch.manual_seed(seed)
+        ve = VoiceEncoder(hp).eval()
+        torch.manual_seed(seed + 1)
+        t3hp = T3Config.english_only()
+        t3hp.llama_config_name = cfg["t3"]["llama_config_name"]
+        t3 = T3(t3hp).eval()
+        _perturb_t3(t3, seed + 1)
+        torch.manual_seed(seed + 2)
+        s3 = S3Gen().eval()
+        _perturb_s3gen(s3, seed + 2)
+    return ChatterboxTTS(t3, s3, ve, EnTokenizer(str(tokenizer_json)), "cpu")
+
+
+def save_tiny_checkpoint(tts, out_dir: Path, tokenizer_json: Path) -> Path:
+    """The tiny modules' state dicts in the hub's layout (what ChatterboxTTS.from_local reads)."""
+    from safetensors.torch import save_file
+
+    from reference.synth_checkpoint import NOT_STORED
+
+    out_dir.mkdir(parents=True)
+    for fname, module, drop in (("ve.safetensors", tts.ve, ()), ("t3_cfg.safetensors", tts.t3, ()),
+                                ("s3gen.safetensors", tts.s3gen, NOT_STORED)):
+        state = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items() if k not in drop}
+        save_file(state, str(out_dir / fname))
+    shutil.copyfile(tokenizer_json, out_dir / "tokenizer.json")
+    return out_dir
+
+
+def mlx_weights(ckpt_dir: Path) -> Dict[str, Dict[str, np.ndarray]]:
+    """The tiny checkpoint converted by the project's sanitize functions (MLX layout)."""
+    from mlx_impl.convert import s3gen as s3gen_conv
+    from mlx_impl.convert import t3 as t3_conv
+    from mlx_impl.convert import voice_encoder as ve_conv
+
+    from .checkpoint_dir import CheckpointDir
+
+    ck = CheckpointDir.open(ckpt_dir)
+    return {"ve.safetensors": ve_conv.sanitize(ck.state("ve")), "t3.safetensors": t3_conv.sanitize(ck.state("t3")),
+            "s3gen.safetensors": s3gen_conv.sanitize(ck.state("s3gen"))}
+
+
+def make_tiny_fixture(work: Path, log=print):
+    """Run the project's export on the tiny ChatterboxTTS: returns (fixture, checkpoint folder)."""
+    from reference.export import export_case
+
+    from .cases import get_case
+    from .checkpoint_dir import CheckpointDir
+    from .cli import resolve_checkpoint
+    from .fixtures import Fixture
+
+    tok = resolve_checkpoint(None).file("tokenizer.json")
+    tts = build_tiny_original(tok)
+    ckpt_dir = save_tiny_checkpoint(tts, work / "tiny-ckpt", tok)
+    import soundfile as sf
+
+    cc = TINY_CONFIG["case"]
+    base = get_case(cc["base"])
+    audio, sr = sf.read(str(base.audio_path), dtype="float32", always_2d=True)
+    excerpt = work / f"{base.name}_first_{cc['clip_seconds']:g}s.wav"
+    sf.write(str(excerpt), audio[: int(cc["clip_seconds"] * sr)], sr, subtype="FLOAT")
+    case = dataclasses.replace(base, name="tiny", audio=str(excerpt),
+                               about=f"tiny seeded modules on the first {cc['clip_seconds']:g} s of {base.audio}",
+                               params={**base.params, "max_new_tokens": cc["max_new_tokens"]})
+    out = export_case(CheckpointDir.open(ckpt_dir), case, out_root=work / "fx", tts=tts, log=log)
+    return Fixture.open(out), ckpt_dir
+
+
+def weights_entry(path: Path, rel: str, layout: str) -> dict:
+    from safetensors.numpy import load_file
+
+    w = load_file(str(path))
+    return {"file": rel, "layout": layout, "n_tensors": len(w), "bytes": path.stat().st_size,
+            "tensors": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in sorted(w.items())}}
+
+
+def write_tiny_set(fx, ckpt_dir: Path, folder: Path) -> dict:
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True)
+    comps = {s: write_component(fx, s, folder, "tiny", None) for s in TINY_STAGES}
+    (folder / "weights" / "torch").mkdir(parents=True)
+    (folder / "weights" / "mlx").mkdir(parents=True)
+    weights = {"torch": {}, "mlx": {}}
+    for fname in ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors"):
+        shutil.copyfile(ckpt_dir / fname, folder / "weights" / "torch" / fname)
+        weights["torch"][fname.split(".")[0]] = weights_entry(folder / "weights" / "torch" / fname,
+                                                              f"tiny/weights/torch/{fname}", "torch")
+    for fname, w in mlx_weights(ckpt_dir).items():
+        save_file({k: np.ascontiguousarray(v) for k, v in w.items()}, str(folder / "weights" / "mlx" / fname))
+        weights["mlx"][fname.split(".")[0]] = weights_entry(folder / "weights" / "mlx" / fname,
+                                                            f"tiny/weights/mlx/{fname}", "mlx")
+    case = dict(fx.case, audio=f"{fx.case['about']} (written to a temporary file when packed)")
+    return {"case": case, "checkpoint": fx.manifest["checkpoint"], "versions": fx.manifest["versions"],
+            "driver": fx.manifest.get("driver", {}), "config": TINY_CONFIG, "weights": weights,
+            "components": comps,
+            "not_included": [{"component": k, "reason": v} for k, v in TINY_NOT_INCLUDED.items()],
+            "notes": ("Tiny ORIGINAL modules (seeded, sizes in `config`), run through the project's export "
+                      "(reference.export.export_case) on the case clip; component tensors have the registry's names. "
+                      "Runtime substitutions in the original (and, for the check, in mlx_impl): LLAMA_CONFIGS gets "
+                      "the tiny LLaMA; T3CondEnc's Perceiver (hard-coded 1024) takes the hidden width; "
+                      "UpsampleConformerEncoder's PreLookaheadLayer and Upsample1D (hard-coded 512) take "
+                      "flow.encoder_fixed_width; S3Token2Mel's sub-module constructors get the tiny sizes. "
+                      "T3 per-step logits: every step is kept.")}
+
+
+# ----------------------------------------------------------------------------- MLX check of the tiny set
+class PackFixture:
+    """A pack set read like a parity Fixture (what the MLX stage runners need)."""
+
+    def __init__(self, pack_dir: Path, set_name: str):
+        from safetensors.numpy import load_file
+
+        self.root = Path(pack_dir)
+        m = json.loads((self.root / MANIFEST).read_text())
+        self.set = m["sets"][set_name]
+        self.case = self.set["case"]
+        self.params = self.case["params"]
+        self.name = set_name
+        self._t = {}
+        for comp in self.set["components"].values():
+            for k, v in load_file(str(self.root / comp["file"])).items():
+                self._t.setdefault(k, v)
+
+    def tensor(self, name):
+        return self._t[name]
+
+    def has(self, name):
+        return name in self._t
+
+
+def tiny_mlx_models(pack_dir: Path, cfg: dict):
+    """MLX models of the tiny sizes with the pack's MLX-layout weights, loaded strictly."""
+    from dataclasses import replace
+
+    from safetensors.numpy import load_file
+
+    from mlx_impl.convert.common import load_strict
+    from mlx_impl.s3gen import xvector
+    from mlx_impl.s3gen.configs import CFM_PARAMS
+    from mlx_impl.s3gen.decoder import ConditionalDecoder
+    from mlx_impl.s3gen.f0_predictor import ConvRNNF0Predictor
+    from mlx_impl.s3gen.flow import CausalMaskedDiffWithXvec
+    from mlx_impl.s3gen.flow_matching import CausalConditionalCFM
+    from mlx_impl.s3gen.hifigan import HiFTConfig, HiFTGenerator
+    from mlx_impl.s3gen.transformer import upsample_encoder as ue
+    from mlx_impl.s3tokenizer.model_v2 import ModelConfig
+    from mlx_impl.s3tokenizer.s3tokenizer import S3Tokenizer
+    from mlx_impl.t3 import T3, T3Config
+    from mlx_impl.voice_encoder import VoiceEncConfig, VoiceEncoder
+
+    wdir = Path(pack_dir) / "tiny" / "weights" / "mlx"
+    ve_w, t3_w, s3_w = (load_file(str(wdir / f)) for f in ("ve.safetensors", "t3.safetensors", "s3gen.safetensors"))
+
+    def part(prefix):
+        return {k[len(prefix):]: v for k, v in s3_w.items() if k.startswith(prefix)}
+
+    models = {}
+    ve = VoiceEncoder(VoiceEncConfig(**cfg["ve"]))
+    load_strict(ve, ve_w, what="tiny ve")
+    models["ve"] = ve
+    from chatterbox.models.t3 import llama_configs  # the base LLaMA dict, as the original's
+
+    llama = copy.deepcopy(llama_configs.LLAMA_520M_CONFIG_DICT)
+    llama.update(cfg["t3"]["llama"])
+    t3 = T3(T3Config(cfg["t3"]["text_tokens_dict_size"], llama_config=llama))
+    load_strict(t3, t3_w, what="tiny t3")
+    t3.eval()
+    models["t3"] = t3
+    tok = S3Tokenizer("speech_tokenizer_v2_25hz", config=ModelConfig(**cfg["s3tokenizer"]))
+    load_strict(tok, part("tokenizer."), what="tiny s3tokenizer")
+    models["tokenizer"] = tok
+    cam = xvector.CAMPPlus(**cfg["campplus"])
+    load_strict(cam, part("speaker_encoder."), what="tiny campplus")
+    models["campplus"] = cam
+    fl = cfg["flow"]
+    with _patched_attrs(_fixed_width_layers(ue, fl["encoder_fixed_width"])):
+        encoder = ue.UpsampleConformerEncoder(**{**dict(
+            output_size=512, attention_heads=8, linear_units=2048, num_blocks=6, dropout_rate=0.1,
+            positional_dropout_rate=0.1, attention_dropout_rate=0.1, normalize_before=True, input_layer="linear",
+            pos_enc_layer_type="rel_pos_espnet", selfattention_layer_type="rel_selfattn", input_size=512,
+            use_cnn_module=False, macaron_style=False), **fl["encoder"]})
+    estimator = ConditionalDecoder(**{**dict(in_channels=320, out_channels=80, causal=True, channels=[256], dropout=0.0,
+                                             attention_head_dim=64, n_blocks=4, num_mid_blocks=12, num_heads=8,
+                                             act_fn="gelu", meanflow=False), **fl["estimator"]})
+    flow = CausalMaskedDiffWithXvec(input_size=fl["input_size"], encoder=encoder,
+                                    decoder=CausalConditionalCFM(spk_emb_dim=80, cfm_params=CFM_PARAMS, estimator=estimator))
+    load_strict(flow, part("flow."), what="tiny flow")
+    models["flow"] = flow
+    hift = HiFTGenerator(replace(HiFTConfig.s3gen(), base_channels=cfg["hift"]["base_channels"]),
+                         f0_predictor=ConvRNNF0Predictor(cond_channels=cfg["hift"]["f0_cond_channels"]))
+    load_strict(hift, part("mel2wav."), what="tiny hift")
+    hift.eval()
+    models["hift"] = hift
+    return models
+
+
+@contextlib.contextmanager
+def runners_with(models: dict):
+    """The MLX stage runners of parity/stages, with their checkpoint loaders returning `models`."""
+    from .stages import embed_ref_speaker, embed_ref_tokens, flow, hift, s3tok, t3_cond, ve
+
+    const = lambda m: (lambda ckpt: m)  # noqa: E731
+    with _patched_attrs([
+        (ve, "load_ve_model", const(models["ve"])),
+        (s3tok, "load_tokenizer", const(models["tokenizer"])),
+        (embed_ref_tokens, "load_tokenizer", const(models["tokenizer"])),
+        (embed_ref_speaker, "load_campplus_model", const(models["campplus"])),
+        (t3_cond, "load_t3_model", const(models["t3"])),
+        (flow, "load_flow", const(models["flow"])),
+        (hift, "model", const(models["hift"])),
+    ]):
+        yield
+
+
+def verify_tiny(pack_dir: Path) -> Dict[str, dict]:
+    """Run the MLX stage runners (isolated mode) on the pack's tiny set with tiny MLX models; return
+    checkpoint -> {"kind", "metrics" (parity.metrics.Metrics), "role"} for every expected tensor."""
+    from .metrics import compare
+    from .stages import providers
+
+    pack_dir = Path(pack_dir)
+    fx = PackFixture(pack_dir, "tiny")
+    models = tiny_mlx_models(pack_dir, fx.set["config"])
+    reg = registry.load()
+    expected = {t["name"]: t for c in fx.set["components"].values() for t in c["tensors"] if t["role"] == "expected"}
+    results = {}
+    outputs = {}
+    with runners_with(models):
+        for mod in sorted({providers()[n] for n in expected if n in providers()}, key=lambda m: m.__name__):
+            outputs.update(mod.run(fx, None))
+    for name in expected:
+        if name not in outputs:
+            results[name] = {"kind": reg[name].kind, "metrics": None}
+            continue
+        results[name] = {"kind": reg[name].kind, "metrics": compare(fx.tensor(name), outputs[name], reg[name].kind)}
+    return results
+
+
+# ----------------------------------------------------------------------------- the pack
+def validate_manifest(manifest: dict) -> None:
+    import jsonschema
+
+    schema = json.loads(SCHEMA_FILE.read_text())
+    try:
+        jsonschema.Draft202012Validator(schema).validate(manifest)
+    except jsonschema.ValidationError as e:
+        path = "/".join(str(p) for p in e.absolute_path)
+        raise ParityError(f"pack manifest does not match {SCHEMA_FILE.name} at '{path}': {e.message}") from None
+
+
+def existing_cases(fx_root: Path) -> List[str]:
+    from .cases import load_cases
+
+    return [c for c in load_cases() if (fx_root / c / "manifest.json").is_file()]
+
+
+def build_pack(out: Path, cases: Optional[List[str]] = None, *, t3_steps: int = DEFAULT_T3_STEPS, tiny: bool = True,
+               log=print) -> Path:
+    import sys as _sys
+
+    from .cases import load_cases
+    from .fixtures import default_fixture_root, replace_dir
+
+    _sys.path.insert(0, str(ROOT))
+    out = Path(out).resolve()
+    fx_root = default_fixture_root()
+    all_cases = list(load_cases())
+    skipped = []
+    if cases is None:
+        cases = existing_cases(fx_root)
+        skipped = [{"case": c, "reason": f"no fixture folder in {fx_root} (export it, or name it with --cases)"}
+                   for c in all_cases if c not in cases]
+    unknown = [c for c in cases if c not in all_cases]
+    if unknown:
+        raise ParityError(f"unknown case(s) {unknown}; known: {all_cases}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)
+    try:
+        from tests.conftest import parity_session
+
+        session = parity_session()
+        sets = {}
+        for name in cases:
+            log(f"[pack] case {name}")
+            fx = session.fixture(name)  # exports a missing or stale fixture (slow)
+            sets[name] = {"kind": "case", **write_case_set(fx, tmp / "cases" / name, f"cases/{name}", t3_steps,
+                                                           session.ckpt.path)}
+        tiny_omitted = []
+        if tiny:
+            log("[pack] tiny modules: building and exporting")
+            with tempfile.TemporaryDirectory(prefix="pack-tiny-") as work:
+                tfx, tckpt = make_tiny_fixture(Path(work), log=lambda m: log(f"[pack] {m}"))
+                sets["tiny"] = {"kind": "tiny", **write_tiny_set(tfx, tckpt, tmp / "tiny")}
+        manifest = {
+            "pack_version": PACK_VERSION,
+            "generated_by": "chatterbox-parity pack (parity/pack.py)",
+            "registry": {"stages": registry.load().stages, "file": "parity/checkpoints.toml"},
+            "t3_logit_steps": t3_steps,
+            "sets": sets,
+            "skipped_cases": skipped,
+            "tiny_omitted": tiny_omitted,
+            "files": {},
+        }
+        for p in sorted(tmp.rglob("*")):
+            if p.is_file():
+                manifest["files"][str(p.relative_to(tmp))] = p.stat().st_size
+        manifest["total_bytes"] = sum(manifest["files"].values())
+        validate_manifest(manifest)
+        (tmp / "README.md").write_text(README_TEXT)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=_json_default) + "\n")
+        for p in tmp.rglob("*"):
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def cmd_pack(args):
+    out = build_pack(args.out, args.cases, t3_steps=args.t3_steps, tiny=not args.no_tiny)
+    m = json.loads((out / MANIFEST).read_text())
+    print(f"wrote {out}: {len(m['files'])} files, {m['total_bytes'] / 1e6:.1f} MB; sets: {', '.join(m['sets'])}")
+    for s in m["skipped_cases"]:
+        print(f"  skipped case {s['case']}: {s['reason']}")
+    if args.verify and "tiny" in m["sets"]:
+        bad = 0
+        for name, r in verify_tiny(out).items():
+            met = r["metrics"]
+            line = "not computed" if met is None else met.headline(r["kind"])
+            ok = met is not None and (met.exact == 1.0 if r["kind"] == "int" else (met.snr_db >= 100.0 and not met.nonfinite_mismatch))
+            bad += not ok
+            print(f"  tiny {name}: {line}{'' if ok else '  FAIL'}")
+        if bad:
+            raise ParityError(f"{bad} tiny tensors not reproduced by the MLX implementation")
+
+
+def register(sub):
+    p = sub.add_parser("pack", help="write the Swift fixture pack (case components + tiny seeded variants)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--cases", nargs="+", default=None,
+                   help="cases to include (default: those whose fixture folder exists; others are exported, slowly)")
+    p.add_argument("--t3-steps", type=int, default=DEFAULT_T3_STEPS,
+                   help=f"decoding steps of full-size per-step T3 logits to keep (default {DEFAULT_T3_STEPS})")
+    p.add_argument("--no-tiny", action="store_true", help="leave out the tiny seeded variants")
+    p.add_argument("--verify", action="store_true", help="then check that mlx_impl reproduces the tiny set")
+    p.set_defaults(fn=cmd_pack)

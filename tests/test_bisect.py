@@ -1,0 +1,286 @@
+"""`chatterbox-parity bisect` (parity/bisect.py): the first-divergence finder.
+
+Bugs are planted in COPIES of the MLX modules (or in a module-level function, patched only inside a
+context manager); mlx_impl itself is never edited. For each bug the finder must name the right
+module or gap, and without the bug it must report no divergence on the same (short) inputs.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+
+from parity.bisect import (Stage, align, bisect, find_first_divergence, record_mlx, record_original,
+                           STAGES)
+
+CASE = "espeak_22k"
+
+
+@contextlib.contextmanager
+def patched(module, name, value):
+    old = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, old)
+
+
+@pytest.fixture(scope="module")
+def env():
+    pytest.importorskip("torch")
+    pytest.importorskip("chatterbox")
+    from tests.conftest import parity_session
+
+    s = parity_session()
+    fx = s.fixture(CASE)  # exported when missing or stale
+    return s.ckpt, fx, s._original()  # the original ChatterboxTTS, shared with the other tests
+
+
+def _snr(check):
+    return check.match.metrics.snr_db
+
+
+def _assert_clean(f, min_calls):
+    print(f.report())
+    assert not f.diverged, f.report()
+    assert f.kind == "none"
+    n_calls = len({id(c.call) for c in f.checks if c.call is not None})
+    assert n_calls >= min_calls, f"only {n_calls} module calls compared"
+    assert f.checks[-1].what == "stage output" and not f.checks[-1].diverged
+    assert all(not c.diverged for c in f.checks)
+
+
+# ------------------------------------------------------------------------------ planted bugs
+def test_hift_leaky_relu_before_conv_post(env):
+    """HiFT: the leaky ReLU before conv_post with slope 0.1 instead of the default 0.01 (the loop's
+    calls pass lrelu_slope = 0.1 explicitly, so only the final call changes)."""
+    import mlx_impl.s3gen.hifigan as hifigan
+
+    ckpt, fx, tts = env
+    clean = bisect("hift", fx, ckpt=ckpt, tts=tts, max_len=20)  # 20 mel frames, 9600 source samples
+    _assert_clean(clean, min_calls=150)
+
+    real = hifigan.leaky_relu
+
+    def wrong_default_slope(x, negative_slope=0.1):
+        return real(x, negative_slope)
+
+    with patched(hifigan, "leaky_relu", wrong_default_slope):
+        f = bisect("hift", fx, ckpt=ckpt, tts=tts, max_len=20)
+    assert hifigan.leaky_relu is real
+    print(f.report())
+    assert f.kind == "gap", f.report()
+    assert (f.previous, f.module) == ("resblocks.8", "conv_post")
+    assert f.check.what == "in" and f.last_ok.what == "out"
+    assert _snr(f.last_ok) >= 100.0
+    assert _snr(f.check) < 40.0
+    assert "code between `resblocks.8` and `conv_post`" in f.report()
+
+
+def test_s3tok_rope_theta(env):
+    """S3 tokenizer: the copy's precomputed rotary table with theta 1000 instead of 10000. The
+    rotation happens in FSMNMultiHeadAttention.qkv_attention between the FSMN memory and `out`."""
+    from mlx_impl.s3tokenizer.model_v2 import precompute_freqs_cis
+    from parity.stages.s3tok import _load_tokenizer
+
+    ckpt, fx, tts = env
+    copy = _load_tokenizer.__wrapped__(str(ckpt.path))  # a fresh model, not the stage runner's cached one
+    clean = bisect("s3tok", fx, ckpt=ckpt, tts=tts, max_len=80, mlx_root=copy)  # 80 mel frames -> 20 tokens
+    _assert_clean(clean, min_calls=70)
+    assert clean.checks[-1].match.metrics.exact == 1.0  # the tokens, compared exactly
+
+    copy.encoder._freqs_cis = precompute_freqs_cis(64, 1024 * 2, theta=1000.0)
+    f = bisect("s3tok", fx, ckpt=ckpt, tts=tts, max_len=80, mlx_root=copy)
+    print(f.report())
+    assert f.kind == "gap", f.report()
+    assert (f.previous, f.module, f.parent) == (
+        "encoder.blocks.0.attn.fsmn_block", "encoder.blocks.0.attn.out", "encoder.blocks.0.attn")
+    assert _snr(f.last_ok) >= 100.0
+    assert _snr(f.check) < 60.0
+
+
+def test_campplus_stats_pool_eps(env):
+    """CAMPPlus: statistics pooling with sqrt(biased var + 1e-5) instead of the unbiased std without
+    epsilon (a common port bug: torch's x.std(unbiased=True) read as var + eps)."""
+    import mlx.core as mx
+
+    import mlx_impl.s3gen.xvector as xvector
+
+    ckpt, fx, tts = env
+    clean = bisect("campplus", fx, ckpt=ckpt, tts=tts, max_len=200)
+    _assert_clean(clean, min_calls=500)
+
+    def biased_eps_stats(x, axis=1, keepdims=False, unbiased=True):
+        mean = mx.mean(x, axis=axis)
+        std = mx.sqrt(mx.var(x, axis=axis) + 1e-5)
+        stats = mx.concatenate([mean, std], axis=-1)
+        return mx.expand_dims(stats, axis) if keepdims else stats
+
+    with patched(xvector, "statistics_pooling", biased_eps_stats):
+        f = bisect("campplus", fx, ckpt=ckpt, tts=tts, max_len=200)
+    print(f.report())
+    assert f.kind == "module", f.report()
+    assert f.module == "xvector.stats" and f.check.call.cls == "StatsPool"
+    assert f.check.what == "out" and f.last_ok.what == "in" and f.last_ok.call is f.check.call
+    assert _snr(f.last_ok) >= 100.0
+    assert _snr(f.check) < 60.0
+
+
+def test_voice_encoder_clean(env):
+    ckpt, fx, tts = env
+    f = bisect("ve", fx, ckpt=ckpt, tts=tts, max_len=2)
+    _assert_clean(f, min_calls=3)  # the root, lstm (final hidden state adapted), proj
+    assert {c.call.name for c in f.checks if c.call is not None} == {"", "lstm", "proj"}
+
+
+# ------------------------------------------------------------------------------ the machinery, on toys
+def test_align_adapts_channels_last_layouts():
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((1, 4, 7)).astype(np.float32)
+    m = align(ref, np.ascontiguousarray(ref.transpose(0, 2, 1)))
+    assert m.layout == "axes (0, 2, 1)" and m.metrics.snr_db == np.inf
+    ref4 = rng.standard_normal((1, 3, 5, 7)).astype(np.float32)  # Conv2d (B, C, H, W) vs MLX (B, H, W, C)
+    m = align(ref4, np.ascontiguousarray(ref4.transpose(0, 2, 3, 1)))
+    assert m.layout == "axes (0, 3, 1, 2)" and m.metrics.snr_db == np.inf
+    sq = rng.standard_normal((1, 6, 6)).astype(np.float32)  # square: both arrangements fit, the best wins
+    m = align(sq, np.ascontiguousarray(sq.transpose(0, 2, 1)))
+    assert m.layout == "axes (0, 2, 1)" and m.metrics.snr_db == np.inf
+    m = align(ref, ref[:, None])  # a unit axis more
+    assert m is not None and m.metrics.snr_db == np.inf
+    assert align(ref, ref[:, :3]) is None  # no arrangement has the original's shape
+
+
+def _toys(act_slope=0.0, proj_scale=1.0, post_scale=1.0):
+    """A torch module conv -> relu (functional) -> proj, and its MLX port with optional bugs:
+    act_slope (the functional op between the modules), proj_scale (the proj module's weight),
+    post_scale (the root's own code after proj)."""
+    import mlx.core as mx
+    import mlx.nn as mnn
+    import torch
+
+    from mlx_impl.ops import Conv1d
+
+    torch.manual_seed(0)
+
+    class TorchToy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv1d(3, 8, 3, padding=1)
+            self.proj = torch.nn.Linear(8, 2)
+
+        def forward(self, x):
+            h = torch.nn.functional.relu(self.conv(x))
+            return self.proj(h.transpose(1, 2))
+
+    class MlxToy(mnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = Conv1d(3, 8, 3, padding=1)
+            self.proj = mnn.Linear(8, 2)
+
+        def __call__(self, x):
+            h = self.conv(x.transpose(0, 2, 1))
+            h = mx.where(h > 0, h, act_slope * h)
+            return self.proj(h) * post_scale
+
+    t = TorchToy().eval()
+    m = MlxToy()
+    sd = {k: v.detach().numpy() for k, v in t.state_dict().items()}
+    m.conv.weight = mx.array(sd["conv.weight"].transpose(0, 2, 1))
+    m.conv.bias = mx.array(sd["conv.bias"])
+    m.proj.weight = mx.array(sd["proj.weight"] * proj_scale)
+    m.proj.bias = mx.array(sd["proj.bias"])
+    return t, m
+
+
+def _toy_finding(**bugs):
+    import mlx.core as mx
+    import torch
+
+    t, m = _toys(**bugs)
+    x = np.random.default_rng(1).standard_normal((1, 3, 11)).astype(np.float32)
+    ref_calls, ref_out = record_original(t, lambda: t(torch.from_numpy(x)))
+    mlx_calls, mlx_out = record_mlx(m, lambda: m(mx.array(x)))
+    return find_first_divergence("toy", ref_calls, mlx_calls, lambda n: n, ref_out.numpy(), np.array(mlx_out),
+                                 100.0), m
+
+
+def test_finder_names_module_gap_and_own_code_on_toys():
+    pytest.importorskip("torch")
+    import mlx.nn as mnn
+
+    from mlx_impl.ops import Conv1d
+
+    clean, m = _toy_finding()
+    assert clean.kind == "none", clean.report()
+    assert [(c.label, c.what) for c in clean.checks] == [
+        ("<root>", "in"), ("conv", "in"), ("conv", "out"), ("proj", "in"), ("proj", "out"), ("<root>", "out"),
+        ("the stage output", "stage output")]
+    # the recording subclasses are gone again
+    assert type(m.conv) is Conv1d and type(m.proj) is mnn.Linear
+
+    gap, _ = _toy_finding(act_slope=0.1)  # leaky instead of plain ReLU between conv and proj
+    assert (gap.kind, gap.previous, gap.module, gap.parent) == ("gap", "conv", "proj", "<root>"), gap.report()
+
+    mod, _ = _toy_finding(proj_scale=1.001)
+    assert (mod.kind, mod.module) == ("module", "proj"), mod.report()
+    assert mod.check.match.metrics.snr_db < 100.0
+
+    own, _ = _toy_finding(post_scale=1.001)  # the root's own code after its last sub-module
+    assert (own.kind, own.module) == ("module", "<root>"), own.report()
+    assert "own code (after `proj`)" in own.report()
+
+
+def test_record_mlx_restores_classes_after_an_error():
+    import mlx.core as mx
+
+    _, m = _toys()
+    before = {name: type(mod) for name, mod in m.named_modules()}
+
+    def failing_run():
+        m(mx.zeros((1, 3, 5)))
+        assert all(type(mod) is not before[name] for name, mod in m.named_modules())  # swapped while running
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        record_mlx(m, failing_run)
+    assert {name: type(mod) for name, mod in m.named_modules()} == before
+
+
+# ------------------------------------------------------------------------------ command line
+@pytest.mark.parametrize("argv", [
+    ["bisect", "--case", CASE, "--stage", "no_such_stage"],
+    ["bisect", "--case", "no_such_case", "--stage", "hift"],
+    ["bisect", "--case", CASE, "--stage", "hift", "--max-len", "0"],
+    ["bisect", "--case", CASE, "--stage", "hift", "--tol-db", "-3"],
+])
+def test_cli_user_errors_exit_2(argv, capsys):
+    from parity.cli import main
+
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_every_stage_is_registered():
+    assert {"hift", "campplus", "s3tok", "ve", "t3_cond", "flow_encoder"} <= set(STAGES)
+    assert all(isinstance(s, Stage) for s in STAGES.values())
+
+
+def test_cli_exit_status_0_then_1(env, monkeypatch, capsys):
+    """The command end to end on the voice encoder (the original model reused from the session):
+    exit 0 when nothing diverges; exit 1 when the tolerance is above what float32 reaches."""
+    from parity.cli import main
+    from parity.session import ParitySession
+
+    ckpt, fx, tts = env
+    monkeypatch.setattr(ParitySession, "_original", lambda self: tts)
+    argv = ["bisect", "--case", CASE, "--stage", "ve", "--max-len", "2", "--checkpoint", str(ckpt.path)]
+    assert main(argv) == 0
+    assert "NO DIVERGENCE" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(argv + ["--tol-db", "200", "-v"])
+    assert e.value.code == 1
+    out = capsys.readouterr().out
+    assert "FIRST DIVERGENCE: module `lstm`" in out and "DIVERGES out lstm" in out
