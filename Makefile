@@ -20,7 +20,7 @@ parity: setup
 
 # every test: unit tests, then one parity test per (case, checkpoint); fixtures made if missing
 test: setup
-	$(PY) -m pytest tests -q -rxXs
+	scripts/run_tests.sh
 
 unit: setup
 	$(PY) -m pytest tests/unit -q

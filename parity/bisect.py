@@ -297,6 +297,7 @@ class Stage:
     run_mlx: Callable  # (root, mx inputs) -> output
     name_map: Callable = bisect_maps.identity
     length_unit: str = "frames"
+    entry: str = ""  # the code that calls the root's sub-modules when the root itself is not called
 
 
 def _hift_inputs(fx, n):
@@ -406,7 +407,7 @@ STAGES: Dict[str, Stage] = {
         original=lambda tts: tts.s3gen.mel2wav, mlx=_mlx_hift, inputs=_hift_inputs,
         run_original=lambda m, i: m.decode(x=i["mel"], s=i["source"]),
         run_mlx=lambda m, i: m.decode(i["mel"], i["source"]),
-        length_unit="mel frames (and 480 source samples each)"),
+        length_unit="mel frames (and 480 source samples each)", entry="HiFTGenerator.decode"),
     "campplus": Stage(
         about="CAMPPlus(embed_ref.fbank): the S3Gen speaker x-vector",
         original=lambda tts: tts.s3gen.speaker_encoder, mlx=_mlx_campplus, inputs=_campplus_inputs,
@@ -416,7 +417,7 @@ STAGES: Dict[str, Stage] = {
         about="S3 tokenizer: encoder(s3tok.prompt_log_mel[..., :600]), then the FSQ quantizer",
         original=lambda tts: tts.s3gen.tokenizer, mlx=_mlx_s3tok, inputs=_s3tok_inputs,
         run_original=_s3tok_original, run_mlx=_s3tok_mlx, name_map=bisect_maps.s3tokenizer,
-        length_unit="mel frames"),
+        length_unit="mel frames", entry="the stage's encoder + quantizer.encode calls"),
     "ve": Stage(
         about="VoiceEncoder.forward(ve.partials)",
         original=lambda tts: tts.ve, mlx=_mlx_ve, inputs=_ve_inputs,
@@ -524,7 +525,8 @@ def bisect(stage: str, fixture, *, ckpt=None, tol_db: float = 100.0, max_len: Op
     mlx_calls, mlx_result = record_mlx(
         mlx_root, lambda: spec.run_mlx(mlx_root, _as_mx(inputs)), bisect_maps.MLX_OUTPUT_ADAPTERS.get(stage))
     finding = find_first_divergence(stage, ref_calls, mlx_calls, spec.name_map,
-                                    _result_np(ref_result, "torch"), _result_np(mlx_result, "mlx"), tol_db)
+                                    _result_np(ref_result, "torch"), _result_np(mlx_result, "mlx"), tol_db,
+                                    entry=spec.entry)
     head = [f"bisect {stage}: {spec.about}",
             f"  case {fixture.name}, inputs " + ", ".join(f"{k} {tuple(v.shape)}" for k, v in inputs.items()),
             f"  tolerance: SNR >= {tol_db:g} dB (integers: exact)"]
@@ -533,7 +535,7 @@ def bisect(stage: str, fixture, *, ckpt=None, tol_db: float = 100.0, max_len: Op
 
 
 def find_first_divergence(stage: str, ref_calls: List[Call], mlx_calls: List[Call], name_map: Callable,
-                          ref_result, mlx_result, tol_db: float) -> Finding:
+                          ref_result, mlx_result, tol_db: float, entry: str = "") -> Finding:
     mlx_by_key = {c.key: c for c in mlx_calls}
     finding = Finding(stage=stage, kind="none", n_original_calls=len(ref_calls))
     events = sorted([(c.start, "in", c) for c in ref_calls] + [(c.end, "out", c) for c in ref_calls],
@@ -562,12 +564,9 @@ def find_first_divergence(stage: str, ref_calls: List[Call], mlx_calls: List[Cal
         finding.check, finding.last_ok = chk, last_ok
         parent = ref_calls[call.parent] if call.parent is not None else None
         finding.parent = _label(parent) if parent is not None else None
-        if what == "out":
-            finding.kind, finding.module = "module", _label(call)
-            finding.previous = last_ok.label if last_ok is not None else None
-        else:
-            finding.kind, finding.module = "gap", _label(call)
-            finding.previous = last_ok.label if last_ok is not None else None
+        # output diverges after a matching input: the module; input diverges: the code before it
+        finding.kind, finding.module = ("module" if what == "out" else "gap"), _label(call)
+        finding.previous = last_ok.label if last_ok is not None else None
         break
     else:
         if ref_result is not None and mlx_result is not None:
@@ -579,11 +578,11 @@ def find_first_divergence(stage: str, ref_calls: List[Call], mlx_calls: List[Cal
                 finding.kind, finding.module, finding.check, finding.last_ok = "gap", None, chk, last_ok
                 finding.previous = last_ok.label if last_ok is not None else None
     finding.unmatched = unmatched
-    finding.lines = _describe(finding, ref_calls)
+    finding.lines = _describe(finding, ref_calls, entry)
     return finding
 
 
-def _describe(f: Finding, ref_calls: List[Call]) -> List[str]:
+def _describe(f: Finding, ref_calls: List[Call], entry: str = "") -> List[str]:
     n_cmp = len({id(c.call) for c in f.checks if c.call is not None})
     upto = " up to the first divergence" if f.kind != "none" else ""
     lines = [f"  compared {len(f.checks)} tensors of {n_cmp} module calls{upto} "
@@ -597,7 +596,7 @@ def _describe(f: Finding, ref_calls: List[Call]) -> List[str]:
         return lines
     c = f.check
     cls = f" ({c.call.cls})" if c.call is not None else ""
-    inside = f" inside `{f.parent}`" if f.parent else ""
+    inside = f" inside `{f.parent}`" if f.parent else (f" (in {entry})" if entry else "")
     if f.kind == "module":
         lines.append(f"FIRST DIVERGENCE: module `{f.module}`{cls}{inside}: its input matches, its output diverges")
         children = [x for x in f.checks if x.call is not None and x.call.parent is not None
@@ -609,10 +608,11 @@ def _describe(f: Finding, ref_calls: List[Call]) -> List[str]:
         lines.append(f"FIRST DIVERGENCE: the code between `{f.previous}` and the stage output (every module "
                      "matched; the stage's code after its last module call)")
     else:
-        prev = f"`{f.previous}`" if f.last_ok is None or f.last_ok.what == "out" else f"the start of `{f.previous}`"
+        after_output = f.last_ok is None or f.last_ok.what == "out"
+        prev = f"`{f.previous}`" if after_output else f"the start of `{f.previous}`"
         lines.append(f"FIRST DIVERGENCE: the code between {prev} and `{f.module}`{inside}: `{f.module}`{cls} "
-                     f"receives a diverging input although {'the output' if f.last_ok is None or f.last_ok.what == 'out' else 'the input'}"
-                     f" of `{f.previous}` matched (a functional op that is not a module, e.g. an activation)")
+                     f"receives a diverging input although the {'output' if after_output else 'input'} of "
+                     f"`{f.previous}` matched (a functional op that is not a module, e.g. an activation)")
     if f.last_ok is not None:
         ok = f.last_ok
         lines.append(f"  last match:   {ok.what} of `{ok.label}` {_snr(ok.match.metrics)}, "

@@ -92,25 +92,38 @@ class ParitySession:
         return cls(ckpt=ckpt, fx_root=Path(fx_root or default_fixture_root()), **kw)
 
     def fixture(self, case_name: str) -> Fixture:
+        """The case's fixture; on first use every missing or stale case is exported at once and
+        the original model is then released (it takes ~7 GB beside the MLX models)."""
+        if not self.fixtures:
+            self._export_stale()
         if case_name not in self.fixtures:
-            case = load_cases()[case_name]
-            why = staleness(self.fx_root, case, self.ckpt)
-            if why is not None:
-                if not reference_available():
-                    if why != "missing" and export_version() is None:
-                        why = None  # MLX-only machine: use fixtures made elsewhere as they are
-                    else:
-                        raise ParityError(
-                            f"fixture {fixture_dir(self.fx_root, case_name)} is {why} and the reference stack "
-                            "(torch + chatterbox-tts) is not installed here: export it where it is "
-                            "(chatterbox-parity export) and copy the folder")
-            if why is not None:
-                from reference.export import export_case
-
-                self.log(f"exporting reference fixture '{case_name}' ({why})")
-                export_case(self.ckpt, case, out_root=self.fx_root, tts=self._original(), log=self.log)
             self.fixtures[case_name] = Fixture.open(fixture_dir(self.fx_root, case_name))
         return self.fixtures[case_name]
+
+    def _export_stale(self) -> None:
+        import gc
+
+        stale = {}
+        for name, case in load_cases().items():
+            why = staleness(self.fx_root, case, self.ckpt)
+            if why is not None and not reference_available():
+                if why != "missing" and export_version() is None:
+                    continue  # MLX-only machine: use fixtures made elsewhere as they are
+                raise ParityError(
+                    f"fixture {fixture_dir(self.fx_root, name)} is {why} and the reference stack "
+                    "(torch + chatterbox-tts) is not installed here: export it where it is "
+                    "(chatterbox-parity export) and copy the folder")
+            if why is not None:
+                stale[name] = (case, why)
+        if not stale:
+            return
+        from reference.export import export_case
+
+        for name, (case, why) in stale.items():
+            self.log(f"exporting reference fixture '{name}' ({why})")
+            export_case(self.ckpt, case, out_root=self.fx_root, tts=self._original(), log=self.log)
+        self._tts = None
+        gc.collect()
 
     _tts = None
 

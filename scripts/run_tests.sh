@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test suite, in groups that each run in their own process (the full-size original and MLX
+# models would not all fit in 24 GB at once). Every group runs; the exit status fails if any failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+status=0
+run() { echo "=== pytest $*"; "$PY" -m pytest -q -rxXs -p no:cacheprovider "$@" || status=1; }
+run tests/unit
+run tests/parity
+run tests/test_export.py tests/test_convert.py
+run tests/test_bisect.py
+run tests/test_pack.py
+exit $status
