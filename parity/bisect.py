@@ -598,7 +598,10 @@ def _describe(f: Finding, ref_calls: List[Call], entry: str = "") -> List[str]:
     cls = f" ({c.call.cls})" if c.call is not None else ""
     inside = f" inside `{f.parent}`" if f.parent else (f" (in {entry})" if entry else "")
     if f.kind == "module":
-        lines.append(f"FIRST DIVERGENCE: module `{f.module}`{cls}{inside}: its input matches, its output diverges")
+        inp_checked = any(x.call is c.call and x.what == "in" for x in f.checks)
+        lines.append(f"FIRST DIVERGENCE: module `{f.module}`{cls}{inside}: "
+                     + ("its input matches, its output diverges" if inp_checked else
+                        "its output diverges (its input was not compared; see the last match before it)"))
         children = [x for x in f.checks if x.call is not None and x.call.parent is not None
                     and ref_calls[x.call.parent] is c.call]
         if children:

@@ -118,7 +118,7 @@ def _register_optional(sub):
     """Subcommands living in their own modules register themselves here."""
     import importlib
 
-    for mod_name in ("parity.compare_cli", "parity.report", "parity.bisect", "parity.pack", "parity.coverage",
+    for mod_name in ("parity.compare_cli", "parity.report", "parity.bisect", "parity.pack", "parity.coverage", "parity.precision",
                      "mlx_impl.convert.cli", "mlx_impl.tts_cli"):
         try:
             mod = importlib.import_module(mod_name)
