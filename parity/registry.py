@@ -104,5 +104,8 @@ def load(path: Path = REGISTRY_FILE) -> Registry:
         for name in entries:
             if name not in checkpoints:
                 raise ValueError(f"{path}: cumulative tolerance for unknown checkpoint '{name}' in [{mode}]")
+        for name, t in entries.items():
+            if t.get("snr_db", 100.0) < 100.0 and not ("measured" in t and "reason" in t):
+                raise ValueError(f"{path}: cumulative.{mode}.'{name}' is looser than 100 dB: give 'measured' and 'reason'")
         cumulative[mode] = {name: _tolerance(t) for name, t in entries.items()}
     return Registry(stages=stages, checkpoints=checkpoints, cumulative=cumulative)
