@@ -168,6 +168,37 @@ def test_cpu_math_matches_torch():
     assert snr(torch.softmax(x, 1).numpy(), A.softmax(t2m(x), axis=1)) >= 130.0
 
 
+@pytest.mark.parametrize("norm,causal", [("batch_norm", False), ("layer_norm", True)])
+def test_conformer_convolution_module(norm, causal):
+    """ConvolutionModule (not used by S3Gen's encoder, use_cnn_module=False), with a padding mask."""
+    from chatterbox.models.s3gen.transformer.convolution import ConvolutionModule as TConv
+
+    from mlx_impl.convert.common import conv1d
+    from mlx_impl.s3gen.transformer.activation import Swish
+    from mlx_impl.s3gen.transformer.convolution import ConvolutionModule
+
+    torch.manual_seed(10)
+    ref = TConv(64, 15, torch.nn.SiLU(), norm, causal).eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        if norm == "batch_norm":
+            ref.norm.running_mean.normal_()
+            ref.norm.running_var.uniform_(0.5, 2.0)
+    ours = ConvolutionModule(64, 15, Swish(), norm, causal)
+    weights = {k: (conv1d(v.numpy()) if v.ndim == 3 else v.numpy())
+               for k, v in ref.state_dict().items() if not k.endswith("num_batches_tracked")}
+    load_strict(ours, weights, what="ConvolutionModule")
+    x = torch.randn(2, 40, 64)
+    mask = torch.ones(2, 1, 40, dtype=torch.bool)
+    mask[1, :, 30:] = False
+    with torch.no_grad():
+        out_ref, _ = ref(x, mask)
+    s = snr(out_ref.numpy(), ours(t2m(x), t2m(mask)))
+    print(f"ConvolutionModule {norm} causal={causal}: SNR {s:.1f} dB")
+    assert s >= SNR_MIN
+
+
 # ---------------------------------------------------------------- encoder
 @pytest.mark.parametrize("lengths", [[23], [23, 15]])
 def test_encoder(models, lengths):
