@@ -1,0 +1,13 @@
+"""Stage "flow": the speech tokens S3Gen receives, from the reference's T3 tokens (isolated):
+ChatterboxTTS.generate's row 0 -> drop_invalid_tokens -> tokens < 6561."""
+from __future__ import annotations
+
+STAGE = "flow"
+PROVIDES = ["flow.speech_tokens"]
+
+
+def run(fx, ckpt) -> dict:
+    from mlx_impl.tts import SPEECH_VOCAB_SIZE, drop_invalid_tokens
+
+    tokens = drop_invalid_tokens(fx.tensor("t3.speech_tokens")[0])
+    return {"flow.speech_tokens": tokens[tokens < SPEECH_VOCAB_SIZE][None]}
