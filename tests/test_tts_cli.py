@@ -18,7 +18,7 @@ def test_tts_command_writes_a_playable_wav_of_the_reference_length(tmp_path):
     s = parity_session()
     out = tmp_path / "out.wav"
     r = subprocess.run([sys.executable, "-m", "parity.cli", "tts", "--text", "Hello there.", "--out", str(out),
-                        "--model", str(s.ckpt.path), "--greedy", "--max-new-tokens", "16", "--quiet"],
+                        "--model", str(s.ckpt.path), "--greedy", "--max-new-tokens", "40", "--quiet"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     audio, sr = sf.read(str(out), dtype="float32")
@@ -29,7 +29,7 @@ def test_tts_command_writes_a_playable_wav_of_the_reference_length(tmp_path):
 
     mlx_tts = ChatterboxTTS.from_pretrained(str(s.ckpt.path))
     tokens = mlx_tts.t3.inference(t3_cond=mlx_tts.conds.t3, text_tokens=mlx_tts.text_tokens("Hello there."),
-                                  max_new_tokens=16, draw=GreedyDraw(), temperature=0.8, cfg_weight=0.5,
+                                  max_new_tokens=40, draw=GreedyDraw(), temperature=0.8, cfg_weight=0.5,
                                   repetition_penalty=1.2, min_p=0.05, top_p=1.0)
     speech = drop_invalid_tokens(tokens[0])
     speech = speech[speech < SPEECH_VOCAB_SIZE]
