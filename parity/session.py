@@ -138,23 +138,45 @@ class ParitySession:
         """MLX chained end to end (parity/stages/cumulative.py) against the reference."""
         from .stages import cumulative
 
-        cp = registry.load()[name]
         tol = registry.load().cumulative[mode][name]
-        label = f"{mode}:{name}"
+        return self._evaluate(case_name, name, tol, label=f"{mode}:{name}", key=f"cumulative.{mode}",
+                              run=lambda fx: cumulative.run(fx, self.ckpt, mode),
+                              missing=f"not computed: an upstream stage diverged ({mode})")
+
+    def run_checkpoint(self, case_name: str, name: str) -> Result:
+        """One checkpoint in isolated mode, from the runner in parity/stages/ that provides it."""
+        from .stages import providers
+
+        tol = registry.load()[name].tolerance(self.precision)
+        runner = providers().get(name)
+        if runner is None:
+            res = Result(case_name, name, NOT_IMPLEMENTED, tolerance=tol.describe(),
+                         message=f"no MLX runner provides '{name}' (parity/stages/)")
+            self.results[(case_name, name)] = res
+            return res
+        return self._evaluate(case_name, name, tol, label=name, key=runner.__name__,
+                              run=lambda fx: runner.run(fx, self.ckpt),
+                              missing=f"{runner.__name__}.run did not return '{name}'")
+
+    def _evaluate(self, case_name: str, name: str, tol, *, label: str, key: str, run, missing: str) -> Result:
+        """Run (once per case and key, cached) and compare `name` with the reference."""
+        cp = registry.load()[name]
         fx = self.fixture(case_name)
-        key = (case_name, f"cumulative.{mode}")
         t0 = time.time()
-        if key not in self.outputs:
+        if (case_name, key) not in self.outputs:
             try:
-                self.outputs[key] = cumulative.run(fx, self.ckpt, mode)
-            except Exception as e:
-                self.outputs[key] = RuntimeError(f"cumulative {mode} failed: {e!r}\n{traceback.format_exc()}")
-        out = self.outputs[key]
-        if isinstance(out, Exception):
+                self.outputs[(case_name, key)] = run(fx)
+            except NotImplementedError as e:
+                self.outputs[(case_name, key)] = e
+            except Exception as e:  # reported on every checkpoint of the run
+                self.outputs[(case_name, key)] = RuntimeError(f"{key} failed: {e!r}\n{traceback.format_exc()}")
+        out = self.outputs[(case_name, key)]
+        if isinstance(out, NotImplementedError):
+            res = Result(case_name, label, NOT_IMPLEMENTED, tolerance=tol.describe(), message=str(out))
+        elif isinstance(out, Exception):
             res = Result(case_name, label, "error", tolerance=tol.describe(), message=str(out))
         elif name not in out:
-            res = Result(case_name, label, "failed", tolerance=tol.describe(),
-                         message=f"not computed: an upstream stage diverged ({mode})")
+            res = Result(case_name, label, "failed", tolerance=tol.describe(), message=missing)
         else:
             m = compare(fx.tensor(name), out[name], cp.kind)
             fails = check(m, tol, cp.kind)
@@ -162,42 +184,4 @@ class ParitySession:
                          message="; ".join(fails))
         res.seconds = time.time() - t0
         self.results[(case_name, label)] = res
-        return res
-
-    def run_checkpoint(self, case_name: str, name: str) -> Result:
-        from .stages import providers
-
-        cp = registry.load()[name]
-        tol = cp.tolerance(self.precision)
-        runner = providers().get(name)
-        if runner is None:
-            res = Result(case_name, name, NOT_IMPLEMENTED, tolerance=tol.describe(),
-                         message=f"no MLX runner provides '{name}' (parity/stages/)")
-            self.results[(case_name, name)] = res
-            return res
-        fx = self.fixture(case_name)
-        key = (case_name, runner.__name__)
-        t0 = time.time()
-        if key not in self.outputs:
-            try:
-                self.outputs[key] = runner.run(fx, self.ckpt)
-            except NotImplementedError as e:
-                self.outputs[key] = NotImplementedError(str(e))
-            except Exception as e:  # reported on every checkpoint of the runner
-                self.outputs[key] = RuntimeError(f"{runner.__name__}.run failed: {e!r}\n{traceback.format_exc()}")
-        out = self.outputs[key]
-        if isinstance(out, NotImplementedError):
-            res = Result(case_name, name, NOT_IMPLEMENTED, tolerance=tol.describe(), message=str(out))
-        elif isinstance(out, Exception):
-            res = Result(case_name, name, "error", tolerance=tol.describe(), message=str(out))
-        elif name not in out:
-            res = Result(case_name, name, "error", tolerance=tol.describe(),
-                         message=f"{runner.__name__}.run did not return '{name}'")
-        else:
-            m = compare(fx.tensor(name), out[name], cp.kind)
-            fails = check(m, tol, cp.kind)
-            res = Result(case_name, name, "failed" if fails else "passed", metrics=m, tolerance=tol.describe(),
-                         message="; ".join(fails))
-        res.seconds = time.time() - t0
-        self.results[(case_name, name)] = res
         return res
