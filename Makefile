@@ -16,6 +16,7 @@ setup: .venv/.setup-done
 parity: setup
 	$(CLI) export --case all --only-stale
 	$(PY) -m pytest tests/parity -q -p no:cacheprovider || true
+	$(CLI) coverage > /dev/null
 	$(CLI) report --fail-on-regression
 
 # every test: unit tests, then one parity test per (case, checkpoint); fixtures made if missing
@@ -30,6 +31,10 @@ fixtures: setup
 
 report: setup
 	$(CLI) report
+
+# a PNG of the HTML report (needs Debian's chromium)
+screenshot:
+	scripts/screenshot_report.sh reports/out/report.html docs/report.png
 
 clean-fixtures:
 	find fixtures -mindepth 1 -maxdepth 1 -type d ! -name inputs -exec rm -rf {} +
