@@ -8,7 +8,7 @@ status=0
 run() { echo "=== pytest $*"; "$PY" -m pytest -q -rxXs -p no:cacheprovider "$@" || status=1; }
 run tests/unit
 run tests/parity
-run tests/test_export.py tests/test_convert.py tests/test_tts_cli.py
+run tests/test_export.py tests/test_convert.py tests/test_tts_cli.py tests/test_real_weights.py
 run tests/test_bisect.py
 run tests/test_pack.py
 exit $status
