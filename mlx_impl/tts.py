@@ -156,6 +156,8 @@ class ChatterboxTTS:
         from .t3.modules.cond_enc import T3Cond
 
         s3gen_ref_wav, ref_16k_wav = prepare_conditionals_audio(wav_fpath, S3GEN_SR, S3_SR)
+        if trace is not None:
+            trace.update(wav_24k=s3gen_ref_wav, wav_16k=ref_16k_wav)  # before the 10 s cut
         s3gen_ref_wav = s3gen_ref_wav[: self.DEC_COND_LEN]
         s3gen_ref_dict = self.s3gen.embed_ref(s3gen_ref_wav, S3GEN_SR)
         plen = self.t3.hp.speech_cond_prompt_len
@@ -164,8 +166,6 @@ class ChatterboxTTS:
         ve_embed = ve_embed.mean(axis=0, keepdims=True)
         t3_cond = T3Cond(speaker_emb=ve_embed, cond_prompt_speech_tokens=mx.atleast_2d(t3_cond_prompt_tokens),
                          emotion_adv=exaggeration * mx.ones((1, 1, 1)))
-        if trace is not None:
-            trace.update(wav_24k=s3gen_ref_wav, wav_16k=ref_16k_wav)
         self.conds = Conditionals(t3_cond, s3gen_ref_dict)
         return self.conds
 
