@@ -18,6 +18,7 @@ class Tolerance:
     max_abs: Optional[float] = None  # maximum absolute error
     exact: Optional[float] = None  # minimum exact-match rate (int checkpoints)
     max_nonfinite_mismatch: int = 0  # entries allowed to be filtered (-inf) on one side only
+    exact_until_filter_flip: bool = False  # tokens exact up to the first min-p/top-p boundary flip
     measured: Optional[str] = None
     reason: Optional[str] = None
 
@@ -31,6 +32,8 @@ class Tolerance:
             parts.append(f"maxabs<={self.max_abs:g}")
         if self.exact is not None:
             parts.append(f"exact>={self.exact:g}")
+        if self.exact_until_filter_flip:
+            parts.append("(until a filter-boundary flip)")
         if self.max_nonfinite_mismatch:
             parts.append(f"filter-boundary flips<={self.max_nonfinite_mismatch}")
         return " ".join(parts)

@@ -81,16 +81,26 @@ def run_e2e(fx, ckpt) -> dict:
     out["s3tok.full_tokens"] = _np(full)
     text_tokens = tts.text_tokens(fx.case["text"])
     out["t3.text_tokens"] = text_tokens
+    filtered = []  # per-step filtered logits, to find a min-p/top-p boundary flip against the reference
     tokens = tts.t3.inference(
         t3_cond=conds.t3, text_tokens=text_tokens, max_new_tokens=int(p["max_new_tokens"]),
         temperature=float(p["temperature"]), cfg_weight=float(p["cfg_weight"]),
         repetition_penalty=float(p["repetition_penalty"]), min_p=float(p["min_p"]), top_p=float(p["top_p"]),
-        draw=ReplayDraw(fx.tensor("t3.uniform_draws")))
+        draw=ReplayDraw(fx.tensor("t3.uniform_draws")),
+        on_step=lambda i, d: filtered.append(np.array(d["logits_top_p"]).reshape(-1)))
     out["t3.speech_tokens"] = _np(tokens)
+    out["t3.logits_top_p"] = np.stack(filtered)
     speech = drop_invalid_tokens(tokens[0])
     speech = speech[speech < SPEECH_VOCAB_SIZE]
     out["flow.speech_tokens"] = speech[None]
-    if speech.shape[0] != fx.tensor("flow.speech_tokens").shape[1]:
+    if speech.shape[0] != fx.tensor("flow.speech_tokens").shape[1] or not np.array_equal(
+            speech, fx.tensor("flow.speech_tokens")[0]):
+        from ..session import first_filter_flip
+
+        flip = first_filter_flip(fx, out)
+        if flip is not None:
+            out["_not_comparable"] = (f"T3's tokens diverged after a min-p/top-p boundary flip at step {flip}: "
+                                      "S3Gen ran on other tokens, its output cannot be compared")
         return out  # tokens diverged: the noise cannot be replayed, the S3Gen checkpoints stay missing
     trace = {}
     wav, _ = tts.s3gen.inference(speech[None], ref_dict=conds.gen, n_cfm_timesteps=int(p["n_cfm_timesteps"]),
