@@ -61,4 +61,9 @@ def test_unknown_source_tensor_is_an_error(states):
     broken = {c: dict(s) for c, s in states.items()}
     broken["s3gen"]["flow.surprise.weight"] = np.zeros(3, np.float32)
     with pytest.raises(ConversionError, match="surprise"):
+        weights, _, _ = convert_state(broken)
+        check_assignment(weights, 704)
+    broken["s3gen"].pop("flow.surprise.weight")
+    broken["s3gen"]["elsewhere.weight"] = np.zeros(3, np.float32)  # outside every known module
+    with pytest.raises(ConversionError, match="elsewhere"):
         convert_state(broken)
