@@ -53,7 +53,7 @@ def conv1d(
     elif stride == 1:
         y = _conv1d_taps(x, weight, padding, dilation)
     else:
-        y = _conv1d_im2col(x, weight, stride, padding, dilation)
+        y = conv1d_im2col(x, weight, stride, padding, dilation)
     return y if bias is None else y + bias
 
 
@@ -72,7 +72,9 @@ def _conv1d_taps(x, weight, padding, dilation):
     return y
 
 
-def _conv1d_im2col(x, weight, stride, padding, dilation):
+def conv1d_im2col(x, weight, stride=1, padding=0, dilation=1):
+    """mx.conv1d (groups=1) as slices of the padded input at k * dilation, concatenated on the
+    channel axis, times the (O, K * I) kernel. x: (B, T, I), weight: (O, K, I)."""
     B, T, C_in = x.shape
     C_out, K, _ = weight.shape
     if padding:

@@ -18,6 +18,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from ..ops import conv1d_im2col, use_native
 from .utils.mel import frame, power_spectrum, torch_hann_window
 
 # ---------------------------------------------------------------- torchaudio.compliance.kaldi.fbank
@@ -127,22 +128,6 @@ def extract_feature(audio) -> Tuple[mx.array, List[int], List[int]]:
 
 # ---------------------------------------------------------------- convolutions (im2col on the CPU)
 
-def _on_cpu() -> bool:
-    return mx.default_device() == mx.cpu
-
-
-def conv1d_im2col(x: mx.array, weight: mx.array, stride: int = 1, padding: int = 0, dilation: int = 1) -> mx.array:
-    """mx.conv1d (groups=1) as slices of the padded input at k * dilation, concatenated on the
-    channel axis, times the (O, K * I) kernel. x: (B, T, I), weight: (O, K, I)."""
-    out_ch, k, in_ch = weight.shape
-    if padding:
-        x = mx.pad(x, [(0, 0), (padding, padding), (0, 0)])
-    t_out = (x.shape[1] - dilation * (k - 1) - 1) // stride + 1
-    span = (t_out - 1) * stride + 1
-    cols = mx.concatenate([x[:, i * dilation : i * dilation + span : stride, :] for i in range(k)], axis=-1)
-    return cols @ weight.reshape(out_ch, k * in_ch).T
-
-
 def conv2d_im2col(x: mx.array, weight: mx.array, stride=(1, 1), padding=(0, 0)) -> mx.array:
     """mx.conv2d (groups=1, no dilation) as im2col + matmul. x: (B, H, W, I), weight: (O, KH, KW, I)."""
     out_ch, kh, kw, in_ch = weight.shape
@@ -160,7 +145,7 @@ def conv2d_im2col(x: mx.array, weight: mx.array, stride=(1, 1), padding=(0, 0)) 
 
 class Conv1d(nn.Conv1d):
     def __call__(self, x):
-        if _on_cpu() and self.groups == 1 and self.weight.shape[1] > 1:
+        if not use_native() and self.groups == 1 and self.weight.shape[1] > 1:
             y = conv1d_im2col(x, self.weight, self.stride, self.padding, self.dilation)
             return y + self.bias if "bias" in self else y
         return super().__call__(x)
@@ -168,7 +153,7 @@ class Conv1d(nn.Conv1d):
 
 class Conv2d(nn.Conv2d):
     def __call__(self, x):
-        if _on_cpu() and self.groups == 1 and self.dilation in (1, (1, 1)) and self.weight.shape[1:3] != (1, 1):
+        if not use_native() and self.groups == 1 and self.dilation in (1, (1, 1)) and self.weight.shape[1:3] != (1, 1):
             y = conv2d_im2col(x, self.weight, self.stride, self.padding)
             return y + self.bias if "bias" in self else y
         return super().__call__(x)
