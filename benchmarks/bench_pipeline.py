@@ -3,9 +3,15 @@
 Each side runs in its own worker process (models loaded once, untimed), the parent alternates
 them round by round after a warm-up, and reports medians: T3 tokens/s (CFG on), S3Gen seconds per
 second of audio, the conditioning time, the whole pipeline's real-time factor, and each worker's
-peak memory (max RSS). Results: JSON + Markdown (+ a PNG chart) under reports/out/, which the
-report includes. Usage:
+peak memory (max RSS; on the GPU also the device's peak). Results: JSON + Markdown under
+reports/out/bench_{cpu,gpu}.*, which the report includes.
+
+On the GPU (`--device gpu`: torch on CUDA, MLX on its CUDA backend) `--expert` adds a third worker,
+the decode loop a PyTorch expert would write (benchmarks/expert_t3.py: StaticCache + CUDA graphs)
+with the original's S3Gen, and `--builtin-voice` takes the conditioning from the checkpoint's
+conds.pt instead of the reference clip (the GPU machine has no librosa). Usage:
     python benchmarks/bench_pipeline.py [--checkpoint DIR] [--case espeak_22k] [--tokens 100] [--rounds 3]
+        [--device cpu|gpu] [--mlx-dtype float32|bfloat16|float16] [--expert] [--builtin-voice]
 """
 from __future__ import annotations
 
@@ -25,7 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 
 # ----------------------------------------------------------------------------- workers
-def worker_original(ckpt_dir: str, case_name: str, n_tokens: int):
+def worker_original(ckpt_dir: str, case_name: str, n_tokens: int, device: str, builtin_voice: bool,
+                    expert: bool = False):
     import torch
 
     from parity.cases import get_case
@@ -34,38 +41,60 @@ def worker_original(ckpt_dir: str, case_name: str, n_tokens: int):
     from reference.recording import RecordedSampler, patched
 
     case = get_case(case_name)
-    tts = load_original(CheckpointDir.open(ckpt_dir))
+    torch_device = "cuda" if device == "gpu" else "cpu"
+    tts = load_original(CheckpointDir.open(ckpt_dir), torch_device)
     p = case.params
+    expert_t3 = None
+    if expert:
+        from benchmarks.expert_t3 import ExpertT3
+
+        expert_t3 = ExpertT3(tts.t3)
+
+    def sync():
+        if torch_device == "cuda":
+            torch.cuda.synchronize()
 
     def run():
         import torch.nn.functional as F
         from chatterbox.tts import punc_norm
 
         t0 = time.perf_counter()
-        tts.prepare_conditionals(str(case.audio_path), exaggeration=p["exaggeration"])
+        if not builtin_voice:
+            tts.prepare_conditionals(str(case.audio_path), exaggeration=p["exaggeration"])
         t_cond = time.perf_counter() - t0
-        tt = tts.tokenizer.text_to_tokens(punc_norm(case.text))
+        tt = tts.tokenizer.text_to_tokens(punc_norm(case.text)).to(torch_device)
         tt = torch.cat([tt, tt])
         tt = F.pad(F.pad(tt, (1, 0), value=tts.t3.hp.start_text_token), (0, 1), value=tts.t3.hp.stop_text_token)
         sampler = RecordedSampler(seed=case.seed)
+        kw = dict(t3_cond=tts.conds.t3, text_tokens=tt, max_new_tokens=n_tokens, temperature=p["temperature"],
+                  cfg_weight=p["cfg_weight"], repetition_penalty=p["repetition_penalty"], min_p=p["min_p"],
+                  top_p=p["top_p"])
+        sync()
         t0 = time.perf_counter()
-        with patched(torch, "multinomial", sampler):
-            tokens = tts.t3.inference(t3_cond=tts.conds.t3, text_tokens=tt, max_new_tokens=n_tokens,
-                                      temperature=p["temperature"], cfg_weight=p["cfg_weight"],
-                                      repetition_penalty=p["repetition_penalty"], min_p=p["min_p"], top_p=p["top_p"])
+        if expert_t3 is not None:
+            tokens = expert_t3.inference(**kw)
+        else:
+            with patched(torch, "multinomial", sampler):
+                tokens = tts.t3.inference(**kw)
+        sync()
         t_t3 = time.perf_counter() - t0
         speech = tokens[0][tokens[0] < 6561]
         torch.manual_seed(case.seed)
         t0 = time.perf_counter()
         wav, _ = tts.s3gen.inference(speech_tokens=speech, ref_dict=tts.conds.gen)
+        wav = wav.cpu()
         t_s3 = time.perf_counter() - t0
-        return dict(cond_s=t_cond, t3_s=t_t3, t3_tokens=int(tokens.shape[1]), s3gen_s=t_s3,
-                    audio_s=wav.shape[-1] / 24000, tokens=tokens[0].tolist(), uniforms=sampler.uniforms)
+        out = dict(cond_s=t_cond, t3_s=t_t3, t3_tokens=int(tokens.shape[1]), s3gen_s=t_s3,
+                   audio_s=wav.shape[-1] / 24000, tokens=tokens[0].tolist(), uniforms=sampler.uniforms)
+        if torch_device == "cuda":
+            out["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        return out
 
     return run
 
 
-def worker_mlx(ckpt_dir: str, case_name: str, n_tokens: int, uniforms):
+def worker_mlx(ckpt_dir: str, case_name: str, n_tokens: int, uniforms, device: str, builtin_voice: bool,
+               dtype: str):
     import mlx.core as mx
     import numpy as np
 
@@ -73,14 +102,20 @@ def worker_mlx(ckpt_dir: str, case_name: str, n_tokens: int, uniforms):
     from mlx_impl.tts import ChatterboxTTS, SPEECH_VOCAB_SIZE
     from parity.cases import get_case
 
+    mx.set_default_device(mx.gpu if device == "gpu" else mx.cpu)
     case = get_case(case_name)
     tts = ChatterboxTTS.from_pretrained(ckpt_dir)
+    if dtype != "float32":
+        dt = getattr(mx, dtype)
+        for m in (tts.t3, tts.s3gen.flow, tts.s3gen.mel2wav):
+            m.set_dtype(dt)
     p = case.params
 
     def run():
         t0 = time.perf_counter()
-        tts.prepare_conditionals(str(case.audio_path), exaggeration=p["exaggeration"])
-        mx.eval(tts.conds.t3.speaker_emb)
+        if not builtin_voice:
+            tts.prepare_conditionals(str(case.audio_path), exaggeration=p["exaggeration"])
+            mx.eval(tts.conds.t3.speaker_emb)
         t_cond = time.perf_counter() - t0
         text_tokens = tts.text_tokens(case.text)
         t0 = time.perf_counter()
@@ -94,15 +129,22 @@ def worker_mlx(ckpt_dir: str, case_name: str, n_tokens: int, uniforms):
         wav, _ = tts.s3gen.inference(speech[None], ref_dict=tts.conds.gen)
         mx.eval(wav)
         t_s3 = time.perf_counter() - t0
-        return dict(cond_s=t_cond, t3_s=t_t3, t3_tokens=int(tokens.shape[1]), s3gen_s=t_s3,
-                    audio_s=wav.shape[-1] / 24000, tokens=np.asarray(tokens[0]).tolist())
+        out = dict(cond_s=t_cond, t3_s=t_t3, t3_tokens=int(tokens.shape[1]), s3gen_s=t_s3,
+                   audio_s=wav.shape[-1] / 24000, tokens=np.asarray(tokens[0]).tolist())
+        if device == "gpu":
+            out["gpu_peak_mb"] = mx.get_peak_memory() / 2**20
+        return out
 
     return run
 
 
-def worker_main(side: str, ckpt: str, case: str, n_tokens: int, uniforms_path: str):
-    uniforms = json.loads(Path(uniforms_path).read_text()) if uniforms_path else None
-    run = worker_original(ckpt, case, n_tokens) if side == "original" else worker_mlx(ckpt, case, n_tokens, uniforms)
+def worker_main(side: str, args):
+    uniforms = json.loads(Path(args.uniforms).read_text()) if args.uniforms else None
+    common = (str(args.checkpoint), args.case, args.tokens)
+    if side == "mlx":
+        run = worker_mlx(*common, uniforms, args.device, args.builtin_voice, args.mlx_dtype)
+    else:
+        run = worker_original(*common, args.device, args.builtin_voice, expert=side == "expert")
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         cmd = line.strip()
@@ -120,7 +162,8 @@ class Worker:
         self.side = side
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--worker", side, "--checkpoint", str(args.checkpoint), "--case", args.case,
-             "--tokens", str(args.tokens), "--uniforms", uniforms_path],
+             "--tokens", str(args.tokens), "--uniforms", uniforms_path, "--device", args.device,
+             "--mlx-dtype", args.mlx_dtype] + (["--builtin-voice"] if args.builtin_voice else []),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
         self._read()
 
@@ -150,7 +193,8 @@ def summarise(runs):
     total = statistics.median((r["cond_s"] + r["t3_s"] + r["s3gen_s"]) / r["audio_s"] for r in runs)
     return {"t3_tokens_per_s": t3_tok_s, "s3gen_s_per_audio_s": s3_rtf, "conditioning_s": med("cond_s"),
             "pipeline_rtf": total, "audio_s": med("audio_s"), "t3_tokens": runs[0]["t3_tokens"],
-            "peak_rss_mb": max(r["max_rss_mb"] for r in runs), "runs": len(runs)}
+            "peak_rss_mb": max(r["max_rss_mb"] for r in runs), "runs": len(runs),
+            **({"gpu_peak_mb": max(r["gpu_peak_mb"] for r in runs)} if "gpu_peak_mb" in runs[0] else {})}
 
 
 def main():
@@ -162,9 +206,13 @@ def main():
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "out")
     ap.add_argument("--worker", default=None)
     ap.add_argument("--uniforms", default="")
+    ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    ap.add_argument("--mlx-dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    ap.add_argument("--expert", action="store_true", help="GPU: add the StaticCache + CUDA-graphs T3 baseline")
+    ap.add_argument("--builtin-voice", action="store_true", help="conditioning from the checkpoint's conds.pt")
     args = ap.parse_args()
     if args.worker:
-        return worker_main(args.worker, str(args.checkpoint), args.case, args.tokens, args.uniforms)
+        return worker_main(args.worker, args)
     if args.checkpoint is None:
         from parity.cli import resolve_checkpoint
 
@@ -175,41 +223,74 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
     upath = args.out / ".bench_uniforms.json"
     upath.write_text(json.dumps(warm["uniforms"]))
-    mlx = Worker("mlx", args, str(upath))
-    mlx.run("warmup")
-    runs = {"original": [], "mlx": []}
+    workers = [orig, Worker("mlx", args, str(upath))]
+    if args.expert:
+        workers.append(Worker("expert", args))
+    for w in workers[1:]:
+        w.run("warmup")
+    runs = {w.side: [] for w in workers}
     for i in range(args.rounds):
-        for w in (orig, mlx) if i % 2 == 0 else (mlx, orig):
+        for w in workers if i % 2 == 0 else workers[::-1]:
             r = w.run()
             r.pop("uniforms", None)
             runs[w.side].append(r)
             print(f"round {i} {w.side}: T3 {r['t3_tokens'] / r['t3_s']:.2f} tok/s, "
-                  f"S3Gen {r['s3gen_s'] / r['audio_s']:.2f} s/s, cond {r['cond_s']:.2f} s", file=sys.stderr)
-    orig.close()
-    mlx.close()
+                  f"S3Gen {r['s3gen_s'] / r['audio_s']:.3f} s/s, cond {r['cond_s']:.2f} s", file=sys.stderr)
+    for w in workers:
+        w.close()
+    write_results(args, runs)
+
+
+def device_name(args) -> str:
+    import mlx.core as mx
+
+    if args.device == "gpu":
+        import torch
+
+        return (f"GPU: {torch.cuda.get_device_name(0)} (torch {torch.__version__}, MLX {mx.__version__} CUDA "
+                f"backend, MLX dtype {args.mlx_dtype})")
+    return (f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
+            f"({os.environ.get('OPENBLAS_CORETYPE', 'auto')} OpenBLAS kernels); MLX {mx.__version__} "
+            f"on {mx.default_device()}")
+
+
+LABELS = (("t3_tokens_per_s", "T3 tokens/s (higher is better)"), ("s3gen_s_per_audio_s", "S3Gen s per audio s"),
+          ("conditioning_s", "conditioning s"), ("pipeline_rtf", "pipeline real-time factor"),
+          ("peak_rss_mb", "peak RSS MB"), ("gpu_peak_mb", "peak GPU memory MB"))
+
+
+def write_results(args, runs: dict) -> None:
     same_tokens = runs["original"][0]["tokens"] == runs["mlx"][0]["tokens"]
     res = {k: summarise(v) for k, v in runs.items()}
     ratio = {k: res["mlx"][k] / res["original"][k] for k in ("t3_tokens_per_s", "s3gen_s_per_audio_s", "pipeline_rtf")}
-    import mlx.core as mx
-
-    record = {"device": f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
-                        f"({os.environ.get('OPENBLAS_CORETYPE', 'auto')} OpenBLAS kernels); MLX {mx.__version__} "
-                        f"on {mx.default_device()}",
-              "case": args.case, "t3_tokens": args.tokens, "rounds": args.rounds, "same_tokens": same_tokens,
-              "original": res["original"], "mlx": res["mlx"], "mlx_over_original": ratio,
+    record = {"device": device_name(args), "case": args.case, "t3_tokens": args.tokens, "rounds": args.rounds,
+              "same_tokens": same_tokens, "builtin_voice": args.builtin_voice, **res, "mlx_over_original": ratio,
               "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    (args.out / "bench_cpu.json").write_text(json.dumps(record, indent=1) + "\n")
+    name = f"bench_{args.device}"
+    sides = list(res)
     md = ["## Benchmark: MLX vs the original (same weights, case and draws)", "", f"{record['device']}; case "
           f"{args.case}; {args.tokens} T3 steps with CFG; medians of {args.rounds} alternating runs after warm-up; "
-          f"identical tokens: {same_tokens}", "",
-          "| metric | original (PyTorch) | MLX | MLX / original |", "|---|---|---|---|"]
-    for k, label in (("t3_tokens_per_s", "T3 tokens/s (higher is better)"),
-                     ("s3gen_s_per_audio_s", "S3Gen s per audio s"), ("conditioning_s", "conditioning s"),
-                     ("pipeline_rtf", "pipeline real-time factor"), ("peak_rss_mb", "peak RSS MB")):
-        o, m = res["original"][k], res["mlx"][k]
-        md.append(f"| {label} | {o:.3f} | {m:.3f} | {m / o:.2f} |")
-    (args.out / "bench_cpu.md").write_text("\n".join(md) + "\n")
+          f"identical tokens: {same_tokens}" + ("; conditioning from conds.pt (not timed)" if args.builtin_voice
+                                                else ""), "",
+          "| metric | " + " | ".join(SIDE_NAMES[s] for s in sides) + " | MLX / original |",
+          "|---|" + "---|" * (len(sides) + 1)]
+    for k, label in LABELS:
+        if k not in res["original"]:
+            continue
+        vals = " | ".join(f"{res[s][k]:.3f}" for s in sides)
+        md.append(f"| {label} | {vals} | {res['mlx'][k] / res['original'][k]:.2f} |")
+    _write_atomic(args.out / f"{name}.json", json.dumps(record, indent=1) + "\n")
+    _write_atomic(args.out / f"{name}.md", "\n".join(md) + "\n")
     print(json.dumps(record, indent=1))
+
+
+SIDE_NAMES = {"original": "original (PyTorch)", "mlx": "MLX", "expert": "PyTorch expert (StaticCache + CUDA graphs)"}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 if __name__ == "__main__":

@@ -130,12 +130,20 @@ def load_hub_layout(model_dir: Path):
     return ve, t3, s3gen
 
 
+def is_quantized(module) -> bool:
+    import mlx.nn as nn
+
+    return any(isinstance(m, nn.QuantizedLinear) for _, m in module.named_modules())
+
+
 def load_pipeline(model_dir: Path, cls):
     from .tokenizers import EnTokenizer
     from .tts import Conditionals
 
     kind = layout(model_dir)
     ve, t3, s3gen = load_mlx_layout(model_dir) if kind == "mlx" else load_hub_layout(model_dir)
+    if not is_quantized(t3.tfmr):
+        t3.fuse_projections()
     tok_path = model_dir / "tokenizer.json"
     if not tok_path.is_file():
         raise ModelLoadError(f"tokenizer file missing: {tok_path}")

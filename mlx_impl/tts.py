@@ -196,13 +196,10 @@ class ChatterboxTTS:
             self.conds.t3 = T3Cond(speaker_emb=cond.speaker_emb, cond_prompt_speech_tokens=cond.cond_prompt_speech_tokens,
                                    emotion_adv=exaggeration * mx.ones((1, 1, 1)))
         text_tokens = self.text_tokens(text)
-        on_step = None
-        if on_token is not None:
-            on_step = lambda i, d: on_token(i, int(d["token"]))  # noqa: E731
         speech_tokens = self.t3.inference(
             t3_cond=self.conds.t3, text_tokens=text_tokens, max_new_tokens=max_new_tokens, temperature=temperature,
             cfg_weight=cfg_weight, repetition_penalty=repetition_penalty, min_p=min_p, top_p=top_p, draw=draw,
-            on_step=on_step)
+            on_token=on_token)
         speech_tokens = drop_invalid_tokens(speech_tokens[0])
         speech_tokens = speech_tokens[speech_tokens < SPEECH_VOCAB_SIZE]
         if trace is not None:

@@ -42,13 +42,13 @@ def package_versions() -> dict:
     return out
 
 
-def load_original(ckpt: CheckpointDir):
+def load_original(ckpt: CheckpointDir, device: str = "cpu"):
     import torch
     from chatterbox.tts import ChatterboxTTS
 
     torch.set_grad_enabled(False)
     try:
-        return ChatterboxTTS.from_local(ckpt.path, "cpu")
+        return ChatterboxTTS.from_local(ckpt.path, device)
     except Exception as e:  # the original's own loader failed: name the folder and the cause
         raise ParityError(f"the original ChatterboxTTS.from_local could not load {ckpt.path}: {e}") from None
 

@@ -49,7 +49,10 @@ def _save(module, path: Path, drop=()) -> int:
     return len(state)
 
 
-def make_synthetic_checkpoint(out_dir, seed: int = 0, voice_clip: Path = DEFAULT_VOICE) -> Path:
+def make_synthetic_checkpoint(out_dir, seed: int = 0, voice_clip: Path = DEFAULT_VOICE,
+                              conds_from: Path = None) -> Path:
+    """`conds_from`: copy that conds.pt as the built-in voice instead of running the original's
+    prepare_conditionals (for machines without librosa, e.g. the GPU benchmark's)."""
     import torch
     from chatterbox.models.s3gen import S3Gen
     from chatterbox.models.t3 import T3
@@ -73,11 +76,13 @@ def make_synthetic_checkpoint(out_dir, seed: int = 0, voice_clip: Path = DEFAULT
         del s3gen
         write_tokenizer_json(tmp / "tokenizer.json")
 
-        # Built-in voice: the original's own prepare_conditionals on the default clip.
-        tts = ChatterboxTTS.from_local(tmp, "cpu")
-        torch.manual_seed(seed + 3)
-        tts.prepare_conditionals(str(voice_clip), exaggeration=0.5)
-        tts.conds.save(tmp / "conds.pt")
+        if conds_from is not None:
+            shutil.copyfile(conds_from, tmp / "conds.pt")
+        else:  # built-in voice: the original's own prepare_conditionals on the default clip
+            tts = ChatterboxTTS.from_local(tmp, "cpu")
+            torch.manual_seed(seed + 3)
+            tts.prepare_conditionals(str(voice_clip), exaggeration=0.5)
+            tts.conds.save(tmp / "conds.pt")
 
         manifest = {
             "kind": "synthetic",
@@ -85,7 +90,9 @@ def make_synthetic_checkpoint(out_dir, seed: int = 0, voice_clip: Path = DEFAULT
             "seeds": {"ve": seed, "t3": seed + 1, "s3gen": seed + 2, "conds": seed + 3},
             "tensor_counts": counts,
             "not_stored": list(NOT_STORED),
-            "built_in_voice": str(Path(voice_clip).relative_to(ROOT)) if Path(voice_clip).is_relative_to(ROOT) else str(voice_clip),
+            "built_in_voice": (f"copied from {conds_from}" if conds_from is not None else
+                               str(Path(voice_clip).relative_to(ROOT)) if Path(voice_clip).is_relative_to(ROOT)
+                               else str(voice_clip)),
             "init_fixes": INIT_FIXES,
             "init_check": "every other checkpoint: finite, non-constant activations with the default init "
                           "(each fixture manifest's 'sanity')",

@@ -20,6 +20,7 @@ import numpy as np
 from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.models.llama import LlamaModel
 
+from .inference import fast_decode
 from .inference.sampling import (
     Draw,
     MinPLogitsWarper,
@@ -46,6 +47,9 @@ def _ensure_BOT_EOT(text_tokens: np.ndarray, hp: T3Config) -> None:
 
 
 class T3(nn.Module):
+    # Decode with inference/fast_decode.py where no per-step hook or forced tokens are asked for.
+    use_fast_decode = True
+
     def __init__(self, hp: Optional[T3Config] = None):
         super().__init__()
         hp = hp if hp is not None else T3Config.english_only()
@@ -99,6 +103,12 @@ class T3(nn.Module):
 
     # ------------------------------------------------------------ backbone
 
+    def fuse_projections(self) -> "T3":
+        """q/k/v and gate/up as single matrix products (inference/fast_decode.py); call after the
+        weights are loaded and before any quantization. Bit-identical logits on the CPU."""
+        fast_decode.fuse_projections(self.tfmr)
+        return self
+
     def make_cache(self) -> list:
         return make_prompt_cache(self.tfmr)
 
@@ -128,6 +138,7 @@ class T3(nn.Module):
         draw: Optional[Draw] = None,
         on_step: Optional[StepHook] = None,
         forced_tokens: Optional[Sequence[int]] = None,
+        on_token: Optional[Callable[[int, int], None]] = None,
     ) -> np.ndarray:
         """Speech tokens (1, n) of the conditional row, the stop token included when drawn.
 
@@ -145,7 +156,7 @@ class T3(nn.Module):
         return self.inference_from_embeds(
             embeds, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, min_p=min_p,
             repetition_penalty=repetition_penalty, cfg_weight=cfg_weight, draw=draw, on_step=on_step,
-            forced_tokens=forced_tokens,
+            forced_tokens=forced_tokens, on_token=on_token,
         )
 
     def inference_from_embeds(
@@ -161,8 +172,12 @@ class T3(nn.Module):
         draw: Optional[Draw] = None,
         on_step: Optional[StepHook] = None,
         forced_tokens: Optional[Sequence[int]] = None,
+        on_token: Optional[Callable[[int, int], None]] = None,
     ) -> np.ndarray:
-        """The decoding loop of T3.inference from prepared input embeddings (2, len, dim)."""
+        """The decoding loop of T3.inference from prepared input embeddings (2, len, dim).
+
+        Without `on_step` and `forced_tokens` it runs fast_decode (same math, device-side sampling,
+        see that module) unless `use_fast_decode` is off; `on_token(step, token)` works in both."""
         if self.hp.is_multilingual:
             raise NotImplementedError("multilingual T3 inference (AlignmentStreamAnalyzer) is not ported")
         embeds = mx.array(embeds)
@@ -173,6 +188,10 @@ class T3(nn.Module):
         if forced_tokens is not None:
             forced_tokens = [int(t) for t in np.asarray(forced_tokens).reshape(-1)]
             max_new_tokens = min(max_new_tokens, len(forced_tokens))
+        if on_step is None and forced_tokens is None and self.use_fast_decode and fast_decode.supports(draw):
+            return fast_decode.fast_decode(
+                self, embeds, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, min_p=min_p,
+                repetition_penalty=repetition_penalty, cfg_weight=cfg_weight, draw=draw, on_token=on_token)
         draw = draw if draw is not None else MLXDraw()
 
         sos = self.hp.start_speech_token
@@ -197,6 +216,8 @@ class T3(nn.Module):
             probs = mx.softmax(logits_top_p, axis=-1)
             mx.eval(probs)
             next_token = forced_tokens[i] if forced_tokens is not None else draw(probs, i)
+            if on_token is not None:
+                on_token(i, next_token)
             if on_step is not None:
                 on_step(i, dict(
                     logits_raw=logits_step, logits_cfg=logits_cfg, logits_rep=logits_rep, logits_temp=logits_temp,

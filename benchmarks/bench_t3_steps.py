@@ -1,0 +1,148 @@
+"""MLX T3 decoding: the effect of each speed change, one after the other, in one process, plus a
+profile of one decode step (host time to queue it, kernel count and kernel time, read through
+CUPTI by torch.profiler on a GPU machine).
+
+Variants (each adds one change to the previous): `mirror` (the step-by-step loop that mirrors the
+original, host-side sampling), `fast` (inference/fast_decode.py: device-side compiled sampling,
+next step queued before the token is read), `fused` (q/k/v and gate/up fused), then `bf16` and
+`fp16` weights. Medians of --rounds runs of --tokens steps after a warm-up; random draws (MLX's
+generator, fixed seed), CFG on. Usage:
+    python benchmarks/bench_t3_steps.py [--checkpoint DIR] [--device cpu|gpu] [--tokens 200] [--rounds 3]
+        [--variants mirror fast fused bf16] [--out reports/out/bench_t3_steps_gpu.json]
+MLX_MAX_OPS_PER_BUFFER (CUDA backend: kernels per CUDA graph) is read from the environment.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+VARIANTS = ("mirror", "fast", "fused", "bf16", "fp16")
+
+
+def load(ckpt: Path, case_name: str):
+    import mlx.core as mx
+    import numpy as np
+
+    from mlx_impl.convert.t3 import load_t3
+    from mlx_impl.tokenizers import EnTokenizer
+    from mlx_impl.tts import Conditionals, punc_norm
+    from parity.cases import get_case
+    from parity.checkpoint_dir import read_safetensors
+
+    t3 = load_t3(read_safetensors(ckpt / "t3_cfg.safetensors"))
+    conds = Conditionals.load(ckpt / "conds.pt")
+    tok = EnTokenizer(str(ckpt / "tokenizer.json"))
+    text = np.asarray(tok.text_to_tokens(punc_norm(get_case(case_name).text))).reshape(1, -1)
+    text = np.concatenate([text, text])
+    text = np.pad(np.pad(text, ((0, 0), (1, 0)), constant_values=t3.hp.start_text_token), ((0, 0), (0, 1)),
+                  constant_values=t3.hp.stop_text_token)
+    mx.eval(t3.parameters())
+    return t3, conds.t3, text
+
+
+def decode(t3, cond, text, n_tokens: int, seed: int = 0):
+    import mlx.core as mx
+
+    from mlx_impl.t3.inference.sampling import MLXDraw
+
+    cond.cond_prompt_speech_emb = None  # re-embedded in the model's dtype
+    t0 = time.perf_counter()
+    tokens = t3.inference(t3_cond=cond, text_tokens=text, max_new_tokens=n_tokens,
+                          draw=MLXDraw(mx.random.key(seed)), min_p=0.05, top_p=1.0)
+    return tokens.shape[1], time.perf_counter() - t0
+
+
+def profile_step(t3, cond, text, n_warm: int = 20):
+    """One decode step after n_warm steps: host time to queue it, wall time, and (GPU) the kernels."""
+    import mlx.core as mx
+    import numpy as np
+
+    embeds, _ = t3.prepare_input_embeds(t3_cond=cond, text_tokens=text,
+                                        speech_tokens=np.full((2, 1), t3.hp.start_speech_token), cfg_weight=0.5)
+    cache = t3.make_cache()
+    mx.eval(t3.speech_logits(embeds, cache))
+    x = mx.random.normal((2, 1, t3.dim)).astype(embeds.dtype)
+    for _ in range(n_warm):
+        mx.eval(t3.speech_logits(x, cache))
+
+    def one():
+        t0 = time.perf_counter()
+        out = t3.speech_logits(x, cache)
+        mx.async_eval(out)
+        t1 = time.perf_counter()
+        mx.eval(out)
+        return t1 - t0, time.perf_counter() - t0
+
+    walls = [one() for _ in range(10)]
+    res = {"host_queue_ms": 1e3 * statistics.median(w[0] for w in walls),
+           "step_wall_ms": 1e3 * statistics.median(w[1] for w in walls)}
+    if mx.default_device() == mx.gpu:
+        try:
+            import torch
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                one()
+            kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
+            res["kernels"] = len(kernels)
+            res["kernel_ms"] = sum(e.device_time for e in kernels) / 1e3
+            names = {}
+            for e in kernels:
+                names[e.name[:60]] = names.get(e.name[:60], 0) + 1
+            res["top_kernels"] = sorted(names.items(), key=lambda kv: -kv[1])[:12]
+        except Exception as e:  # profiling is best effort; the timings above stand
+            res["kernel_profile_error"] = repr(e)[:200]
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--checkpoint", type=Path, default=None)
+    ap.add_argument("--case", default="espeak_22k")
+    ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    ap.add_argument("--tokens", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS[:4]))
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    import mlx.core as mx
+
+    mx.set_default_device(mx.gpu if args.device == "gpu" else mx.cpu)
+    if args.checkpoint is None:
+        from parity.cli import resolve_checkpoint
+
+        args.checkpoint = resolve_checkpoint(None).path
+    t3, cond, text = load(Path(args.checkpoint), args.case)
+    results = []
+    for v in args.variants:
+        t3.use_fast_decode = v != "mirror"
+        if v in ("fused", "bf16", "fp16"):
+            t3.fuse_projections()
+        if v in ("bf16", "fp16"):
+            t3.set_dtype(mx.bfloat16 if v == "bf16" else mx.float16)
+        decode(t3, cond, text, min(args.tokens, 20))  # warm-up (compiles)
+        runs = [decode(t3, cond, text, args.tokens, seed=r) for r in range(args.rounds)]
+        row = {"variant": v, "tokens_per_s": statistics.median(n / dt for n, dt in runs),
+               "tokens": [n for n, _ in runs], **profile_step(t3, cond, text)}
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    record = {"device": args.device, "mlx": mx.__version__, "default_device": str(mx.default_device()),
+              "max_ops_per_buffer": os.environ.get("MLX_MAX_OPS_PER_BUFFER", "default"), "tokens": args.tokens,
+              "rounds": args.rounds, "results": results, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+        tmp.replace(args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from . import filters as _f
+
+mel = _f.mel

@@ -1,0 +1,198 @@
+"""Fast T3 decoding, MLX only (the original has no counterpart; `T3.inference_from_embeds` is the
+step-by-step mirror of the original's loop and stays the parity reference).
+
+Same math as the original's loop — CFG, repetition penalty, temperature, min-p, top-p, softmax and
+an inverse-CDF draw — with three changes that only move work:
+- the whole logits processing and the draw run on the device as one compiled function, with the
+  seen-token set kept as a device mask (no host round trip inside a step);
+- the next step is queued before the previous token is read (`mx.async_eval`), so the host builds
+  step i+1 while the device runs step i; the stop token is therefore noticed one step late (that
+  extra step's result is discarded);
+- float32 cumulative sums on the device where the mirror loop sums in float64 on the host (the
+  draw) or on the CPU stream (top-p, matching torch's CPU cumsum): a token can differ only where a
+  uniform or the top-p threshold falls within float32 rounding of a CDF boundary.
+
+`fuse_projections(tfmr)` concatenates q/k/v and gate/up weights so that each layer runs two matrix
+products fewer (same dot products; the kernels may block them differently).
+"""
+from __future__ import annotations
+
+from typing import Callable, List, Optional
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from .sampling import GreedyDraw, MLXDraw, ReplayDraw
+
+# ------------------------------------------------------------------ fused projections
+
+
+class FusedAttention(nn.Module):
+    """mlx-lm's Llama Attention with q/k/v as one Linear (rows: q, then k, then v)."""
+
+    def __init__(self, attn):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.scale, self.rope = attn.n_heads, attn.n_kv_heads, attn.scale, attn.rope
+        self.q_dim = attn.q_proj.weight.shape[0]
+        self.kv_dim = attn.k_proj.weight.shape[0]
+        self.qkv_proj = _concat_linears([attn.q_proj, attn.k_proj, attn.v_proj])
+        self.o_proj = attn.o_proj
+
+    def __call__(self, x, mask=None, cache=None):
+        from mlx_lm.models.base import scaled_dot_product_attention
+
+        B, L, _ = x.shape
+        qkv = self.qkv_proj(x)
+        q, k, v = mx.split(qkv, [self.q_dim, self.q_dim + self.kv_dim], axis=-1)
+        q = q.reshape(B, L, self.n_heads, -1).transpose(0, 2, 1, 3)
+        k = k.reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        v = v.reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        offset = cache.offset if cache is not None else 0
+        q, k = self.rope(q, offset=offset), self.rope(k, offset=offset)
+        if cache is not None:
+            k, v = cache.update_and_fetch(k, v)
+        out = scaled_dot_product_attention(q, k, v, cache=cache, scale=self.scale, mask=mask)
+        return self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
+
+
+class FusedMLP(nn.Module):
+    """SwiGLU MLP with gate and up as one Linear (rows: gate, then up)."""
+
+    def __init__(self, mlp):
+        super().__init__()
+        self.hidden = mlp.gate_proj.weight.shape[0]
+        self.gate_up_proj = _concat_linears([mlp.gate_proj, mlp.up_proj])
+        self.down_proj = mlp.down_proj
+
+    def __call__(self, x):
+        from mlx_lm.models.activations import swiglu
+
+        gate, up = mx.split(self.gate_up_proj(x), [self.hidden], axis=-1)
+        return self.down_proj(swiglu(gate, up))
+
+
+def _concat_linears(linears) -> nn.Linear:
+    if any(not isinstance(l, nn.Linear) or "bias" in l for l in linears):
+        raise TypeError("fuse_projections needs plain float Linear layers without bias (fuse before quantizing)")
+    w = mx.concatenate([l.weight for l in linears], axis=0)
+    fused = nn.Linear(w.shape[1], w.shape[0], bias=False)
+    fused.weight = w
+    return fused
+
+
+def fuse_projections(tfmr) -> None:
+    """In place: every layer of mlx-lm's LlamaModel gets FusedAttention and FusedMLP."""
+    for layer in tfmr.layers:
+        if not isinstance(layer.self_attn, FusedAttention):
+            layer.self_attn = FusedAttention(layer.self_attn)
+        if not isinstance(layer.mlp, FusedMLP):
+            layer.mlp = FusedMLP(layer.mlp)
+
+
+# ------------------------------------------------------------------ device-side sampling
+
+
+def make_sampler(*, cfg_weight: float, repetition_penalty: float, temperature: float, min_p: float,
+                 top_p: float, greedy: bool = False) -> Callable:
+    """Compiled (logits (2, V), seen (V,) bool, u scalar) -> token (1,) int32, in the original's order."""
+    neg_inf = -float("inf")
+
+    def sample(logits, seen, u):
+        cond, uncond = logits[0:1], logits[1:2]
+        x = cond + mx.array(cfg_weight, logits.dtype) * (cond - uncond)
+        penalized = mx.where(x < 0, x * repetition_penalty, x / repetition_penalty)
+        x = mx.where(seen[None], penalized, x)
+        if temperature != 1.0:
+            x = x / temperature
+        n = x.shape[-1]
+        positions = mx.arange(n)
+        # min-p: below min_p x the top probability goes, the top token stays
+        probs = mx.softmax(x, axis=-1)
+        remove = probs < min_p * mx.max(probs, axis=-1, keepdims=True)
+        remove = remove & (positions[None] != mx.argmax(probs, axis=-1, keepdims=True))
+        x = mx.where(remove, neg_inf, x)
+        # top-p: ascending sort, drop cumulative <= 1 - top_p, the last (largest) stays
+        order = mx.argsort(x, axis=-1)
+        cumulative = mx.cumsum(mx.softmax(mx.take_along_axis(x, order, axis=-1), axis=-1), axis=-1)
+        remove_sorted = (cumulative <= (1 - top_p)) & (positions[None] < n - 1)
+        remove = mx.put_along_axis(mx.zeros_like(remove_sorted), order, remove_sorted, axis=-1)
+        x = mx.where(remove, neg_inf, x)
+        probs = mx.softmax(x, axis=-1)
+        if greedy:
+            return mx.argmax(probs, axis=-1).astype(mx.int32)
+        cdf = mx.cumsum(probs, axis=-1)
+        token = mx.sum(cdf <= u * cdf[..., -1:], axis=-1)
+        return mx.minimum(token, n - 1).astype(mx.int32)
+
+    return mx.compile(sample)
+
+
+class _Uniforms:
+    """The step's uniform on the device, from the draw object the mirror loop takes."""
+
+    def __init__(self, draw):
+        self.replay = draw.uniforms if isinstance(draw, ReplayDraw) else None
+        self.key = draw.key if isinstance(draw, MLXDraw) else None
+
+    def __call__(self, step: int) -> mx.array:
+        if self.replay is not None:  # past the record: a placeholder, refused by `check` if used
+            u = float(self.replay[step]) if step < self.replay.size else 0.5
+            return mx.array(u, dtype=mx.float32)
+        if self.key is not None:
+            self.key, key = mx.random.split(self.key)
+            return mx.random.uniform(key=key)
+        return mx.random.uniform()
+
+    def check(self, step: int) -> None:
+        if self.replay is not None and step >= self.replay.size:
+            raise IndexError(f"no recorded uniform for decode step {step} ({self.replay.size} recorded)")
+
+
+def supports(draw) -> bool:
+    return draw is None or isinstance(draw, (ReplayDraw, MLXDraw, GreedyDraw))
+
+
+def fast_decode(t3, embeds: mx.array, *, max_new_tokens: int, temperature: float, top_p: float, min_p: float,
+                repetition_penalty: float, cfg_weight: float, draw=None,
+                on_token: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+    """Speech tokens (1, n) decoded from the CFG pair's input embeddings (2, len, dim)."""
+    draw = draw if draw is not None else MLXDraw()
+    if not supports(draw):
+        raise TypeError(f"fast_decode draws with ReplayDraw, MLXDraw or GreedyDraw, not {type(draw).__name__}")
+    sampler = make_sampler(cfg_weight=cfg_weight, repetition_penalty=float(repetition_penalty),
+                           temperature=temperature, min_p=min_p, top_p=top_p, greedy=isinstance(draw, GreedyDraw))
+    uniform = _Uniforms(draw)
+    hp = t3.hp
+    V = hp.speech_tokens_dict_size
+    stop = hp.stop_speech_token
+    speech_emb, pos_emb = t3.speech_emb.weight, t3.speech_pos_emb.emb.weight
+
+    bos = t3.speech_token_embed(hp.start_speech_token, 0)
+    cache = t3.make_cache()
+    logits = t3.speech_logits(mx.concatenate([embeds, mx.concatenate([bos, bos])], axis=1), cache)
+    seen = mx.arange(V) == hp.start_speech_token
+
+    def step(logits, seen, i):
+        token = sampler(logits, seen, uniform(i))
+        seen = seen | (mx.arange(V) == token)
+        return token, seen
+
+    token, seen = step(logits, seen, 0)
+    mx.async_eval(token, seen)
+    predicted: List[int] = []
+    for i in range(max_new_tokens):
+        if i + 1 < max_new_tokens:  # queue step i+1 before reading token i
+            embed = (speech_emb[token] + pos_emb[i + 1])[None]  # (1, 1, dim)
+            next_logits = t3.speech_logits(mx.concatenate([embed, embed]), cache)
+            next_token, next_seen = step(next_logits, seen, i + 1)
+            mx.async_eval(next_token, next_seen)
+        t = int(token.item())
+        uniform.check(i)
+        predicted.append(t)
+        if on_token is not None:
+            on_token(i, t)
+        if t == stop or i + 1 >= max_new_tokens:
+            break
+        token, seen = next_token, next_seen
+    return np.array(predicted, dtype=np.int32)[None]
