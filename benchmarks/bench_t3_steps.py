@@ -69,7 +69,9 @@ def profile_step(t3, cond, text, n_warm: int = 20):
                                         speech_tokens=np.full((2, 1), t3.hp.start_speech_token), cfg_weight=0.5)
     cache = t3.make_cache()
     mx.eval(t3.speech_logits(embeds, cache))
-    x = mx.random.normal((2, 1, t3.dim)).astype(embeds.dtype)
+    dtype = t3.speech_emb.weight.dtype
+    embeds = embeds.astype(dtype)
+    x = mx.random.normal((2, 1, t3.dim)).astype(dtype)
     for _ in range(n_warm):
         mx.eval(t3.speech_logits(x, cache))
 

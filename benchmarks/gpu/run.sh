@@ -5,7 +5,8 @@
 #   prepare   (carry .mlxa .gpu_pkgs): stage MLX's first part; copy the packages; build the synthetic
 #             checkpoint in /tmp/ckpt with the original's modules (seeded, as reference/synth_checkpoint)
 #   install   (carry .mlxb, right after prepare): install MLX + mlx-lm into the machine's python3
-#   t3        MLX T3 variants + step profile + MLX_MAX_OPS_PER_BUFFER sweep -> $OUT
+#   t3        MLX T3 variants + step profile -> $OUT
+#   t3-sweep  the same for MLX_MAX_OPS_PER_BUFFER = 20 50 100 250 (kernels per CUDA graph)
 #   pipeline  original vs MLX vs PyTorch expert, whole pipeline -> $OUT  (extra args: bench_pipeline's)
 set -euo pipefail
 export PYTHONPATH=/tmp/gpu_pkgs/site:$PWD:$PWD/benchmarks/gpu/stubs PYTHONUNBUFFERED=1 TQDM_DISABLE=1
@@ -25,8 +26,9 @@ make_synthetic_checkpoint('/tmp/ckpt', seed=0, conds_from='/tmp/gpu_pkgs/ckpt/co
     bash .mlxb/install ;;
   t3)
     python3 benchmarks/bench_t3_steps.py --checkpoint /tmp/ckpt --device gpu --tokens 200 --rounds 3 \
-      --variants mirror fast fused bf16 fp16 --out "$OUT/bench_t3_steps_gpu.json"
-    for n in 50 100 250; do
+      --variants mirror fast fused bf16 fp16 --out "$OUT/bench_t3_steps_gpu.json" ;;
+  t3-sweep)
+    for n in 20 50 100 250; do
       MLX_MAX_OPS_PER_BUFFER=$n python3 benchmarks/bench_t3_steps.py --checkpoint /tmp/ckpt --device gpu \
         --tokens 200 --rounds 3 --variants fused bf16 --out "$OUT/bench_t3_steps_gpu_ops$n.json"
     done ;;

@@ -180,7 +180,9 @@ class T3(nn.Module):
         see that module) unless `use_fast_decode` is off; `on_token(step, token)` works in both."""
         if self.hp.is_multilingual:
             raise NotImplementedError("multilingual T3 inference (AlignmentStreamAnalyzer) is not ported")
-        embeds = mx.array(embeds)
+        # in the weights' dtype: a float32 prefill would make the KV cache, and every later step,
+        # float32 (bf16 weights then get cast to float32 at each matrix product)
+        embeds = mx.array(embeds).astype(self.speech_emb.weight.dtype)
         if embeds.shape[0] != 2:
             raise ValueError(f"T3 inference decodes the CFG pair: embeds batch {embeds.shape[0]} != 2")
         if max_new_tokens is None:
