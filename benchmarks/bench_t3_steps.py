@@ -105,6 +105,16 @@ def profile_step(t3, cond, text, n_warm: int = 20):
     return res
 
 
+def dtype_probe(t3) -> dict:
+    """Output dtypes of the backbone's RoPE and attention for bfloat16 inputs on this device."""
+    import mlx.core as mx
+
+    attn = t3.tfmr.layers[0].self_attn
+    x = mx.ones((2, attn.n_heads, 1, t3.dim // attn.n_heads), mx.bfloat16)
+    return {"rope": str(attn.rope(x, offset=3).dtype),
+            "sdpa": str(mx.fast.scaled_dot_product_attention(x, x, x, scale=0.125).dtype)}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoint", type=Path, default=None)
@@ -124,6 +134,8 @@ def main():
         args.checkpoint = resolve_checkpoint(None).path
     t3, cond, text = load(Path(args.checkpoint), args.case)
     results = []
+    probe = dtype_probe(t3)
+    print(json.dumps({"dtype_probe": probe}), flush=True)
     for v in args.variants:
         t3.use_fast_decode = v != "mirror"
         if v in ("fused", "bf16", "fp16"):
@@ -136,7 +148,7 @@ def main():
                "tokens": [n for n, _ in runs], **profile_step(t3, cond, text)}
         results.append(row)
         print(json.dumps(row), flush=True)
-    record = {"device": args.device, "mlx": mx.__version__, "default_device": str(mx.default_device()),
+    record = {"dtype_probe": probe, "device": args.device, "mlx": mx.__version__, "default_device": str(mx.default_device()),
               "max_ops_per_buffer": os.environ.get("MLX_MAX_OPS_PER_BUFFER", "default"), "tokens": args.tokens,
               "rounds": args.rounds, "results": results, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if args.out:

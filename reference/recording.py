@@ -95,7 +95,7 @@ class RecordedSampler:
 
     def __call__(self, probs: torch.Tensor, num_samples: int = 1, replacement=False, *, generator=None, out=None):
         assert probs.dim() == 2 and probs.size(0) == 1 and num_samples == 1, "T3.inference draws one token"
-        p = probs[0].detach().to(torch.float64)
+        p = probs[0].detach().to("cpu", torch.float64)  # the draw on the host, also for CUDA runs
         if self.greedy:
             token = int(torch.argmax(probs[0]).item())
             u = float("nan")

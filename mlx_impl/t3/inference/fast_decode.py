@@ -49,7 +49,10 @@ class FusedAttention(nn.Module):
         k = k.reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
         v = v.reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
         offset = cache.offset if cache is not None else 0
-        q, k = self.rope(q, offset=offset), self.rope(k, offset=offset)
+        # llama3 RoPE's frequencies are float32: in half precision its output (then the KV cache,
+        # the attention and the whole residual stream) would turn float32, and every later matrix
+        # product would cast its weights to float32 (seen on MLX's CUDA backend: 181 casts a step)
+        q, k = self.rope(q, offset=offset).astype(x.dtype), self.rope(k, offset=offset).astype(x.dtype)
         if cache is not None:
             k, v = cache.update_and_fetch(k, v)
         out = scaled_dot_product_attention(q, k, v, cache=cache, scale=self.scale, mask=mask)
