@@ -106,13 +106,27 @@ def profile_step(t3, cond, text, n_warm: int = 20):
 
 
 def dtype_probe(t3) -> dict:
-    """Output dtypes of the backbone's RoPE and attention for bfloat16 inputs on this device."""
+    """dtypes through one decode step of layer 0 with bfloat16 weights and inputs on this device
+    (a copy of the layer; the model keeps its dtype)."""
+    import copy
+
     import mlx.core as mx
 
-    attn = t3.tfmr.layers[0].self_attn
-    x = mx.ones((2, attn.n_heads, 1, t3.dim // attn.n_heads), mx.bfloat16)
-    return {"rope": str(attn.rope(x, offset=3).dtype),
-            "sdpa": str(mx.fast.scaled_dot_product_attention(x, x, x, scale=0.125).dtype)}
+    layer = copy.deepcopy(t3.tfmr.layers[0])
+    layer.set_dtype(mx.bfloat16)
+    cache = t3.make_cache()[0]
+    x = mx.random.normal((2, 8, t3.dim)).astype(mx.bfloat16)
+    layer(x, "causal", cache)
+    x1 = x[:, :1]
+    attn = layer.self_attn
+    out = {"input": x1, "norm": layer.input_layernorm(x1)}
+    if hasattr(attn, "qkv_proj"):
+        out["qkv"] = attn.qkv_proj(out["norm"])
+    out["rope"] = attn.rope(mx.ones((2, attn.n_heads, 1, t3.dim // attn.n_heads), mx.bfloat16), offset=8)
+    out["attn"] = attn(out["norm"], None, cache)
+    out["layer"] = layer(x1, None, cache)
+    mx.eval(list(out.values()))
+    return {k: str(v.dtype) for k, v in out.items()} | {"cache": str(cache.keys.dtype)}
 
 
 def main():

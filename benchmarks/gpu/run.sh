@@ -26,7 +26,7 @@ make_synthetic_checkpoint('/tmp/ckpt', seed=0, conds_from='/tmp/gpu_pkgs/ckpt/co
     bash .mlxb/install ;;
   t3)
     python3 benchmarks/bench_t3_steps.py --checkpoint /tmp/ckpt --device gpu --tokens 200 --rounds 3 \
-      --variants mirror fast fused bf16 fp16 --out "$OUT/bench_t3_steps_gpu.json" ;;
+      --variants ${VARIANTS:-mirror fast fused bf16 fp16} --out "$OUT/bench_t3_steps_gpu.json" ;;
   t3-sweep)
     for n in 20 50 100 250; do
       MLX_MAX_OPS_PER_BUFFER=$n python3 benchmarks/bench_t3_steps.py --checkpoint /tmp/ckpt --device gpu \

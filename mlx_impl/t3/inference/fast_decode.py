@@ -56,7 +56,9 @@ class FusedAttention(nn.Module):
         if cache is not None:
             k, v = cache.update_and_fetch(k, v)
         out = scaled_dot_product_attention(q, k, v, cache=cache, scale=self.scale, mask=mask)
-        return self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
+        # (B, H, 1, D) is already laid out as (B, 1, H*D): a reshape, not a transposing copy
+        out = out.reshape(B, L, -1) if L == 1 else out.transpose(0, 2, 1, 3).reshape(B, L, -1)
+        return self.o_proj(out)
 
 
 class FusedMLP(nn.Module):
