@@ -24,3 +24,5 @@ if "OPENBLAS_CORETYPE" not in os.environ:
     _t = _core_type()
     if _t:
         os.environ["OPENBLAS_CORETYPE"] = _t
+
+os.environ.setdefault("MKL_THREADING_LAYER", "GNU")
