@@ -437,3 +437,81 @@ def test_stage_runners_on_small_model(models, inputs, monkeypatch):
     buf = io.StringIO()
     assert t3_decode.explain_divergence(fx, None, file=buf) == step
     assert f"first difference at step {step}" in buf.getvalue() and "top-5" in buf.getvalue()
+
+
+# ---------------------------------------------------------------- fast decoding (inference/fast_decode.py)
+
+
+def fast_tokens(m, inputs, draw, n_steps=N_STEPS, params=DEFAULTS):
+    assert m.use_fast_decode
+    return m.inference(t3_cond=mlx_cond(inputs), text_tokens=inputs["text"], max_new_tokens=n_steps, draw=draw,
+                       **params)
+
+
+@pytest.mark.parametrize("params", [DEFAULTS, dict(DEFAULTS, top_p=0.9, min_p=0.02, temperature=1.3, cfg_weight=0.3)],
+                         ids=["defaults", "top_p0.9"])
+def test_fast_decode_equals_original(models, inputs, params):
+    """Without a step hook the decode runs on the device (compiled sampling, queued steps): the same
+    tokens as the original with the same uniforms."""
+    ref, m, _, _ = models
+    uniforms = np.random.default_rng(5).random(N_STEPS)
+    r = run_original_inference(ref, torch_cond(inputs), torch.from_numpy(inputs["text"]).long(),
+                               picker=lambda i, p: inverse_cdf(p, uniforms[i]), max_new_tokens=N_STEPS, **params)
+    toks = fast_tokens(m, inputs, ReplayDraw(uniforms), params=params)
+    np.testing.assert_array_equal(r["tokens"], toks)
+
+
+def test_fast_decode_greedy_and_mlx_draw(models, inputs):
+    ref, m, _, _ = models
+    r = run_original_inference(ref, torch_cond(inputs), torch.from_numpy(inputs["text"]).long(),
+                               picker=lambda i, p: int(torch.argmax(p)), max_new_tokens=60, **DEFAULTS)
+    np.testing.assert_array_equal(r["tokens"], fast_tokens(m, inputs, GreedyDraw(), n_steps=60))
+    a = fast_tokens(m, inputs, MLXDraw(mx.random.key(3)), n_steps=40)
+    b = fast_tokens(m, inputs, MLXDraw(mx.random.key(3)), n_steps=40)
+    np.testing.assert_array_equal(a, b)  # one key, one sequence
+    assert a.shape == (1, 40) and 0 <= a.min() and a.max() < m.hp.speech_tokens_dict_size
+
+
+def test_fast_decode_needs_a_uniform_per_step(models, inputs):
+    _, m, _, _ = models
+    with pytest.raises(IndexError, match="no recorded uniform for decode step 10"):
+        fast_tokens(m, inputs, ReplayDraw(np.full(10, 0.5)), n_steps=20)
+
+
+def test_fast_decode_stops_on_the_stop_token(models, inputs, monkeypatch):
+    """The stop token is read one step late (the next step is already queued); it still ends the output."""
+    from mlx_impl.t3.inference import fast_decode as fd
+
+    _, m, _, _ = models
+    make = fd.make_sampler
+
+    def make_stopping_at_step_5(**kw):
+        sample, calls = make(**kw), []
+
+        def stopping(*a):
+            calls.append(1)
+            return mx.array([6562], dtype=mx.int32) if len(calls) == 6 else sample(*a)
+        return stopping
+
+    monkeypatch.setattr(fd, "make_sampler", make_stopping_at_step_5)
+    toks = fast_tokens(m, inputs, GreedyDraw(), n_steps=50)
+    assert toks.shape == (1, 6) and toks[0, -1] == 6562
+
+
+def test_fused_projections_bit_identical(models, inputs):
+    ref, m, state, cfg = models
+    fused = load_t3(state, T3Config(704, llama_config=cfg)).fuse_projections()
+    embeds, _ = m.prepare_input_embeds(t3_cond=mlx_cond(inputs), text_tokens=inputs["text"],
+                                       speech_tokens=np.full((2, 1), 6561), cfg_weight=0.5)
+    a = m.speech_logits(embeds, m.make_cache())
+    b = fused.speech_logits(embeds, fused.make_cache())
+    assert mx.array_equal(a, b), float(mx.abs(a - b).max())
+    uniforms = np.random.default_rng(5).random(60)
+    np.testing.assert_array_equal(fast_tokens(m, inputs, ReplayDraw(uniforms), n_steps=60),
+                                  fast_tokens(fused, inputs, ReplayDraw(uniforms), n_steps=60))
+    with pytest.raises(TypeError, match="fuse before quantizing"):
+        import mlx.nn as nn
+
+        q = load_t3(state, T3Config(704, llama_config=cfg))
+        nn.quantize(q.tfmr, group_size=64, bits=4)
+        q.fuse_projections()
