@@ -104,6 +104,29 @@ def check_row(row: dict, tol: dict) -> list:
     return fails
 
 
+def _previous_rows(n_tokens: int) -> list:
+    path = OUT / "precision.json"
+    try:
+        rows = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    return [r for r in rows if r.get("tokens") == n_tokens]  # rows of another token count do not mix
+
+
+def merge_rows(previous: list, new: list) -> list:
+    """The new rows replace those of the same (case, precision); the others stay, in case order."""
+    keys = {(r["case"], r["precision"]) for r in new}
+    merged = [r for r in previous if (r["case"], r["precision"]) not in keys] + new
+    order = {p: i for i, p in enumerate(PRECISIONS)}
+    return sorted(merged, key=lambda r: (r["case"], order.get(r["precision"], 99)))
+
+
+def _write_atomic(path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def cmd_precision(args):
     from mlx_impl.convert.voice_encoder import load_voice_encoder
 
@@ -121,7 +144,8 @@ def cmd_precision(args):
             rows.append(row)
             print(json.dumps(row))
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "precision.json").write_text(json.dumps(rows, indent=1, default=float) + "\n")
+    rows = merge_rows(_previous_rows(args.tokens), rows)
+    _write_atomic(OUT / "precision.json", json.dumps(rows, indent=1, default=float) + "\n")
     md = ["## Precision matrix (MLX vs the float32 reference)", "",
           f"T3: first {args.tokens} tokens, free-running with the reference's draws; mel and waveform from the "
           "reference's tokens and noise; speaker cosine of the VoiceEncoder embeddings of the two waveforms. "
@@ -134,7 +158,7 @@ def cmd_precision(args):
         md.append(f"| {r['case']} | {r['precision']} | {r['token_agreement']:.3f} | {r['mel_snr_db']:.1f} | "
                   f"{r['wav_snr_db']:.1f} | {r['speaker_cosine']:.6f} | {tol} | "
                   f"{'FAILED: ' + '; '.join(r['failures']) if r['failures'] else 'passed'} |")
-    (OUT / "precision.md").write_text("\n".join(md) + "\n")
+    _write_atomic(OUT / "precision.md", "\n".join(md) + "\n")
     print("\n".join(md))
     if any(r["failures"] for r in rows):
         raise SystemExit(1)

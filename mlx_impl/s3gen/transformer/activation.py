@@ -8,6 +8,7 @@ run 6-10x faster and to ~1e-7 relative. On a GPU the native ops are used.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from functools import partial
 
 import mlx.core as mx
@@ -26,6 +27,23 @@ def _native() -> bool:
 
 _SIDE_STREAM = None
 _SPLIT_MIN_ELEMENTS = 1 << 19
+_SPLIT = True  # off while a caller already runs independent halves on the two streams
+
+
+@contextmanager
+def whole_on_stream(stream):
+    """Build the ops inside on `stream`, without splitting elementwise work over the side stream."""
+    global _SPLIT
+    before, _SPLIT = _SPLIT, False
+    try:
+        with mx.stream(stream):
+            yield
+    finally:
+        _SPLIT = before
+
+
+def side_stream():
+    return _side_stream()
 
 
 def _side_stream():
@@ -38,7 +56,7 @@ def _side_stream():
 def _two_streams(fn, x: mx.array) -> mx.array:
     """fn (elementwise) over x, the two halves of the first axis longer than 1 on two CPU streams:
     MLX runs a stream's elementwise kernels on one thread, and the machines this targets have 2+ cores."""
-    if x.size < _SPLIT_MIN_ELEMENTS:
+    if x.size < _SPLIT_MIN_ELEMENTS or not _SPLIT:
         return fn(x)
     axis = next((i for i, n in enumerate(x.shape) if n > 1), None)
     if axis is None:
@@ -204,7 +222,7 @@ def attention(q: mx.array, k: mx.array, v: mx.array, scale: float, bias: mx.arra
     if _native():
         return mx.softmax(scores, axis=-1, precise=True) @ v
     h = scores.shape[1]
-    if scores.size < _SPLIT_MIN_ELEMENTS or h < 2:
+    if scores.size < _SPLIT_MIN_ELEMENTS or h < 2 or not _SPLIT:
         e, s = softmax_parts(scores)
         return (e @ v) / s
     half = h // 2
