@@ -82,7 +82,8 @@ fi
 
 $VENV/bin/python - <<'PY'
 import mlx.core as mx, mlx_lm  # noqa
-print(f"[setup] mlx {mx.__version__} on {mx.default_device()}")
+assert float((mx.ones((64, 64)) @ mx.ones((64, 64)))[0, 0]) == 64.0, "MLX matmul through the linked BLAS is wrong"
+print(f"[setup] mlx {mx.__version__} on {mx.default_device()}; a matrix product through the linked BLAS: ok")
 try:
     import torch, torchaudio, chatterbox.tts  # noqa
     print(f"[setup] torch {torch.__version__}, torchaudio {torchaudio.__version__}, chatterbox-tts 0.1.7: ok")
