@@ -17,6 +17,7 @@ products fewer (same dot products; the kernels may block them differently).
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Callable, List, Optional
 
 import mlx.core as mx
@@ -98,6 +99,7 @@ def fuse_projections(tfmr) -> None:
 # ------------------------------------------------------------------ device-side sampling
 
 
+@lru_cache(maxsize=16)  # one compiled function per setting: compiling costs ~1-2 s on the CPU
 def make_sampler(*, cfg_weight: float, repetition_penalty: float, temperature: float, min_p: float,
                  top_p: float, greedy: bool = False) -> Callable:
     """Compiled (logits (2, V), seen (V,) bool, u scalar) -> token (1,) int32, in the original's order."""
@@ -165,8 +167,9 @@ def fast_decode(t3, embeds: mx.array, *, max_new_tokens: int, temperature: float
     draw = draw if draw is not None else MLXDraw()
     if not supports(draw):
         raise TypeError(f"fast_decode draws with ReplayDraw, MLXDraw or GreedyDraw, not {type(draw).__name__}")
-    sampler = make_sampler(cfg_weight=cfg_weight, repetition_penalty=float(repetition_penalty),
-                           temperature=temperature, min_p=min_p, top_p=top_p, greedy=isinstance(draw, GreedyDraw))
+    sampler = make_sampler(cfg_weight=float(cfg_weight), repetition_penalty=float(repetition_penalty),
+                           temperature=float(temperature), min_p=float(min_p), top_p=float(top_p),
+                           greedy=isinstance(draw, GreedyDraw))
     uniform = _Uniforms(draw)
     hp = t3.hp
     V = hp.speech_tokens_dict_size
