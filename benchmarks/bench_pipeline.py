@@ -249,9 +249,21 @@ def device_name(args) -> str:
 
         return (f"GPU: {torch.cuda.get_device_name(0)} (torch {torch.__version__}, MLX {mx.__version__} CUDA "
                 f"backend, MLX dtype {args.mlx_dtype})")
-    return (f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
-            f"({os.environ.get('OPENBLAS_CORETYPE', 'auto')} OpenBLAS kernels); MLX {mx.__version__} "
-            f"on {mx.default_device()}")
+    return (f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; MLX {mx.__version__} "
+            f"on {mx.default_device()}, BLAS {mlx_blas()}")
+
+
+def mlx_blas() -> str:
+    """What MLX's bundled BLAS links to (scripts/setup.sh): MKL, OpenBLAS (with its kernel type) or its own."""
+    import importlib.util
+
+    libs = Path(importlib.util.find_spec("mlx").submodule_search_locations[0]).parent / "mlx_cpu.libs"
+    target = next((str(p.resolve()) for p in libs.glob("libblas-*.so.3.10.0")), "")
+    if "mkl" in target:
+        return "Intel oneMKL"
+    if "openblas" in target:
+        return f"OpenBLAS ({os.environ.get('OPENBLAS_CORETYPE', 'auto')} kernels)"
+    return "MLX's bundled reference BLAS" if target else "system (not Linux)"
 
 
 LABELS = (("t3_tokens_per_s", "T3 tokens/s (higher is better)"), ("s3gen_s_per_audio_s", "S3Gen s per audio s"),
