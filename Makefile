@@ -17,6 +17,7 @@ parity: setup
 	$(CLI) export --case all --only-stale
 	$(PY) -m pytest tests/parity -q -p no:cacheprovider || true
 	$(CLI) coverage > /dev/null
+	$(PY) benchmarks/gpu_summary.py > /dev/null  # the committed GPU results (reports/bench) into the report
 	$(CLI) report --fail-on-regression
 
 # every test: unit tests, then one parity test per (case, checkpoint); fixtures made if missing
