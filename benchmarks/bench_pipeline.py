@@ -115,7 +115,10 @@ def worker_mlx(ckpt_dir: str, case_name: str, n_tokens: int, uniforms, device: s
         t0 = time.perf_counter()
         if not builtin_voice:
             tts.prepare_conditionals(str(case.audio_path), exaggeration=p["exaggeration"])
-            mx.eval(tts.conds.t3.speaker_emb)
+            # everything conditioning computes, lest lazy work be timed as T3's or S3Gen's
+            c = tts.conds.t3
+            mx.eval([a for a in (c.speaker_emb, c.cond_prompt_speech_tokens, *tts.conds.gen.values())
+                     if isinstance(a, mx.array)])
         t_cond = time.perf_counter() - t0
         text_tokens = tts.text_tokens(case.text)
         t0 = time.perf_counter()
