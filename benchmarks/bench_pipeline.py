@@ -29,6 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from parity.fixtures import write_text_atomic  # noqa: E402
+
 
 # ----------------------------------------------------------------------------- workers
 def worker_original(ckpt_dir: str, case_name: str, n_tokens: int, device: str, builtin_voice: bool,
@@ -98,6 +100,7 @@ def worker_mlx(ckpt_dir: str, case_name: str, n_tokens: int, uniforms, device: s
     import mlx.core as mx
     import numpy as np
 
+    from mlx_impl.load import set_half_precision
     from mlx_impl.t3.inference.sampling import ReplayDraw
     from mlx_impl.tts import ChatterboxTTS, SPEECH_VOCAB_SIZE
     from parity.cases import get_case
@@ -106,9 +109,7 @@ def worker_mlx(ckpt_dir: str, case_name: str, n_tokens: int, uniforms, device: s
     case = get_case(case_name)
     tts = ChatterboxTTS.from_pretrained(ckpt_dir)
     if dtype != "float32":
-        dt = getattr(mx, dtype)
-        for m in (tts.t3, tts.s3gen.flow, tts.s3gen.mel2wav):
-            m.set_dtype(dt)
+        set_half_precision(tts.t3, tts.s3gen, getattr(mx, dtype))
     p = case.params
 
     def run():
@@ -294,18 +295,12 @@ def write_results(args, runs: dict) -> None:
             continue
         vals = " | ".join(f"{res[s][k]:.3f}" for s in sides)
         md.append(f"| {label} | {vals} | {res['mlx'][k] / res['original'][k]:.2f} |")
-    _write_atomic(args.out / f"{name}.json", json.dumps(record, indent=1) + "\n")
-    _write_atomic(args.out / f"{name}.md", "\n".join(md) + "\n")
+    write_text_atomic(args.out / f"{name}.json", json.dumps(record, indent=1) + "\n")
+    write_text_atomic(args.out / f"{name}.md", "\n".join(md) + "\n")
     print(json.dumps(record, indent=1))
 
 
 SIDE_NAMES = {"original": "original (PyTorch)", "mlx": "MLX", "expert": "PyTorch expert (StaticCache + CUDA graphs)"}
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 if __name__ == "__main__":

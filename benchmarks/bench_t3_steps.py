@@ -24,26 +24,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from parity.fixtures import write_text_atomic  # noqa: E402
+
 VARIANTS = ("mirror", "fast", "fused", "bf16", "fp16")
 
 
 def load(ckpt: Path, case_name: str):
     import mlx.core as mx
-    import numpy as np
 
     from mlx_impl.convert.t3 import load_t3
     from mlx_impl.tokenizers import EnTokenizer
-    from mlx_impl.tts import Conditionals, punc_norm
+    from mlx_impl.tts import ChatterboxTTS, Conditionals
     from parity.cases import get_case
     from parity.checkpoint_dir import read_safetensors
 
-    t3 = load_t3(read_safetensors(ckpt / "t3_cfg.safetensors"))
+    t3 = load_t3(read_safetensors(ckpt / "t3_cfg.safetensors"))  # unfused: the variants fuse it later
     conds = Conditionals.load(ckpt / "conds.pt")
     tok = EnTokenizer(str(ckpt / "tokenizer.json"))
-    text = np.asarray(tok.text_to_tokens(punc_norm(get_case(case_name).text))).reshape(1, -1)
-    text = np.concatenate([text, text])
-    text = np.pad(np.pad(text, ((0, 0), (1, 0)), constant_values=t3.hp.start_text_token), ((0, 0), (0, 1)),
-                  constant_values=t3.hp.stop_text_token)
+    text = ChatterboxTTS(t3, None, None, tok).text_tokens(get_case(case_name).text)
     mx.eval(t3.parameters())
     return t3, conds.t3, text
 
@@ -167,9 +165,7 @@ def main():
               "rounds": args.rounds, "results": results, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=1) + "\n")
-        tmp.replace(args.out)
+        write_text_atomic(args.out, json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -136,6 +136,13 @@ def is_quantized(module) -> bool:
     return any(isinstance(m, nn.QuantizedLinear) for _, m in module.named_modules())
 
 
+def set_half_precision(t3, s3gen, dtype) -> None:
+    """T3, the flow and the vocoder in `dtype` (the precision matrix's fp16/bf16 setting); the
+    speech tokenizer, CAMPPlus and the VoiceEncoder stay float32."""
+    for module in (t3, s3gen.flow, s3gen.mel2wav):
+        module.set_dtype(dtype)
+
+
 def load_pipeline(model_dir: Path, cls):
     from .tokenizers import EnTokenizer
     from .tts import Conditionals

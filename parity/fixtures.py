@@ -152,6 +152,15 @@ def _registry_order(name: str):
     return names.index(name)
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it over `path`: readers see the
+    old file or the new one, never half of it."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def replace_dir(tmp: Path, final: Path) -> None:
     """Swap `tmp` into place as `final` (rename; the old folder is removed only after)."""
     old = None

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import ROOT, registry
 from .metrics import compare
+from .fixtures import write_text_atomic
 
 PRECISIONS = ("fp32", "fp16", "bf16", "q4")
 OUT = ROOT / "reports" / "out"
@@ -32,14 +33,12 @@ def _models(ckpt, precision: str):
 
     from mlx_impl.convert.s3gen import load_s3gen
     from mlx_impl.convert.t3 import load_t3
+    from mlx_impl.load import set_half_precision
 
     t3 = load_t3(ckpt.state("t3"))
     s3gen = load_s3gen(ckpt.state("s3gen"))
     if precision in ("fp16", "bf16"):
-        dtype = mx.float16 if precision == "fp16" else mx.bfloat16
-        t3.set_dtype(dtype)
-        s3gen.flow.set_dtype(dtype)
-        s3gen.mel2wav.set_dtype(dtype)
+        set_half_precision(t3, s3gen, mx.float16 if precision == "fp16" else mx.bfloat16)
     elif precision == "q4":
         nn.quantize(t3.tfmr, group_size=64, bits=4)
     return t3, s3gen
@@ -121,12 +120,6 @@ def merge_rows(previous: list, new: list) -> list:
     return sorted(merged, key=lambda r: (r["case"], order.get(r["precision"], 99)))
 
 
-def _write_atomic(path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def cmd_precision(args):
     from mlx_impl.convert.voice_encoder import load_voice_encoder
 
@@ -145,7 +138,7 @@ def cmd_precision(args):
             print(json.dumps(row))
     OUT.mkdir(parents=True, exist_ok=True)
     rows = merge_rows(_previous_rows(args.tokens), rows)
-    _write_atomic(OUT / "precision.json", json.dumps(rows, indent=1, default=float) + "\n")
+    write_text_atomic(OUT / "precision.json", json.dumps(rows, indent=1, default=float) + "\n")
     md = ["## Precision matrix (MLX vs the float32 reference)", "",
           f"T3: first {args.tokens} tokens, free-running with the reference's draws; mel and waveform from the "
           "reference's tokens and noise; speaker cosine of the VoiceEncoder embeddings of the two waveforms. "
@@ -158,7 +151,7 @@ def cmd_precision(args):
         md.append(f"| {r['case']} | {r['precision']} | {r['token_agreement']:.3f} | {r['mel_snr_db']:.1f} | "
                   f"{r['wav_snr_db']:.1f} | {r['speaker_cosine']:.6f} | {tol} | "
                   f"{'FAILED: ' + '; '.join(r['failures']) if r['failures'] else 'passed'} |")
-    _write_atomic(OUT / "precision.md", "\n".join(md) + "\n")
+    write_text_atomic(OUT / "precision.md", "\n".join(md) + "\n")
     print("\n".join(md))
     if any(r["failures"] for r in rows):
         raise SystemExit(1)

@@ -12,7 +12,6 @@ import html
 import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Dict, List
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from . import ROOT, registry
 from .errors import ParityError
+from .fixtures import write_text_atomic
 
 OUT_DIR = ROOT / "reports" / "out"
 HISTORY = ROOT / "reports" / "history.jsonl"
@@ -293,15 +293,9 @@ def write_report(run: dict, history: List[dict], regressions: List[dict], out_di
         page.append(f"<h2>{html.escape(title)}</h2><pre>{html.escape(text)}</pre>")
     page.append("</body></html>")
 
-    _atomic_write(out_dir / "report.md", "\n".join(md) + "\n")
-    _atomic_write(out_dir / "report.html", "\n".join(page))
+    write_text_atomic(out_dir / "report.md", "\n".join(md) + "\n")
+    write_text_atomic(out_dir / "report.html", "\n".join(page))
     return out_dir / "report.html"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def cmd_report(args):

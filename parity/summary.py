@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 from . import ROOT, registry
+from .fixtures import write_text_atomic
 
 RESULTS_DIR = ROOT / "reports" / "out"
 
@@ -92,8 +93,6 @@ def write_results(session, path: Path = None) -> Path:
     path = Path(path or RESULTS_DIR / "latest.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {"meta": run_metadata(session), "results": [r.as_dict() for r in session.results.values()]}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=float) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(record, indent=1, default=float) + "\n")
     write_plot_tensors(session, path.parent / "tensors")
     return path

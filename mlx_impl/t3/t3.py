@@ -117,9 +117,11 @@ class T3(nn.Module):
         hidden = self.tfmr(None, cache=cache, input_embeddings=inputs_embeds)
         return self.speech_head(hidden[:, -1, :])
 
-    def speech_token_embed(self, token: int, position: int) -> mx.array:
-        """speech_emb(token) + speech_pos_emb.get_fixed_embedding(position), (1, 1, dim)."""
-        return self.speech_emb(mx.array([[token]])) + self.speech_pos_emb.get_fixed_embedding(position)
+    def speech_token_embed(self, token, position: int) -> mx.array:
+        """speech_emb(token) + speech_pos_emb.get_fixed_embedding(position), (1, 1, dim); `token` an
+        int or a one-element array (the fast decode's token, still on the device)."""
+        token = token.reshape(1, 1) if isinstance(token, mx.array) else mx.array([[token]])
+        return self.speech_emb(token) + self.speech_pos_emb.get_fixed_embedding(position)
 
     # ------------------------------------------------------------ inference
 

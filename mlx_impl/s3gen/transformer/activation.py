@@ -43,10 +43,6 @@ def whole_on_stream(stream):
 
 
 def side_stream():
-    return _side_stream()
-
-
-def _side_stream():
     global _SIDE_STREAM
     if _SIDE_STREAM is None:
         _SIDE_STREAM = mx.new_stream(mx.cpu)
@@ -63,7 +59,7 @@ def _two_streams(fn, x: mx.array) -> mx.array:
         return fn(x)
     half = x.shape[axis] // 2
     lo = fn(mx.split(x, [half], axis=axis)[0])
-    with mx.stream(_side_stream()):
+    with mx.stream(side_stream()):
         hi = fn(mx.split(x, [half], axis=axis)[1])
     return mx.concatenate([lo, hi], axis=axis)
 
@@ -227,7 +223,7 @@ def attention(q: mx.array, k: mx.array, v: mx.array, scale: float, bias: mx.arra
         return (e @ v) / s
     half = h // 2
     e1, s1 = softmax_parts(scores[:, :half])
-    with mx.stream(_side_stream()):
+    with mx.stream(side_stream()):
         e2, s2 = softmax_parts(scores[:, half:])
     out1 = (e1 @ v[:, :half]) / s1
     out2 = (e2 @ v[:, half:]) / s2

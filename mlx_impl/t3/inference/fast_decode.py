@@ -174,8 +174,6 @@ def fast_decode(t3, embeds: mx.array, *, max_new_tokens: int, temperature: float
     hp = t3.hp
     V = hp.speech_tokens_dict_size
     stop = hp.stop_speech_token
-    speech_emb, pos_emb = t3.speech_emb.weight, t3.speech_pos_emb.emb.weight
-
     bos = t3.speech_token_embed(hp.start_speech_token, 0)
     cache = t3.make_cache()
     logits = t3.speech_logits(mx.concatenate([embeds, mx.concatenate([bos, bos])], axis=1), cache)
@@ -191,7 +189,7 @@ def fast_decode(t3, embeds: mx.array, *, max_new_tokens: int, temperature: float
     predicted: List[int] = []
     for i in range(max_new_tokens):
         if i + 1 < max_new_tokens:  # queue step i+1 before reading token i
-            embed = (speech_emb[token] + pos_emb[i + 1])[None]  # (1, 1, dim)
+            embed = t3.speech_token_embed(token, i + 1)
             next_logits = t3.speech_logits(mx.concatenate([embed, embed]), cache)
             next_token, next_seen = step(next_logits, seen, i + 1)
             mx.async_eval(next_token, next_seen)
