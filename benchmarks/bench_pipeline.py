@@ -96,7 +96,7 @@ def worker_original(ckpt_dir: str, case_name: str, n_tokens: int, device: str, b
 
 
 def worker_mlx(ckpt_dir: str, case_name: str, n_tokens: int, uniforms, device: str, builtin_voice: bool,
-               dtype: str):
+               dtype: str, step_kind=None):
     import mlx.core as mx
     import numpy as np
 
@@ -110,6 +110,8 @@ def worker_mlx(ckpt_dir: str, case_name: str, n_tokens: int, uniforms, device: s
     tts = ChatterboxTTS.from_pretrained(ckpt_dir)
     if dtype != "float32":
         set_half_precision(tts.t3, tts.s3gen, getattr(mx, dtype))
+    if step_kind:
+        tts.t3.compile_steps = step_kind
     p = case.params
 
     def run():
@@ -146,7 +148,7 @@ def worker_main(side: str, args):
     uniforms = json.loads(Path(args.uniforms).read_text()) if args.uniforms else None
     common = (str(args.checkpoint), args.case, args.tokens)
     if side == "mlx":
-        run = worker_mlx(*common, uniforms, args.device, args.builtin_voice, args.mlx_dtype)
+        run = worker_mlx(*common, uniforms, args.device, args.builtin_voice, args.mlx_dtype, args.mlx_step)
     else:
         run = worker_original(*common, args.device, args.builtin_voice, expert=side == "expert")
     print(json.dumps({"ready": True}), flush=True)
@@ -167,7 +169,7 @@ class Worker:
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--worker", side, "--checkpoint", str(args.checkpoint), "--case", args.case,
              "--tokens", str(args.tokens), "--uniforms", uniforms_path, "--device", args.device,
-             "--mlx-dtype", args.mlx_dtype] + (["--builtin-voice"] if args.builtin_voice else []),
+             "--mlx-dtype", args.mlx_dtype] + (["--mlx-step", args.mlx_step] if args.mlx_step else []) + (["--builtin-voice"] if args.builtin_voice else []),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
         self._read()
 
@@ -212,6 +214,8 @@ def main():
     ap.add_argument("--uniforms", default="")
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     ap.add_argument("--mlx-dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    ap.add_argument("--mlx-step", choices=("plain", "layers", "static"), default=None,
+                    help="T3 one-token step of fast decode (mlx_impl/t3/inference/fast_decode.make_step); default: the model's")
     ap.add_argument("--expert", action="store_true", help="GPU: add the StaticCache + CUDA-graphs T3 baseline")
     ap.add_argument("--builtin-voice", action="store_true", help="conditioning from the checkpoint's conds.pt")
     args = ap.parse_args()
@@ -252,7 +256,7 @@ def device_name(args) -> str:
         import torch
 
         return (f"GPU: {torch.cuda.get_device_name(0)} (torch {torch.__version__}, MLX {mx.__version__} CUDA "
-                f"backend, MLX dtype {args.mlx_dtype})")
+                f"backend, MLX dtype {args.mlx_dtype}, T3 step {args.mlx_step or 'default'})")
     return (f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; MLX {mx.__version__} "
             f"on {mx.default_device()}, BLAS {mlx_blas()}")
 

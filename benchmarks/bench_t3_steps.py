@@ -2,10 +2,12 @@
 profile of one decode step (host time to queue it, kernel count and kernel time, read through
 CUPTI by torch.profiler on a GPU machine).
 
-Variants (each adds one change to the previous): `mirror` (the step-by-step loop that mirrors the
-original, host-side sampling), `fast` (inference/fast_decode.py: device-side compiled sampling,
-next step queued before the token is read), `fused` (q/k/v and gate/up fused), then `bf16` and
-`fp16` weights. Medians of --rounds runs of --tokens steps after a warm-up; random draws (MLX's
+Variants: `mirror` (the step-by-step loop that mirrors the original, host-side sampling), `fast`
+(inference/fast_decode.py: device-side compiled sampling, next step queued before the token is
+read), `fused` (q/k/v and gate/up fused), `layers` / `static` (fused, with fast_decode's compiled
+one-token steps: one compiled call per layer, or one per step over fixed-size KV buffers), then
+`bf16`, `bf16-layers`, `bf16-static` and `fp16` weights (fused). Run them in this order: a variant
+only casts weights down, never back up. Medians of --rounds runs of --tokens steps after a warm-up; random draws (MLX's
 generator, fixed seed), CFG on. Usage:
     python benchmarks/bench_t3_steps.py [--checkpoint DIR] [--device cpu|gpu] [--tokens 200] [--rounds 3]
         [--variants mirror fast fused bf16] [--out reports/out/bench_t3_steps_gpu.json]
@@ -26,7 +28,18 @@ sys.path.insert(0, str(ROOT))
 
 from parity.fixtures import write_text_atomic  # noqa: E402
 
-VARIANTS = ("mirror", "fast", "fused", "bf16", "fp16")
+# variant -> (fast decode, fused projections, weights dtype, fast_decode's step kind)
+VARIANTS = {
+    "mirror": (False, False, "float32", "plain"),
+    "fast": (True, False, "float32", "plain"),
+    "fused": (True, True, "float32", "plain"),
+    "layers": (True, True, "float32", "layers"),
+    "static": (True, True, "float32", "static"),
+    "bf16": (True, True, "bfloat16", "plain"),
+    "bf16-layers": (True, True, "bfloat16", "layers"),
+    "bf16-static": (True, True, "bfloat16", "static"),
+    "fp16": (True, True, "float16", "plain"),
+}
 
 
 def load(ckpt: Path, case_name: str):
@@ -63,19 +76,21 @@ def profile_step(t3, cond, text, n_warm: int = 20):
     import mlx.core as mx
     import numpy as np
 
+    from mlx_impl.t3.inference.fast_decode import make_step
+
     embeds, _ = t3.prepare_input_embeds(t3_cond=cond, text_tokens=text,
                                         speech_tokens=np.full((2, 1), t3.hp.start_speech_token), cfg_weight=0.5)
-    cache = t3.make_cache()
-    mx.eval(t3.speech_logits(embeds, cache))
     dtype = t3.speech_emb.weight.dtype
-    embeds = embeds.astype(dtype)
+    cache = t3.make_cache()
+    mx.eval(t3.speech_logits(embeds.astype(dtype), cache))  # prefill in the weights' dtype, as decoding does
+    step = make_step(t3, cache, max_len=cache[0].offset + n_warm + 16)
     x = mx.random.normal((2, 1, t3.dim)).astype(dtype)
     for _ in range(n_warm):
-        mx.eval(t3.speech_logits(x, cache))
+        mx.eval(step(x, cache))
 
     def one():
         t0 = time.perf_counter()
-        out = t3.speech_logits(x, cache)
+        out = step(x, cache)
         mx.async_eval(out)
         t1 = time.perf_counter()
         mx.eval(out)
@@ -134,7 +149,7 @@ def main():
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     ap.add_argument("--tokens", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS[:4]))
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["mirror", "fast", "fused", "layers", "static"])
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     import mlx.core as mx
@@ -149,11 +164,12 @@ def main():
     probe = dtype_probe(t3)
     print(json.dumps({"dtype_probe": probe}), flush=True)
     for v in args.variants:
-        t3.use_fast_decode = v != "mirror"
-        if v in ("fused", "bf16", "fp16"):
+        fast, fused, dtype, step_kind = VARIANTS[v]
+        t3.use_fast_decode, t3.compile_steps = fast, step_kind
+        if fused:
             t3.fuse_projections()
-        if v in ("bf16", "fp16"):
-            t3.set_dtype(mx.bfloat16 if v == "bf16" else mx.float16)
+        if t3.speech_emb.weight.dtype != getattr(mx, dtype):
+            t3.set_dtype(getattr(mx, dtype))
         decode(t3, cond, text, min(args.tokens, 20))  # warm-up (compiles)
         runs = [decode(t3, cond, text, args.tokens, seed=r) for r in range(args.rounds)]
         row = {"variant": v, "tokens_per_s": statistics.median(n / dt for n, dt in runs),

@@ -17,7 +17,7 @@ products fewer (same dot products; the kernels may block them differently).
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Callable, List, Optional
 
 import mlx.core as mx
@@ -96,6 +96,118 @@ def fuse_projections(tfmr) -> None:
             layer.mlp = FusedMLP(layer.mlp)
 
 
+# ------------------------------------------------------------------ compiled decode steps
+
+
+def _project(layer, x, offset):
+    """input norm, fused q/k/v, RoPE at `offset` (an array: one trace serves every position)."""
+    attn = layer.self_attn
+    B, L, _ = x.shape
+    q, k, v = mx.split(attn.qkv_proj(layer.input_layernorm(x)), [attn.q_dim, attn.q_dim + attn.kv_dim], axis=-1)
+    q = q.reshape(B, L, attn.n_heads, -1).transpose(0, 2, 1, 3)
+    k = k.reshape(B, L, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
+    v = v.reshape(B, L, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
+    return attn.rope(q, offset=offset).astype(x.dtype), attn.rope(k, offset=offset).astype(x.dtype), v
+
+
+def _finish(layer, x, attn_out):
+    """o_proj + residual, post-attention norm, MLP + residual, for one-token steps."""
+    B, L, _ = x.shape
+    h = x + layer.self_attn.o_proj(attn_out.reshape(B, L, -1))
+    return h + layer.mlp(layer.post_attention_layernorm(h))
+
+
+def _link(layer, next_layer, x, attn_out, offset):
+    x = _finish(layer, x, attn_out)
+    return (x, *_project(next_layer, x, offset))
+
+
+def _head(layer, norm, speech_head, x, attn_out):
+    return speech_head(norm(_finish(layer, x, attn_out))[:, -1, :])
+
+
+class CompiledStep:
+    """speech_logits for one-token steps of the fused backbone, with the host's work cut down: per
+    layer one compiled call (MLX replays the traced graph without running Python per operation),
+    covering everything but the KV-cache update and the attention, whose length grows every step
+    (they stay mlx-lm's). The weights are the trace's constants: build a new CompiledStep after
+    changing them (fast_decode builds one per call)."""
+
+    def __init__(self, t3):
+        layers = t3.tfmr.layers
+        if not all(isinstance(l.self_attn, FusedAttention) and isinstance(l.mlp, FusedMLP) for l in layers):
+            raise TypeError("CompiledStep needs fused projections (T3.fuse_projections)")
+        self.layers = layers
+        self.first = mx.compile(partial(_project, layers[0]))
+        self.links = [mx.compile(partial(_link, a, b)) for a, b in zip(layers[:-1], layers[1:])]
+        self.last = mx.compile(partial(_head, layers[-1], t3.tfmr.norm, t3.speech_head))
+
+    def __call__(self, x: mx.array, cache: list) -> mx.array:
+        from mlx_lm.models.base import scaled_dot_product_attention
+
+        if x.shape[1] != 1:
+            raise ValueError(f"CompiledStep runs one-token steps, not {x.shape[1]} positions")
+        offset = mx.array(cache[0].offset, dtype=mx.int32)
+        q, k, v = self.first(x, offset)
+        for i, layer in enumerate(self.layers):
+            k, v = cache[i].update_and_fetch(k, v)
+            out = scaled_dot_product_attention(q, k, v, cache=cache[i], scale=layer.self_attn.scale, mask=None)
+            if i + 1 < len(self.layers):
+                x, q, k, v = self.links[i](x, out, offset)
+        return self.last(x, out)
+
+
+def _static_step(layers, norm, speech_head, x, offset, keys, values):
+    """The whole one-token step over fixed-size KV buffers: the new key/value written at `offset`,
+    attention over the buffer with the positions after `offset` masked out."""
+    from mlx_lm.models.base import scaled_dot_product_attention
+
+    keep = (mx.arange(keys[0].shape[2]) <= offset)[None, None, None]
+    start = offset.reshape(1)
+    keys, values = list(keys), list(values)
+    q, k, v = _project(layers[0], x, offset)
+    for i, layer in enumerate(layers):
+        keys[i] = mx.slice_update(keys[i], k, start, axes=(2,))
+        values[i] = mx.slice_update(values[i], v, start, axes=(2,))
+        out = scaled_dot_product_attention(q, keys[i], values[i], cache=None, scale=layer.self_attn.scale, mask=keep)
+        if i + 1 < len(layers):
+            x, q, k, v = _link(layer, layers[i + 1], x, out, offset)
+    return _head(layers[-1], norm, speech_head, x, out), keys, values
+
+
+class StaticCacheStep:
+    """One compiled call per decode step: the KV cache moved into buffers of a fixed length (the
+    step's shapes then never change, so one trace serves every step) and passed through the call,
+    so that MLX updates them in place. Same arithmetic as the growing cache, except that the
+    attention also sums the masked (zero) weights of the unused buffer tail."""
+
+    def __init__(self, t3, cache: list, max_len: int):
+        layers = t3.tfmr.layers
+        CompiledStep(t3)  # the same precondition: fused projections
+        self.offset = cache[0].offset
+        if max_len < self.offset + 1:
+            raise ValueError(f"max_len {max_len} below the prefill's {self.offset} positions + 1")
+
+        def buffer(a):
+            b = mx.zeros((*a.shape[:2], max_len, a.shape[3]), a.dtype)
+            return mx.slice_update(b, a[..., : self.offset, :], mx.array([0]), axes=(2,))
+
+        self.keys = [buffer(c.keys) for c in cache]
+        self.values = [buffer(c.values) for c in cache]
+        self.max_len = max_len
+        self.fn = mx.compile(partial(_static_step, layers, t3.tfmr.norm, t3.speech_head))
+
+    def __call__(self, x: mx.array, cache=None) -> mx.array:
+        if self.offset >= self.max_len:
+            raise IndexError(f"static KV cache full ({self.max_len} positions)")
+        keys, values = self.keys, self.values
+        self.keys = self.values = None  # no reference of ours left: the buffers can be updated in place
+        logits, self.keys, self.values = self.fn(x, mx.array(self.offset, dtype=mx.int32), keys, values)
+        del keys, values
+        self.offset += 1
+        return logits
+
+
 # ------------------------------------------------------------------ device-side sampling
 
 
@@ -156,6 +268,22 @@ class _Uniforms:
             raise IndexError(f"no recorded uniform for decode step {step} ({self.replay.size} recorded)")
 
 
+STEP_KINDS = ("plain", "layers", "static")
+
+
+def make_step(t3, cache: list, max_len: int):
+    """The one-token step fast_decode runs, by `t3.compile_steps`: "plain" (mlx-lm's model call),
+    "layers" (CompiledStep) or "static" (StaticCacheStep); the compiled kinds need fused projections
+    and fall back to "plain" without them."""
+    kind = t3.compile_steps or "plain"
+    if kind not in STEP_KINDS:
+        raise ValueError(f"T3.compile_steps: {kind!r} is not one of {STEP_KINDS}")
+    fused = all(isinstance(l.self_attn, FusedAttention) and isinstance(l.mlp, FusedMLP) for l in t3.tfmr.layers)
+    if kind == "plain" or not fused:
+        return t3.speech_logits
+    return CompiledStep(t3) if kind == "layers" else StaticCacheStep(t3, cache, max_len)
+
+
 def supports(draw) -> bool:
     return draw is None or isinstance(draw, (ReplayDraw, MLXDraw, GreedyDraw))
 
@@ -177,6 +305,7 @@ def fast_decode(t3, embeds: mx.array, *, max_new_tokens: int, temperature: float
     bos = t3.speech_token_embed(hp.start_speech_token, 0)
     cache = t3.make_cache()
     logits = t3.speech_logits(mx.concatenate([embeds, mx.concatenate([bos, bos])], axis=1), cache)
+    step_logits = make_step(t3, cache, max_len=cache[0].offset + max_new_tokens + 1)
     seen = mx.arange(V) == hp.start_speech_token
 
     def step(logits, seen, i):
@@ -190,7 +319,7 @@ def fast_decode(t3, embeds: mx.array, *, max_new_tokens: int, temperature: float
     for i in range(max_new_tokens):
         if i + 1 < max_new_tokens:  # queue step i+1 before reading token i
             embed = t3.speech_token_embed(token, i + 1)
-            next_logits = t3.speech_logits(mx.concatenate([embed, embed]), cache)
+            next_logits = step_logits(mx.concatenate([embed, embed]), cache)
             next_token, next_seen = step(next_logits, seen, i + 1)
             mx.async_eval(next_token, next_seen)
         t = int(token.item())
