@@ -4,9 +4,8 @@ CUPTI by torch.profiler on a GPU machine).
 
 Variants: `mirror` (the step-by-step loop that mirrors the original, host-side sampling), `fast`
 (inference/fast_decode.py: device-side compiled sampling, next step queued before the token is
-read), `fused` (q/k/v and gate/up fused), `layers` / `static` (fused, with fast_decode's compiled
-one-token steps: one compiled call per layer, or one per step over fixed-size KV buffers), then
-`bf16`, `bf16-layers`, `bf16-static` and `fp16` weights (fused). Run them in this order: a variant
+read), `fused` (q/k/v and gate/up fused), `layers` (fused, with fast_decode's compiled one-token
+step: one compiled call per layer), then `bf16`, `bf16-layers` and `fp16` weights (fused). Run them in this order: a variant
 only casts weights down, never back up. Medians of --rounds runs of --tokens steps after a warm-up; random draws (MLX's
 generator, fixed seed), CFG on. Usage:
     python benchmarks/bench_t3_steps.py [--checkpoint DIR] [--device cpu|gpu] [--tokens 200] [--rounds 3]
@@ -34,10 +33,8 @@ VARIANTS = {
     "fast": (True, False, "float32", "plain"),
     "fused": (True, True, "float32", "plain"),
     "layers": (True, True, "float32", "layers"),
-    "static": (True, True, "float32", "static"),
     "bf16": (True, True, "bfloat16", "plain"),
     "bf16-layers": (True, True, "bfloat16", "layers"),
-    "bf16-static": (True, True, "bfloat16", "static"),
     "fp16": (True, True, "float16", "plain"),
 }
 
@@ -83,7 +80,7 @@ def profile_step(t3, cond, text, n_warm: int = 20):
     dtype = t3.speech_emb.weight.dtype
     cache = t3.make_cache()
     mx.eval(t3.speech_logits(embeds.astype(dtype), cache))  # prefill in the weights' dtype, as decoding does
-    step = make_step(t3, cache, max_len=cache[0].offset + n_warm + 16)
+    step = make_step(t3)
     x = mx.random.normal((2, 1, t3.dim)).astype(dtype)
     for _ in range(n_warm):
         mx.eval(step(x, cache))
@@ -142,14 +139,24 @@ def dtype_probe(t3) -> dict:
     return {k: str(v.dtype) for k, v in out.items()} | {"cache": str(cache.keys.dtype)}
 
 
+def best_variant_args(path: Path) -> str:
+    """bench_pipeline.py's --mlx-dtype/--mlx-step for the fastest fused variant of a results file."""
+    rows = [r for r in json.loads(path.read_text())["results"] if VARIANTS[r["variant"]][1]]
+    _, _, dtype, step_kind = VARIANTS[max(rows, key=lambda r: r["tokens_per_s"])["variant"]]
+    return f"--mlx-dtype {dtype} --mlx-step {step_kind}"
+
+
 def main():
+    if sys.argv[1:2] == ["--best"]:
+        print(best_variant_args(Path(sys.argv[2])))
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoint", type=Path, default=None)
     ap.add_argument("--case", default="espeak_22k")
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     ap.add_argument("--tokens", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["mirror", "fast", "fused", "layers", "static"])
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["mirror", "fast", "fused", "layers"])
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     import mlx.core as mx

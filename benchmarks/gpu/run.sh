@@ -8,6 +8,7 @@
 #   t3        MLX T3 variants + step profile -> $OUT
 #   t3-sweep  the same for MLX_MAX_OPS_PER_BUFFER = 20 50 100 250 (kernels per CUDA graph)
 #   pipeline  original vs MLX vs PyTorch expert, whole pipeline -> $OUT  (extra args: bench_pipeline's)
+#   pipeline-best  the same, with the MLX dtype and T3 step of the fastest variant in $OUT/bench_t3_steps_gpu.json
 set -euo pipefail
 export PYTHONPATH=/tmp/gpu_pkgs/site:$PWD:$PWD/benchmarks/gpu/stubs PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -26,7 +27,7 @@ make_synthetic_checkpoint('/tmp/ckpt', seed=0, conds_from='/tmp/gpu_pkgs/ckpt/co
     bash .mlxb/install ;;
   t3)
     python3 benchmarks/bench_t3_steps.py --checkpoint /tmp/ckpt --device gpu --tokens 200 --rounds 3 \
-      --variants ${VARIANTS:-mirror fast fused bf16 fp16} --out "$OUT/bench_t3_steps_gpu.json" ;;
+      --variants ${VARIANTS:-fused layers bf16 bf16-layers} --out "$OUT/bench_t3_steps_gpu.json" ;;
   t3-sweep)
     for n in 20 50 100 250; do
       MLX_MAX_OPS_PER_BUFFER=$n python3 benchmarks/bench_t3_steps.py --checkpoint /tmp/ckpt --device gpu \
@@ -34,5 +35,9 @@ make_synthetic_checkpoint('/tmp/ckpt', seed=0, conds_from='/tmp/gpu_pkgs/ckpt/co
     done ;;
   pipeline)
     python3 benchmarks/bench_pipeline.py --checkpoint /tmp/ckpt --device gpu --builtin-voice --out "$OUT" "$@" ;;
+  pipeline-best)
+    best=$(python3 benchmarks/bench_t3_steps.py --best "$OUT/bench_t3_steps_gpu.json")
+    echo "fastest T3 variant: $best"
+    python3 benchmarks/bench_pipeline.py --checkpoint /tmp/ckpt --device gpu --builtin-voice --out "$OUT" $best "$@" ;;
   *) echo "unknown step $step"; exit 2 ;;
 esac

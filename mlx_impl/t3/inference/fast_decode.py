@@ -100,14 +100,17 @@ def fuse_projections(tfmr) -> None:
 
 
 def _project(layer, x, offset):
-    """input norm, fused q/k/v, RoPE at `offset` (an array: one trace serves every position)."""
+    """input norm, fused q/k/v, RoPE at `offset` (an array: one trace serves every position).
+    The q/k/v row is split by heads after one reshape (views, where splitting the row first makes
+    v's reshape a copy), and q and k share one RoPE kernel (the rotation is per head): two kernels
+    a layer fewer than FusedAttention, the same values."""
     attn = layer.self_attn
     B, L, _ = x.shape
-    q, k, v = mx.split(attn.qkv_proj(layer.input_layernorm(x)), [attn.q_dim, attn.q_dim + attn.kv_dim], axis=-1)
-    q = q.reshape(B, L, attn.n_heads, -1).transpose(0, 2, 1, 3)
-    k = k.reshape(B, L, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
-    v = v.reshape(B, L, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
-    return attn.rope(q, offset=offset).astype(x.dtype), attn.rope(k, offset=offset).astype(x.dtype), v
+    heads = attn.qkv_proj(layer.input_layernorm(x)).reshape(B, L, attn.n_heads + 2 * attn.n_kv_heads, -1)
+    heads = heads.transpose(0, 2, 1, 3)
+    n_qk = attn.n_heads + attn.n_kv_heads
+    qk = attn.rope(heads[:, :n_qk], offset=offset).astype(x.dtype)
+    return qk[:, : attn.n_heads], qk[:, attn.n_heads:], heads[:, n_qk:]
 
 
 def _finish(layer, x, attn_out):
@@ -155,57 +158,6 @@ class CompiledStep:
             if i + 1 < len(self.layers):
                 x, q, k, v = self.links[i](x, out, offset)
         return self.last(x, out)
-
-
-def _static_step(layers, norm, speech_head, x, offset, keys, values):
-    """The whole one-token step over fixed-size KV buffers: the new key/value written at `offset`,
-    attention over the buffer with the positions after `offset` masked out."""
-    from mlx_lm.models.base import scaled_dot_product_attention
-
-    keep = (mx.arange(keys[0].shape[2]) <= offset)[None, None, None]
-    start = offset.reshape(1)
-    keys, values = list(keys), list(values)
-    q, k, v = _project(layers[0], x, offset)
-    for i, layer in enumerate(layers):
-        keys[i] = mx.slice_update(keys[i], k, start, axes=(2,))
-        values[i] = mx.slice_update(values[i], v, start, axes=(2,))
-        out = scaled_dot_product_attention(q, keys[i], values[i], cache=None, scale=layer.self_attn.scale, mask=keep)
-        if i + 1 < len(layers):
-            x, q, k, v = _link(layer, layers[i + 1], x, out, offset)
-    return _head(layers[-1], norm, speech_head, x, out), keys, values
-
-
-class StaticCacheStep:
-    """One compiled call per decode step: the KV cache moved into buffers of a fixed length (the
-    step's shapes then never change, so one trace serves every step) and passed through the call,
-    so that MLX updates them in place. Same arithmetic as the growing cache, except that the
-    attention also sums the masked (zero) weights of the unused buffer tail."""
-
-    def __init__(self, t3, cache: list, max_len: int):
-        layers = t3.tfmr.layers
-        CompiledStep(t3)  # the same precondition: fused projections
-        self.offset = cache[0].offset
-        if max_len < self.offset + 1:
-            raise ValueError(f"max_len {max_len} below the prefill's {self.offset} positions + 1")
-
-        def buffer(a):
-            b = mx.zeros((*a.shape[:2], max_len, a.shape[3]), a.dtype)
-            return mx.slice_update(b, a[..., : self.offset, :], mx.array([0]), axes=(2,))
-
-        self.keys = [buffer(c.keys) for c in cache]
-        self.values = [buffer(c.values) for c in cache]
-        self.max_len = max_len
-        self.fn = mx.compile(partial(_static_step, layers, t3.tfmr.norm, t3.speech_head))
-
-    def __call__(self, x: mx.array, cache=None) -> mx.array:
-        if self.offset >= self.max_len:
-            raise IndexError(f"static KV cache full ({self.max_len} positions)")
-        keys, values = self.keys, self.values
-        self.keys = self.values = None  # no reference of ours left: the buffers can be updated in place
-        logits, self.keys, self.values = self.fn(x, mx.array(self.offset, dtype=mx.int32), keys, values)
-        del keys, values
-        self.offset += 1
-        return logits
 
 
 # ------------------------------------------------------------------ device-side sampling
@@ -268,20 +220,21 @@ class _Uniforms:
             raise IndexError(f"no recorded uniform for decode step {step} ({self.replay.size} recorded)")
 
 
-STEP_KINDS = ("plain", "layers", "static")
+STEP_KINDS = ("plain", "layers")
 
 
-def make_step(t3, cache: list, max_len: int):
-    """The one-token step fast_decode runs, by `t3.compile_steps`: "plain" (mlx-lm's model call),
-    "layers" (CompiledStep) or "static" (StaticCacheStep); the compiled kinds need fused projections
-    and fall back to "plain" without them."""
+def make_step(t3):
+    """The one-token step fast_decode runs, by `t3.compile_steps`: "plain" (mlx-lm's model call) or
+    "layers" (CompiledStep, which needs fused projections: without them, "plain"). (One compiled
+    call per step over fixed-size KV buffers was tried and measured slower on the H200, 156 vs 214
+    tokens/s: the dynamic-offset cache writes cost more kernels than the Python they save.)"""
     kind = t3.compile_steps or "plain"
     if kind not in STEP_KINDS:
         raise ValueError(f"T3.compile_steps: {kind!r} is not one of {STEP_KINDS}")
     fused = all(isinstance(l.self_attn, FusedAttention) and isinstance(l.mlp, FusedMLP) for l in t3.tfmr.layers)
     if kind == "plain" or not fused:
         return t3.speech_logits
-    return CompiledStep(t3) if kind == "layers" else StaticCacheStep(t3, cache, max_len)
+    return CompiledStep(t3)
 
 
 def supports(draw) -> bool:
@@ -305,7 +258,7 @@ def fast_decode(t3, embeds: mx.array, *, max_new_tokens: int, temperature: float
     bos = t3.speech_token_embed(hp.start_speech_token, 0)
     cache = t3.make_cache()
     logits = t3.speech_logits(mx.concatenate([embeds, mx.concatenate([bos, bos])], axis=1), cache)
-    step_logits = make_step(t3, cache, max_len=cache[0].offset + max_new_tokens + 1)
+    step_logits = make_step(t3)
     seen = mx.arange(V) == hp.start_speech_token
 
     def step(logits, seen, i):
