@@ -139,6 +139,18 @@ def dtype_probe(t3) -> dict:
     return {k: str(v.dtype) for k, v in out.items()} | {"cache": str(cache.keys.dtype)}
 
 
+def weight_groups(variants):
+    """Consecutive variants that share the weights (fast decode, fusion, dtype) and differ only in the
+    step kind: their rounds alternate, so that a machine's drift hits them alike."""
+    groups = []
+    for v in variants:
+        if groups and VARIANTS[groups[-1][0]][:3] == VARIANTS[v][:3]:
+            groups[-1].append(v)
+        else:
+            groups.append([v])
+    return groups
+
+
 def best_variant_args(path: Path) -> str:
     """bench_pipeline.py's --mlx-dtype/--mlx-step for the fastest fused variant of a results file."""
     rows = [r for r in json.loads(path.read_text())["results"] if VARIANTS[r["variant"]][1]]
@@ -170,19 +182,28 @@ def main():
     results = []
     probe = dtype_probe(t3)
     print(json.dumps({"dtype_probe": probe}), flush=True)
-    for v in args.variants:
-        fast, fused, dtype, step_kind = VARIANTS[v]
-        t3.use_fast_decode, t3.compile_steps = fast, step_kind
+    for group in weight_groups(args.variants):
+        fast, fused, dtype, _ = VARIANTS[group[0]]
+        t3.use_fast_decode = fast
         if fused:
             t3.fuse_projections()
         if t3.speech_emb.weight.dtype != getattr(mx, dtype):
             t3.set_dtype(getattr(mx, dtype))
-        decode(t3, cond, text, min(args.tokens, 20))  # warm-up (compiles)
-        runs = [decode(t3, cond, text, args.tokens, seed=r) for r in range(args.rounds)]
-        row = {"variant": v, "tokens_per_s": statistics.median(n / dt for n, dt in runs),
-               "tokens": [n for n, _ in runs], **profile_step(t3, cond, text)}
-        results.append(row)
-        print(json.dumps(row), flush=True)
+        runs = {v: [] for v in group}
+        for v in group:  # warm-up (compiles)
+            t3.compile_steps = VARIANTS[v][3]
+            decode(t3, cond, text, min(args.tokens, 20))
+        for r in range(args.rounds):  # the variants of one weight setting alternate, round by round
+            for v in group if r % 2 == 0 else group[::-1]:
+                t3.compile_steps = VARIANTS[v][3]
+                runs[v].append(decode(t3, cond, text, args.tokens, seed=r))
+        for v in group:
+            t3.compile_steps = VARIANTS[v][3]
+            row = {"variant": v, "tokens_per_s": statistics.median(n / dt for n, dt in runs[v]),
+                   "rounds_tokens_per_s": [round(n / dt, 1) for n, dt in runs[v]],
+                   "tokens": [n for n, _ in runs[v]], **profile_step(t3, cond, text)}
+            results.append(row)
+            print(json.dumps(row), flush=True)
     record = {"dtype_probe": probe, "device": args.device, "mlx": mx.__version__, "default_device": str(mx.default_device()),
               "max_ops_per_buffer": os.environ.get("MLX_MAX_OPS_PER_BUFFER", "default"), "tokens": args.tokens,
               "rounds": args.rounds, "results": results, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
