@@ -528,7 +528,6 @@ def test_compiled_step_equals_the_plain_step(models, inputs):
                                        speech_tokens=np.full((2, 1), 6561), cfg_weight=0.5)
     plain_cache, cache = m.make_cache(), m.make_cache()
     mx.eval(m.speech_logits(embeds, plain_cache), m.speech_logits(embeds, cache))
-    m.compile_steps = "layers"
     step = make_step(m)
     assert isinstance(step, CompiledStep)
     for x in mx.random.normal((12, 2, 1, m.dim), key=mx.random.key(2)):
@@ -544,7 +543,7 @@ def test_compiled_step_kinds_checked(models, inputs):
     from mlx_impl.t3.inference.fast_decode import CompiledStep, make_step
 
     _, m, state, cfg = models  # m is not fused
-    m.compile_steps = "layers"
+    assert m.compile_steps == "layers"  # the default
     try:
         assert make_step(m) == m.speech_logits  # unfused: the plain step
         with pytest.raises(TypeError, match="fused projections"):
@@ -553,7 +552,7 @@ def test_compiled_step_kinds_checked(models, inputs):
         with pytest.raises(ValueError, match="'graph' is not one of"):
             make_step(m)
     finally:
-        m.compile_steps = "plain"
+        m.compile_steps = "layers"
     fused = load_t3(state, T3Config(704, llama_config=cfg)).fuse_projections()
     with pytest.raises(ValueError, match="one-token steps"):
         CompiledStep(fused)(mx.zeros((2, 2, fused.dim)), fused.make_cache())
