@@ -139,6 +139,15 @@ def dtype_probe(t3) -> dict:
     return {k: str(v.dtype) for k, v in out.items()} | {"cache": str(cache.keys.dtype)}
 
 
+def gpu_name():
+    try:
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        return None
+
+
 def weight_groups(variants):
     """Consecutive variants that share the weights (fast decode, fusion, dtype) and differ only in the
     step kind: their rounds alternate, so that a machine's drift hits them alike."""
@@ -204,7 +213,7 @@ def main():
                    "tokens": [n for n, _ in runs[v]], **profile_step(t3, cond, text)}
             results.append(row)
             print(json.dumps(row), flush=True)
-    record = {"dtype_probe": probe, "device": args.device, "mlx": mx.__version__, "default_device": str(mx.default_device()),
+    record = {"dtype_probe": probe, "device": args.device, "gpu": gpu_name(), "mlx": mx.__version__, "default_device": str(mx.default_device()),
               "max_ops_per_buffer": os.environ.get("MLX_MAX_OPS_PER_BUFFER", "default"), "tokens": args.tokens,
               "rounds": args.rounds, "results": results, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if args.out:

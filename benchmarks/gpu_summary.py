@@ -15,28 +15,37 @@ DOC = ROOT / "docs" / "BENCH_GPU.md"
 BEGIN, END = "<!-- tables: benchmarks/gpu_summary.py -->", "<!-- /tables -->"
 
 
+def gpu_of(d: dict, path: Path) -> str:
+    """The GPU a result was measured on: recorded since session 3; the earlier files are the H100's."""
+    return d.get("gpu") or ("H200" if "h200" in path.stem else "H100")
+
+
 def step_rows():
     rows = []
     for path in sorted(BENCH.glob("bench_t3_steps_gpu*.json")):
         d = json.loads(path.read_text())
         for r in d["results"]:
-            rows.append("| {} | {} | {} | {} | {:.1f} | {} | {:.2f} | {:.1f} | {:.1f} |".format(
-                path.stem.replace("bench_t3_steps_gpu", "").strip("_") or "-", d["time"][11:16],
-                d.get("max_ops_per_buffer", "?"), r["variant"], r["tokens_per_s"], r.get("kernels", "-"),
+            rounds = "/".join(f"{t:.0f}" for t in r.get("rounds_tokens_per_s", []))
+            rows.append("| {} | {} | {} | {} | {} | {:.1f} | {} | {} | {:.2f} | {:.1f} | {:.1f} |".format(
+                path.stem.replace("bench_t3_steps_gpu", "").strip("_") or "-", gpu_of(d, path), d["time"][:16],
+                d.get("max_ops_per_buffer", "?"), r["variant"], r["tokens_per_s"], rounds or "-", r.get("kernels", "-"),
                 r.get("kernel_ms", float("nan")), r["host_queue_ms"], r["step_wall_ms"]))
-    head = ["| run | time | kernels per graph | variant | T3 tokens/s | kernels per step | kernel ms | host ms to queue | step ms |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    head = ["| run | GPU | time | kernels per graph | variant | T3 tokens/s (median) | rounds | kernels per step | kernel ms | host ms to queue | step ms |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     return head + rows
 
 
-def pipeline_table():
-    path = BENCH / "bench_gpu.json"
-    if not path.is_file():
-        return []
-    d = json.loads(path.read_text())
+def pipeline_tables():
+    out = []
+    for path in sorted(BENCH.glob("bench_gpu*.json")):
+        out += [f"#### {path.name}", "", *pipeline_table(json.loads(path.read_text())), ""]
+    return out
+
+
+def pipeline_table(d: dict):
     sides = [s for s in ("original", "mlx", "expert") if s in d]
     names = {"original": "original", "mlx": "MLX", "expert": "PyTorch expert"}
-    out = [f"{d['device']}; case {d['case']}; {d['t3_tokens']} T3 steps, CFG; medians of {d['rounds']} alternating "
+    out = [f"{d['device']} ({d['time']}); case {d['case']}; {d['t3_tokens']} T3 steps, CFG; medians of {d['rounds']} alternating "
            f"runs; identical tokens original/MLX: {d['same_tokens']}", "",
            "| metric | " + " | ".join(names[s] for s in sides) + " | MLX / original |", "|---|" + "---|" * (len(sides) + 1)]
     for k, label in (("t3_tokens_per_s", "T3 tokens/s"), ("s3gen_s_per_audio_s", "S3Gen s per audio s"),
@@ -47,9 +56,9 @@ def pipeline_table():
 
 
 def main():
-    tables = ["### Whole pipeline (benchmarks/bench_pipeline.py --device gpu --expert)", "", *pipeline_table(), "",
+    tables = ["### Whole pipeline (benchmarks/bench_pipeline.py --device gpu --expert)", "", *pipeline_tables(),
               "### T3 decode variants (benchmarks/bench_t3_steps.py)", "", *step_rows()]
-    md = "\n".join(["## GPU benchmarks (H100, from reports/bench/)", "", *tables]) + "\n"
+    md = "\n".join(["## GPU benchmarks (H100 and H200, from reports/bench/)", "", *tables]) + "\n"
     out = ROOT / "reports" / "out"
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_gpu_steps.md").write_text(md)

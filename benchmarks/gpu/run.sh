@@ -27,7 +27,7 @@ make_synthetic_checkpoint('/tmp/ckpt', seed=0, conds_from='/tmp/gpu_pkgs/ckpt/co
     bash .mlxb/install ;;
   t3)
     python3 benchmarks/bench_t3_steps.py --checkpoint /tmp/ckpt --device gpu --tokens 200 --rounds 3 \
-      --variants ${VARIANTS:-fused layers bf16 bf16-layers} --out "$OUT/bench_t3_steps_gpu.json" ;;
+      --variants ${VARIANTS:-fused layers bf16 bf16-layers} --out "$OUT/bench_t3_steps_gpu.json" "$@" ;;
   t3-sweep)
     for n in 20 50 100 250; do
       MLX_MAX_OPS_PER_BUFFER=$n python3 benchmarks/bench_t3_steps.py --checkpoint /tmp/ckpt --device gpu \
