@@ -35,25 +35,28 @@ class FusedAttention(nn.Module):
     def __init__(self, attn):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.scale, self.rope = attn.n_heads, attn.n_kv_heads, attn.scale, attn.rope
-        self.q_dim = attn.q_proj.weight.shape[0]
-        self.kv_dim = attn.k_proj.weight.shape[0]
         self.qkv_proj = _concat_linears([attn.q_proj, attn.k_proj, attn.v_proj])
         self.o_proj = attn.o_proj
+
+    def project(self, x, offset):
+        """q, k, v as (B, heads, L, head_dim), q and k rotated from `offset` (an int, or an array so
+        that one compiled trace serves every position). The q/k/v row is split by heads after one
+        reshape (views; splitting the row first made v's reshape a copy), and q and k share one RoPE
+        kernel (the rotation is per head)."""
+        B, L, _ = x.shape
+        heads = self.qkv_proj(x).reshape(B, L, self.n_heads + 2 * self.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        n_qk = self.n_heads + self.n_kv_heads
+        # llama3 RoPE's frequencies are float32: in half precision its output (then the KV cache,
+        # the attention and the whole residual stream) would turn float32, and every later matrix
+        # product would cast its weights to float32
+        qk = self.rope(heads[:, :n_qk], offset=offset).astype(x.dtype)
+        return qk[:, : self.n_heads], qk[:, self.n_heads:], heads[:, n_qk:]
 
     def __call__(self, x, mask=None, cache=None):
         from mlx_lm.models.base import scaled_dot_product_attention
 
         B, L, _ = x.shape
-        qkv = self.qkv_proj(x)
-        q, k, v = mx.split(qkv, [self.q_dim, self.q_dim + self.kv_dim], axis=-1)
-        q = q.reshape(B, L, self.n_heads, -1).transpose(0, 2, 1, 3)
-        k = k.reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
-        v = v.reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
-        offset = cache.offset if cache is not None else 0
-        # llama3 RoPE's frequencies are float32: in half precision its output (then the KV cache,
-        # the attention and the whole residual stream) would turn float32, and every later matrix
-        # product would cast its weights to float32 (seen on MLX's CUDA backend: 181 casts a step)
-        q, k = self.rope(q, offset=offset).astype(x.dtype), self.rope(k, offset=offset).astype(x.dtype)
+        q, k, v = self.project(x, cache.offset if cache is not None else 0)
         if cache is not None:
             k, v = cache.update_and_fetch(k, v)
         out = scaled_dot_product_attention(q, k, v, cache=cache, scale=self.scale, mask=mask)
@@ -100,17 +103,8 @@ def fuse_projections(tfmr) -> None:
 
 
 def _project(layer, x, offset):
-    """input norm, fused q/k/v, RoPE at `offset` (an array: one trace serves every position).
-    The q/k/v row is split by heads after one reshape (views, where splitting the row first makes
-    v's reshape a copy), and q and k share one RoPE kernel (the rotation is per head): two kernels
-    a layer fewer than FusedAttention, the same values."""
-    attn = layer.self_attn
-    B, L, _ = x.shape
-    heads = attn.qkv_proj(layer.input_layernorm(x)).reshape(B, L, attn.n_heads + 2 * attn.n_kv_heads, -1)
-    heads = heads.transpose(0, 2, 1, 3)
-    n_qk = attn.n_heads + attn.n_kv_heads
-    qk = attn.rope(heads[:, :n_qk], offset=offset).astype(x.dtype)
-    return qk[:, : attn.n_heads], qk[:, attn.n_heads:], heads[:, n_qk:]
+    """input norm, then FusedAttention.project."""
+    return layer.self_attn.project(layer.input_layernorm(x), offset)
 
 
 def _finish(layer, x, attn_out):
