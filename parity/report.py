@@ -44,12 +44,17 @@ def load_history(path: Path = HISTORY) -> List[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def append_history(run: dict, path: Path = HISTORY) -> None:
+def append_history(run: dict, path: Path = HISTORY) -> bool:
+    """Appends `run` unless the history holds it already (the same meta: a second `report` of one
+    run); says whether it appended."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if any(past["meta"] == run["meta"] for past in load_history(path)):
+        return False
     slim = {"meta": run["meta"], "results": [
         {k: r[k] for k in ("case", "checkpoint", "status")} | {"metrics": _tracked_metrics(r)} for r in run["results"]]}
     with open(path, "a") as f:
         f.write(json.dumps(slim, default=float) + "\n")
+    return True
 
 
 def _tracked_metrics(r: dict) -> dict:

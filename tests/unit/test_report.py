@@ -53,3 +53,14 @@ def test_report_without_results_is_a_clear_error(tmp_path):
     from parity.cli import main
 
     assert main(["report", "--results", str(tmp_path / "none.json"), "--out", str(tmp_path)]) == 2
+
+
+def test_a_run_enters_the_history_once(tmp_path):
+    hist = tmp_path / "history.jsonl"
+    run = _run(120.0)
+    assert report.append_history(run, hist)
+    assert not report.append_history(copy.deepcopy(run), hist)  # the same run reported twice
+    later = copy.deepcopy(run)
+    later["meta"]["time"] = "t2"
+    assert report.append_history(later, hist)
+    assert [h["meta"]["time"] for h in report.load_history(hist)] == ["t", "t2"]
