@@ -13,7 +13,9 @@ an inverse-CDF draw — with three changes that only move work:
   uniform or the top-p threshold falls within float32 rounding of a CDF boundary.
 
 `fuse_projections(tfmr)` concatenates q/k/v and gate/up weights so that each layer runs two matrix
-products fewer (same dot products; the kernels may block them differently).
+products fewer (same dot products; the kernels may block them differently). On a fused model the
+one-token steps run as `CompiledStep` (one `mx.compile`d call per layer; `T3.compile_steps`):
+bit-identical logits on the CPU, less host work per step (MLX's GPU backends are host-bound here).
 """
 from __future__ import annotations
 
@@ -90,6 +92,10 @@ def _concat_linears(linears) -> nn.Linear:
     return fused
 
 
+def is_fused(tfmr) -> bool:
+    return all(isinstance(l.self_attn, FusedAttention) and isinstance(l.mlp, FusedMLP) for l in tfmr.layers)
+
+
 def fuse_projections(tfmr) -> None:
     """In place: every layer of mlx-lm's LlamaModel gets FusedAttention and FusedMLP."""
     for layer in tfmr.layers:
@@ -131,10 +137,9 @@ class CompiledStep:
     changing them (fast_decode builds one per call)."""
 
     def __init__(self, t3):
-        layers = t3.tfmr.layers
-        if not all(isinstance(l.self_attn, FusedAttention) and isinstance(l.mlp, FusedMLP) for l in layers):
+        if not is_fused(t3.tfmr):
             raise TypeError("CompiledStep needs fused projections (T3.fuse_projections)")
-        self.layers = layers
+        self.layers = layers = t3.tfmr.layers
         self.first = mx.compile(partial(_project, layers[0]))
         self.links = [mx.compile(partial(_link, a, b)) for a, b in zip(layers[:-1], layers[1:])]
         self.last = mx.compile(partial(_head, layers[-1], t3.tfmr.norm, t3.speech_head))
@@ -225,8 +230,7 @@ def make_step(t3):
     kind = t3.compile_steps or "plain"
     if kind not in STEP_KINDS:
         raise ValueError(f"T3.compile_steps: {kind!r} is not one of {STEP_KINDS}")
-    fused = all(isinstance(l.self_attn, FusedAttention) and isinstance(l.mlp, FusedMLP) for l in t3.tfmr.layers)
-    if kind == "plain" or not fused:
+    if kind == "plain" or not is_fused(t3.tfmr):
         return t3.speech_logits
     return CompiledStep(t3)
 
