@@ -5,11 +5,13 @@ CUPTI by torch.profiler on a GPU machine).
 Variants: `mirror` (the step-by-step loop that mirrors the original, host-side sampling), `fast`
 (inference/fast_decode.py: device-side compiled sampling, next step queued before the token is
 read), `fused` (q/k/v and gate/up fused), `layers` (fused, with fast_decode's compiled one-token
-step: one compiled call per layer), then `bf16`, `bf16-layers` and `fp16` weights (fused). Run them in this order: a variant
-only casts weights down, never back up. Medians of --rounds runs of --tokens steps after a warm-up; random draws (MLX's
-generator, fixed seed), CFG on. Usage:
+step: one compiled call per layer), then `bf16`, `bf16-layers` and `fp16` weights (fused). Run them
+in this order: a variant only casts weights down, never back up; consecutive variants with the same
+weights alternate round by round. Medians of --rounds runs of --tokens steps after a warm-up;
+random draws (MLX's generator, fixed seed), CFG on. Usage:
     python benchmarks/bench_t3_steps.py [--checkpoint DIR] [--device cpu|gpu] [--tokens 200] [--rounds 3]
-        [--variants mirror fast fused bf16] [--out reports/out/bench_t3_steps_gpu.json]
+        [--variants fused layers bf16 bf16-layers] [--out reports/out/bench_t3_steps_gpu.json]
+    python benchmarks/bench_t3_steps.py --best RESULTS.json   # bench_pipeline's MLX options for the fastest
 MLX_MAX_OPS_PER_BUFFER (CUDA backend: kernels per CUDA graph) is read from the environment.
 """
 from __future__ import annotations
@@ -162,15 +164,12 @@ def weight_groups(variants):
 
 def best_variant_args(path: Path) -> str:
     """bench_pipeline.py's --mlx-dtype/--mlx-step for the fastest fused variant of a results file."""
-    rows = [r for r in json.loads(path.read_text())["results"] if VARIANTS[r["variant"]][1]]
+    rows = [r for r in json.loads(path.read_text())["results"] if VARIANTS.get(r["variant"], (0, False))[1]]
     _, _, dtype, step_kind = VARIANTS[max(rows, key=lambda r: r["tokens_per_s"])["variant"]]
     return f"--mlx-dtype {dtype} --mlx-step {step_kind}"
 
 
 def main():
-    if sys.argv[1:2] == ["--best"]:
-        print(best_variant_args(Path(sys.argv[2])))
-        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoint", type=Path, default=None)
     ap.add_argument("--case", default="espeak_22k")
@@ -179,7 +178,12 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["mirror", "fast", "fused", "layers"])
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--best", type=Path, default=None,
+                    help="print bench_pipeline's --mlx-dtype/--mlx-step for the fastest fused variant of this results file")
     args = ap.parse_args()
+    if args.best:
+        print(best_variant_args(args.best))
+        return
     import mlx.core as mx
 
     mx.set_default_device(mx.gpu if args.device == "gpu" else mx.cpu)
