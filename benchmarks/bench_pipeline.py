@@ -169,7 +169,9 @@ class Worker:
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--worker", side, "--checkpoint", str(args.checkpoint), "--case", args.case,
              "--tokens", str(args.tokens), "--uniforms", uniforms_path, "--device", args.device,
-             "--mlx-dtype", args.mlx_dtype] + (["--mlx-step", args.mlx_step] if args.mlx_step else []) + (["--builtin-voice"] if args.builtin_voice else []),
+             "--mlx-dtype", args.mlx_dtype]
+            + (["--mlx-step", args.mlx_step] if args.mlx_step else [])
+            + (["--builtin-voice"] if args.builtin_voice else []),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
         self._read()
 
@@ -214,7 +216,9 @@ def main():
     ap.add_argument("--uniforms", default="")
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     ap.add_argument("--mlx-dtype", choices=("float32", "bfloat16", "float16"), default="float32")
-    ap.add_argument("--mlx-step", choices=("plain", "layers"), default=None,
+    from mlx_impl.t3.inference.fast_decode import STEP_KINDS
+
+    ap.add_argument("--mlx-step", choices=STEP_KINDS, default=None,
                     help="T3 one-token step of fast decode (mlx_impl/t3/inference/fast_decode.make_step); default: the model's")
     ap.add_argument("--expert", action="store_true", help="GPU: add the StaticCache + CUDA-graphs T3 baseline")
     ap.add_argument("--builtin-voice", action="store_true", help="conditioning from the checkpoint's conds.pt")
