@@ -80,6 +80,16 @@ if [ "$(uname -s)" = Linux ]; then
   say "OpenBLAS core type: $($VENV/bin/python -c 'import os; print(os.environ.get("OPENBLAS_CORETYPE", "auto"))')"
 fi
 
+# --- float32 CPU kernels for MLX's CPU backend (mlx_impl/cpu_kernels; Linux): without them the
+# flow runs its softmax/GELU/LayerNorm as chains of MLX's scalar kernels, ~2.3x slower
+if [ "$(uname -s)" = Linux ]; then
+  if [ -f mlx_impl/cpu_kernels/kernels.cpp ] && { [ "${FORCE_CPU_KERNELS:-0}" = 1 ] || ! $VENV/bin/python -c "from mlx_impl import cpu_kernels as k; assert k.available()" 2>/dev/null \
+       || [ mlx_impl/cpu_kernels/kernels.cpp -nt "$(ls mlx_impl/cpu_kernels/_kernels*.so 2>/dev/null | head -1)" ]; }; then
+    say "building the CPU kernels (scripts/build_cpu_kernels.sh)"
+    VENV_PY=$VENV/bin/python bash scripts/build_cpu_kernels.sh || say "WARNING: CPU kernels not built: MLX falls back to its own (slower) ops"
+  fi
+fi
+
 $VENV/bin/python - <<'PY'
 import mlx.core as mx, mlx_lm  # noqa
 assert float((mx.ones((64, 64)) @ mx.ones((64, 64)))[0, 0]) == 64.0, "MLX matmul through the linked BLAS is wrong"

@@ -11,6 +11,7 @@ import mlx.nn as nn
 from .matcha.decoder import (Block1D, Downsample1D, ResnetBlock1D, SinusoidalPosEmb, TimestepEmbedding,
                              Upsample1D)
 from .matcha.transformer import BasicTransformerBlock
+from .transformer.activation import LayerNorm
 from .transformer.convolution import Conv1d
 from .utils.mask import add_optional_chunk_mask
 
@@ -41,7 +42,7 @@ class CausalBlock1D(Block1D):
     def __init__(self, dim: int, dim_out: int):
         nn.Module.__init__(self)
         self.conv = CausalConv1d(dim, dim_out, 3)
-        self.norm = nn.LayerNorm(dim_out)
+        self.norm = LayerNorm(dim_out)
 
 
 class CausalResnetBlock1D(ResnetBlock1D):

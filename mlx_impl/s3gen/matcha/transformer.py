@@ -6,7 +6,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from ..transformer.activation import attention, gelu
+from ..transformer.activation import LayerNorm, attention, gelu
 
 
 class Attention(nn.Module):
@@ -89,10 +89,10 @@ class BasicTransformerBlock(nn.Module):
         if (cross_attention_dim is not None or only_cross_attention or double_self_attention
                 or num_embeds_ada_norm is not None or norm_type != "layer_norm"):
             raise NotImplementedError("BasicTransformerBlock: only self-attention with layer norms")
-        self.norm1 = nn.LayerNorm(dim, eps=1e-5, affine=norm_elementwise_affine)
+        self.norm1 = LayerNorm(dim, eps=1e-5, affine=norm_elementwise_affine)
         self.attn1 = Attention(dim, heads=num_attention_heads, dim_head=attention_head_dim,
                                dropout=dropout, bias=attention_bias)
-        self.norm3 = nn.LayerNorm(dim, eps=1e-5, affine=norm_elementwise_affine)
+        self.norm3 = LayerNorm(dim, eps=1e-5, affine=norm_elementwise_affine)
         self.ff = FeedForward(dim, dropout=dropout, activation_fn=activation_fn, final_dropout=final_dropout)
 
     def __call__(self, hidden_states: mx.array, attention_mask: mx.array = None, timestep=None) -> mx.array:

@@ -6,7 +6,7 @@ import math
 import mlx.core as mx
 import mlx.nn as nn
 
-from .activation import softmax, softmax_parts
+from .activation import softmax, softmax_matmul
 
 
 class MultiHeadedAttention(nn.Module):
@@ -40,8 +40,7 @@ class MultiHeadedAttention(nn.Module):
             attn = mx.where(keep, softmax(scores, axis=-1), 0.0)
             x = attn @ value
         else:
-            e, s = softmax_parts(scores)
-            x = (e @ value) / s
+            x = softmax_matmul(scores, value)
         x = x.transpose(0, 2, 1, 3)
         return self.linear_out(x.reshape(x.shape[0], -1, self.h * self.d_k))
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from .activation import LayerNorm
+
 
 class ConformerEncoderLayer(nn.Module):
     def __init__(self, size: int, self_attn: nn.Module, feed_forward: nn.Module = None,
@@ -12,19 +14,19 @@ class ConformerEncoderLayer(nn.Module):
         super().__init__()
         self.self_attn = self_attn
         self.feed_forward = feed_forward
-        self.norm_ff = nn.LayerNorm(size, eps=1e-12)
-        self.norm_mha = nn.LayerNorm(size, eps=1e-12)
+        self.norm_ff = LayerNorm(size, eps=1e-12)
+        self.norm_mha = LayerNorm(size, eps=1e-12)
         if feed_forward_macaron is not None:
             self.feed_forward_macaron = feed_forward_macaron
-            self.norm_ff_macaron = nn.LayerNorm(size, eps=1e-12)
+            self.norm_ff_macaron = LayerNorm(size, eps=1e-12)
             self.ff_scale = 0.5
         else:
             self.feed_forward_macaron = None
             self.ff_scale = 1.0
         self.conv_module = conv_module
         if conv_module is not None:
-            self.norm_conv = nn.LayerNorm(size, eps=1e-12)
-            self.norm_final = nn.LayerNorm(size, eps=1e-12)
+            self.norm_conv = LayerNorm(size, eps=1e-12)
+            self.norm_final = LayerNorm(size, eps=1e-12)
         self.size = size
         self.normalize_before = normalize_before
 

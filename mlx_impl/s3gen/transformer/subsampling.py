@@ -4,6 +4,8 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from .activation import LayerNorm
+
 
 class LinearNoSubsampling(nn.Module):
     """Linear -> LayerNorm(eps=1e-5) -> positional encoding. Original `out.0` / `out.1` are
@@ -12,7 +14,7 @@ class LinearNoSubsampling(nn.Module):
     def __init__(self, idim: int, odim: int, dropout_rate: float, pos_enc_class: nn.Module):
         super().__init__()
         self.linear = nn.Linear(idim, odim)
-        self.norm = nn.LayerNorm(odim, eps=1e-5)
+        self.norm = LayerNorm(odim, eps=1e-5)
         self.pos_enc = pos_enc_class
         self.right_context = 0
         self.subsampling_rate = 1

@@ -9,7 +9,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..utils.mask import add_optional_chunk_mask, make_pad_mask
-from .activation import ACTIVATIONS
+from .activation import ACTIVATIONS, LayerNorm
 from .attention import ATTENTION_CLASSES
 from .convolution import Conv1d, ConvolutionModule
 from .embedding import POS_ENC_CLASSES
@@ -107,7 +107,7 @@ class UpsampleConformerEncoder(nn.Module):
             )
 
         self.embed = input_layer_()
-        self.after_norm = nn.LayerNorm(output_size, eps=1e-5)
+        self.after_norm = LayerNorm(output_size, eps=1e-5)
         self.pre_lookahead_layer = PreLookaheadLayer(channels=512, pre_lookahead_len=3)
         self.encoders = [layer() for _ in range(num_blocks)]
         self.up_layer = Upsample1D(channels=512, out_channels=512, stride=2)
