@@ -9,6 +9,7 @@ arithmetic forms of `mlx_impl/s3gen/transformer/activation.py`; callers use them
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 _module = None
 _error = None
@@ -49,3 +50,25 @@ def kernels():
     if not available():
         raise RuntimeError(f"mlx_impl.cpu_kernels: {_error}")
     return _module
+
+
+@contextmanager
+def one_blas_thread(streams):
+    """While inside, BLAS products queued on each of `streams` (CPU streams that will run at the
+    same time) use one thread each (Intel MKL; a no-op with other BLAS libraries or without the
+    kernels). The settings take effect in each stream's queue order."""
+    if not available():
+        yield
+        return
+    import mlx.core as mx
+
+    def set_all(n):
+        for s in streams:
+            with mx.stream(s):
+                _module.set_stream_blas_threads(n)
+
+    set_all(1)
+    try:
+        yield
+    finally:
+        set_all(0)

@@ -1,5 +1,7 @@
 // CPU kernels for MLX's Linux CPU backend: exp, sigmoid, SiLU, Mish, exact GELU, softmax over the
-// last axis and LayerNorm over the last axis, each one pass over contiguous float32 data.
+// last axis and LayerNorm over the last axis, each one pass over contiguous float32 data; and
+// attention, softmax(q k^T * scale + bias) v, per head and block of query rows in cache (BLAS
+// products, the softmax in between, no T x T array in memory).
 //
 // Why: MLX 0.32's CPU backend runs these as chains of scalar kernels (one pass per operation,
 // mx.compile fuses at most 11 operations deep), 5-20x slower than PyTorch's vectorised ones. The
@@ -14,13 +16,24 @@
 #include <stdexcept>
 #include <string>
 
+#include <optional>
+#include <vector>
+
 #include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
 
 #include "mlx/allocator.h"
 #include "mlx/backend/cpu/encoder.h"
 #include "mlx/ops.h"
 #include "mlx/primitives.h"
 #include "mlx/utils.h"
+
+// the BLAS MLX is linked with (libmlx.so's dependency, found in its load scope)
+extern "C" void cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                            const float* a, int lda, const float* b, int ldb, float beta, float* c,
+                            int ldc);
+// Intel MKL only: BLAS threads of the calling thread (weak: absent with other BLAS libraries)
+extern "C" int MKL_Set_Num_Threads_Local(int n) __attribute__((weak));
 
 namespace mx = mlx::core;
 namespace nb = nanobind;
@@ -285,6 +298,87 @@ class LayerNormKernel : public mx::UnaryPrimitive {
   float eps_;
 };
 
+
+constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
+constexpr int64_t kQueryBlock = 128;  // query rows per block: scores of 128 x S floats stay in L2
+
+// A (B, H, N, D) operand: base pointer and element strides (the D axis has stride 1).
+struct Operand4 {
+  const float* data;
+  int64_t sb, sh, sn;
+};
+
+Operand4 operand(const mx::array& a) {
+  const auto& st = a.strides();
+  return {a.data<float>(), st[0], st[1], st[2]};
+}
+
+// Additive bias broadcast to (B, H, T, S): strides of broadcast axes are 0.
+struct Bias4 {
+  const float* data = nullptr;
+  int64_t sb = 0, sh = 0, st = 0;
+};
+
+void attention_heads(Operand4 q, Operand4 k, Operand4 v, Bias4 bias, float* out, int64_t B,
+                     int64_t H, int64_t T, int64_t S, int64_t D, float scale) {
+  std::vector<float> scores(static_cast<size_t>(std::min(T, kQueryBlock) * S));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t t0 = 0; t0 < T; t0 += kQueryBlock) {
+        int64_t rows = std::min(kQueryBlock, T - t0);
+        const float* qb = q.data + b * q.sb + h * q.sh + t0 * q.sn;
+        cblas_sgemm(kRowMajor, kNoTrans, kTrans, rows, S, D, scale, qb, q.sn,
+                    k.data + b * k.sb + h * k.sh, k.sn, 0.0f, scores.data(), S);
+        if (bias.data)
+          for (int64_t r = 0; r < rows; ++r) {
+            const float* br = bias.data + b * bias.sb + h * bias.sh + (t0 + r) * bias.st;
+            float* sr = scores.data() + r * S;
+            for (int64_t j = 0; j < S; ++j) sr[j] += br[j];
+          }
+        softmax_rows(scores.data(), scores.data(), rows, S);
+        // out is (B, T, H, D): row t of head h at ((b T + t) H + h) D
+        cblas_sgemm(kRowMajor, kNoTrans, kNoTrans, rows, D, S, 1.0f, scores.data(), S,
+                    v.data + b * v.sb + h * v.sh, v.sn, 0.0f, out + ((b * T + t0) * H + h) * D, H * D);
+      }
+}
+
+int64_t broadcast_stride(const mx::array& a, int axis) {
+  return a.shape(axis) == 1 ? 0 : a.strides()[axis];
+}
+
+class AttentionKernel : public mx::UnaryPrimitive {
+ public:
+  AttentionKernel(mx::Stream s, float scale) : mx::UnaryPrimitive(s), scale_(scale) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    const auto &q = inputs[0], &k = inputs[1], &v = inputs[2];
+    for (int i = 0; i < 3; ++i)
+      if (inputs[i].strides().back() != 1 && inputs[i].shape().back() != 1)
+        throw std::invalid_argument("attention: q, k, v with a unit-stride last axis expected");
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    Bias4 bias;
+    if (inputs.size() == 4) {
+      const auto& bb = inputs[3];
+      bias = {bb.data<float>(), broadcast_stride(bb, 0), broadcast_stride(bb, 1), broadcast_stride(bb, 2)};
+    }
+    auto& enc = mx::cpu::get_command_encoder(stream());
+    for (const auto& a : inputs) enc.set_input_array(a);
+    enc.set_output_array(out);
+    enc.dispatch([qo = operand(q), ko = operand(k), vo = operand(v), bias, dst = out.data<float>(),
+                  B = q.shape(0), H = q.shape(1), T = q.shape(2), S = k.shape(2), D = q.shape(3),
+                  scale = scale_]() {
+      attention_heads(qo, ko, vo, bias, dst, B, H, T, S, D, scale);
+    });
+  }
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
+    throw std::runtime_error("cpu_kernels: CPU only");
+  }
+  const char* name() const override { return "CpuKernelAttention"; }
+
+ private:
+  float scale_;
+};
+
 mx::Stream cpu_stream(const char* what) {
   auto s = mx::to_stream({});
   if (s.device != mx::Device::cpu)
@@ -320,6 +414,40 @@ mx::array layer_norm_last(const mx::array& x, const mx::array& weight, const mx:
   return mx::array(in[0].shape(), mx::float32, std::make_shared<LayerNormKernel>(s, eps), in);
 }
 
+
+mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale,
+                    std::optional<mx::array> bias) {
+  for (const auto* a : {&q, &k, &v}) check_input(*a, "attention");
+  if (q.ndim() != 4 || k.ndim() != 4 || v.ndim() != 4 || k.shape() != v.shape() ||
+      q.shape(0) != k.shape(0) || q.shape(1) != k.shape(1) || q.shape(3) != k.shape(3))
+    throw std::invalid_argument("attention: q (B, H, T, D), k and v (B, H, S, D) expected");
+  auto s = cpu_stream("attention");
+  int64_t B = q.shape(0), H = q.shape(1), T = q.shape(2), S = k.shape(2), D = q.shape(3);
+  std::vector<mx::array> in = {q, k, v};
+  if (bias) {
+    check_input(*bias, "attention");
+    const auto& bs = bias->shape();
+    bool ok = bias->ndim() == 4 && bs[3] == S;
+    for (int i = 0; i < 3 && ok; ++i) ok = bs[i] == 1 || bs[i] == q.shape(i);
+    if (!ok) throw std::invalid_argument("attention: bias of shape (B|1, H|1, T|1, S) expected");
+    in.push_back(mx::contiguous(*bias, false, s));  // broadcast axes are read with stride 0
+  }
+  return mx::array({B, T, H, D}, mx::float32,
+                   std::make_shared<AttentionKernel>(s, scale), in);
+}
+
+// MLX runs each CPU stream's work on its own thread; with two streams busy at once, BLAS calls
+// that each start a team of threads oversubscribe the cores (measured: 2-thread MKL products on
+// two streams at once are slower than 1-thread ones). The setting is MKL's thread-local one, set
+// on the stream's thread in queue order.
+bool set_stream_blas_threads(int threads) {
+  if (!MKL_Set_Num_Threads_Local) return false;
+  if (threads < 0) throw std::invalid_argument("set_stream_blas_threads: threads >= 0 expected");
+  auto s = cpu_stream("set_stream_blas_threads");
+  mx::cpu::get_command_encoder(s).dispatch([threads]() { MKL_Set_Num_Threads_Local(threads); });
+  return true;
+}
+
 }  // namespace
 
 NB_MODULE(_kernels, m) {
@@ -332,4 +460,10 @@ NB_MODULE(_kernels, m) {
   m.def("softmax", &softmax_last, "x"_a, "softmax over the last axis");
   m.def("layer_norm", &layer_norm_last, "x"_a, "weight"_a, "bias"_a, "eps"_a,
         "LayerNorm over the last axis");
+  m.def("attention", &attention, "q"_a, "k"_a, "v"_a, "scale"_a, "bias"_a = nb::none(),
+        "softmax(q k^T * scale + bias) v: q (B, H, T, D), k, v (B, H, S, D) with a unit-stride "
+        "last axis, bias (B|1, H|1, T|1, S) or None -> (B, T, H, D)");
+  m.def("set_stream_blas_threads", &set_stream_blas_threads, "threads"_a,
+        "BLAS threads of the default stream's worker thread from now on (0: the process-wide "
+        "setting). Intel MKL only; returns False (and does nothing) with other BLAS libraries");
 }

@@ -11,6 +11,7 @@ from typing import Callable, Optional
 import mlx.core as mx
 import numpy as np
 
+from .. import cpu_kernels
 from .configs import CFM_PARAMS
 from .matcha.flow_matching import BASECFM
 from .transformer.activation import side_stream, whole_on_stream
@@ -50,14 +51,16 @@ class ConditionalCFM(BASECFM):
 
     def _estimate(self, b, *inputs):
         """The estimator on the (2B, ...) CFG batch. On the CPU the conditional and unconditional
-        halves run on two streams at once (MLX runs a stream's elementwise work on one thread):
-        the same rows, computed in two batches of B instead of one of 2B."""
+        halves run on two streams at once (MLX runs a stream's elementwise work on one thread),
+        with one BLAS thread each: the same rows, computed in two batches of B instead of one of 2B."""
         if mx.default_device() == mx.gpu:
             return self.estimator(*inputs)
         halves = []
-        for rows, stream in ((slice(0, b), mx.default_stream(mx.cpu)), (slice(b, 2 * b), side_stream())):
-            with whole_on_stream(stream):
-                halves.append(self.estimator(*(a[rows] for a in inputs)))
+        streams = (mx.default_stream(mx.cpu), side_stream())
+        with cpu_kernels.one_blas_thread(streams):
+            for rows, stream in zip((slice(0, b), slice(b, 2 * b)), streams):
+                with whole_on_stream(stream):
+                    halves.append(self.estimator(*(a[rows] for a in inputs)))
         return mx.concatenate(halves, axis=0)
 
     def solve_euler(self, x, t_span, mu, mask, spks, cond,

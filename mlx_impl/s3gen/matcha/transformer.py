@@ -40,8 +40,8 @@ class Attention(nn.Module):
         bias = None
         if attention_mask is not None:
             bias = attention_mask if attention_mask.ndim == 4 else attention_mask[:, None]
-        o = attention(q, k, v, self.scale, bias)
-        return self.to_out(o.transpose(0, 2, 1, 3).reshape(b, t, -1))
+        o = attention(q, k, v, self.scale, bias)  # (B, T, heads, dim_head)
+        return self.to_out(o.reshape(b, t, -1))
 
 
 class GELU(nn.Module):

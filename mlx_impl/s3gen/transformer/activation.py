@@ -235,11 +235,37 @@ def softmax_matmul(scores: mx.array, v: mx.array) -> mx.array:
     return (e @ v) / s
 
 
+def _attention_kernel(q: mx.array):
+    if _native() or q.dtype != mx.float32 or not cpu_kernels.available():
+        return None
+    return cpu_kernels.kernels().attention
+
+
 def attention(q: mx.array, k: mx.array, v: mx.array, scale: float, bias: mx.array = None) -> mx.array:
-    """softmax(q k^T * scale + bias) v for (B, H, T, D) inputs; bias additive, broadcastable to
-    (B, H, Tq, Tk), or None. On the CPU, for large score matrices the heads are split in two halves
-    whose softmax (elementwise work, which MLX's CPU backend runs on one thread per stream) runs on
-    two streams at once."""
+    """softmax(q k^T * scale + bias) v for (B, H, T, D) inputs, returned as (B, T, H, D); bias
+    additive, (B|1, H|1, T|1, Tk), or None. On the CPU with the kernels built: one kernel per head
+    and block of query rows (the T x T scores stay in cache); q, k, v need a unit-stride last axis
+    (views of projections are). Otherwise MLX ops. For large score matrices the heads are split in
+    two halves on two CPU streams (MLX's CPU backend runs a stream's work on one thread)."""
+    kernel = _attention_kernel(q)
+    if kernel is None:
+        return _attention_ops(q, k, v, scale, bias).transpose(0, 2, 1, 3)
+    if bias is not None and bias.ndim == 3:
+        bias = bias[:, None]
+    h = q.shape[1]
+    if q.shape[2] * k.shape[2] * h < _SPLIT_MIN_ELEMENTS or h < 2 or not _SPLIT:
+        return kernel(q, k, v, scale, bias)
+    half = h // 2
+    heads = lambda a, sl: a if a is None or a.shape[1] == 1 else a[:, sl]
+    main = mx.default_stream(mx.cpu)
+    with cpu_kernels.one_blas_thread((main, side_stream())):
+        lo = kernel(q[:, :half], k[:, :half], v[:, :half], scale, heads(bias, slice(0, half)))
+        with mx.stream(side_stream()):
+            hi = kernel(q[:, half:], k[:, half:], v[:, half:], scale, heads(bias, slice(half, None)))
+    return mx.concatenate([lo, hi], axis=2)
+
+
+def _attention_ops(q, k, v, scale, bias):
     scores = (q * scale) @ k.swapaxes(-1, -2)
     if bias is not None:
         scores = scores + bias
