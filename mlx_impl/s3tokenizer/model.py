@@ -13,6 +13,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from .. import cpu_kernels
 from .utils import make_non_pad_mask, mask_to_bias, merge_tokenized_segments
 
 # Constants of the long-audio path (identical in V1 and V2): 30 s windows, 4 s overlap.
@@ -35,9 +36,42 @@ class ModelConfig:
     use_sdpa: bool = False
 
 
-# The original subclasses of nn.LayerNorm / nn.Linear / nn.Conv1d only cast weights to the input
-# dtype; in float32 they are the plain layers.
-LayerNorm = nn.LayerNorm
+def _cpu_kernels_apply(x: mx.array) -> bool:
+    """Whether `mlx_impl.cpu_kernels` replaces MLX's op for x: on the CPU, kernels built, float32.
+    MLX's Linux CPU erf / softmax / layer norm are chains of scalar passes (erf GELU of (1, 250, 5120)
+    51 ms, the kernel 1.2 ms); on a GPU MLX's own ops are used."""
+    return x.dtype == mx.float32 and mx.default_device() != mx.gpu and cpu_kernels.available()
+
+
+def gelu(x: mx.array) -> mx.array:
+    """Exact (erf) GELU, torch's nn.GELU() / F.gelu."""
+    return cpu_kernels.kernels().gelu(x) if _cpu_kernels_apply(x) else nn.gelu(x)
+
+
+def softmax(x: mx.array) -> mx.array:
+    """Softmax over the last axis."""
+    return cpu_kernels.kernels().softmax(x) if _cpu_kernels_apply(x) else mx.softmax(x, axis=-1)
+
+
+class GELU(nn.Module):
+    """nn.GELU() of the original's MLP (no parameters: the names stay `mlp.0` / `mlp.2`)."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return gelu(x)
+
+
+class LayerNorm(nn.LayerNorm):
+    """The original subclass only casts its weights to the input dtype: in float32, nn.LayerNorm
+    (here over the last axis in one kernel pass where `_cpu_kernels_apply`)."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if _cpu_kernels_apply(x) and "weight" in self and "bias" in self and self.weight.dtype == mx.float32:
+            return cpu_kernels.kernels().layer_norm(x, self.weight, self.bias, self.eps)
+        return super().__call__(x)
+
+
+# The original subclasses of nn.Linear / nn.Conv1d only cast weights to the input dtype; in float32
+# they are the plain layers.
 Linear = nn.Linear
 Conv1d = nn.Conv1d
 
@@ -56,7 +90,7 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000) -> np.nd
 
 def _mlp(n_state: int) -> list:
     # a list (not nn.Sequential) so that the parameter names stay the original's `mlp.0` / `mlp.2`
-    return [Linear(n_state, n_state * 4), nn.GELU(), Linear(n_state * 4, n_state)]
+    return [Linear(n_state, n_state * 4), GELU(), Linear(n_state * 4, n_state)]
 
 
 def _run_mlp(layers: list, x: mx.array) -> mx.array:
@@ -94,7 +128,7 @@ class MultiHeadAttention(nn.Module):
             qk = q @ k  # (B, H, T, T)
             if mask is not None:
                 qk = qk + mask
-            w = mx.softmax(qk, axis=-1)
+            w = softmax(qk)
             return (w @ v).transpose(0, 2, 1, 3).reshape(B, T, H * Dh), qk
         k = k.transpose(0, 2, 1, 3) * scale
         assert mask is not None
@@ -145,10 +179,10 @@ class AudioEncoder(nn.Module):
         """x: (B, n_mels, T) mel; x_len: (B,) -> hidden (B, T', n_state), lengths (B,)."""
         x = x.transpose(0, 2, 1)  # (B, T, n_mels)
         mask = make_non_pad_mask(x_len)[..., None]
-        x = nn.gelu(self.conv1(x * mask))
+        x = gelu(self.conv1(x * mask))
         x_len = conv_out_len(x_len, self.stride)
         mask = make_non_pad_mask(x_len)[..., None]
-        x = nn.gelu(self.conv2(x * mask))
+        x = gelu(self.conv2(x * mask))
         x_len = conv_out_len(x_len, 2)
         mask = make_non_pad_mask(x_len)[:, None, :]
         mask = mask_to_bias(mask, x.dtype)

@@ -14,7 +14,7 @@ import mlx.nn as nn
 import numpy as np
 
 from .model import (Conv1d, LayerNorm, Linear, MultiHeadAttention, QuantizeMixin, _mlp, _run_mlp,
-                    conv_out_len)
+                    conv_out_len, gelu)
 from .utils import make_non_pad_mask, mask_to_bias
 
 
@@ -207,11 +207,11 @@ class AudioEncoderV2(nn.Module):
         x = x.transpose(0, 2, 1)  # (B, T, n_mels)
         x_len = mx.array(x_len)
         mask = make_non_pad_mask(x_len, T)[..., None]
-        x = nn.gelu(self.conv1(x * mask))
+        x = gelu(self.conv1(x * mask))
         x_len = conv_out_len(x_len, self.stride)
         x_slen = conv_out_len(T, self.stride)
         mask = make_non_pad_mask(x_len, x_slen)[..., None]
-        x = nn.gelu(self.conv2(x * mask))
+        x = gelu(self.conv2(x * mask))
         x_len = conv_out_len(x_len, 2)
         x_slen = conv_out_len(x_slen, self.stride)
         mask = make_non_pad_mask(x_len, x_slen)  # (B, T')

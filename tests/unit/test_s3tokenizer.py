@@ -343,3 +343,84 @@ def test_depthwise_shift_sum_equals_native_grouped_conv():
                                      groups=64).transpose(1, 2).numpy()
     _snr(ref, shift, "fsmn depthwise (shift-sum)")
     _snr(ref, native, "fsmn depthwise (mx.conv1d groups)")
+
+
+# ----------------------------------------------------------------------------- CPU kernels
+class _SpyKernels:
+    """mlx_impl.cpu_kernels stand-in for model.py: the real kernels, counting calls by name."""
+
+    def __init__(self, real):
+        self.real, self.calls = real, {}
+
+    def available(self):
+        return True
+
+    def kernels(self):
+        return self
+
+    def __getattr__(self, name):
+        fn = getattr(self.real.kernels(), name)
+
+        def counted(*args):
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return fn(*args)
+
+        return counted
+
+
+@pytest.mark.xfail(not __import__("mlx_impl.cpu_kernels", fromlist=["available"]).available(), strict=True,
+                   reason="CPU kernels not built (scripts/build_cpu_kernels.sh)")
+def test_cpu_kernel_path_is_used_and_matches_mlx_ops(monkeypatch):
+    """On the CPU with `mlx_impl.cpu_kernels` built, GELU (convs + MLPs), LayerNorm and the attention
+    softmax go through the kernels; they agree with MLX's own ops (the fallback, and the GPU path) to
+    float32 rounding, and the tokens are the same."""
+    import mlx.nn as nn
+
+    from mlx_impl import cpu_kernels
+
+    assert mx.default_device() == mx.cpu, "the tests run on the CPU"
+    _, out = _v2_pair()
+    mel, mel_len = _mels([400, 333, 61])
+    mel, mel_len = mx.array(mel.numpy()), mx.array(mel_len.numpy())
+
+    spy = _SpyKernels(cpu_kernels)
+    monkeypatch.setattr(mlx_v1, "cpu_kernels", spy)
+    h_k, _ = out.encoder(mel, mel_len)
+    code_k = out.quantizer.encode(h_k)
+    mx.eval(h_k, code_k)
+    n = SMALL["n_audio_layer"]
+    assert spy.calls == {"gelu": 2 + n, "layer_norm": 2 * n, "softmax": n}, spy.calls
+
+    # float16 input is not the kernels' dtype: MLX's ops
+    spy.calls.clear()
+    mx.eval(mlx_v1.gelu(mx.ones((4,), dtype=mx.float16)), mlx_v1.softmax(mx.ones((2, 4), dtype=mx.float16)))
+    assert spy.calls == {}
+
+    monkeypatch.setattr(mlx_v1, "_cpu_kernels_apply", lambda x: False)  # the fallback: MLX's ops
+    h_f, _ = out.encoder(mel, mel_len)
+    code_f = out.quantizer.encode(h_f)
+    mx.eval(h_f, code_f)
+    assert spy.calls == {}
+    _exact(np.array(code_f), code_k, "v2 tokens, cpu kernels vs MLX ops")
+    lengths = mlx_v1.conv_out_len(mlx_v1.conv_out_len(mel_len, 2), 2)  # the valid rows
+    for b, t in enumerate(np.array(lengths).tolist()):
+        # measured 125.1-125.4 dB (the kernels' erf and softmax are the closer ones to float64)
+        _snr(np.array(h_f)[b, :t], np.array(h_k)[b, :t], f"v2 encoder, cpu kernels vs MLX ops, item {b}")
+    monkeypatch.undo()
+
+    # op by op, on the CPU path (kernels) against MLX's ops
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 300, 512)).astype(np.float32) * 3
+    d = np.abs(np.array(mlx_v1.gelu(mx.array(x))) - np.array(nn.gelu(mx.array(x))))
+    assert (d / np.maximum(np.abs(x), 1.0)).max() <= 5e-7  # measured 2.3e-7 (2 ulp of max(|x|, 1))
+    ln = mlx_v1.LayerNorm(256)
+    ln.weight = mx.array(rng.standard_normal(256).astype(np.float32))
+    ln.bias = mx.array(rng.standard_normal(256).astype(np.float32))
+    h = mx.array(rng.standard_normal((2, 300, 256)).astype(np.float32) * 2 + 0.5)
+    d = np.abs(np.array(ln(h)) - np.array(super(mlx_v1.LayerNorm, ln).__call__(h)))
+    assert d.max() <= 1e-5  # measured 3.8e-6 for outputs up to 10.2 (4 ulp)
+    s = rng.standard_normal((2, 4, 300, 300)).astype(np.float32) * 4
+    s[1, :, :, 250:] = -1e10  # the padding bias
+    p = np.array(mlx_v1.softmax(mx.array(s)))
+    assert np.abs(p - np.array(mx.softmax(mx.array(s), axis=-1))).max() <= 5e-6  # measured 1.5e-6
+    assert p[1, :, :, 250:].max() <= 1e-37  # masked keys: nothing (the kernel gives <= 1.2e-38)
