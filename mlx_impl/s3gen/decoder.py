@@ -11,7 +11,7 @@ import mlx.nn as nn
 from .matcha.decoder import (Block1D, Downsample1D, ResnetBlock1D, SinusoidalPosEmb, TimestepEmbedding,
                              Upsample1D)
 from .matcha.transformer import BasicTransformerBlock
-from .transformer.activation import LayerNorm
+from ..cpu_kernels.layers import LayerNorm
 from .transformer.convolution import Conv1d
 from .utils.mask import add_optional_chunk_mask
 

@@ -14,6 +14,7 @@ import mlx.nn as nn
 import numpy as np
 
 from .. import cpu_kernels
+from ..cpu_kernels import layers
 from .utils import make_non_pad_mask, mask_to_bias, merge_tokenized_segments
 
 # Constants of the long-audio path (identical in V1 and V2): 30 s windows, 4 s overlap.
@@ -36,11 +37,10 @@ class ModelConfig:
     use_sdpa: bool = False
 
 
-def _cpu_kernels_apply(x: mx.array) -> bool:
-    """Whether `mlx_impl.cpu_kernels` replaces MLX's op for x: on the CPU, kernels built, float32.
-    MLX's Linux CPU erf / softmax / layer norm are chains of scalar passes (erf GELU of (1, 250, 5120)
-    51 ms, the kernel 1.2 ms); on a GPU MLX's own ops are used."""
-    return x.dtype == mx.float32 and mx.default_device() != mx.gpu and cpu_kernels.available()
+# On the CPU (float32, kernels built) `mlx_impl.cpu_kernels` replaces MLX's ops: MLX's Linux CPU
+# erf / softmax / layer norm are chains of scalar passes (erf GELU of (1, 250, 5120): 51 ms, the
+# kernel 1.2 ms); on a GPU MLX's own ops are used.
+_cpu_kernels_apply = layers.kernels_apply
 
 
 def gelu(x: mx.array) -> mx.array:
@@ -60,19 +60,10 @@ class GELU(nn.Module):
         return gelu(x)
 
 
-class LayerNorm(nn.LayerNorm):
-    """The original subclass only casts its weights to the input dtype: in float32, nn.LayerNorm
-    (here over the last axis in one kernel pass where `_cpu_kernels_apply`)."""
-
-    def __call__(self, x: mx.array) -> mx.array:
-        if _cpu_kernels_apply(x) and "weight" in self and "bias" in self and self.weight.dtype == mx.float32:
-            return cpu_kernels.kernels().layer_norm(x, self.weight, self.bias, self.eps)
-        return super().__call__(x)
-
-
-# The original subclasses of nn.Linear / nn.Conv1d only cast weights to the input dtype; in float32
-# they are the plain layers.
-Linear = nn.Linear
+# The original subclasses of nn.LayerNorm / nn.Linear / nn.Conv1d only cast weights to the input
+# dtype: in float32 the plain layers (LayerNorm and Linear: one kernel call each on the CPU).
+LayerNorm = layers.LayerNorm
+Linear = layers.Linear
 Conv1d = nn.Conv1d
 
 

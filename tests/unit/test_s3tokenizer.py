@@ -383,13 +383,17 @@ def test_cpu_kernel_path_is_used_and_matches_mlx_ops(monkeypatch):
     mel, mel_len = _mels([400, 333, 61])
     mel, mel_len = mx.array(mel.numpy()), mx.array(mel_len.numpy())
 
+    from mlx_impl.cpu_kernels import layers
+
     spy = _SpyKernels(cpu_kernels)
     monkeypatch.setattr(mlx_v1, "cpu_kernels", spy)
+    monkeypatch.setattr(layers, "kernels", spy.kernels)  # LayerNorm, Linear
     h_k, _ = out.encoder(mel, mel_len)
     code_k = out.quantizer.encode(h_k)
     mx.eval(h_k, code_k)
     n = SMALL["n_audio_layer"]
-    assert spy.calls == {"gelu": 2 + n, "layer_norm": 2 * n, "softmax": n}, spy.calls
+    # Linear: per block q, k, v, out and the MLP's two; and the quantizer's project_down
+    assert spy.calls == {"gelu": 2 + n, "layer_norm": 2 * n, "softmax": n, "linear": 6 * n + 1}, spy.calls
 
     # float16 input is not the kernels' dtype: MLX's ops
     spy.calls.clear()
@@ -397,6 +401,7 @@ def test_cpu_kernel_path_is_used_and_matches_mlx_ops(monkeypatch):
     assert spy.calls == {}
 
     monkeypatch.setattr(mlx_v1, "_cpu_kernels_apply", lambda x: False)  # the fallback: MLX's ops
+    monkeypatch.setattr(layers, "kernels_apply", lambda x: False)
     h_f, _ = out.encoder(mel, mel_len)
     code_f = out.quantizer.encode(h_f)
     mx.eval(h_f, code_f)

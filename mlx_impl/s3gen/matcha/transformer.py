@@ -6,7 +6,8 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from ..transformer.activation import LayerNorm, attention, gelu
+from ...cpu_kernels.layers import LayerNorm, Linear
+from ..transformer.activation import attention, gelu
 
 
 class Attention(nn.Module):
@@ -21,10 +22,10 @@ class Attention(nn.Module):
         inner_dim = dim_head * heads
         self.heads = heads
         self.scale = dim_head ** -0.5
-        self.to_q = nn.Linear(query_dim, inner_dim, bias=bias)
-        self.to_k = nn.Linear(query_dim, inner_dim, bias=bias)
-        self.to_v = nn.Linear(query_dim, inner_dim, bias=bias)
-        self.to_out = nn.Linear(inner_dim, query_dim, bias=out_bias)
+        self.to_q = Linear(query_dim, inner_dim, bias=bias)
+        self.to_k = Linear(query_dim, inner_dim, bias=bias)
+        self.to_v = Linear(query_dim, inner_dim, bias=bias)
+        self.to_out = Linear(inner_dim, query_dim, bias=out_bias)
 
     def __call__(self, hidden_states: mx.array, attention_mask: mx.array = None) -> mx.array:
         """hidden_states (B, T, C); attention_mask: additive bias broadcastable to (B, heads, T, T)
@@ -49,7 +50,7 @@ class GELU(nn.Module):
 
     def __init__(self, dim_in: int, dim_out: int, approximate: str = "none", bias: bool = True):
         super().__init__()
-        self.proj = nn.Linear(dim_in, dim_out, bias=bias)
+        self.proj = Linear(dim_in, dim_out, bias=bias)
         self.approximate = approximate
 
     def __call__(self, x: mx.array) -> mx.array:
@@ -71,7 +72,7 @@ class FeedForward(nn.Module):
             self.act = GELU(dim, inner_dim, approximate="tanh")
         else:
             raise NotImplementedError(f"FeedForward activation '{activation_fn}'")
-        self.proj_out = nn.Linear(inner_dim, dim_out)
+        self.proj_out = Linear(inner_dim, dim_out)
 
     def __call__(self, hidden_states: mx.array) -> mx.array:
         return self.proj_out(self.act(hidden_states))

@@ -279,18 +279,6 @@ def _attention_ops(q, k, v, scale, bias):
     return mx.concatenate([out1, out2], axis=1)
 
 
-class LayerNorm(nn.LayerNorm):
-    """nn.LayerNorm over the last axis; on the CPU, with the kernels built, one vectorised pass
-    (MLX's CPU layer norm is a chain of reductions and elementwise kernels: 0.65 vs 0.23 ms for
-    (2, 350, 256))."""
-
-    def __call__(self, x: mx.array) -> mx.array:
-        if (_native() or not cpu_kernels.available() or x.dtype != mx.float32
-                or "weight" not in self or "bias" not in self):
-            return super().__call__(x)
-        return cpu_kernels.kernels().layer_norm(x, self.weight, self.bias, self.eps)
-
-
 class Swish(nn.Module):
     """x * sigmoid(x) (the encoder's "swish", torch.nn.SiLU in the original)."""
 

@@ -6,6 +6,7 @@ import math
 import mlx.core as mx
 import mlx.nn as nn
 
+from ...cpu_kernels.layers import Linear
 from .activation import softmax, softmax_matmul
 
 
@@ -15,10 +16,10 @@ class MultiHeadedAttention(nn.Module):
         assert n_feat % n_head == 0
         self.d_k = n_feat // n_head
         self.h = n_head
-        self.linear_q = nn.Linear(n_feat, n_feat)
-        self.linear_k = nn.Linear(n_feat, n_feat, bias=key_bias)
-        self.linear_v = nn.Linear(n_feat, n_feat)
-        self.linear_out = nn.Linear(n_feat, n_feat)
+        self.linear_q = Linear(n_feat, n_feat)
+        self.linear_k = Linear(n_feat, n_feat, bias=key_bias)
+        self.linear_v = Linear(n_feat, n_feat)
+        self.linear_out = Linear(n_feat, n_feat)
 
     def _heads(self, x: mx.array) -> mx.array:
         """(B, T, h*d_k) -> (B, T, h, d_k)"""
@@ -64,7 +65,7 @@ class RelPositionMultiHeadedAttention(MultiHeadedAttention):
 
     def __init__(self, n_head: int, n_feat: int, dropout_rate: float = 0.0, key_bias: bool = True):
         super().__init__(n_head, n_feat, dropout_rate, key_bias)
-        self.linear_pos = nn.Linear(n_feat, n_feat, bias=False)
+        self.linear_pos = Linear(n_feat, n_feat, bias=False)
         self.pos_bias_u = mx.zeros((self.h, self.d_k))
         self.pos_bias_v = mx.zeros((self.h, self.d_k))
 

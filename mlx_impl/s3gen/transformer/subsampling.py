@@ -4,7 +4,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from .activation import LayerNorm
+from ...cpu_kernels.layers import LayerNorm, Linear
 
 
 class LinearNoSubsampling(nn.Module):
@@ -13,7 +13,7 @@ class LinearNoSubsampling(nn.Module):
 
     def __init__(self, idim: int, odim: int, dropout_rate: float, pos_enc_class: nn.Module):
         super().__init__()
-        self.linear = nn.Linear(idim, odim)
+        self.linear = Linear(idim, odim)
         self.norm = LayerNorm(odim, eps=1e-5)
         self.pos_enc = pos_enc_class
         self.right_context = 0

@@ -9,7 +9,8 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..utils.mask import add_optional_chunk_mask, make_pad_mask
-from .activation import ACTIVATIONS, LayerNorm
+from ...cpu_kernels.layers import LayerNorm
+from .activation import ACTIVATIONS
 from .attention import ATTENTION_CLASSES
 from .convolution import Conv1d, ConvolutionModule
 from .embedding import POS_ENC_CLASSES
