@@ -15,6 +15,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 #include <optional>
 #include <vector>
@@ -411,6 +412,69 @@ class LinearKernel : public mx::UnaryPrimitive {
   bool is_equivalent(const mx::Primitive&) const override { return true; }
 };
 
+// Snake (HiFT): x + 1 / (alpha + 1e-9) * sin(alpha x)^2, alpha per channel (the last axis); sin^2
+// by the range reduction and polynomial of mlx_impl/ops.py `sin_squared` (3-part pi, round half
+// to even). Rows are split over the machine's cores: the vocoder runs on one stream.
+constexpr float kOneOverPi = 0.31830988618379067f;
+constexpr float kPi1 = 3.140625f, kPi2 = 9.67502593994140625e-4f, kPi3 = 1.509957990978376432e-7f;
+
+inline float sin_squared(float y) {
+  float k = std::nearbyint(y * kOneOverPi);
+  float r = ((y - k * kPi1) - k * kPi2) - k * kPi3;
+  float z = r * r;
+  float p = (((-2.3847027236263876e-08f * z + 2.752263865641467e-06f) * z + -0.00019840804449596213f) * z + 0.00833333049909834f) * z + -0.16666666606560165f;
+  float sn = r + p * z * r;
+  return sn * sn;
+}
+
+void snake_rows(const float* x, const float* alpha, float* y, size_t rows, size_t c) {
+  std::vector<float> inv(c);
+  for (size_t j = 0; j < c; ++j) inv[j] = 1.0f / (alpha[j] + 1e-9f);
+  for (size_t r = 0; r < rows; ++r, x += c, y += c)
+    for (size_t j = 0; j < c; ++j) y[j] = x[j] + inv[j] * sin_squared(x[j] * alpha[j]);
+}
+
+// fn(first_row, n_rows) over `rows`, split over up to hardware_concurrency() threads when large.
+template <class F>
+void parallel_rows(size_t rows, size_t row_size, F fn) {
+  size_t workers = std::max(1u, std::thread::hardware_concurrency());
+  workers = std::min(workers, std::max<size_t>(1, rows * row_size / (1 << 18)));
+  workers = std::min(workers, rows);
+  if (workers <= 1) return fn(0, rows);
+  std::vector<std::thread> pool;
+  size_t per = (rows + workers - 1) / workers;
+  for (size_t w = 1; w < workers; ++w) {
+    size_t lo = w * per;
+    if (lo < rows) pool.emplace_back(fn, lo, std::min(per, rows - lo));
+  }
+  fn(0, std::min(per, rows));
+  for (auto& t : pool) t.join();
+}
+
+class SnakeKernel : public mx::UnaryPrimitive {
+ public:
+  explicit SnakeKernel(mx::Stream s) : mx::UnaryPrimitive(s) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    for (const auto& a : inputs) require_row_contiguous(a, name());
+    const auto &x = inputs[0], &alpha = inputs[1];
+    allocate_like(x, out);
+    size_t c = alpha.size();
+    auto& enc = mx::cpu::get_command_encoder(stream());
+    for (const auto& a : inputs) enc.set_input_array(a);
+    enc.set_output_array(out);
+    enc.dispatch([xp = x.data<float>(), ap = alpha.data<float>(), dst = out.data<float>(),
+                  rows = x.size() / c, c]() {
+      parallel_rows(rows, c, [=](size_t lo, size_t n) { snake_rows(xp + lo * c, ap, dst + lo * c, n, c); });
+    });
+  }
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
+    throw std::runtime_error("cpu_kernels: CPU only");
+  }
+  const char* name() const override { return "CpuKernelSnake"; }
+  bool is_equivalent(const mx::Primitive&) const override { return true; }
+};
+
 mx::Stream cpu_stream(const char* what) {
   auto s = mx::to_stream({});
   if (s.device != mx::Device::cpu)
@@ -485,6 +549,16 @@ mx::array linear(const mx::array& x, const mx::array& weight, std::optional<mx::
   return mx::array(shape, mx::float32, std::make_shared<LinearKernel>(s), in);
 }
 
+mx::array snake(const mx::array& x, const mx::array& alpha) {
+  check_input(x, "snake");
+  check_input(alpha, "snake");
+  if (x.ndim() == 0 || alpha.ndim() != 1 || alpha.shape(0) != x.shape().back())
+    throw std::invalid_argument("snake: x (..., C) and alpha (C,) expected");
+  auto s = cpu_stream("snake");
+  return mx::array(x.shape(), mx::float32, std::make_shared<SnakeKernel>(s),
+                   {mx::contiguous(x, false, s), mx::contiguous(alpha, false, s)});
+}
+
 // MLX runs each CPU stream's work on its own thread; with two streams busy at once, BLAS calls
 // that each start a team of threads oversubscribe the cores (measured: 2-thread MKL products on
 // two streams at once are slower than 1-thread ones). The setting is MKL's thread-local one, set
@@ -512,6 +586,8 @@ NB_MODULE(_kernels, m) {
   m.def("attention", &attention, "q"_a, "k"_a, "v"_a, "scale"_a, "bias"_a = nb::none(),
         "softmax(q k^T * scale + bias) v: q (B, H, T, D), k, v (B, H, S, D) with a unit-stride "
         "last axis, bias (B|1, H|1, T|1, S) or None -> (B, T, H, D)");
+  m.def("snake", &snake, "x"_a, "alpha"_a,
+        "x + 1 / (alpha + 1e-9) * sin(alpha x)^2, alpha (C,) over the last axis (HiFT's Snake)");
   m.def("linear", &linear, "x"_a, "weight"_a, "bias"_a = nb::none(),
         "x @ weight^T + bias (nn.Linear): x (..., K), weight (N, K), bias (N,) or None");
   m.def("set_stream_blas_threads", &set_stream_blas_threads, "threads"_a,
