@@ -1,9 +1,10 @@
 """float32 CPU kernels for MLX's Linux CPU backend (kernels.cpp): exp, sigmoid, SiLU, Mish, exact
-GELU, softmax and LayerNorm over the last axis, each a single vectorised pass.
+GELU, Snake, softmax and LayerNorm over the last axis, each a single vectorised pass; Linear and
+attention around the BLAS MLX is linked with.
 
 Built by `scripts/build_cpu_kernels.sh` (the set-up runs it). They compute the same math as the
-arithmetic forms of `mlx_impl/s3gen/transformer/activation.py`; callers use them when
-`available()` and fall back to those forms otherwise. CHATTERBOX_CPU_KERNELS=0 turns them off
+MLX-ops forms they replace (`mlx_impl/s3gen/transformer/activation.py`, `ops.sin_squared`,
+`layers.py`); callers use them where `applies_to(x)` and fall back to those forms otherwise. CHATTERBOX_CPU_KERNELS=0 turns them off
 (to measure or to bisect). GPU backends never use them: MLX's native ops are fast there.
 """
 from __future__ import annotations
@@ -45,8 +46,15 @@ def library_path() -> str:
     return getattr(_module, "__file__", "")
 
 
+def applies_to(x) -> bool:
+    """Whether the kernels replace MLX's ops for x: float32 on the CPU, with the kernels built."""
+    import mlx.core as mx
+
+    return x.dtype == mx.float32 and mx.default_device() != mx.gpu and available()
+
+
 def kernels():
-    """The compiled module (exp, sigmoid, silu, mish, gelu, softmax, layer_norm); raises when absent."""
+    """The compiled module (see kernels.cpp's NB_MODULE for the functions); raises when absent."""
     if not available():
         raise RuntimeError(f"mlx_impl.cpu_kernels: {_error}")
     return _module

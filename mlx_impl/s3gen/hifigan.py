@@ -18,7 +18,6 @@ import mlx.nn as nn
 import numpy as np
 
 from .. import cpu_kernels
-from ..cpu_kernels.layers import kernels_apply
 from ..ops import Conv1d, ConvTranspose1d, sin_squared
 
 
@@ -41,7 +40,7 @@ class Snake(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         alpha = mx.exp(self.alpha) if self.alpha_logscale else self.alpha
-        if kernels_apply(x) and alpha.dtype == mx.float32:
+        if cpu_kernels.applies_to(x) and alpha.dtype == mx.float32:
             return cpu_kernels.kernels().snake(x, alpha)  # the same formula in one pass
         return x + (1.0 / (alpha + self.no_div_by_zero)) * sin_squared(x * alpha)
 

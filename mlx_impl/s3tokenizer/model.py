@@ -40,7 +40,7 @@ class ModelConfig:
 # On the CPU (float32, kernels built) `mlx_impl.cpu_kernels` replaces MLX's ops: MLX's Linux CPU
 # erf / softmax / layer norm are chains of scalar passes (erf GELU of (1, 250, 5120): 51 ms, the
 # kernel 1.2 ms); on a GPU MLX's own ops are used.
-_cpu_kernels_apply = layers.kernels_apply
+_cpu_kernels_apply = cpu_kernels.applies_to
 
 
 def gelu(x: mx.array) -> mx.array:

@@ -401,7 +401,7 @@ def test_cpu_kernel_path_is_used_and_matches_mlx_ops(monkeypatch):
     assert spy.calls == {}
 
     monkeypatch.setattr(mlx_v1, "_cpu_kernels_apply", lambda x: False)  # the fallback: MLX's ops
-    monkeypatch.setattr(layers, "kernels_apply", lambda x: False)
+    monkeypatch.setattr(layers, "applies_to", lambda x: False)
     h_f, _ = out.encoder(mel, mel_len)
     code_f = out.quantizer.encode(h_f)
     mx.eval(h_f, code_f)

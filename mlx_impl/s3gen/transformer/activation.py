@@ -1,5 +1,5 @@
 """Activations (chatterbox/models/s3gen/transformer/activation.py), plus the elementwise math the
-flow uses everywhere (exp, softmax, sigmoid/SiLU, Mish, exact GELU, LayerNorm).
+flow uses everywhere (exp, softmax, sigmoid/SiLU, Mish, exact GELU, attention).
 
 Why not mx.exp / mx.erf / mx.softmax on the CPU: in MLX's Linux CPU backend they run at ~25-60 ns
 per element (measured: exp 15 ms, erf 35 ms for 614k floats; torch 0.25 ms), and mx.exp's relative
@@ -30,11 +30,8 @@ def _native() -> bool:
 
 
 def _cpu_kernel(name: str, fallback):
-    """The compiled CPU kernel `name` when built (float32 only), else `fallback` (MLX arithmetic)."""
-    if not cpu_kernels.available():
-        return fallback
-    kernel = getattr(cpu_kernels.kernels(), name)
-    return lambda x: kernel(x) if x.dtype == mx.float32 else fallback(x)
+    """The CPU kernel `name` where it applies to x (float32, kernels built), else `fallback`."""
+    return lambda x: getattr(cpu_kernels.kernels(), name)(x) if cpu_kernels.applies_to(x) else fallback(x)
 
 
 _SIDE_STREAM = None
@@ -209,19 +206,14 @@ def softmax_parts(x: mx.array):
     return e, _accurate_sum_last(e)
 
 
-def _softmax_kernel():
-    return cpu_kernels.kernels().softmax if cpu_kernels.available() else None
-
-
 def softmax(x: mx.array, axis: int = -1) -> mx.array:
     """Softmax with the exp above (rows of -inf give NaN, as torch's)."""
     if _native():
         return mx.softmax(x, axis=axis, precise=True)
     if axis != -1 and axis != x.ndim - 1:
         return mx.swapaxes(softmax(mx.swapaxes(x, axis, -1)), axis, -1)
-    kernel = _softmax_kernel()
-    if kernel is not None and x.dtype == mx.float32:
-        return kernel(x)
+    if cpu_kernels.applies_to(x):
+        return cpu_kernels.kernels().softmax(x)
     e, s = softmax_parts(x)
     return e / s
 
@@ -229,16 +221,10 @@ def softmax(x: mx.array, axis: int = -1) -> mx.array:
 def softmax_matmul(scores: mx.array, v: mx.array) -> mx.array:
     """softmax(scores) @ v. Without the CPU kernel the normalisation is applied after the product
     with v (one pass less over the T x T probabilities)."""
-    if _native() or (_softmax_kernel() is not None and scores.dtype == mx.float32):
+    if _native() or cpu_kernels.applies_to(scores):
         return softmax(scores) @ v
     e, s = softmax_parts(scores)
     return (e @ v) / s
-
-
-def _attention_kernel(q: mx.array):
-    if _native() or q.dtype != mx.float32 or not cpu_kernels.available():
-        return None
-    return cpu_kernels.kernels().attention
 
 
 def attention(q: mx.array, k: mx.array, v: mx.array, scale: float, bias: mx.array = None) -> mx.array:
@@ -247,9 +233,9 @@ def attention(q: mx.array, k: mx.array, v: mx.array, scale: float, bias: mx.arra
     and block of query rows (the T x T scores stay in cache); q, k, v need a unit-stride last axis
     (views of projections are). Otherwise MLX ops. For large score matrices the heads are split in
     two halves on two CPU streams (MLX's CPU backend runs a stream's work on one thread)."""
-    kernel = _attention_kernel(q)
-    if kernel is None:
+    if not cpu_kernels.applies_to(q):
         return _attention_ops(q, k, v, scale, bias).transpose(0, 2, 1, 3)
+    kernel = cpu_kernels.kernels().attention
     if bias is not None and bias.ndim == 3:
         bias = bias[:, None]
     h = q.shape[1]
