@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 
+import mlx.core as mx
+
 _module = None
 _error = None
 
@@ -48,8 +50,6 @@ def library_path() -> str:
 
 def applies_to(x) -> bool:
     """Whether the kernels replace MLX's ops for x: float32 on the CPU, with the kernels built."""
-    import mlx.core as mx
-
     return x.dtype == mx.float32 and mx.default_device() != mx.gpu and available()
 
 
@@ -68,7 +68,6 @@ def one_blas_thread(streams):
     if not available():
         yield
         return
-    import mlx.core as mx
 
     def set_all(n):
         for s in streams:

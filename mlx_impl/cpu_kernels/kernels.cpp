@@ -1,23 +1,23 @@
-// CPU kernels for MLX's Linux CPU backend: exp, sigmoid, SiLU, Mish, exact GELU, softmax over the
-// last axis and LayerNorm over the last axis, each one pass over contiguous float32 data; and
-// Linear (bias rows + one BLAS product) and attention, softmax(q k^T * scale + bias) v, per head and block of query rows in cache (BLAS
-// products, the softmax in between, no T x T array in memory).
+// CPU kernels for MLX's Linux CPU backend: exp, sigmoid, SiLU, Mish, exact GELU, Snake, softmax
+// and LayerNorm over the last axis, each one pass over contiguous float32 data; Linear (one BLAS
+// product, then the bias) and attention, softmax(q k^T * scale + bias) v, per head and block of
+// query rows in cache (BLAS products, the softmax in between, no T x T array in memory).
 //
 // Why: MLX 0.32's CPU backend runs these as chains of scalar kernels (one pass per operation,
 // mx.compile fuses at most 11 operations deep), 5-20x slower than PyTorch's vectorised ones. The
 // math is that of mlx_impl/s3gen/transformer/activation.py's arithmetic forms (same polynomials,
 // same order), written as plain loops that the compiler vectorises (-O3 -march=native). Each
-// kernel runs on the thread of the stream it is called on, like MLX's own CPU kernels: callers
-// get two cores busy by running independent work on two streams.
+// kernel runs on the thread of the stream it is called on, like MLX's own CPU kernels (callers
+// get two cores busy by running independent work on two streams), except Snake: the vocoder runs
+// on one stream, so Snake splits its rows over the cores.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
-
-#include <optional>
 #include <vector>
 
 #include <nanobind/nanobind.h>
@@ -227,6 +227,15 @@ class CpuPrimitive : public mx::UnaryPrimitive {
   void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
     throw std::runtime_error("cpu_kernels: CPU only");
   }
+
+ protected:
+  // The stream's command encoder, with the inputs and the output registered.
+  mx::cpu::CommandEncoder& encoder(const std::vector<mx::array>& inputs, mx::array& out) {
+    auto& enc = mx::cpu::get_command_encoder(stream());
+    for (const auto& a : inputs) enc.set_input_array(a);
+    enc.set_output_array(out);
+    return enc;
+  }
 };
 
 class UnaryKernel : public CpuPrimitive {
@@ -237,9 +246,7 @@ class UnaryKernel : public CpuPrimitive {
     const auto& in = inputs[0];
     require_row_contiguous(in, name());
     allocate_like(in, out);
-    auto& enc = mx::cpu::get_command_encoder(stream());
-    enc.set_input_array(in);
-    enc.set_output_array(out);
+    auto& enc = encoder(inputs, out);
     enc.dispatch([src = in.data<float>(), dst = out.data<float>(), n = in.size(), op = op_]() {
       run_unary(op, src, dst, n);
     });
@@ -262,9 +269,7 @@ class SoftmaxKernel : public CpuPrimitive {
     require_row_contiguous(in, name());
     allocate_like(in, out);
     size_t n = in.shape().back();
-    auto& enc = mx::cpu::get_command_encoder(stream());
-    enc.set_input_array(in);
-    enc.set_output_array(out);
+    auto& enc = encoder(inputs, out);
     enc.dispatch([src = in.data<float>(), dst = out.data<float>(), rows = in.size() / n, n]() {
       softmax_rows(src, dst, rows, n);
     });
@@ -282,9 +287,7 @@ class LayerNormKernel : public CpuPrimitive {
     for (const auto& a : inputs) require_row_contiguous(a, name());
     allocate_like(in, out);
     size_t n = in.shape().back();
-    auto& enc = mx::cpu::get_command_encoder(stream());
-    for (const auto& a : inputs) enc.set_input_array(a);
-    enc.set_output_array(out);
+    auto& enc = encoder(inputs, out);
     enc.dispatch([src = in.data<float>(), w = inputs[1].data<float>(), b = inputs[2].data<float>(),
                   dst = out.data<float>(), rows = in.size() / n, n, eps = eps_]() {
       layer_norm_rows(src, w, b, dst, rows, n, eps);
@@ -362,9 +365,7 @@ class AttentionKernel : public CpuPrimitive {
       const auto& bb = inputs[3];
       bias = {bb.data<float>(), broadcast_stride(bb, 0), broadcast_stride(bb, 1), broadcast_stride(bb, 2)};
     }
-    auto& enc = mx::cpu::get_command_encoder(stream());
-    for (const auto& a : inputs) enc.set_input_array(a);
-    enc.set_output_array(out);
+    auto& enc = encoder(inputs, out);
     enc.dispatch([qo = operand(q), ko = operand(k), vo = operand(v), bias, dst = out.data<float>(),
                   B = q.shape(0), H = q.shape(1), T = q.shape(2), S = k.shape(2), D = q.shape(3),
                   scale = scale_]() {
@@ -388,9 +389,7 @@ class LinearKernel : public CpuPrimitive {
     for (const auto& a : inputs) require_row_contiguous(a, name());
     const auto &x = inputs[0], &w = inputs[1];
     out.set_data(mx::allocator::malloc(out.nbytes()));
-    auto& enc = mx::cpu::get_command_encoder(stream());
-    for (const auto& a : inputs) enc.set_input_array(a);
-    enc.set_output_array(out);
+    auto& enc = encoder(inputs, out);
     const float* bias = inputs.size() == 3 ? inputs[2].data<float>() : nullptr;
     int64_t K = w.shape(1), N = w.shape(0), M = x.size() / K;
     enc.dispatch([xp = x.data<float>(), wp = w.data<float>(), bias, dst = out.data<float>(), M, N, K]() {
@@ -454,9 +453,7 @@ class SnakeKernel : public CpuPrimitive {
     const auto &x = inputs[0], &alpha = inputs[1];
     allocate_like(x, out);
     size_t c = alpha.size();
-    auto& enc = mx::cpu::get_command_encoder(stream());
-    for (const auto& a : inputs) enc.set_input_array(a);
-    enc.set_output_array(out);
+    auto& enc = encoder(inputs, out);
     enc.dispatch([xp = x.data<float>(), ap = alpha.data<float>(), dst = out.data<float>(),
                   rows = x.size() / c, c]() {
       parallel_rows(rows, c, [=](size_t lo, size_t n) { snake_rows(xp + lo * c, ap, dst + lo * c, n, c); });
