@@ -169,8 +169,8 @@ def gelu(x: mx.array) -> mx.array:
 
 @mx.compile
 def _exp_nonpositive(x):
-    """exp for x <= 0 (or -inf / NaN): as _exp_arith without the upper clip; below -87.33 it gives
-    ~1.2e-38 rather than 0 (softmax terms that small change no sum)."""
+    """exp for x <= 0 (or -inf / NaN): as _exp_arith without the upper clip, 0 below -87.33 (there
+    the clipped polynomial gives a denormal ~1.2e-38, slow to compute with)."""
     xc = mx.maximum(x, _EXP_MIN)
     n = (xc * _LOG2E + _ROUND_MAGIC) - _ROUND_MAGIC
     r = xc - n * _LN2_HI - n * _LN2_LO
@@ -181,7 +181,7 @@ def _exp_nonpositive(x):
     p = p * r + 1.6666665459e-1
     p = p * r + 5.0000001201e-1
     p = p * r * r + r + 1.0
-    return p * mx.left_shift(n.astype(mx.int32) + 127, 23).view(mx.float32)
+    return mx.where(x < _EXP_MIN, 0.0, p * mx.left_shift(n.astype(mx.int32) + 127, 23).view(mx.float32))
 
 
 def _exp_shifted(x, m):
