@@ -35,6 +35,7 @@ extern "C" void cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, i
                             int ldc);
 // Intel MKL only: BLAS threads of the calling thread (weak: absent with other BLAS libraries)
 extern "C" int MKL_Set_Num_Threads_Local(int n) __attribute__((weak));
+extern "C" int MKL_Get_Max_Threads() __attribute__((weak));
 
 namespace mx = mlx::core;
 namespace nb = nanobind;
@@ -602,6 +603,25 @@ bool set_stream_blas_threads(int threads) {
   return true;
 }
 
+// The BLAS threads a product queued here would use, read on the stream's thread in queue order
+// (-1 without MKL): what one_blas_thread's tests check.
+class BlasThreadsProbe : public CpuPrimitive {
+ public:
+  explicit BlasThreadsProbe(mx::Stream s) : CpuPrimitive(s) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    auto& enc = encoder(inputs, out);
+    enc.dispatch([dst = out.data<int32_t>()]() { *dst = MKL_Get_Max_Threads ? MKL_Get_Max_Threads() : -1; });
+  }
+  const char* name() const override { return "CpuKernelBlasThreadsProbe"; }
+};
+
+mx::array stream_blas_threads() {
+  auto s = cpu_stream("stream_blas_threads");
+  return mx::array({}, mx::int32, std::make_shared<BlasThreadsProbe>(s), {});
+}
+
 }  // namespace
 
 NB_MODULE(_kernels, m) {
@@ -623,6 +643,9 @@ NB_MODULE(_kernels, m) {
         "x + 1 / (alpha + 1e-9) * sin(alpha x)^2, alpha (C,) over the last axis (HiFT's Snake)");
   m.def("linear", &linear, "x"_a, "weight"_a, "bias"_a = nb::none(),
         "x @ weight^T + bias (nn.Linear): x (..., K), weight (N, K), bias (N,) or None");
+  m.def("stream_blas_threads", &stream_blas_threads,
+        "a scalar int32 array: the BLAS threads of the default stream's worker when it is evaluated "
+        "(Intel MKL; -1 with other BLAS libraries)");
   m.def("set_stream_blas_threads", &set_stream_blas_threads, "threads"_a,
         "BLAS threads of the default stream's worker thread from now on (0: the process-wide "
         "setting). Intel MKL only; returns False (and does nothing) with other BLAS libraries");

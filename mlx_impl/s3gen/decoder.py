@@ -144,14 +144,19 @@ class ConditionalDecoder(nn.Module):
             return None
         return mask_to_bias(attn_mask, x.dtype)[:, None]
 
-    def _transformers(self, blocks, x, mask, t):
-        bias = self._attention_bias(x, mask)
-        for block in blocks:
-            x = block(x, attention_mask=bias, timestep=t)
-        return x
-
     def __call__(self, x, mask, mu, t, spks=None, cond=None, r=None):
         """x, mu, cond (B, 80, T); mask (B, 1, T); t (B,); spks (B, 80) -> (B, 80, T)."""
+        for out in self.blocks(x, mask, mu, t, spks, cond):
+            pass
+        return out
+
+    def blocks(self, x, mask, mu, t, spks=None, cond=None):
+        """The forward pass as a generator: yields the hidden state after each resnet and each
+        transformer block (lazy arrays), and last the (B, 80, T) output. Lets a caller interleave
+        the graphs of independent batches (flow_matching runs the CFG halves on two CPU streams:
+        MLX queues a bounded number of tasks, so a graph built whole for one stream would keep
+        the other stream idle). Every host sync (the attention masks' all-true test) happens
+        before the first yield."""
         t = self.time_mlp(self.time_embeddings(t).astype(t.dtype))
 
         parts = [x, mu]
@@ -161,30 +166,36 @@ class ConditionalDecoder(nn.Module):
             parts.append(cond)
         h = mx.concatenate(parts, axis=1).transpose(0, 2, 1)  # (B, T, C)
         mask_cl = mask.transpose(0, 2, 1)  # (B, T, 1)
+        masks = [mask_cl]
+        for _ in self.down_blocks:
+            masks.append(masks[-1][:, ::2])
+        biases = [self._attention_bias(h, m) for m in masks[:-1]]
 
         hiddens = []
-        masks = [mask_cl]
-        for block in self.down_blocks:
-            mask_down = masks[-1]
-            h = block.resnet(h, mask_down, t)
-            h = self._transformers(block.transformer_blocks, h, mask_down, t)
+        for level, block in enumerate(self.down_blocks):
+            h = yield from self._level(block, h, masks[level], biases[level], t)
             hiddens.append(h)
-            h = block.downsample(h * mask_down)
-            masks.append(mask_down[:, ::2])
-        masks = masks[:-1]
-        mask_mid = masks[-1]
+            h = block.downsample(h * masks[level])
+        mask_mid, bias_mid = masks[len(self.down_blocks) - 1], biases[len(self.down_blocks) - 1]
 
         for block in self.mid_blocks:
-            h = block.resnet(h, mask_mid, t)
-            h = self._transformers(block.transformer_blocks, h, mask_mid, t)
+            h = yield from self._level(block, h, mask_mid, bias_mid, t)
 
-        for block in self.up_blocks:
-            mask_up = masks.pop()
+        for level, block in zip(reversed(range(len(self.up_blocks))), self.up_blocks):
+            mask_up = masks[level]
             skip = hiddens.pop()
             h = mx.concatenate([h[:, : skip.shape[1]], skip], axis=-1)
-            h = block.resnet(h, mask_up, t)
-            h = self._transformers(block.transformer_blocks, h, mask_up, t)
+            h = yield from self._level(block, h, mask_up, biases[level], t)
             h = block.upsample(h * mask_up)
         h = self.final_block(h, mask_up)
         output = self.final_proj(h * mask_up)
-        return (output * mask_cl).transpose(0, 2, 1)
+        yield (output * mask_cl).transpose(0, 2, 1)
+
+    def _level(self, block, h, mask, bias, t):
+        """A down / mid / up block's resnet and transformer blocks, yielding after each."""
+        h = block.resnet(h, mask, t)
+        yield h
+        for transformer in block.transformer_blocks:
+            h = transformer(h, attention_mask=bias, timestep=t)
+            yield h
+        return h

@@ -52,15 +52,21 @@ class ConditionalCFM(BASECFM):
     def _estimate(self, b, *inputs):
         """The estimator on the (2B, ...) CFG batch. On the CPU the conditional and unconditional
         halves run on two streams at once (MLX runs a stream's elementwise work on one thread),
-        with one BLAS thread each: the same rows, computed in two batches of B instead of one of 2B."""
+        with one BLAS thread each: the same rows, computed in two batches of B instead of one of 2B.
+        Their graphs are built block by block in turn and queued as they grow (`mx.async_eval`):
+        MLX's CPU scheduler holds only a bounded number of tasks, so one half's whole graph queued
+        first would leave the other stream idle until its end (measured: both halves took 1.8x
+        one half's time, now ~1.1x)."""
         if mx.default_device() == mx.gpu:
             return self.estimator(*inputs)
-        halves = []
         streams = (mx.default_stream(mx.cpu), side_stream())
         with cpu_kernels.one_blas_thread(streams):
+            passes = []
             for rows, stream in zip((slice(0, b), slice(b, 2 * b)), streams):
                 with whole_on_stream(stream):
-                    halves.append(self.estimator(*(a[rows] for a in inputs)))
+                    passes.append(_built_on(stream, self.estimator.blocks(*(a[rows] for a in inputs))))
+            for halves in zip(*passes):
+                mx.async_eval(halves)
         return mx.concatenate(halves, axis=0)
 
     def solve_euler(self, x, t_span, mu, mask, spks, cond,
@@ -86,6 +92,16 @@ class ConditionalCFM(BASECFM):
             x = x + mx.array(np.float32(r - t)) * dxdt
             mx.eval(x)
         return x
+
+
+def _built_on(stream, steps):
+    """The items of the generator `steps`, each built with `stream` as the default stream."""
+    while True:
+        with whole_on_stream(stream):
+            item = next(steps, None)
+        if item is None:
+            return
+        yield item
 
 
 class CausalConditionalCFM(ConditionalCFM):

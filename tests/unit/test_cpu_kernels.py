@@ -218,6 +218,25 @@ def test_stream_blas_threads_setting_is_accepted():
             raise ValueError("threads >= 0 (not MKL: nothing to check)")
 
 
+def test_one_blas_thread_covers_work_evaluated_inside_only():
+    """one_blas_thread sets MKL's threads in each stream's queue order: work evaluated inside the
+    block runs on one thread, a lazy graph evaluated after it on the default (the flow's estimator
+    therefore queues its halves inside, test_flow)."""
+    k = cpu_kernels.kernels()
+    default = k.stream_blas_threads().item()
+    if default == -1:
+        pytest.skip("not Intel MKL: the setting is a no-op (set_stream_blas_threads returns False)")
+    side = mx.new_stream(mx.cpu)
+    with cpu_kernels.one_blas_thread((mx.default_stream(mx.cpu), side)):
+        inside = k.stream_blas_threads()
+        with mx.stream(side):
+            inside_side = k.stream_blas_threads()
+        mx.eval(inside, inside_side)
+        lazy = k.stream_blas_threads()
+    assert inside.item() == inside_side.item() == 1
+    assert lazy.item() == default == k.stream_blas_threads().item()
+
+
 def test_linear_kernel_matches_mlx_linear():
     rng = np.random.default_rng(6)
     x = mx.array(rng.standard_normal((2, 37, 48)).astype(np.float32))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from mlx_impl import cpu_kernels
 from mlx_impl.convert.common import ConversionError, load_strict
 from mlx_impl.convert.flow import sanitize
 from mlx_impl.s3gen.flow import build_causal_flow
@@ -240,6 +241,34 @@ def test_estimator(models, lengths):
     s = snr(out_ref.numpy(), out)
     print(f"estimator lengths={lengths}: SNR {s:.1f} dB")
     assert s >= SNR_MIN
+
+
+@pytest.mark.xfail(not cpu_kernels.available(), strict=True, reason="CPU kernels not built")
+def test_cfg_halves_on_two_streams_with_one_blas_thread_each(models, monkeypatch):
+    """On the CPU, CausalConditionalCFM._estimate runs the CFG halves on two streams, their graphs
+    queued block by block while one BLAS thread per stream is set: every block's products see one
+    thread (read in queue order by a probe), and the result equals the estimator on the 2B batch."""
+    ref, mlx_flow, _ = models
+    cfm = mlx_flow.decoder
+    g = torch.Generator().manual_seed(4)
+    t = 120
+    inputs = [t2m(a) for a in (torch.randn(2, 80, t, generator=g), torch.ones(2, 1, t), torch.randn(2, 80, t, generator=g),
+                               torch.rand(2, generator=g), torch.randn(2, 80, generator=g), torch.randn(2, 80, t, generator=g))]
+    inputs[2][1:], inputs[4][1:], inputs[5][1:] = 0, 0, 0  # the unconditional half
+    whole = cfm.estimator(*inputs)
+    probes, blocks = [], cfm.estimator.blocks
+
+    def probed_blocks(*a, **k):
+        for h in blocks(*a, **k):
+            probes.append(cpu_kernels.kernels().stream_blas_threads())
+            yield h + 0 * probes[-1].astype(h.dtype)  # evaluated in the stream's order with h
+
+    monkeypatch.setattr(cfm.estimator, "blocks", probed_blocks)
+    both = cfm._estimate(1, *inputs)
+    mx.eval(both, probes)
+    expect = 1 if cpu_kernels.kernels().stream_blas_threads().item() != -1 else -1  # -1: not MKL
+    assert len(probes) == 2 * (14 + 14 * 4 + 1) and {p.item() for p in probes} == {expect}
+    np.testing.assert_allclose(np.array(both), np.array(whole), rtol=1e-5, atol=1e-5)
 
 
 def t_pad_mask(lengths, t):

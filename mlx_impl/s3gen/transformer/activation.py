@@ -243,11 +243,9 @@ def attention(q: mx.array, k: mx.array, v: mx.array, scale: float, bias: mx.arra
         return kernel(q, k, v, scale, bias)
     half = h // 2
     heads = lambda a, sl: a if a is None or a.shape[1] == 1 else a[:, sl]
-    main = mx.default_stream(mx.cpu)
-    with cpu_kernels.one_blas_thread((main, side_stream())):
-        lo = kernel(q[:, :half], k[:, :half], v[:, :half], scale, heads(bias, slice(0, half)))
-        with mx.stream(side_stream()):
-            hi = kernel(q[:, half:], k[:, half:], v[:, half:], scale, heads(bias, slice(half, None)))
+    lo = kernel(q[:, :half], k[:, :half], v[:, :half], scale, heads(bias, slice(0, half)))
+    with mx.stream(side_stream()):
+        hi = kernel(q[:, half:], k[:, half:], v[:, half:], scale, heads(bias, slice(half, None)))
     return mx.concatenate([lo, hi], axis=2)
 
 
