@@ -490,7 +490,7 @@ def test_fast_decode_stops_on_the_stop_token(models, inputs, monkeypatch):
 
         def stopping(*a):
             calls.append(1)
-            return mx.array([6562], dtype=mx.int32) if len(calls) == 6 else sample(*a)
+            return (mx.array([6562], dtype=mx.int32), a[1]) if len(calls) == 6 else sample(*a)
         return stopping
 
     monkeypatch.setattr(fd, "make_sampler", make_stopping_at_step_5)
