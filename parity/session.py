@@ -73,6 +73,28 @@ def first_filter_flip(fx, out) -> Optional[int]:
     return int(steps[0]) if steps.size else None
 
 
+def flow_token_steps(t3_tokens):
+    """The decoding step of each position of flow.speech_tokens: generate()'s row 0 cut by
+    drop_invalid_tokens (a contiguous slice), then the tokens < 6561; its positions run behind the
+    steps by the tokens dropped before them."""
+    import numpy as np
+
+    from mlx_impl.tts import SPEECH_VOCAB_SIZE, drop_invalid_tokens
+
+    t3 = np.asarray(t3_tokens).reshape(-1)
+    kept = drop_invalid_tokens(t3)
+    start = next(s for s in range(t3.size - kept.size + 1) if np.array_equal(t3[s:s + kept.size], kept))
+    return (start + np.arange(kept.size))[kept < SPEECH_VOCAB_SIZE]
+
+
+def first_mismatch_step(fx, name: str, first_mismatch: int) -> int:
+    """The decoding step of a token checkpoint's first mismatch (flow.speech_tokens: mapped)."""
+    if name != "flow.speech_tokens":
+        return first_mismatch
+    steps = flow_token_steps(fx.tensor("t3.speech_tokens"))
+    return int(steps[first_mismatch]) if first_mismatch < steps.size else int(steps[-1]) + 1 if steps.size else 0
+
+
 @dataclass
 class Result:
     case: str
@@ -200,9 +222,10 @@ class ParitySession:
             note = ""
             if fails and tol.exact_until_filter_flip:
                 flip = first_filter_flip(fx, out)
-                if flip is not None and m.first_mismatch is not None and m.first_mismatch >= flip:
+                step = None if m.first_mismatch is None else first_mismatch_step(fx, name, m.first_mismatch)
+                if flip is not None and step is not None and step >= flip:
                     fails = []
-                    note = (f"tokens identical up to step {m.first_mismatch}; the teacher-forced logits have a "
+                    note = (f"tokens identical up to step {step}; the teacher-forced logits have a "
                             f"min-p/top-p boundary flip at step {flip} (inherent float32 rounding, see the tolerance)")
             res = Result(case_name, label, "failed" if fails else "passed", metrics=m, tolerance=tol.describe(),
                          message="; ".join(fails) or note)

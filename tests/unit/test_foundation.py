@@ -115,3 +115,25 @@ def test_fixture_open_errors(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(ParityError, match="malformed"):
         Fixture.open(tmp_path)
+
+
+def test_flow_token_positions_map_to_decoding_steps():
+    """flow.speech_tokens is T3's row 0 cut after SOS / before EOS, then the ids < 6561: a mismatch
+    at its position k happened at the decoding step of the k-th kept token (the filter-flip rule
+    compares steps, not positions)."""
+    import numpy as np
+
+    from parity.session import first_mismatch_step, flow_token_steps
+
+    t3 = np.array([[5, 7000, 9, 6561 + 1500, 3, 6562, 8]])  # 6562: EOS, 7000 / 8061: not speech
+    np.testing.assert_array_equal(flow_token_steps(t3), [0, 2, 4])
+
+    class Fx:
+        @staticmethod
+        def tensor(name):
+            assert name == "t3.speech_tokens"
+            return t3
+
+    assert first_mismatch_step(Fx, "flow.speech_tokens", 2) == 4
+    assert first_mismatch_step(Fx, "flow.speech_tokens", 3) == 5  # past the end: one after the last kept
+    assert first_mismatch_step(Fx, "t3.speech_tokens", 3) == 3
