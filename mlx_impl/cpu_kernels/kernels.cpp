@@ -359,6 +359,7 @@ struct Bias4 {
 void attention_heads(Operand4 q, Operand4 k, Operand4 v, Bias4 bias, float* out, int64_t B,
                      int64_t H, int64_t T, int64_t S, int64_t D, float scale) {
   std::vector<float> scores(static_cast<size_t>(std::min(T, kQueryBlock) * S));
+  std::vector<float> inv_sums(static_cast<size_t>(std::min(T, kQueryBlock)));
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t t0 = 0; t0 < T; t0 += kQueryBlock) {
@@ -372,10 +373,18 @@ void attention_heads(Operand4 q, Operand4 k, Operand4 v, Bias4 bias, float* out,
             float* sr = scores.data() + r * S;
             for (int64_t j = 0; j < S; ++j) sr[j] += br[j];
           }
-        softmax_rows(scores.data(), scores.data(), rows, S);
+        // softmax's exp and sums; the division by the sum is applied to the D outputs of each
+        // row after the product with v (a pass over rows x D instead of rows x S)
+        for (int64_t r = 0; r < rows; ++r) {
+          float* sr = scores.data() + r * S;
+          inv_sums[r] = 1.0f / exp_shifted_sum(sr, sr, S, row_max(sr, S));
+        }
         // out is (B, T, H, D): row t of head h at ((b T + t) H + h) D
+        float* ob = out + ((b * T + t0) * H + h) * D;
         cblas_sgemm(kRowMajor, kNoTrans, kNoTrans, rows, D, S, 1.0f, scores.data(), S,
-                    v.data + b * v.sb + h * v.sh, v.sn, 0.0f, out + ((b * T + t0) * H + h) * D, H * D);
+                    v.data + b * v.sb + h * v.sh, v.sn, 0.0f, ob, H * D);
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t j = 0; j < D; ++j) ob[r * H * D + j] *= inv_sums[r];
       }
 }
 
