@@ -19,6 +19,7 @@ class Tolerance:
     exact: Optional[float] = None  # minimum exact-match rate (int checkpoints)
     max_nonfinite_mismatch: int = 0  # entries allowed to be filtered (-inf) on one side only
     exact_until_filter_flip: bool = False  # tokens exact up to the first min-p/top-p boundary flip
+    regression_margin_db: Optional[float] = None  # the report's SNR regression margin, if not the default
     measured: Optional[str] = None
     reason: Optional[str] = None
 
@@ -58,6 +59,14 @@ class Registry:
     stages: List[str]
     checkpoints: Dict[str, Checkpoint]
     cumulative: Dict[str, Dict[str, Tolerance]] = field(default_factory=dict)  # mode -> checkpoint -> tolerance
+
+    def tolerance_of(self, label: str, precision: str = "fp32") -> Optional[Tolerance]:
+        """The tolerance a result label names: "<mode>:<checkpoint>" (cumulative) or a checkpoint."""
+        mode, _, name = label.rpartition(":")
+        if mode:
+            return self.cumulative.get(mode, {}).get(name)
+        cp = self.checkpoints.get(name)
+        return cp.tolerances.get(precision) if cp else None
 
     def by_stage(self, stage: str) -> List[Checkpoint]:
         return [c for c in self.checkpoints.values() if c.stage == stage]

@@ -64,3 +64,28 @@ def test_a_run_enters_the_history_once(tmp_path):
     later["meta"]["time"] = "t2"
     assert report.append_history(later, hist)
     assert [h["meta"]["time"] for h in report.load_history(hist)] == ["t", "t2"]
+
+
+def test_a_checkpoint_can_set_its_own_regression_margin():
+    """Cumulative HiFT SNRs move by up to ~15 dB with the last bits of the mel: their tolerance sets a
+    15 dB regression margin (checkpoints.toml, with the measured spread); the default 3 dB applies
+    elsewhere."""
+    from parity import registry
+
+    assert registry.load().tolerance_of("e2e:hift.wav").regression_margin_db == 15.0
+    assert registry.load().tolerance_of("flow.mu").regression_margin_db is None
+
+    def run(snr_e2e, snr_mu):
+        r = _run(snr_mu)
+        r["results"].append({**r["results"][0], "checkpoint": "e2e:hift.wav",
+                             "metrics": {**r["results"][0]["metrics"], "snr_db": snr_e2e}})
+        return r
+
+    history = [run(80.0, 130.0)]
+    assert report.find_regressions(run(67.0, 130.0), history) == []  # 13 dB: within the margin
+    assert [g["checkpoint"] for g in report.find_regressions(run(64.0, 126.0), history)] == ["flow.mu", "e2e:hift.wav"]
+
+
+def test_snr_drops_within_float32_rounding_are_not_regressions():
+    assert report.find_regressions(_run(131.0), [_run(143.0)]) == []  # both at float32 rounding level
+    assert [g["checkpoint"] for g in report.find_regressions(_run(126.0), [_run(143.0)])] == ["flow.mu"]
