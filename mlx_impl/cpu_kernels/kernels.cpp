@@ -275,40 +275,34 @@ class UnaryKernel : public CpuPrimitive {
   Unary op_;
 };
 
-class SoftmaxKernel : public CpuPrimitive {
+// A kernel over rows, fn(src, dst, rows, n) with n the output's last axis (an input row may be
+// wider: SwiGLU's holds gate and up, 2n): softmax and SwiGLU.
+class RowsKernel : public CpuPrimitive {
  public:
-  explicit SoftmaxKernel(mx::Stream s) : CpuPrimitive(s) {}
+  using RowsFn = void (*)(const float*, float*, size_t, size_t);
+  RowsKernel(mx::Stream s, RowsFn fn, const char* name) : CpuPrimitive(s), fn_(fn), name_(name) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     const auto& in = inputs[0];
     require_row_contiguous(in, name());
-    allocate_like(in, out);
-    size_t n = in.shape().back();
+    if (in.shape() == out.shape())
+      allocate_like(in, out);
+    else
+      out.set_data(mx::allocator::malloc(out.nbytes()));
+    size_t n = out.shape().back();
     auto& enc = encoder(inputs, out);
-    enc.dispatch([src = in.data<float>(), dst = out.data<float>(), rows = in.size() / n, n]() {
-      softmax_rows(src, dst, rows, n);
+    enc.dispatch([src = in.data<float>(), dst = out.data<float>(), rows = out.size() / n, n, fn = fn_]() {
+      fn(src, dst, rows, n);
     });
   }
-  const char* name() const override { return "CpuKernelSoftmax"; }
-  bool is_equivalent(const mx::Primitive&) const override { return true; }
-};
-
-class SwigluKernel : public CpuPrimitive {
- public:
-  explicit SwigluKernel(mx::Stream s) : CpuPrimitive(s) {}
-
-  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
-    const auto& in = inputs[0];
-    require_row_contiguous(in, name());
-    out.set_data(mx::allocator::malloc(out.nbytes()));
-    size_t h = out.shape().back();
-    auto& enc = encoder(inputs, out);
-    enc.dispatch([src = in.data<float>(), dst = out.data<float>(), rows = out.size() / h, h]() {
-      swiglu_rows(src, dst, rows, h);
-    });
+  const char* name() const override { return name_; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    return fn_ == static_cast<const RowsKernel&>(other).fn_;
   }
-  const char* name() const override { return "CpuKernelSwiglu"; }
-  bool is_equivalent(const mx::Primitive&) const override { return true; }
+
+ private:
+  RowsFn fn_;
+  const char* name_;
 };
 
 class LayerNormKernel : public CpuPrimitive {
@@ -524,7 +518,7 @@ mx::array softmax_last(const mx::array& x) {
   if (x.ndim() == 0) throw std::invalid_argument("softmax: at least one axis expected");
   auto s = cpu_stream("softmax");
   auto in = mx::contiguous(x, false, s);
-  return mx::array(in.shape(), mx::float32, std::make_shared<SoftmaxKernel>(s), {in});
+  return mx::array(in.shape(), mx::float32, std::make_shared<RowsKernel>(s, softmax_rows, "CpuKernelSoftmax"), {in});
 }
 
 mx::array swiglu_last(const mx::array& x) {
@@ -535,7 +529,7 @@ mx::array swiglu_last(const mx::array& x) {
   auto in = mx::contiguous(x, false, s);
   auto shape = in.shape();
   shape.back() /= 2;
-  return mx::array(shape, mx::float32, std::make_shared<SwigluKernel>(s), {in});
+  return mx::array(shape, mx::float32, std::make_shared<RowsKernel>(s, swiglu_rows, "CpuKernelSwiglu"), {in});
 }
 
 mx::array layer_norm_last(const mx::array& x, const mx::array& weight, const mx::array& bias,
