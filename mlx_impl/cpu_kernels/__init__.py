@@ -1,6 +1,7 @@
 """float32 CPU kernels for MLX's Linux CPU backend (kernels.cpp): exp, sigmoid, SiLU, Mish, exact
-GELU, Snake, softmax and LayerNorm over the last axis, each a single vectorised pass; Linear and
-attention around the BLAS MLX is linked with.
+GELU, Snake, SwiGLU, softmax and LayerNorm over the last axis, each a single vectorised pass; Linear
+and attention around the BLAS MLX is linked with; `stream_blas_threads()`, a probe of the BLAS
+threads a stream's next product would use.
 
 Built by `scripts/build_cpu_kernels.sh` (the set-up runs it). They compute the same math as the
 MLX-ops forms they replace (`mlx_impl/s3gen/transformer/activation.py`, `ops.sin_squared`,
