@@ -1,5 +1,5 @@
-// CPU kernels for MLX's Linux CPU backend: exp, sigmoid, SiLU, Mish, exact GELU, Snake, softmax
-// and LayerNorm over the last axis, each one pass over contiguous float32 data; Linear (one BLAS
+// CPU kernels for MLX's Linux CPU backend: exp, sigmoid, SiLU, Mish, exact GELU, Snake, SwiGLU,
+// softmax and LayerNorm over the last axis, each one pass over contiguous float32 data; Linear (one BLAS
 // product, then the bias) and attention, softmax(q k^T * scale + bias) v, per head and block of
 // query rows in cache (BLAS products, the softmax in between, no T x T array in memory).
 //
