@@ -61,7 +61,12 @@ def drop_invalid_tokens(x) -> np.ndarray:
     """
     x = np.asarray(x)
     assert x.ndim == 1 or (x.ndim == 2 and x.shape[0] == 1), "only batch size of one allowed for now"
+    s, e = _valid_span(x)
+    return x[s:e]
 
+
+def _valid_span(x: np.ndarray):
+    """drop_invalid_tokens' slice (start, end) of x along its first axis."""
     def position(token: int):
         hits = np.nonzero(x == token)[0]  # first axis, as torch's nonzero(as_tuple=True)[0]
         if hits.size != 1:
@@ -69,9 +74,24 @@ def drop_invalid_tokens(x) -> np.ndarray:
                             f"({hits.size} positions of token {token})")
         return int(hits[0])
 
-    s = position(SOS) + 1 if (x == SOS).any() else 0
-    e = position(EOS) if (x == EOS).any() else None
-    return x[s:e]
+    return (position(SOS) + 1 if (x == SOS).any() else 0), (position(EOS) if (x == EOS).any() else None)
+
+
+def s3gen_token_positions(row) -> np.ndarray:
+    """Positions, in a 1-D T3 output row, of the tokens generate() hands to S3Gen: the ones
+    drop_invalid_tokens keeps (after SOS, before EOS) that are speech ids (< 6561). They are the
+    decoding steps of S3Gen's tokens."""
+    row = np.asarray(row)
+    assert row.ndim == 1, "a 1-D row of T3 tokens expected"
+    s, e = _valid_span(row)
+    positions = np.arange(row.size)[s:e]
+    return positions[row[positions] < SPEECH_VOCAB_SIZE]
+
+
+def s3gen_speech_tokens(row) -> np.ndarray:
+    """The tokens generate() hands to S3Gen from a 1-D T3 output row (drop_invalid_tokens, < 6561)."""
+    row = np.asarray(row)
+    return row[s3gen_token_positions(row)]
 
 
 # ----------------------------------------------------------------------------- ChatterboxTTS
@@ -200,8 +220,7 @@ class ChatterboxTTS:
             t3_cond=self.conds.t3, text_tokens=text_tokens, max_new_tokens=max_new_tokens, temperature=temperature,
             cfg_weight=cfg_weight, repetition_penalty=repetition_penalty, min_p=min_p, top_p=top_p, draw=draw,
             on_token=on_token)
-        speech_tokens = drop_invalid_tokens(speech_tokens[0])
-        speech_tokens = speech_tokens[speech_tokens < SPEECH_VOCAB_SIZE]
+        speech_tokens = s3gen_speech_tokens(speech_tokens[0])
         if trace is not None:
             trace.update(t3_tokens=speech_tokens)
         wav, _ = self.s3gen.inference(speech_tokens[None], ref_dict=self.conds.gen, flow_noise=flow_noise,

@@ -73,26 +73,18 @@ def first_filter_flip(fx, out) -> Optional[int]:
     return int(steps[0]) if steps.size else None
 
 
-def flow_token_steps(t3_tokens):
-    """The decoding step of each position of flow.speech_tokens: generate()'s row 0 cut by
-    drop_invalid_tokens (a contiguous slice), then the tokens < 6561; its positions run behind the
-    steps by the tokens dropped before them."""
-    import numpy as np
-
-    from mlx_impl.tts import SPEECH_VOCAB_SIZE, drop_invalid_tokens
-
-    t3 = np.asarray(t3_tokens).reshape(-1)
-    kept = drop_invalid_tokens(t3)
-    start = next(s for s in range(t3.size - kept.size + 1) if np.array_equal(t3[s:s + kept.size], kept))
-    return (start + np.arange(kept.size))[kept < SPEECH_VOCAB_SIZE]
-
-
 def first_mismatch_step(fx, name: str, first_mismatch: int) -> int:
-    """The decoding step of a token checkpoint's first mismatch (flow.speech_tokens: mapped)."""
+    """The decoding step of a token checkpoint's first mismatch: flow.speech_tokens' positions run
+    behind the steps by the tokens dropped before them; one past its end is the step after its
+    last token."""
     if name != "flow.speech_tokens":
         return first_mismatch
-    steps = flow_token_steps(fx.tensor("t3.speech_tokens"))
-    return int(steps[first_mismatch]) if first_mismatch < steps.size else int(steps[-1]) + 1 if steps.size else 0
+    from mlx_impl.tts import s3gen_token_positions
+
+    steps = s3gen_token_positions(fx.tensor("t3.speech_tokens")[0])
+    if first_mismatch < steps.size:
+        return int(steps[first_mismatch])
+    return int(steps[-1]) + 1 if steps.size else 0
 
 
 @dataclass

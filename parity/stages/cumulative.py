@@ -65,7 +65,7 @@ def run_e2e(fx, ckpt) -> dict:
     import mlx.core as mx
 
     from mlx_impl.t3.inference.sampling import ReplayDraw
-    from mlx_impl.tts import SPEECH_VOCAB_SIZE, drop_invalid_tokens
+    from mlx_impl.tts import s3gen_speech_tokens
 
     tts = _pipeline(ckpt)
     p = fx.params
@@ -90,8 +90,7 @@ def run_e2e(fx, ckpt) -> dict:
         on_step=lambda i, d: filtered.append(np.array(d["logits_top_p"]).reshape(-1)))
     out["t3.speech_tokens"] = _np(tokens)
     out["t3.logits_top_p"] = np.stack(filtered)
-    speech = drop_invalid_tokens(tokens[0])
-    speech = speech[speech < SPEECH_VOCAB_SIZE]
+    speech = s3gen_speech_tokens(tokens[0])
     out["flow.speech_tokens"] = speech[None]
     if speech.shape[0] != fx.tensor("flow.speech_tokens").shape[1] or not np.array_equal(
             speech, fx.tensor("flow.speech_tokens")[0]):

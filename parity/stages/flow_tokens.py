@@ -7,7 +7,6 @@ PROVIDES = ["flow.speech_tokens"]
 
 
 def run(fx, ckpt) -> dict:
-    from mlx_impl.tts import SPEECH_VOCAB_SIZE, drop_invalid_tokens
+    from mlx_impl.tts import s3gen_speech_tokens
 
-    tokens = drop_invalid_tokens(fx.tensor("t3.speech_tokens")[0])
-    return {"flow.speech_tokens": tokens[tokens < SPEECH_VOCAB_SIZE][None]}
+    return {"flow.speech_tokens": s3gen_speech_tokens(fx.tensor("t3.speech_tokens")[0])[None]}

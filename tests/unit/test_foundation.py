@@ -123,10 +123,14 @@ def test_flow_token_positions_map_to_decoding_steps():
     compares steps, not positions)."""
     import numpy as np
 
-    from parity.session import first_mismatch_step, flow_token_steps
+    from mlx_impl.tts import drop_invalid_tokens, s3gen_speech_tokens, s3gen_token_positions
+    from parity.session import first_mismatch_step
 
     t3 = np.array([[5, 7000, 9, 6561 + 1500, 3, 6562, 8]])  # 6562: EOS, 7000 / 8061: not speech
-    np.testing.assert_array_equal(flow_token_steps(t3), [0, 2, 4])
+    np.testing.assert_array_equal(s3gen_token_positions(t3[0]), [0, 2, 4])
+    kept = drop_invalid_tokens(t3[0])
+    np.testing.assert_array_equal(s3gen_speech_tokens(t3[0]), kept[kept < 6561])  # as generate() picks them
+    np.testing.assert_array_equal(s3gen_token_positions(np.array([7, 6561, 4, 8000, 2])), [2, 4])  # after SOS
 
     class Fx:
         @staticmethod

@@ -15,6 +15,7 @@ from mlx_impl.s3tokenizer import model as mlx_v1  # noqa: E402
 from mlx_impl.s3tokenizer import model_v2 as mlx_v2  # noqa: E402
 from mlx_impl.s3tokenizer import utils as mlx_utils  # noqa: E402
 from parity.metrics import compare  # noqa: E402
+from kernel_spy import SpyKernels  # noqa: E402
 
 SNR_MIN = 100.0
 SMALL = dict(n_audio_state=256, n_audio_head=4, n_audio_layer=2)  # head dim 64, as the RoPE table needs
@@ -346,28 +347,6 @@ def test_depthwise_shift_sum_equals_native_grouped_conv():
 
 
 # ----------------------------------------------------------------------------- CPU kernels
-class _SpyKernels:
-    """mlx_impl.cpu_kernels stand-in for model.py: the real kernels, counting calls by name."""
-
-    def __init__(self, real):
-        self.real, self.calls = real, {}
-
-    def available(self):
-        return True
-
-    def kernels(self):
-        return self
-
-    def __getattr__(self, name):
-        fn = getattr(self.real.kernels(), name)
-
-        def counted(*args):
-            self.calls[name] = self.calls.get(name, 0) + 1
-            return fn(*args)
-
-        return counted
-
-
 @pytest.mark.xfail(not __import__("mlx_impl.cpu_kernels", fromlist=["available"]).available(), strict=True,
                    reason="CPU kernels not built (scripts/build_cpu_kernels.sh)")
 def test_cpu_kernel_path_is_used_and_matches_mlx_ops(monkeypatch):
@@ -385,7 +364,7 @@ def test_cpu_kernel_path_is_used_and_matches_mlx_ops(monkeypatch):
 
     from mlx_impl.cpu_kernels import layers
 
-    spy = _SpyKernels(cpu_kernels)
+    spy = SpyKernels(cpu_kernels)
     monkeypatch.setattr(mlx_v1, "cpu_kernels", spy)
     monkeypatch.setattr(layers, "kernels", spy.kernels)  # LayerNorm, Linear
     h_k, _ = out.encoder(mel, mel_len)

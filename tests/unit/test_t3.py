@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from mlx_impl import cpu_kernels
 from mlx_impl.convert.common import ConversionError, load_strict
 from mlx_impl.convert.t3 import load_t3, sanitize
 from mlx_impl.t3 import T3, T3Cond, T3Config
@@ -30,6 +31,7 @@ from mlx_impl.t3.inference import (
 )
 from parity.metrics import compare
 
+from kernel_spy import SpyKernels
 from t3_reference import build_original_t3, inverse_cdf, run_original_inference, small_llama_config, state_numpy
 
 STEP_KEYS = ("logits_raw", "logits_cfg", "logits_rep", "logits_temp", "logits_min_p", "logits_top_p")
@@ -498,29 +500,6 @@ def test_fast_decode_stops_on_the_stop_token(models, inputs, monkeypatch):
     assert toks.shape == (1, 6) and toks[0, -1] == 6562
 
 
-def cpu_kernels_built() -> bool:
-    from mlx_impl import cpu_kernels
-
-    return cpu_kernels.available()
-
-
-class CountingKernels:
-    """cpu_kernels' module with calls of the named kernels counted."""
-
-    def __init__(self, module, calls: dict):
-        self._module, self._calls = module, calls
-
-    def __getattr__(self, name):
-        fn = getattr(self._module, name)
-        if name not in self._calls:
-            return fn
-
-        def counted(*a, **k):
-            self._calls[name] += 1
-            return fn(*a, **k)
-        return counted
-
-
 def fused_and_plain_logits(models, inputs):
     _, m, state, cfg = models
     fused = load_t3(state, T3Config(704, llama_config=cfg)).fuse_projections()
@@ -531,8 +510,6 @@ def fused_and_plain_logits(models, inputs):
 
 def test_fused_projections_bit_identical(models, inputs, monkeypatch):
     """On MLX's own ops (no CPU kernels) fusing q/k/v and gate/up changes no bit."""
-    from mlx_impl import cpu_kernels
-
     monkeypatch.setattr(cpu_kernels, "applies_to", lambda x: False)
     _, m, state, cfg = models
     fused, a, b = fused_and_plain_logits(models, inputs)
@@ -548,8 +525,8 @@ def test_fused_projections_bit_identical(models, inputs, monkeypatch):
         q.fuse_projections()
 
 
-@pytest.mark.xfail(not cpu_kernels_built(), reason="CPU kernels not built", strict=True)
-def test_fused_projections_with_cpu_kernels(models, inputs):
+@pytest.mark.xfail(not cpu_kernels.available(), reason="CPU kernels not built", strict=True)
+def test_fused_projections_with_cpu_kernels(models, inputs, monkeypatch):
     """With the CPU kernels the fused layers run the attention and SwiGLU kernels (the prefill's
     causal attention included): float32 rounding apart from MLX's ops (measured on this small model:
     125.4 dB, max |diff| 7.6e-6 on logits up to ~8; MLX's ops against the original reach ~116 dB on
@@ -557,17 +534,13 @@ def test_fused_projections_with_cpu_kernels(models, inputs):
     from mlx_impl.t3.inference import fast_decode
 
     ref, m, _, _ = models
-    calls = {"attention": 0, "swiglu": 0}
-    kernels = fast_decode.cpu_kernels.kernels()
-    counting = CountingKernels(kernels, calls)
-    fast_decode.cpu_kernels.kernels, before = (lambda: counting), fast_decode.cpu_kernels.kernels
-    try:
-        fused, a, b = fused_and_plain_logits(models, inputs)
-        assert calls["attention"] == calls["swiglu"] == len(fused.tfmr.layers)
-        assert compare(np.array(a), np.array(b)).snr_db > 120
-        assert float(mx.abs(a - b).max()) < 2e-5
-    finally:
-        fast_decode.cpu_kernels.kernels = before
+    spy = SpyKernels(cpu_kernels)
+    monkeypatch.setattr(fast_decode, "cpu_kernels", spy)
+    fused, a, b = fused_and_plain_logits(models, inputs)
+    assert spy.calls == {"attention": len(fused.tfmr.layers), "swiglu": len(fused.tfmr.layers)}, spy.calls
+    assert compare(np.array(a), np.array(b)).snr_db > 120
+    assert float(mx.abs(a - b).max()) < 2e-5
+    monkeypatch.undo()
     uniforms = np.random.default_rng(5).random(N_STEPS)
     r = run_original_inference(ref, torch_cond(inputs), torch.from_numpy(inputs["text"]).long(),
                                picker=lambda i, p: inverse_cdf(p, uniforms[i]), max_new_tokens=N_STEPS, **DEFAULTS)
