@@ -8,8 +8,8 @@
 // math is that of mlx_impl/s3gen/transformer/activation.py's arithmetic forms (same polynomials,
 // same order), written as plain loops that the compiler vectorises (-O3 -march=native). Each
 // kernel runs on the thread of the stream it is called on, like MLX's own CPU kernels (callers
-// get two cores busy by running independent work on two streams), except Snake: the vocoder runs
-// on one stream, so Snake splits its rows over the cores.
+// get two cores busy by running independent work on two streams), except Snake, which splits its
+// rows over the cores unless the stream's threads are set to one (set_stream_blas_threads).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -463,10 +463,15 @@ void snake_rows(const float* x, const float* alpha, float* y, size_t rows, size_
     for (size_t j = 0; j < c; ++j) y[j] = x[j] + inv[j] * sin_squared(x[j] * alpha[j]);
 }
 
-// fn(first_row, n_rows) over `rows`, split over up to hardware_concurrency() threads when large.
+// Threads a kernel on this stream's worker may use (0: the machine's cores), set with the BLAS
+// threads (set_stream_blas_threads): a stream that shares the cores with another uses one.
+thread_local int t_stream_threads = 0;
+
+// fn(first_row, n_rows) over `rows`, split over the stream's threads when large.
 template <class F>
 void parallel_rows(size_t rows, size_t row_size, F fn) {
-  size_t workers = std::max(1u, std::thread::hardware_concurrency());
+  size_t workers = t_stream_threads > 0 ? static_cast<size_t>(t_stream_threads)
+                                        : std::max(1u, std::thread::hardware_concurrency());
   workers = std::min(workers, std::max<size_t>(1, rows * row_size / (1 << 18)));
   workers = std::min(workers, rows);
   if (workers <= 1) return fn(0, rows);
@@ -599,11 +604,14 @@ mx::array snake(const mx::array& x, const mx::array& alpha) {
 // two streams at once are slower than 1-thread ones). The setting is MKL's thread-local one, set
 // on the stream's thread in queue order.
 bool set_stream_blas_threads(int threads) {
-  if (!MKL_Set_Num_Threads_Local) return false;
   if (threads < 0) throw std::invalid_argument("set_stream_blas_threads: threads >= 0 expected");
   auto s = cpu_stream("set_stream_blas_threads");
-  mx::cpu::get_command_encoder(s).dispatch([threads]() { MKL_Set_Num_Threads_Local(threads); });
-  return true;
+  bool mkl = MKL_Set_Num_Threads_Local != nullptr;
+  mx::cpu::get_command_encoder(s).dispatch([threads, mkl]() {
+    t_stream_threads = threads;
+    if (mkl) MKL_Set_Num_Threads_Local(threads);
+  });
+  return mkl;
 }
 
 // The BLAS threads a product queued here would use, read on the stream's thread in queue order
@@ -651,5 +659,6 @@ NB_MODULE(_kernels, m) {
         "(Intel MKL; -1 with other BLAS libraries)");
   m.def("set_stream_blas_threads", &set_stream_blas_threads, "threads"_a,
         "BLAS threads of the default stream's worker thread from now on (0: the process-wide "
-        "setting). Intel MKL only; returns False (and does nothing) with other BLAS libraries");
+        "setting), and the threads these kernels use there (Snake's rows); returns False where the "
+        "BLAS is not Intel MKL (its threads are then left as they are)");
 }

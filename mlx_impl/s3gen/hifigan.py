@@ -16,9 +16,11 @@ from typing import List, Optional, Tuple
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
+from mlx.utils import tree_flatten
 
 from .. import cpu_kernels
 from ..ops import Conv1d, ConvTranspose1d, sin_squared
+from .transformer.activation import drain, run_two_streams
 
 
 def get_padding(kernel_size: int, dilation: int = 1) -> int:
@@ -61,8 +63,14 @@ class ResBlock(nn.Module):
         self.activations2 = [Snake(channels) for _ in dilations]
 
     def __call__(self, x: mx.array) -> mx.array:
+        return drain(self.steps(x))
+
+    def steps(self, x: mx.array):
+        """__call__ as a generator: yields x after each dilation's pair of convolutions, returns the
+        block's output (HiFTGenerator.decode_spectrum runs independent blocks on two CPU streams)."""
         for c1, c2, a1, a2 in zip(self.convs1, self.convs2, self.activations1, self.activations2):
             x = c2(a2(c1(a1(x)))) + x
+            yield x
         return x
 
 
@@ -280,22 +288,28 @@ class HiFTGenerator(nn.Module):
     # ------------------------------------------------------------------ network
     def decode_spectrum(self, x: mx.array, s: mx.array) -> Tuple[mx.array, mx.array]:
         """mel x (B, 80, T) and source s (B, 1, L) -> magnitude, phase (B, n_fft // 2 + 1, n_frames),
-        the arguments of the original's _istft."""
+        the arguments of the original's _istft.
+
+        The original's order of operations, with independent pieces run on two CPU streams at once
+        (`run_two_streams`; on a GPU one after the other): stage 0's upsampling beside its source
+        branch (source_downs + source_resblocks), then in each stage the three resblocks and the next
+        stage's source branch (which needs only the source's STFT), split over the streams by their
+        multiply counts. The resblocks' outputs are summed in the original's order."""
         s_stft = self._stft_channels_last(s.squeeze(1))  # (B, n_frames, 2 * n_bins)
-
         x = self.conv_pre(x.transpose(0, 2, 1))
+        x, si = run_two_streams(_as_steps(self._upsample, 0, x), self._source_branch(0, s_stft))
         for i in range(self.num_upsamples):
-            x = leaky_relu(x, self.lrelu_slope)
-            x = self.ups[i](x)
-            if i == self.num_upsamples - 1:
-                x = mx.concatenate([x[:, 1:2], x], axis=1)  # ReflectionPad1d((1, 0))
-            si = self.source_downs[i](s_stft)
-            si = self.source_resblocks[i](si)
+            if i > 0:
+                x = self._upsample(i, x)
             x = x + si
-
+            jobs = [(self.resblocks[i * self.num_kernels + j], x) for j in range(self.num_kernels)]
+            if i + 1 < self.num_upsamples:
+                jobs.append((None, i + 1))  # the next stage's source branch
+            outs = self._run_jobs(jobs, s_stft)
+            if i + 1 < self.num_upsamples:
+                si = outs.pop()
             xs = None
-            for j in range(self.num_kernels):
-                r = self.resblocks[i * self.num_kernels + j](x)
+            for r in outs:
                 xs = r if xs is None else xs + r
             x = xs / self.num_kernels
 
@@ -305,6 +319,44 @@ class HiFTGenerator(nn.Module):
         magnitude = mx.exp(x[..., :n_bins]).transpose(0, 2, 1)
         phase = mx.sin(x[..., n_bins:]).transpose(0, 2, 1)  # "actually, sin is redundancy"
         return magnitude, phase
+
+    def _upsample(self, i: int, x: mx.array) -> mx.array:
+        x = self.ups[i](leaky_relu(x, self.lrelu_slope))
+        if i == self.num_upsamples - 1:
+            x = mx.concatenate([x[:, 1:2], x], axis=1)  # ReflectionPad1d((1, 0))
+        return x
+
+    def _source_branch(self, i: int, s_stft: mx.array):
+        """Stage i's source signal: source_downs[i] then source_resblocks[i] (a generator)."""
+        return (yield from self.source_resblocks[i].steps(self.source_downs[i](s_stft)))
+
+    def _run_jobs(self, jobs, s_stft):
+        """Outputs of independent jobs — (resblock, input) or (None, stage) for a source branch —
+        in their order, run as two sequences on two streams: longest first onto the less loaded
+        stream, by multiply count (weights x frames)."""
+        def cost(job):
+            block, arg = job
+            if block is None:
+                frames = s_stft.shape[1] // self.source_downs[arg].stride
+                return frames * (_n_weights(self.source_downs[arg]) + _n_weights(self.source_resblocks[arg]))
+            return arg.shape[1] * _n_weights(block)
+
+        lanes, load = ([], []), [0, 0]
+        for k in sorted(range(len(jobs)), key=lambda k: -cost(jobs[k])):
+            lane = 0 if load[0] <= load[1] else 1
+            lanes[lane].append(k)
+            load[lane] += cost(jobs[k])
+
+        def run(order):
+            outs = {}
+            for k in order:
+                block, arg = jobs[k]
+                steps = self._source_branch(arg, s_stft) if block is None else block.steps(arg)
+                outs[k] = yield from steps
+            return outs
+
+        a, b = run_two_streams(run(lanes[0]), run(lanes[1]))
+        return [{**a, **b}[k] for k in range(len(jobs))]
 
     def decode(self, x: mx.array, s: mx.array) -> mx.array:
         """mel x (B, 80, T), source s (B, 1, L) -> waveform (B, L), clamped to +-audio_limit."""
@@ -337,6 +389,17 @@ class HiFTGenerator(nn.Module):
             n = cache_source.shape[2]
             s = mx.concatenate([cache_source.astype(s.dtype), s[:, :, n:]], axis=2)
         return self.decode(speech_feat, s), s
+
+
+def _as_steps(fn, *args):
+    """fn(*args) as a one-step generator (for run_two_streams)."""
+    out = fn(*args)
+    yield out
+    return out
+
+
+def _n_weights(module: nn.Module) -> int:
+    return sum(v.size for k, v in tree_flatten(module.parameters()) if k.endswith("weight"))
 
 
 # ---------------------------------------------------------------------- (i)STFT helpers

@@ -58,6 +58,40 @@ def side_stream():
     return _SIDE_STREAM
 
 
+def drain(steps):
+    """Run the generator `steps` to its end; its return value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
+def run_two_streams(first, second):
+    """The return values of two independent generators of lazy arrays, run at once on the CPU:
+    `first` built on the default stream, `second` on the side stream, one BLAS thread each, and
+    each yielded piece queued as it is built, in turn (`mx.async_eval`: MLX's CPU scheduler holds
+    a bounded number of tasks, so one graph queued whole would leave the other stream idle). On a
+    GPU: one after the other (the same operations)."""
+    if _native():
+        return drain(first), drain(second)
+    streams = (mx.default_stream(mx.cpu), side_stream())
+    running = {0: first, 1: second}
+    results = [None, None]
+    with cpu_kernels.one_blas_thread(streams):
+        while running:
+            pieces = []
+            for i, steps in list(running.items()):
+                with whole_on_stream(streams[i]):
+                    try:
+                        pieces.append(next(steps))
+                    except StopIteration as stop:
+                        results[i] = stop.value
+                        del running[i]
+            mx.async_eval([p for p in pieces + results if isinstance(p, mx.array)])
+    return tuple(results)
+
+
 def _two_streams(fn, x: mx.array) -> mx.array:
     """fn (elementwise) over x, the two halves of the first axis longer than 1 on two CPU streams:
     MLX runs a stream's elementwise kernels on one thread, and the machines this targets have 2+ cores."""
