@@ -1,6 +1,7 @@
 """MLX T3 decoding: the effect of each speed change, one after the other, in one process, plus a
 profile of one decode step (host time to queue it, kernel count and kernel time, read through
-CUPTI by torch.profiler on a GPU machine).
+CUPTI by torch.profiler on a GPU machine) and its floor: the step's weight products alone
+(`weight_products_ms`: every weight read once; on the CPU memory-bound, `weight_gb_per_s`).
 
 Variants: `mirror` (the step-by-step loop that mirrors the original, host-side sampling), `fast`
 (inference/fast_decode.py: device-side compiled sampling, next step queued before the token is
@@ -97,7 +98,7 @@ def profile_step(t3, cond, text, n_warm: int = 20):
 
     walls = [one() for _ in range(10)]
     res = {"host_queue_ms": 1e3 * statistics.median(w[0] for w in walls),
-           "step_wall_ms": 1e3 * statistics.median(w[1] for w in walls)}
+           "step_wall_ms": 1e3 * statistics.median(w[1] for w in walls), **weight_floor(t3, dtype)}
     if mx.default_device() == mx.gpu:
         try:
             import torch
@@ -115,6 +116,28 @@ def profile_step(t3, cond, text, n_warm: int = 20):
         except Exception as e:  # profiling is best effort; the timings above stand
             res["kernel_profile_error"] = repr(e)[:200]
     return res
+
+
+def weight_floor(t3, dtype, repeats: int = 7) -> dict:
+    """The step's matrix products alone, every weight read once as a decode step reads it (the CFG
+    pair's 2 rows, one graph): the step's memory-bandwidth floor, and the bandwidth it reached."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    weights = [m.weight for layer in t3.tfmr.layers for _, m in layer.named_modules() if isinstance(m, nn.Linear)]
+    weights.append(t3.speech_head.weight)
+    rows = {w.shape[1]: mx.random.normal((2, 1, w.shape[1])).astype(dtype) for w in weights}
+    mx.eval(rows)
+
+    def once():
+        t0 = time.perf_counter()
+        mx.eval([rows[w.shape[1]] @ w.T for w in weights])
+        return time.perf_counter() - t0
+
+    once()
+    ms = 1e3 * statistics.median(once() for _ in range(repeats))
+    gb = sum(w.nbytes for w in weights) / 1e9
+    return {"weight_products_ms": ms, "weight_gb": gb, "weight_gb_per_s": gb / ms * 1e3}
 
 
 def dtype_probe(t3) -> dict:
