@@ -20,7 +20,7 @@ from mlx.utils import tree_flatten
 
 from .. import cpu_kernels
 from ..ops import Conv1d, ConvTranspose1d, sin_squared
-from .transformer.activation import drain, run_two_streams
+from .transformer.activation import run_two_streams
 
 
 def get_padding(kernel_size: int, dilation: int = 1) -> int:
@@ -63,14 +63,8 @@ class ResBlock(nn.Module):
         self.activations2 = [Snake(channels) for _ in dilations]
 
     def __call__(self, x: mx.array) -> mx.array:
-        return drain(self.steps(x))
-
-    def steps(self, x: mx.array):
-        """__call__ as a generator: yields x after each dilation's pair of convolutions, returns the
-        block's output (HiFTGenerator.decode_spectrum runs independent blocks on two CPU streams)."""
         for c1, c2, a1, a2 in zip(self.convs1, self.convs2, self.activations1, self.activations2):
             x = c2(a2(c1(a1(x)))) + x
-            yield x
         return x
 
 
@@ -297,7 +291,7 @@ class HiFTGenerator(nn.Module):
         multiply counts. The resblocks' outputs are summed in the original's order."""
         s_stft = self._stft_channels_last(s.squeeze(1))  # (B, n_frames, 2 * n_bins)
         x = self.conv_pre(x.transpose(0, 2, 1))
-        x, si = run_two_streams(_as_steps(self._upsample, 0, x), self._source_branch(0, s_stft))
+        x, si = run_two_streams(_as_steps(self._upsample, 0, x), _as_steps(self._source_branch, 0, s_stft))
         for i in range(self.num_upsamples):
             if i > 0:
                 x = self._upsample(i, x)
@@ -326,9 +320,9 @@ class HiFTGenerator(nn.Module):
             x = mx.concatenate([x[:, 1:2], x], axis=1)  # ReflectionPad1d((1, 0))
         return x
 
-    def _source_branch(self, i: int, s_stft: mx.array):
-        """Stage i's source signal: source_downs[i] then source_resblocks[i] (a generator)."""
-        return (yield from self.source_resblocks[i].steps(self.source_downs[i](s_stft)))
+    def _source_branch(self, i: int, s_stft: mx.array) -> mx.array:
+        """Stage i's source signal: source_downs[i] then source_resblocks[i]."""
+        return self.source_resblocks[i](self.source_downs[i](s_stft))
 
     def _run_jobs(self, jobs, s_stft):
         """Outputs of independent jobs — (resblock, input) or (None, stage) for a source branch —
@@ -351,8 +345,8 @@ class HiFTGenerator(nn.Module):
             outs = {}
             for k in order:
                 block, arg = jobs[k]
-                steps = self._source_branch(arg, s_stft) if block is None else block.steps(arg)
-                outs[k] = yield from steps
+                outs[k] = yield from (_as_steps(self._source_branch, arg, s_stft) if block is None
+                                      else _as_steps(block, arg))
             return outs
 
         a, b = run_two_streams(run(lanes[0]), run(lanes[1]))
