@@ -1,5 +1,5 @@
 // CPU kernels for MLX's Linux CPU backend: exp, sigmoid, SiLU, Mish, exact GELU, Snake, SwiGLU,
-// softmax and LayerNorm over the last axis, each one pass over contiguous float32 data; Linear (one BLAS
+// softmax, LayerNorm and RMSNorm over the last axis, RoPE, each one pass over contiguous float32 data; Linear (one BLAS
 // product, then the bias) and attention, softmax(q k^T * scale + bias) v, per head and block of
 // query rows in cache (BLAS products, the softmax in between, no T x T array in memory).
 //
@@ -217,6 +217,16 @@ void layer_norm_rows(const float* x, const float* w, const float* b, float* y, s
   }
 }
 
+// RMSNorm (mx.fast.rms_norm's formula): x / sqrt(mean(x^2) + eps) * w.
+void rms_norm_rows(const float* x, const float* w, float* y, size_t rows, size_t n, float eps) {
+  for (size_t r = 0; r < rows; ++r, x += n, y += n) {
+    float total = 0.0f;  // in order, as MLX's CPU sum: the result is mx.fast.rms_norm's
+    for (size_t i = 0; i < n; ++i) total += x[i] * x[i];
+    float inv = 1.0f / std::sqrt(total / static_cast<float>(n) + eps);
+    for (size_t i = 0; i < n; ++i) y[i] = x[i] * inv * w[i];
+  }
+}
+
 void check_input(const mx::array& a, const char* what) {
   if (a.dtype() != mx::float32)
     throw std::invalid_argument(std::string(what) + ": float32 input expected");
@@ -305,6 +315,7 @@ class RowsKernel : public CpuPrimitive {
   const char* name_;
 };
 
+// LayerNorm (inputs x, weight, bias) or, without a bias, RMSNorm (x, weight) over the last axis.
 class LayerNormKernel : public CpuPrimitive {
  public:
   LayerNormKernel(mx::Stream s, float eps) : CpuPrimitive(s), eps_(eps) {}
@@ -315,9 +326,13 @@ class LayerNormKernel : public CpuPrimitive {
     allocate_like(in, out);
     size_t n = in.shape().back();
     auto& enc = encoder(inputs, out);
-    enc.dispatch([src = in.data<float>(), w = inputs[1].data<float>(), b = inputs[2].data<float>(),
-                  dst = out.data<float>(), rows = in.size() / n, n, eps = eps_]() {
-      layer_norm_rows(src, w, b, dst, rows, n, eps);
+    const float* b = inputs.size() == 3 ? inputs[2].data<float>() : nullptr;
+    enc.dispatch([src = in.data<float>(), w = inputs[1].data<float>(), b, dst = out.data<float>(),
+                  rows = in.size() / n, n, eps = eps_]() {
+      if (b)
+        layer_norm_rows(src, w, b, dst, rows, n, eps);
+      else
+        rms_norm_rows(src, w, dst, rows, n, eps);
     });
   }
   const char* name() const override { return "CpuKernelLayerNorm"; }
@@ -438,6 +453,45 @@ class LinearKernel : public CpuPrimitive {
     });
   }
   const char* name() const override { return "CpuKernelLinear"; }
+  bool is_equivalent(const mx::Primitive&) const override { return true; }
+};
+
+// RoPE's rotation, non-traditional (dims i and i + D/2 rotate together) over all D dims:
+// y_i = x_i cos_i - x_{i+D/2} sin_i, y_{i+D/2} = x_i sin_i + x_{i+D/2} cos_i, each product rounded
+// (as MLX's ops). x (B, H, L, D) with a unit-stride last axis; cos, sin (L, D/2): the caller's
+// tables (mx.cos / mx.sin of MLX's angles, so that the result is mx.fast.rope's on the CPU).
+void rope_rows(const float* src, const float* cos_t, const float* sin_t, float* y, int64_t half)
+    __attribute__((optimize("fp-contract=off")));
+void rope_rows(const float* src, const float* cos_t, const float* sin_t, float* y, int64_t half) {
+  for (int64_t i = 0; i < half; ++i) {
+    float x1 = src[i], x2 = src[half + i];
+    y[i] = x1 * cos_t[i] - x2 * sin_t[i];
+    y[half + i] = x1 * sin_t[i] + x2 * cos_t[i];
+  }
+}
+
+class RopeKernel : public CpuPrimitive {
+ public:
+  explicit RopeKernel(mx::Stream s) : CpuPrimitive(s) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    const auto &x = inputs[0], &cos_t = inputs[1], &sin_t = inputs[2];
+    if (x.strides().back() != 1) throw std::invalid_argument("rope: x with a unit-stride last axis expected");
+    require_row_contiguous(cos_t, name());
+    require_row_contiguous(sin_t, name());
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    auto& enc = encoder(inputs, out);
+    enc.dispatch([xo = operand(x), cp = cos_t.data<float>(), sp = sin_t.data<float>(), dst = out.data<float>(),
+                  B = x.shape(0), H = x.shape(1), L = x.shape(2), D = x.shape(3)]() {
+      int64_t half = D / 2;
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t h = 0; h < H; ++h)
+          for (int64_t l = 0; l < L; ++l)
+            rope_rows(xo.data + b * xo.sb + h * xo.sh + l * xo.sn, cp + l * half, sp + l * half,
+                      dst + ((b * H + h) * L + l) * D, half);
+    });
+  }
+  const char* name() const override { return "CpuKernelRope"; }
   bool is_equivalent(const mx::Primitive&) const override { return true; }
 };
 
@@ -589,6 +643,27 @@ mx::array linear(const mx::array& x, const mx::array& weight, std::optional<mx::
   return mx::array(shape, mx::float32, std::make_shared<LinearKernel>(s), in);
 }
 
+mx::array rms_norm_last(const mx::array& x, const mx::array& weight, float eps) {
+  check_input(x, "rms_norm");
+  check_input(weight, "rms_norm");
+  if (x.ndim() == 0 || weight.ndim() != 1 || weight.shape(0) != x.shape().back())
+    throw std::invalid_argument("rms_norm: weight of shape (last axis,) expected");
+  auto s = cpu_stream("rms_norm");
+  std::vector<mx::array> in = {mx::contiguous(x, false, s), mx::contiguous(weight, false, s)};
+  return mx::array(in[0].shape(), mx::float32, std::make_shared<LayerNormKernel>(s, eps), in);
+}
+
+mx::array rope(const mx::array& x, const mx::array& cos_t, const mx::array& sin_t) {
+  for (const auto* a : {&x, &cos_t, &sin_t}) check_input(*a, "rope");
+  if (x.ndim() != 4 || x.shape(3) % 2 || cos_t.ndim() != 2 || cos_t.shape() != sin_t.shape() ||
+      cos_t.shape(0) != x.shape(2) || cos_t.shape(1) != x.shape(3) / 2)
+    throw std::invalid_argument("rope: x (B, H, L, D) with D even, cos and sin (L, D / 2) expected");
+  auto s = cpu_stream("rope");
+  auto xin = x.strides().back() == 1 ? x : mx::contiguous(x, false, s);
+  return mx::array(x.shape(), mx::float32, std::make_shared<RopeKernel>(s),
+                   {xin, mx::contiguous(cos_t, false, s), mx::contiguous(sin_t, false, s)});
+}
+
 mx::array snake(const mx::array& x, const mx::array& alpha) {
   check_input(x, "snake");
   check_input(alpha, "snake");
@@ -647,6 +722,11 @@ NB_MODULE(_kernels, m) {
   m.def("softmax", &softmax_last, "x"_a, "softmax over the last axis");
   m.def("layer_norm", &layer_norm_last, "x"_a, "weight"_a, "bias"_a, "eps"_a,
         "LayerNorm over the last axis");
+  m.def("rms_norm", &rms_norm_last, "x"_a, "weight"_a, "eps"_a,
+        "RMSNorm over the last axis: x / sqrt(mean(x^2) + eps) * weight");
+  m.def("rope", &rope, "x"_a, "cos"_a, "sin"_a,
+        "RoPE's rotation, non-traditional, over all D dims: x (B, H, L, D) with a unit-stride last "
+        "axis, cos and sin (L, D / 2) -> (B, H, L, D)");
   m.def("attention", &attention, "q"_a, "k"_a, "v"_a, "scale"_a, "bias"_a = nb::none(),
         "softmax(q k^T * scale + bias) v: q (B, H, T, D), k, v (B, H, S, D) with a unit-stride "
         "last axis, bias (B|1, H|1, T|1, S) or None -> (B, T, H, D)");

@@ -264,3 +264,41 @@ def test_snake_kernel_matches_the_hift_snake_formula(monkeypatch):
     assert np.abs(out - ref).max() <= 2e-6  # measured 1.2e-6 (1 ulp of |y| ~ 10: fused multiply-adds)
     with pytest.raises(ValueError, match="snake: x"):
         cpu_kernels.kernels().snake(x, mx.ones((63,)))
+
+
+def test_rms_norm_kernel_is_mx_fast_rms_norm_at_t3_width():
+    """Bit-identical to mx.fast.rms_norm at T3's width (1024: the in-order sum is MLX's CPU sum);
+    at other widths within float32 rounding; the drop-in layer falls back off the CPU kernels."""
+    x = mx.random.normal((2, 9, 1024), key=mx.random.key(0)) * 3
+    w = mx.random.normal((1024,), key=mx.random.key(1))
+    assert np.array_equal(np.array(cpu_kernels.kernels().rms_norm(x, w, 1e-5)), np.array(mx.fast.rms_norm(x, w, 1e-5)))
+    x80, w80 = x[..., :80], w[:80]
+    np.testing.assert_allclose(np.array(cpu_kernels.kernels().rms_norm(x80, w80, 1e-5)),
+                               np.array(mx.fast.rms_norm(x80, w80, 1e-5)), rtol=1e-6, atol=1e-6)
+    import mlx.nn as nn
+
+    ref = nn.RMSNorm(1024)
+    ref.weight = w
+    layer = layers.RMSNorm.like(ref)
+    assert np.array_equal(np.array(layer(x)), np.array(ref(x)))
+    with pytest.raises(ValueError, match="rms_norm"):
+        cpu_kernels.kernels().rms_norm(x, w[:10], 1e-5)
+
+
+@pytest.mark.parametrize("L, offset", [(1, 0), (1, 99), (1, 1234), (86, 0), (3, 17)])
+def test_rope_kernel_is_mx_fast_rope(L, offset):
+    """fast_decode.rope (the rotation kernel with MLX's cos / sin tables) is bit-identical to
+    mlx-lm's Llama3RoPE (mx.fast.rope) on the fused q/k heads (a strided view), for an int offset
+    and for a scalar int32 array (the compiled step's)."""
+    from mlx_lm.models.rope_utils import initialize_rope
+
+    from mlx_impl.t3.inference.fast_decode import rope
+
+    module = initialize_rope(64, 500000.0, False, {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                                                   "original_max_position_embeddings": 8192, "rope_type": "llama3"}, 131072)
+    heads = mx.random.normal((2, L, 48, 64), key=mx.random.key(L)).transpose(0, 2, 1, 3)[:, :32]
+    want = np.array(module(heads, offset=offset))
+    assert np.array_equal(np.array(rope(module, heads, offset)), want)
+    assert np.array_equal(np.array(rope(module, heads, mx.array(offset, dtype=mx.int32))), want)
+    with pytest.raises(ValueError, match="rope"):
+        cpu_kernels.kernels().rope(heads, mx.zeros((L, 31)), mx.zeros((L, 31)))

@@ -527,7 +527,7 @@ def test_fused_projections_bit_identical(models, inputs, monkeypatch):
 
 @pytest.mark.xfail(not cpu_kernels.available(), reason="CPU kernels not built", strict=True)
 def test_fused_projections_with_cpu_kernels(models, inputs, monkeypatch):
-    """With the CPU kernels the fused layers run the attention and SwiGLU kernels (the prefill's
+    """With the CPU kernels the fused layers run the attention, SwiGLU and RoPE kernels (the prefill's
     causal attention included): float32 rounding apart from MLX's ops (measured on this small model:
     125.4 dB, max |diff| 7.6e-6 on logits up to ~8; MLX's ops against the original reach ~116 dB on
     the full model, t3.logits_min_p), and the same tokens as the original's loop."""
@@ -537,7 +537,8 @@ def test_fused_projections_with_cpu_kernels(models, inputs, monkeypatch):
     spy = SpyKernels(cpu_kernels)
     monkeypatch.setattr(fast_decode, "cpu_kernels", spy)
     fused, a, b = fused_and_plain_logits(models, inputs)
-    assert spy.calls == {"attention": len(fused.tfmr.layers), "swiglu": len(fused.tfmr.layers)}, spy.calls
+    n = len(fused.tfmr.layers)
+    assert spy.calls == {"attention": n, "swiglu": n, "rope": n}, spy.calls
     assert compare(np.array(a), np.array(b)).snr_db > 120
     assert float(mx.abs(a - b).max()) < 2e-5
     monkeypatch.undo()

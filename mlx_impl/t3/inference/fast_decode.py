@@ -52,7 +52,7 @@ class FusedAttention(nn.Module):
         # llama3 RoPE's frequencies are float32: in half precision its output (then the KV cache,
         # the attention and the whole residual stream) would turn float32, and every later matrix
         # product would cast its weights to float32
-        qk = self.rope(heads[:, :n_qk], offset=offset).astype(x.dtype)
+        qk = rope(self.rope, heads[:, :n_qk], offset).astype(x.dtype)
         return qk[:, : self.n_heads], qk[:, self.n_heads:], heads[:, n_qk:]
 
     def __call__(self, x, mask=None, cache=None):
@@ -61,6 +61,20 @@ class FusedAttention(nn.Module):
         if cache is not None:
             k, v = cache.update_and_fetch(k, v)
         return self.o_proj(attend(q, k, v, self.scale, mask, cache))
+
+
+def rope(rope_module, x: mx.array, offset) -> mx.array:
+    """mlx-lm's RoPE of x (B, H, L, D) from position `offset` (an int or a scalar int32 array). On
+    the CPU (float32, kernels built, a Llama3RoPE over all D dims) the rotation kernel with the
+    cos / sin tables of MLX's own angles and ops: bit-identical to mx.fast.rope, whose CPU form is
+    a chain of ~15 operations (each a scheduler task in a one-token step)."""
+    freqs = getattr(rope_module, "_freqs", None)
+    if (cpu_kernels.applies_to(x) and freqs is not None and not rope_module.traditional
+            and rope_module.dims == x.shape[-1]):
+        positions = mx.arange(x.shape[2], dtype=mx.float32) + offset
+        theta = positions[:, None] * (1.0 / freqs)[None]
+        return cpu_kernels.kernels().rope(x, mx.cos(theta), mx.sin(theta))
+    return rope_module(x, offset=offset)
 
 
 def attend(q, k, v, scale: float, mask, cache) -> mx.array:
@@ -118,12 +132,22 @@ def is_fused(tfmr) -> bool:
 
 
 def fuse_projections(tfmr) -> None:
-    """In place: every layer of mlx-lm's LlamaModel gets FusedAttention and FusedMLP."""
+    """In place: every layer of mlx-lm's LlamaModel gets FusedAttention and FusedMLP, and its
+    RMSNorms (and the final one) run as one CPU kernel where it applies (cpu_kernels.layers)."""
     for layer in tfmr.layers:
         if not isinstance(layer.self_attn, FusedAttention):
             layer.self_attn = FusedAttention(layer.self_attn)
         if not isinstance(layer.mlp, FusedMLP):
             layer.mlp = FusedMLP(layer.mlp)
+        layer.input_layernorm = _kernel_norm(layer.input_layernorm)
+        layer.post_attention_layernorm = _kernel_norm(layer.post_attention_layernorm)
+    tfmr.norm = _kernel_norm(tfmr.norm)
+
+
+def _kernel_norm(norm):
+    from ...cpu_kernels.layers import RMSNorm
+
+    return RMSNorm.like(norm) if type(norm) is nn.RMSNorm else norm
 
 
 # ------------------------------------------------------------------ compiled decode steps
