@@ -124,6 +124,10 @@ void run_unary(Unary op, const float* src, float* dst, size_t n) {
   }
 }
 
+// Threads a kernel on this stream's worker may use (0: the machine's cores), set with the BLAS
+// threads (set_stream_blas_threads): a stream that shares the cores with another uses one.
+thread_local int t_stream_threads = 0;
+
 constexpr int kLanes = 16;  // partial sums / maxima, one per SIMD lane of AVX-512
 
 float row_max(const float* x, size_t n) {
@@ -365,36 +369,54 @@ struct Bias4 {
   int64_t sb = 0, sh = 0, st = 0;
 };
 
+// One head's attention for query rows [t0, t0 + rows): scores in `scores` (rows x S), the
+// softmax's exp and sums, then the product with v into out (rows of H * D floats).
+void attention_block(const float* qb, int64_t q_sn, const float* kb, int64_t k_sn, const float* vb,
+                     int64_t v_sn, const float* bias_rows, int64_t bias_st, float* ob, int64_t out_stride,
+                     int64_t rows, int64_t S, int64_t D, float scale, float* scores, float* inv_sums) {
+  cblas_sgemm(kRowMajor, kNoTrans, kTrans, rows, S, D, scale, qb, q_sn, kb, k_sn, 0.0f, scores, S);
+  if (bias_rows)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* br = bias_rows + r * bias_st;
+      float* sr = scores + r * S;
+      for (int64_t j = 0; j < S; ++j) sr[j] += br[j];
+    }
+  // softmax's exp and sums; the division by the sum is applied to the D outputs of each row after
+  // the product with v (a pass over rows x D instead of rows x S)
+  for (int64_t r = 0; r < rows; ++r) {
+    float* sr = scores + r * S;
+    inv_sums[r] = 1.0f / exp_shifted_sum(sr, sr, S, row_max(sr, S));
+  }
+  cblas_sgemm(kRowMajor, kNoTrans, kNoTrans, rows, D, S, 1.0f, scores, S, vb, v_sn, 0.0f, ob, out_stride);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < D; ++j) ob[r * out_stride + j] *= inv_sums[r];
+}
+
+// Heads (and query blocks) in order. One-token steps (T == 1, decoding) split the heads over the
+// stream's threads: there the work is reading the KV cache, memory-bound, and one core reads at
+// about half the machine's bandwidth (inside the parallel region the BLAS runs one thread).
 void attention_heads(Operand4 q, Operand4 k, Operand4 v, Bias4 bias, float* out, int64_t B,
                      int64_t H, int64_t T, int64_t S, int64_t D, float scale) {
-  std::vector<float> scores(static_cast<size_t>(std::min(T, kQueryBlock) * S));
-  std::vector<float> inv_sums(static_cast<size_t>(std::min(T, kQueryBlock)));
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < H; ++h)
+  int64_t block = std::min(T, kQueryBlock);
+  int threads = t_stream_threads > 0 ? t_stream_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (T != 1 || B * H < 2) threads = 1;
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> scores(static_cast<size_t>(block * S));
+    std::vector<float> inv_sums(static_cast<size_t>(block));
+#pragma omp for schedule(static)
+    for (int64_t bh = 0; bh < B * H; ++bh) {
+      int64_t b = bh / H, h = bh % H;
       for (int64_t t0 = 0; t0 < T; t0 += kQueryBlock) {
         int64_t rows = std::min(kQueryBlock, T - t0);
-        const float* qb = q.data + b * q.sb + h * q.sh + t0 * q.sn;
-        cblas_sgemm(kRowMajor, kNoTrans, kTrans, rows, S, D, scale, qb, q.sn,
-                    k.data + b * k.sb + h * k.sh, k.sn, 0.0f, scores.data(), S);
-        if (bias.data)
-          for (int64_t r = 0; r < rows; ++r) {
-            const float* br = bias.data + b * bias.sb + h * bias.sh + (t0 + r) * bias.st;
-            float* sr = scores.data() + r * S;
-            for (int64_t j = 0; j < S; ++j) sr[j] += br[j];
-          }
-        // softmax's exp and sums; the division by the sum is applied to the D outputs of each
-        // row after the product with v (a pass over rows x D instead of rows x S)
-        for (int64_t r = 0; r < rows; ++r) {
-          float* sr = scores.data() + r * S;
-          inv_sums[r] = 1.0f / exp_shifted_sum(sr, sr, S, row_max(sr, S));
-        }
+        const float* br = bias.data ? bias.data + b * bias.sb + h * bias.sh + t0 * bias.st : nullptr;
         // out is (B, T, H, D): row t of head h at ((b T + t) H + h) D
-        float* ob = out + ((b * T + t0) * H + h) * D;
-        cblas_sgemm(kRowMajor, kNoTrans, kNoTrans, rows, D, S, 1.0f, scores.data(), S,
-                    v.data + b * v.sb + h * v.sh, v.sn, 0.0f, ob, H * D);
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t j = 0; j < D; ++j) ob[r * H * D + j] *= inv_sums[r];
+        attention_block(q.data + b * q.sb + h * q.sh + t0 * q.sn, q.sn, k.data + b * k.sb + h * k.sh, k.sn,
+                        v.data + b * v.sb + h * v.sh, v.sn, br, bias.st, out + ((b * T + t0) * H + h) * D,
+                        H * D, rows, S, D, scale, scores.data(), inv_sums.data());
       }
+    }
+  }
 }
 
 int64_t broadcast_stride(const mx::array& a, int axis) {
@@ -516,10 +538,6 @@ void snake_rows(const float* x, const float* alpha, float* y, size_t rows, size_
   for (size_t r = 0; r < rows; ++r, x += c, y += c)
     for (size_t j = 0; j < c; ++j) y[j] = x[j] + inv[j] * sin_squared(x[j] * alpha[j]);
 }
-
-// Threads a kernel on this stream's worker may use (0: the machine's cores), set with the BLAS
-// threads (set_stream_blas_threads): a stream that shares the cores with another uses one.
-thread_local int t_stream_threads = 0;
 
 // fn(first_row, n_rows) over `rows`, split over the stream's threads when large.
 template <class F>
