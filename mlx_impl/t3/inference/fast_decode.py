@@ -41,18 +41,19 @@ class FusedAttention(nn.Module):
         self.qkv_proj = _concat_linears([attn.q_proj, attn.k_proj, attn.v_proj])
         self.o_proj = attn.o_proj
 
-    def project(self, x, offset):
+    def project(self, x, offset, rope_tables=None):
         """q, k, v as (B, heads, L, head_dim), q and k rotated from `offset` (an int, or an array so
         that one compiled trace serves every position). The q/k/v row is split by heads after one
         reshape (views; splitting the row first made v's reshape a copy), and q and k share one RoPE
-        kernel (the rotation is per head)."""
+        kernel (the rotation is per head). `rope_tables`: RoPE's cos / sin for these positions when
+        the caller computed them once for all layers (`rope_tables`), else computed here."""
         B, L, _ = x.shape
         heads = self.qkv_proj(x).reshape(B, L, self.n_heads + 2 * self.n_kv_heads, -1).transpose(0, 2, 1, 3)
         n_qk = self.n_heads + self.n_kv_heads
         # llama3 RoPE's frequencies are float32: in half precision its output (then the KV cache,
         # the attention and the whole residual stream) would turn float32, and every later matrix
         # product would cast its weights to float32
-        qk = rope(self.rope, heads[:, :n_qk], offset).astype(x.dtype)
+        qk = rope(self.rope, heads[:, :n_qk], offset, rope_tables).astype(x.dtype)
         return qk[:, : self.n_heads], qk[:, self.n_heads:], heads[:, n_qk:]
 
     def __call__(self, x, mask=None, cache=None):
@@ -63,18 +64,28 @@ class FusedAttention(nn.Module):
         return self.o_proj(attend(q, k, v, self.scale, mask, cache))
 
 
-def rope(rope_module, x: mx.array, offset) -> mx.array:
+def rope(rope_module, x: mx.array, offset, tables=None) -> mx.array:
     """mlx-lm's RoPE of x (B, H, L, D) from position `offset` (an int or a scalar int32 array). On
     the CPU (float32, kernels built, a Llama3RoPE over all D dims) the rotation kernel with the
-    cos / sin tables of MLX's own angles and ops: bit-identical to mx.fast.rope, whose CPU form is
-    a chain of ~15 operations (each a scheduler task in a one-token step)."""
-    freqs = getattr(rope_module, "_freqs", None)
-    if (cpu_kernels.applies_to(x) and freqs is not None and not rope_module.traditional
-            and rope_module.dims == x.shape[-1]):
-        positions = mx.arange(x.shape[2], dtype=mx.float32) + offset
-        theta = positions[:, None] * (1.0 / freqs)[None]
-        return cpu_kernels.kernels().rope(x, mx.cos(theta), mx.sin(theta))
+    cos / sin tables of MLX's own angles and ops (`rope_tables`, or `tables` precomputed by the
+    caller): bit-identical to mx.fast.rope, whose CPU form is a chain of ~15 operations (each a
+    scheduler task in a one-token step)."""
+    if kernel_rope_applies(rope_module, x):
+        cos, sin = tables if tables is not None else rope_tables(rope_module, offset, x.shape[2])
+        return cpu_kernels.kernels().rope(x, cos, sin)
     return rope_module(x, offset=offset)
+
+
+def kernel_rope_applies(rope_module, x) -> bool:
+    return (cpu_kernels.applies_to(x) and getattr(rope_module, "_freqs", None) is not None
+            and not rope_module.traditional and rope_module.dims == x.shape[-1])
+
+
+def rope_tables(rope_module, offset, length: int):
+    """cos, sin (length, D / 2) of mx.fast.rope's angles on the CPU: (arange + offset) / freqs."""
+    positions = mx.arange(length, dtype=mx.float32) + offset
+    theta = positions[:, None] * (1.0 / rope_module._freqs)[None]
+    return mx.cos(theta), mx.sin(theta)
 
 
 def attend(q, k, v, scale: float, mask, cache) -> mx.array:
@@ -153,9 +164,9 @@ def _kernel_norm(norm):
 # ------------------------------------------------------------------ compiled decode steps
 
 
-def _project(layer, x, offset):
+def _project(layer, x, offset, rope_tables=None):
     """input norm, then FusedAttention.project."""
-    return layer.self_attn.project(layer.input_layernorm(x), offset)
+    return layer.self_attn.project(layer.input_layernorm(x), offset, rope_tables)
 
 
 def _finish(layer, x, attn_out):
@@ -164,9 +175,9 @@ def _finish(layer, x, attn_out):
     return h + layer.mlp(layer.post_attention_layernorm(h))
 
 
-def _link(layer, next_layer, x, attn_out, offset):
+def _link(layer, next_layer, x, attn_out, offset, rope_tables=None):
     x = _finish(layer, x, attn_out)
-    return (x, *_project(next_layer, x, offset))
+    return (x, *_project(next_layer, x, offset, rope_tables))
 
 
 def _head(layer, norm, speech_head, x, attn_out):
@@ -192,12 +203,14 @@ class CompiledStep:
         if x.shape[1] != 1:
             raise ValueError(f"CompiledStep runs one-token steps, not {x.shape[1]} positions")
         offset = mx.array(cache[0].offset, dtype=mx.int32)
-        q, k, v = self.first(x, offset)
+        rope0 = self.layers[0].self_attn.rope
+        tables = rope_tables(rope0, offset, 1) if kernel_rope_applies(rope0, x) else None  # once for all layers
+        q, k, v = self.first(x, offset, tables)
         for i, layer in enumerate(self.layers):
             k, v = cache[i].update_and_fetch(k, v)
             out = attend(q, k, v, layer.self_attn.scale, None, cache[i])
             if i + 1 < len(self.layers):
-                x, q, k, v = self.links[i](x, out, offset)
+                x, q, k, v = self.links[i](x, out, offset, tables)
         return self.last(x, out)
 
 
