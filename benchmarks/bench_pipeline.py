@@ -287,9 +287,10 @@ def write_results(args, runs: dict) -> None:
     same_tokens = runs["original"][0]["tokens"] == runs["mlx"][0]["tokens"]
     res = {k: summarise(v) for k, v in runs.items()}
     ratio = {k: res["mlx"][k] / res["original"][k] for k in ("t3_tokens_per_s", "s3gen_s_per_audio_s", "pipeline_rtf")}
+    per_round = round_ratios(runs["original"], runs["mlx"])
     record = {"device": device_name(args), "case": args.case, "t3_tokens": args.tokens, "rounds": args.rounds,
               "same_tokens": same_tokens, "builtin_voice": args.builtin_voice, **res, "mlx_over_original": ratio,
-              "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+              "mlx_over_original_by_round": per_round, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     name = f"bench_{args.device}"
     sides = list(res)
     md = ["## Benchmark: MLX vs the original (same weights, case and draws)", "", f"{record['device']}; case "
@@ -303,9 +304,22 @@ def write_results(args, runs: dict) -> None:
             continue
         vals = " | ".join(f"{res[s][k]:.3f}" for s in sides)
         md.append(f"| {label} | {vals} | {res['mlx'][k] / res['original'][k]:.2f} |")
+    md += ["", "MLX / original round by round (each round runs both sides back to back; the spread is this "
+           "machine's drift): " + "; ".join(f"{k} " + ", ".join(f"{v:.2f}" for v in vals)
+                                              for k, vals in per_round.items())]
     write_text_atomic(args.out / f"{name}.json", json.dumps(record, indent=1) + "\n")
     write_text_atomic(args.out / f"{name}.md", "\n".join(md) + "\n")
     print(json.dumps(record, indent=1))
+
+
+def round_ratios(original: list, mlx: list) -> dict:
+    """MLX / original per round (the sides of a round ran back to back), for T3 tokens/s, S3Gen
+    seconds per audio second and the pipeline real-time factor."""
+    def metrics(r):
+        return {"t3_tokens_per_s": r["t3_tokens"] / r["t3_s"], "s3gen_s_per_audio_s": r["s3gen_s"] / r["audio_s"],
+                "pipeline_rtf": (r["cond_s"] + r["t3_s"] + r["s3gen_s"]) / r["audio_s"]}
+    pairs = [(metrics(o), metrics(m)) for o, m in zip(original, mlx)]
+    return {k: [m[k] / o[k] for o, m in pairs] for k in ("t3_tokens_per_s", "s3gen_s_per_audio_s", "pipeline_rtf")}
 
 
 SIDE_NAMES = {"original": "original (PyTorch)", "mlx": "MLX", "expert": "PyTorch expert (StaticCache + CUDA graphs)"}
