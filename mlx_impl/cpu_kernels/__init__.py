@@ -65,8 +65,9 @@ def kernels():
 def one_blas_thread(streams):
     """BLAS products and kernels queued on each of `streams` (CPU streams that will run at the same
     time) while inside use one thread each (the BLAS setting is Intel MKL's: other BLAS libraries
-    keep theirs; a no-op without the kernels). The settings take effect in each stream's queue order, and MLX queues work when it
-    is evaluated: arrays built inside must be evaluated (`mx.eval` / `mx.async_eval`) inside too;
+    keep theirs; a no-op without the kernels). The settings take effect in each stream's queue
+    order, and MLX queues work when it is evaluated: arrays built inside must be evaluated
+    (`mx.eval` / `mx.async_eval`) inside too;
     a lazy graph evaluated after the block runs with the default threads (`stream_blas_threads()`
     reads the setting in queue order)."""
     if not available():

@@ -128,6 +128,11 @@ void run_unary(Unary op, const float* src, float* dst, size_t n) {
 // threads (set_stream_blas_threads): a stream that shares the cores with another uses one.
 thread_local int t_stream_threads = 0;
 
+size_t stream_threads() {
+  return t_stream_threads > 0 ? static_cast<size_t>(t_stream_threads)
+                              : std::max(1u, std::thread::hardware_concurrency());
+}
+
 constexpr int kLanes = 16;  // partial sums / maxima, one per SIMD lane of AVX-512
 
 float row_max(const float* x, size_t n) {
@@ -398,8 +403,7 @@ void attention_block(const float* qb, int64_t q_sn, const float* kb, int64_t k_s
 void attention_heads(Operand4 q, Operand4 k, Operand4 v, Bias4 bias, float* out, int64_t B,
                      int64_t H, int64_t T, int64_t S, int64_t D, float scale) {
   int64_t block = std::min(T, kQueryBlock);
-  int threads = t_stream_threads > 0 ? t_stream_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  if (T != 1 || B * H < 2) threads = 1;
+  int threads = T == 1 && B * H > 1 ? static_cast<int>(stream_threads()) : 1;
 #pragma omp parallel num_threads(threads)
   {
     std::vector<float> scores(static_cast<size_t>(block * S));
@@ -542,8 +546,7 @@ void snake_rows(const float* x, const float* alpha, float* y, size_t rows, size_
 // fn(first_row, n_rows) over `rows`, split over the stream's threads when large.
 template <class F>
 void parallel_rows(size_t rows, size_t row_size, F fn) {
-  size_t workers = t_stream_threads > 0 ? static_cast<size_t>(t_stream_threads)
-                                        : std::max(1u, std::thread::hardware_concurrency());
+  size_t workers = stream_threads();
   workers = std::min(workers, std::max<size_t>(1, rows * row_size / (1 << 18)));
   workers = std::min(workers, rows);
   if (workers <= 1) return fn(0, rows);
