@@ -194,13 +194,20 @@ class Worker:
         self.proc.wait(timeout=60)
 
 
+SPEEDS = ("t3_tokens_per_s", "s3gen_s_per_audio_s", "pipeline_rtf")
+
+
+def speeds(r: dict) -> dict:
+    """One run's T3 tokens/s, S3Gen seconds per audio second and pipeline real-time factor."""
+    return {"t3_tokens_per_s": r["t3_tokens"] / r["t3_s"], "s3gen_s_per_audio_s": r["s3gen_s"] / r["audio_s"],
+            "pipeline_rtf": (r["cond_s"] + r["t3_s"] + r["s3gen_s"]) / r["audio_s"]}
+
+
 def summarise(runs):
     med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731
-    t3_tok_s = statistics.median(r["t3_tokens"] / r["t3_s"] for r in runs)
-    s3_rtf = statistics.median(r["s3gen_s"] / r["audio_s"] for r in runs)
-    total = statistics.median((r["cond_s"] + r["t3_s"] + r["s3gen_s"]) / r["audio_s"] for r in runs)
-    return {"t3_tokens_per_s": t3_tok_s, "s3gen_s_per_audio_s": s3_rtf, "conditioning_s": med("cond_s"),
-            "pipeline_rtf": total, "audio_s": med("audio_s"), "t3_tokens": runs[0]["t3_tokens"],
+    per_run = [speeds(r) for r in runs]
+    return {**{k: statistics.median(m[k] for m in per_run) for k in SPEEDS}, "conditioning_s": med("cond_s"),
+            "audio_s": med("audio_s"), "t3_tokens": runs[0]["t3_tokens"],
             "peak_rss_mb": max(r["max_rss_mb"] for r in runs), "runs": len(runs),
             **({"gpu_peak_mb": max(r["gpu_peak_mb"] for r in runs)} if "gpu_peak_mb" in runs[0] else {})}
 
@@ -286,7 +293,7 @@ LABELS = (("t3_tokens_per_s", "T3 tokens/s (higher is better)"), ("s3gen_s_per_a
 def write_results(args, runs: dict) -> None:
     same_tokens = runs["original"][0]["tokens"] == runs["mlx"][0]["tokens"]
     res = {k: summarise(v) for k, v in runs.items()}
-    ratio = {k: res["mlx"][k] / res["original"][k] for k in ("t3_tokens_per_s", "s3gen_s_per_audio_s", "pipeline_rtf")}
+    ratio = {k: res["mlx"][k] / res["original"][k] for k in SPEEDS}
     per_round = round_ratios(runs["original"], runs["mlx"])
     record = {"device": device_name(args), "case": args.case, "t3_tokens": args.tokens, "rounds": args.rounds,
               "same_tokens": same_tokens, "builtin_voice": args.builtin_voice, **res, "mlx_over_original": ratio,
@@ -313,13 +320,9 @@ def write_results(args, runs: dict) -> None:
 
 
 def round_ratios(original: list, mlx: list) -> dict:
-    """MLX / original per round (the sides of a round ran back to back), for T3 tokens/s, S3Gen
-    seconds per audio second and the pipeline real-time factor."""
-    def metrics(r):
-        return {"t3_tokens_per_s": r["t3_tokens"] / r["t3_s"], "s3gen_s_per_audio_s": r["s3gen_s"] / r["audio_s"],
-                "pipeline_rtf": (r["cond_s"] + r["t3_s"] + r["s3gen_s"]) / r["audio_s"]}
-    pairs = [(metrics(o), metrics(m)) for o, m in zip(original, mlx)]
-    return {k: [m[k] / o[k] for o, m in pairs] for k in ("t3_tokens_per_s", "s3gen_s_per_audio_s", "pipeline_rtf")}
+    """MLX / original per round (the sides of a round ran back to back), for each of SPEEDS."""
+    pairs = [(speeds(o), speeds(m)) for o, m in zip(original, mlx)]
+    return {k: [m[k] / o[k] for o, m in pairs] for k in SPEEDS}
 
 
 SIDE_NAMES = {"original": "original (PyTorch)", "mlx": "MLX", "expert": "PyTorch expert (StaticCache + CUDA graphs)"}
