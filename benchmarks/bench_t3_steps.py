@@ -36,6 +36,7 @@ VARIANTS = {
     "fast": (True, False, "float32", "plain"),
     "fused": (True, True, "float32", "plain"),
     "layers": (True, True, "float32", "layers"),
+    "graph": (True, True, "float32", "graph"),
     "bf16": (True, True, "bfloat16", "plain"),
     "bf16-layers": (True, True, "bfloat16", "layers"),
     "fp16": (True, True, "float16", "plain"),
@@ -164,6 +165,35 @@ def dtype_probe(t3) -> dict:
     return {k: str(v.dtype) for k, v in out.items()} | {"cache": str(cache.keys.dtype)}
 
 
+def attend_appended_check(seed: int = 0) -> dict:
+    """The graph step's attention (fast_decode.attend_appended: one CUDA kernel on MLX's CUDA
+    backend) against its MLX-ops form on the same device: T3's shapes (B 2, 16 heads, D 64, here
+    4 layers), capacities 256 / 1024, several valid lengths; the attention output and the new
+    key / value buffer."""
+    import mlx.core as mx
+    import numpy as np
+
+    from mlx_impl.t3.inference.fast_decode import attend_appended, attend_appended_ops, cuda_attend_applies
+    from parity.metrics import compare
+
+    rows = []
+    key = mx.random.key(seed)
+    L, B, H, D = 4, 2, 16, 64
+    for capacity, offset, layer in ((256, 1, 0), (256, 37, 3), (256, 255, 1), (1024, 600, 2)):
+        ks = mx.random.split(key, 6)
+        key = ks[0]
+        qk, qkv, new_kv = (mx.random.normal(shape, key=ks[i]) for i, shape in
+                           ((1, (B, 2 * H, 1, D)), (2, (B, 1, 3 * H * D)), (3, (L, B, 2, H, D))))
+        keys, values = (mx.random.normal((L, B, H, capacity, D), key=ks[i]) for i in (4, 5))
+        args = (qk, qkv, keys, values, mx.array([offset], dtype=mx.int32), mx.array([layer], dtype=mx.int32), new_kv, 0.125)
+        a, b = attend_appended(*args), attend_appended_ops(*args)
+        rows.append({"capacity": capacity, "offset": offset, "layer": layer,
+                     "out_snr_db": round(compare(np.array(b[0]), np.array(a[0])).snr_db, 1),
+                     "out_max_abs": float(mx.abs(a[0] - b[0]).max()),
+                     "new_kv_equal": bool(mx.array_equal(a[1], b[1]))})
+    return {"kernel": cuda_attend_applies(mx.zeros((1, 1, 1, 64)), 256), "cases": rows}
+
+
 def gpu_name():
     try:
         import torch
@@ -218,6 +248,8 @@ def main():
     results = []
     probe = dtype_probe(t3)
     print(json.dumps({"dtype_probe": probe}), flush=True)
+    check = attend_appended_check() if "graph" in args.variants else None
+    print(json.dumps({"attend_appended_check": check}), flush=True)
     for group in weight_groups(args.variants):
         fast, fused, dtype, _ = VARIANTS[group[0]]
         t3.use_fast_decode = fast
@@ -240,7 +272,7 @@ def main():
                    "tokens": [n for n, _ in runs[v]], **profile_step(t3, cond, text)}
             results.append(row)
             print(json.dumps(row), flush=True)
-    record = {"dtype_probe": probe, "device": args.device, "gpu": gpu_name(), "mlx": mx.__version__, "default_device": str(mx.default_device()),
+    record = {"dtype_probe": probe, "attend_appended_check": check, "device": args.device, "gpu": gpu_name(), "mlx": mx.__version__, "default_device": str(mx.default_device()),
               "max_ops_per_buffer": os.environ.get("MLX_MAX_OPS_PER_BUFFER", "default"), "tokens": args.tokens,
               "rounds": args.rounds, "results": results, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if args.out:

@@ -570,6 +570,35 @@ def test_compiled_step_equals_the_plain_step(models, inputs):
     np.testing.assert_array_equal(r["tokens"], fast_tokens(m, inputs, ReplayDraw(uniforms)))
 
 
+def test_graph_step_matches_the_plain_step(models, inputs):
+    """The "graph" step (GraphStep: one compiled call per step over stacked KV buffers, its cache
+    buffers grown mid-decode here) against the plain model call: float32 rounding apart (its
+    attention is MLX ops over the masked capacity plus the new key, not the attention kernel), and
+    the decoded tokens equal the original's."""
+    from mlx_impl.t3.inference.fast_decode import GraphStep, make_step
+
+    ref, _, state, cfg = models
+    m = load_t3(state, T3Config(704, llama_config=cfg)).fuse_projections()
+    embeds, _ = m.prepare_input_embeds(t3_cond=mlx_cond(inputs), text_tokens=inputs["text"],
+                                       speech_tokens=np.full((2, 1), 6561), cfg_weight=0.5)
+    plain_cache, cache = m.make_cache(), m.make_cache()
+    mx.eval(m.speech_logits(embeds, plain_cache), m.speech_logits(embeds, cache))
+    m.compile_steps = "graph"
+    step = make_step(m)
+    assert isinstance(step, GraphStep)
+    step.GROW = 8  # a capacity reached within the 12 steps: the buffers grow once at least
+    for x in mx.random.normal((12, 2, 1, m.dim), key=mx.random.key(2)):
+        a, b = m.speech_logits(x, plain_cache), step(x, cache)
+        assert compare(np.array(a), np.array(b)).snr_db > 120
+    assert step.offset == plain_cache[0].offset and step.keys.shape[3] > embeds.shape[1] + 8
+    stored = mx.stack([c.keys[..., : c.offset, :] for c in plain_cache])
+    assert compare(np.array(stored), np.array(step.keys[:, :, :, : step.offset])).snr_db > 120
+    uniforms = np.random.default_rng(5).random(N_STEPS)
+    r = run_original_inference(ref, torch_cond(inputs), torch.from_numpy(inputs["text"]).long(),
+                               picker=lambda i, p: inverse_cdf(p, uniforms[i]), max_new_tokens=N_STEPS, **DEFAULTS)
+    np.testing.assert_array_equal(r["tokens"], fast_tokens(m, inputs, ReplayDraw(uniforms)))
+
+
 def test_compiled_step_kinds_checked(models, inputs):
     from mlx_impl.t3.inference.fast_decode import CompiledStep, make_step
 
@@ -579,8 +608,8 @@ def test_compiled_step_kinds_checked(models, inputs):
         assert make_step(m) == m.speech_logits  # unfused: the plain step
         with pytest.raises(TypeError, match="fused projections"):
             CompiledStep(m)
-        m.compile_steps = "graph"
-        with pytest.raises(ValueError, match="'graph' is not one of"):
+        m.compile_steps = "whole"
+        with pytest.raises(ValueError, match="'whole' is not one of"):
             make_step(m)
     finally:
         m.compile_steps = "layers"

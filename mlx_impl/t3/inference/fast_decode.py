@@ -214,6 +214,178 @@ class CompiledStep:
         return self.last(x, out)
 
 
+class GraphStep:
+    """speech_logits for one-token steps as ONE compiled call per step (the "graph" step kind, for
+    MLX's GPU backends, whose one-token step is bound by host work per kernel and per Python call).
+    The KV cache becomes two stacked buffers, keys and values (layers, B, heads, capacity, D), with
+    the valid length as an array input, so that one trace serves every step. Each layer attends
+    over the cache's first `offset` positions plus its new key / value (`attend_appended`) and
+    writes them into a small (layers, B, 2, heads, D) buffer that the call returns; two slice
+    updates (in place) then store it in the cache. It takes over mlx-lm's `cache` after the
+    prefill (which it leaves as it was): build one per decode (fast_decode does). The weights are
+    the trace's constants. (An earlier one-call step wrote the cache inside the trace at a dynamic
+    offset, which cost more kernels than the Python it saved: 156 vs 214 tokens/s on the H200.)"""
+
+    GROW = 256  # capacity steps (a new capacity means a new trace)
+
+    def __init__(self, t3, capacity: int = 0):
+        if not is_fused(t3.tfmr):
+            raise TypeError("GraphStep needs fused projections (T3.fuse_projections)")
+        self.layers, self.norm, self.head = t3.tfmr.layers, t3.tfmr.norm, t3.speech_head
+        attn = self.layers[0].self_attn
+        if attn.n_kv_heads != attn.n_heads:
+            raise TypeError("GraphStep expects as many key / value heads as query heads")
+        self.capacity_hint = capacity
+        self.layer_ids = [mx.array([i], dtype=mx.int32) for i in range(len(self.layers))]
+        self.source = None  # the mlx-lm cache taken over
+        self.step = mx.compile(self._step)
+
+    def _step(self, x, keys, values, offset):
+        L, B, H, _, D = keys.shape
+        rope0 = self.layers[0].self_attn.rope
+        tables = rope_tables(rope0, offset, 1) if kernel_rope_applies(rope0, x) else None
+        new_kv = mx.zeros((L, B, 2, H, D), x.dtype)
+        for layer, layer_id in zip(self.layers, self.layer_ids):
+            attn = layer.self_attn
+            qkv = attn.qkv_proj(layer.input_layernorm(x))
+            heads = qkv.reshape(B, 1, 3 * H, D).transpose(0, 2, 1, 3)
+            qk = rope(attn.rope, heads[:, : 2 * H], offset, tables).astype(x.dtype)
+            out, new_kv = attend_appended(qk, qkv, keys, values, offset, layer_id, new_kv, attn.scale)
+            x = _finish(layer, x, out)
+        return self.head(self.norm(x)[:, -1, :]), new_kv
+
+    def _take_over(self, cache: list) -> None:
+        self.source, self.offset = cache, cache[0].offset
+        self.keys = self._padded(mx.stack([c.keys[..., : self.offset, :] for c in cache]), self.capacity_hint)
+        self.values = self._padded(mx.stack([c.values[..., : self.offset, :] for c in cache]), self.capacity_hint)
+
+    def _padded(self, stacked: mx.array, capacity: int) -> mx.array:
+        """(layers, B, heads, length, D) -> the same with room for at least one more position."""
+        length = stacked.shape[3]
+        capacity = -(-max(capacity, length + 1) // self.GROW) * self.GROW
+        pad = mx.zeros((*stacked.shape[:3], capacity - length, stacked.shape[4]), stacked.dtype)
+        return mx.concatenate([stacked, pad], axis=3)
+
+    def __call__(self, x: mx.array, cache: list) -> mx.array:
+        if x.shape[1] != 1:
+            raise ValueError(f"GraphStep runs one-token steps, not {x.shape[1]} positions")
+        if cache is not self.source:
+            self._take_over(cache)
+        if self.offset >= self.keys.shape[3]:  # full: grow (and retrace)
+            self.keys = self._padded(self.keys[:, :, :, : self.offset], 0)
+            self.values = self._padded(self.values[:, :, :, : self.offset], 0)
+        logits, new_kv = self.step(x, self.keys, self.values, mx.array(self.offset, dtype=mx.int32))
+        o = self.offset
+        self.keys[:, :, :, o] = new_kv[:, :, 0]
+        self.values[:, :, :, o] = new_kv[:, :, 1]
+        self.offset += 1
+        return logits
+
+
+def attend_appended(qk, qkv, keys, values, offset, layer_id, new_kv, scale: float):
+    """One layer's one-token attention for GraphStep. qk: the rotated queries and keys (B, 2H, 1, D);
+    qkv: the projection row (B, 1, 3 H D), whose last H D are the values; keys / values: the stacked
+    cache (layers, B, H, capacity, D), valid up to `offset` (a (1,) int32 array... or scalar);
+    layer_id: (1,) int32; new_kv: (layers, B, 2, H, D). Returns the attention over the valid
+    positions plus the new key / value, (B, 1, H D), and new_kv with this layer's key / value in.
+    On MLX's CUDA backend one custom kernel (`_cuda_attend_appended`), else MLX ops."""
+    L, B, H, capacity, D = keys.shape
+    if not cuda_attend_applies(qk, capacity):
+        return attend_appended_ops(qk, qkv, keys, values, offset, layer_id, new_kv, scale)
+    return _cuda_attend_appended(scale)(
+        inputs=[qk, qkv, keys, values, offset.reshape(1), layer_id, new_kv],
+        template=[("C", capacity), ("D", D), ("H", H), ("NL", L)], grid=(B * H * 256, 1, 1),
+        threadgroup=(256, 1, 1), output_shapes=[(B, 1, H * D), new_kv.shape], output_dtypes=[qk.dtype] * 2)
+
+
+def cuda_attend_applies(q, capacity: int) -> bool:
+    return (mx.default_device() == mx.gpu and mx.cuda.is_available() and q.dtype == mx.float32
+            and q.shape[-1] == 64 and capacity < _CUDA_MAX_POSITIONS)
+
+
+def attend_appended_ops(qk, qkv, keys, values, offset, layer_id, new_kv, scale: float):
+    """attend_appended in MLX ops: the whole capacity's scores, the positions past `offset` masked."""
+    L, B, H, capacity, D = keys.shape
+    i = layer_id.reshape(())
+    q, k = qk[:, :H] * scale, qk[:, H:]
+    v = qkv.reshape(B, 1, 3 * H, D)[:, :, 2 * H:].transpose(0, 2, 1, 3)
+    cached = mx.where(mx.arange(capacity) < offset.reshape(()), q @ mx.take(keys, i, axis=0).swapaxes(-1, -2),
+                      -float("inf"))
+    p = mx.softmax(mx.concatenate([cached, q @ k.swapaxes(-1, -2)], axis=-1), axis=-1, precise=True)
+    out = p[..., :capacity] @ mx.take(values, i, axis=0) + p[..., capacity:] * v
+    this_layer = (mx.arange(L) == i)[:, None, None, None, None]
+    new_kv = mx.where(this_layer, mx.stack([k[:, :, 0], v[:, :, 0]], axis=1)[None], new_kv)
+    return out.reshape(B, 1, H * D), new_kv  # (B, H, 1, D) is laid out as (B, 1, H*D)
+
+
+_CUDA_MAX_POSITIONS = 4096  # the kernel's scores live in shared memory (16 KB)
+
+
+@lru_cache(maxsize=4)
+def _cuda_attend_appended(scale: float):
+    """One block of 256 threads per (batch, head): scores of the cached positions (a warp per
+    position, coalesced reads) and of the new key, the softmax (block reductions), p v with 4
+    groups of 64 threads over the positions; each block also copies its share of new_kv (every
+    layer but this one, whose (b, h) key / value it writes itself)."""
+    source = f"""
+        const int bh = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+        const int b = bh / H, h = bh % H, B = gridDim.x / H;
+        const int S = offset[0], li = layer_id[0];
+        const float* qp = qk + ((size_t)b * 2 * H + h) * D;
+        const float* kn = qk + ((size_t)b * 2 * H + H + h) * D;
+        const float* vn = qkv + (size_t)b * 3 * H * D + (size_t)(2 * H + h) * D;
+        const float* kc = keys + (((size_t)li * B + b) * H + h) * C * D;
+        const float* vc = values + (((size_t)li * B + b) * H + h) * C * D;
+        const size_t per_layer = (size_t)B * 2 * H * D, total = NL * per_layer;
+        const size_t chunk = (total + gridDim.x - 1) / gridDim.x;
+        for (size_t j = bh * chunk + tid; j < min(total, (bh + 1) * chunk); j += 256)
+            if (j / per_layer != (size_t)li) new_kv_out[j] = new_kv[j];
+        if (tid < D) {{
+            size_t at = (((size_t)li * B + b) * 2 * H + h) * D + tid;
+            new_kv_out[at] = kn[tid];
+            new_kv_out[at + (size_t)H * D] = vn[tid];
+        }}
+        __shared__ float qs[D];
+        __shared__ float sc[{_CUDA_MAX_POSITIONS}];
+        __shared__ float red[8];
+        __shared__ float part[4][D];
+        if (tid < D) qs[tid] = qp[tid] * {scale!r}f;
+        __syncthreads();
+        for (int s = warp; s <= S; s += 8) {{
+            const float* kr = s < S ? kc + (size_t)s * D : kn;
+            float acc = 0.f;
+            for (int d = lane; d < D; d += 32) acc += qs[d] * kr[d];
+            for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffff, acc, o);
+            if (lane == 0) sc[s] = acc;
+        }}
+        __syncthreads();
+        float m = -INFINITY;
+        for (int s = tid; s <= S; s += 256) m = fmaxf(m, sc[s]);
+        for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, o));
+        if (lane == 0) red[warp] = m;
+        __syncthreads();
+        m = red[0];
+        for (int w = 1; w < 8; ++w) m = fmaxf(m, red[w]);
+        __syncthreads();
+        float sum = 0.f;
+        for (int s = tid; s <= S; s += 256) {{ float e = expf(sc[s] - m); sc[s] = e; sum += e; }}
+        for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffff, sum, o);
+        if (lane == 0) red[warp] = sum;
+        __syncthreads();
+        sum = 0.f;
+        for (int w = 0; w < 8; ++w) sum += red[w];
+        const int d = tid % D, g = tid / D;
+        float acc = 0.f;
+        for (int s = g; s <= S; s += 4) acc += sc[s] * (s < S ? vc[(size_t)s * D + d] : vn[d]);
+        part[g][d] = acc;
+        __syncthreads();
+        if (tid < D) out[(size_t)bh * D + tid] = (part[0][tid] + part[1][tid] + part[2][tid] + part[3][tid]) / sum;
+    """
+    return mx.fast.cuda_kernel(name="t3_attend_appended",
+                               input_names=["qk", "qkv", "keys", "values", "offset", "layer_id", "new_kv"],
+                               output_names=["out", "new_kv_out"], source=source)
+
+
 # ------------------------------------------------------------------ device-side sampling
 
 
@@ -280,20 +452,20 @@ class _Uniforms:
             raise IndexError(f"no recorded uniform for decode step {step} ({self.replay.size} recorded)")
 
 
-STEP_KINDS = ("plain", "layers")
+STEP_KINDS = ("plain", "layers", "graph")
 
 
-def make_step(t3):
-    """The one-token step fast_decode runs, by `t3.compile_steps`: "plain" (mlx-lm's model call) or
-    "layers" (CompiledStep, which needs fused projections: without them, "plain"). (One compiled
-    call per step over fixed-size KV buffers was tried and measured slower on the H200, 156 vs 214
-    tokens/s: the dynamic-offset cache writes cost more kernels than the Python they save.)"""
+def make_step(t3, capacity: int = 0):
+    """The one-token step fast_decode runs, by `t3.compile_steps`: "plain" (mlx-lm's model call),
+    "layers" (CompiledStep) or "graph" (GraphStep; `capacity`: the positions the decode will
+    reach, so that its cache buffers need no growing); the last two need fused projections
+    (without them, "plain")."""
     kind = t3.compile_steps or "plain"
     if kind not in STEP_KINDS:
         raise ValueError(f"T3.compile_steps: {kind!r} is not one of {STEP_KINDS}")
     if kind == "plain" or not is_fused(t3.tfmr):
         return t3.speech_logits
-    return CompiledStep(t3)
+    return GraphStep(t3, capacity) if kind == "graph" else CompiledStep(t3)
 
 
 def supports(draw) -> bool:
@@ -317,7 +489,7 @@ def fast_decode(t3, embeds: mx.array, *, max_new_tokens: int, temperature: float
     bos = t3.speech_token_embed(hp.start_speech_token, 0)
     cache = t3.make_cache()
     logits = t3.speech_logits(mx.concatenate([embeds, mx.concatenate([bos, bos])], axis=1), cache)
-    step_logits = make_step(t3)
+    step_logits = make_step(t3, capacity=embeds.shape[1] + 1 + max_new_tokens)
     seen = mx.arange(V) == hp.start_speech_token
 
     def step(logits, seen, i):
