@@ -37,10 +37,19 @@ VARIANTS = {
     "fused": (True, True, "float32", "plain"),
     "layers": (True, True, "float32", "layers"),
     "graph": (True, True, "float32", "graph"),
+    "graph-adds": (True, True, "float32", "graph"),  # GraphStep.residual_addmm off (GRAPH_OPTIONS)
     "bf16": (True, True, "bfloat16", "plain"),
     "bf16-layers": (True, True, "bfloat16", "layers"),
     "fp16": (True, True, "float16", "plain"),
 }
+GRAPH_OPTIONS = {"graph-adds": {"residual_addmm": False}}  # GraphStep class settings per variant
+
+
+def use_variant(t3, v: str) -> None:
+    from mlx_impl.t3.inference.fast_decode import GraphStep
+
+    t3.compile_steps = VARIANTS[v][3]
+    GraphStep.residual_addmm = GRAPH_OPTIONS.get(v, {}).get("residual_addmm", True)
 
 
 def load(ckpt: Path, case_name: str):
@@ -248,7 +257,7 @@ def main():
     results = []
     probe = dtype_probe(t3)
     print(json.dumps({"dtype_probe": probe}), flush=True)
-    check = attend_appended_check() if "graph" in args.variants else None
+    check = attend_appended_check() if any(VARIANTS[v][3] == "graph" for v in args.variants) else None
     print(json.dumps({"attend_appended_check": check}), flush=True)
     for group in weight_groups(args.variants):
         fast, fused, dtype, _ = VARIANTS[group[0]]
@@ -259,14 +268,14 @@ def main():
             t3.set_dtype(getattr(mx, dtype))
         runs = {v: [] for v in group}
         for v in group:  # warm-up (compiles)
-            t3.compile_steps = VARIANTS[v][3]
+            use_variant(t3, v)
             decode(t3, cond, text, min(args.tokens, 20))
         for r in range(args.rounds):  # the variants of one weight setting alternate, round by round
             for v in group if r % 2 == 0 else group[::-1]:
-                t3.compile_steps = VARIANTS[v][3]
+                use_variant(t3, v)
                 runs[v].append(decode(t3, cond, text, args.tokens, seed=r))
         for v in group:
-            t3.compile_steps = VARIANTS[v][3]
+            use_variant(t3, v)
             row = {"variant": v, "tokens_per_s": statistics.median(n / dt for n, dt in runs[v]),
                    "rounds_tokens_per_s": [round(n / dt, 1) for n, dt in runs[v]],
                    "tokens": [n for n, _ in runs[v]], **profile_step(t3, cond, text)}

@@ -49,7 +49,7 @@ def _ensure_BOT_EOT(text_tokens: np.ndarray, hp: T3Config) -> None:
 class T3(nn.Module):
     # Decode with inference/fast_decode.py where no per-step hook or forced tokens are asked for.
     use_fast_decode = True
-    compile_steps = "layers"  # fast_decode's one-token step, "layers" or "plain" (inference/fast_decode.make_step)
+    compile_steps = "auto"  # fast_decode's one-token step: "auto", "graph", "layers" or "plain" (inference/fast_decode.make_step)
 
     def __init__(self, hp: Optional[T3Config] = None):
         super().__init__()

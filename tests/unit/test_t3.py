@@ -603,7 +603,8 @@ def test_compiled_step_kinds_checked(models, inputs):
     from mlx_impl.t3.inference.fast_decode import CompiledStep, make_step
 
     _, m, state, cfg = models  # m is not fused
-    assert m.compile_steps == "layers"  # the default
+    assert m.compile_steps == "auto"  # the default: "layers" on the CPU
+    assert isinstance(make_step(load_t3(state, T3Config(704, llama_config=cfg)).fuse_projections()), CompiledStep)
     try:
         assert make_step(m) == m.speech_logits  # unfused: the plain step
         with pytest.raises(TypeError, match="fused projections"):
@@ -612,7 +613,7 @@ def test_compiled_step_kinds_checked(models, inputs):
         with pytest.raises(ValueError, match="'whole' is not one of"):
             make_step(m)
     finally:
-        m.compile_steps = "layers"
+        m.compile_steps = "auto"
     fused = load_t3(state, T3Config(704, llama_config=cfg)).fuse_projections()
     with pytest.raises(ValueError, match="one-token steps"):
         CompiledStep(fused)(mx.zeros((2, 2, fused.dim)), fused.make_cache())
