@@ -473,8 +473,8 @@ def make_step(t3, capacity: int = 0):
     """The one-token step fast_decode runs, by `t3.compile_steps`: "plain" (mlx-lm's model call),
     "layers" (CompiledStep), "graph" (GraphStep; `capacity`: the positions the decode will reach,
     so that its cache buffers need no growing) or "auto" (the default: "graph" on a GPU, where it
-    was fastest, 285-295 vs 235-242 tokens/s on the H200; "layers" on the CPU, bit-identical to the
-    plain step there). "layers" and "graph" need fused projections (without them, "plain")."""
+    was fastest, 270 vs 233 tokens/s on the H200; "layers" on the CPU, bit-identical to the plain
+    step there). "layers" and "graph" need fused projections (without them, "plain")."""
     kind = t3.compile_steps or "plain"
     if kind not in STEP_KINDS:
         raise ValueError(f"T3.compile_steps: {kind!r} is not one of {STEP_KINDS}")
