@@ -37,19 +37,24 @@ VARIANTS = {
     "fused": (True, True, "float32", "plain"),
     "layers": (True, True, "float32", "layers"),
     "graph": (True, True, "float32", "graph"),
-    "graph-adds": (True, True, "float32", "graph"),  # GraphStep.residual_addmm off (GRAPH_OPTIONS)
+    "graph-adds": (True, True, "float32", "graph"),  # residual adds and RoPE as their own ops (GRAPH_OPTIONS)
+    "graph-rope-op": (True, True, "float32", "graph"),  # RoPE as its own op
     "bf16": (True, True, "bfloat16", "plain"),
     "bf16-layers": (True, True, "bfloat16", "layers"),
     "fp16": (True, True, "float16", "plain"),
 }
-GRAPH_OPTIONS = {"graph-adds": {"residual_addmm": False}}  # GraphStep class settings per variant
+# GraphStep class settings per variant (the others run with the defaults)
+GRAPH_OPTIONS = {"graph-adds": {"residual_addmm": False, "rope_in_kernel": False},
+                 "graph-rope-op": {"rope_in_kernel": False}}
+GRAPH_DEFAULTS = {"residual_addmm": True, "rope_in_kernel": True}
 
 
 def use_variant(t3, v: str) -> None:
     from mlx_impl.t3.inference.fast_decode import GraphStep
 
     t3.compile_steps = VARIANTS[v][3]
-    GraphStep.residual_addmm = GRAPH_OPTIONS.get(v, {}).get("residual_addmm", True)
+    for name, value in {**GRAPH_DEFAULTS, **GRAPH_OPTIONS.get(v, {})}.items():
+        setattr(GraphStep, name, value)
 
 
 def load(ckpt: Path, case_name: str):
@@ -174,15 +179,16 @@ def dtype_probe(t3) -> dict:
     return {k: str(v.dtype) for k, v in out.items()} | {"cache": str(cache.keys.dtype)}
 
 
-def attend_appended_check(seed: int = 0) -> dict:
+def attend_appended_check(rope_module, seed: int = 0) -> dict:
     """The graph step's attention (fast_decode.attend_appended: one CUDA kernel on MLX's CUDA
-    backend) against its MLX-ops form on the same device: T3's shapes (B 2, 16 heads, D 64, here
-    4 layers), capacities 256 / 1024, several valid lengths; the attention output and the new
-    key / value buffer."""
+    backend, RoPE included) against its unfused MLX form (mx.fast.rope, then MLX ops) on the same
+    device: T3's shapes (B 2, 16 heads, D 64, here 4 layers) and RoPE, capacities 256 / 1024,
+    several valid lengths; the attention output and the new key / value buffer."""
     import mlx.core as mx
     import numpy as np
 
-    from mlx_impl.t3.inference.fast_decode import attend_appended, attend_appended_ops, cuda_attend_applies
+    from mlx_impl.t3.inference.fast_decode import (attend_appended, attend_appended_unfused, cuda_attend_applies,
+                                                   rope_tables)
     from parity.metrics import compare
 
     rows = []
@@ -191,16 +197,17 @@ def attend_appended_check(seed: int = 0) -> dict:
     for capacity, offset, layer in ((256, 1, 0), (256, 37, 3), (256, 255, 1), (1024, 600, 2)):
         ks = mx.random.split(key, 6)
         key = ks[0]
-        qk, qkv, new_kv = (mx.random.normal(shape, key=ks[i]) for i, shape in
-                           ((1, (B, 2 * H, 1, D)), (2, (B, 1, 3 * H * D)), (3, (L, B, 2, H, D))))
+        qkv, new_kv = (mx.random.normal(shape, key=ks[i]) for i, shape in ((1, (B, 1, 3 * H * D)), (2, (L, B, 2, H, D))))
         keys, values = (mx.random.normal((L, B, H, capacity, D), key=ks[i]) for i in (4, 5))
-        args = (qk, qkv, keys, values, mx.array([offset], dtype=mx.int32), mx.array([layer], dtype=mx.int32), new_kv, 0.125)
-        a, b = attend_appended(*args), attend_appended_ops(*args)
+        off = mx.array([offset], dtype=mx.int32)
+        args = (qkv, rope_module, rope_tables(rope_module, off.reshape(()), 1), keys, values, off,
+                mx.array([layer], dtype=mx.int32), new_kv, 0.125)
+        a, b = attend_appended(*args), attend_appended_unfused(*args)
         rows.append({"capacity": capacity, "offset": offset, "layer": layer,
                      "out_snr_db": round(compare(np.array(b[0]), np.array(a[0])).snr_db, 1),
                      "out_max_abs": float(mx.abs(a[0] - b[0]).max()),
-                     "new_kv_equal": bool(mx.array_equal(a[1], b[1]))})
-    return {"kernel": cuda_attend_applies(mx.zeros((1, 1, 1, 64)), 256), "cases": rows}
+                     "new_kv_snr_db": round(compare(np.array(b[1]), np.array(a[1])).snr_db, 1)})
+    return {"kernel": cuda_attend_applies(mx.float32, D, 256), "cases": rows}
 
 
 def gpu_name():
@@ -257,7 +264,7 @@ def main():
     results = []
     probe = dtype_probe(t3)
     print(json.dumps({"dtype_probe": probe}), flush=True)
-    check = attend_appended_check() if any(VARIANTS[v][3] == "graph" for v in args.variants) else None
+    check = attend_appended_check(t3.tfmr.layers[0].self_attn.rope) if any(VARIANTS[v][3] == "graph" for v in args.variants) else None
     print(json.dumps({"attend_appended_check": check}), flush=True)
     for group in weight_groups(args.variants):
         fast, fused, dtype, _ = VARIANTS[group[0]]

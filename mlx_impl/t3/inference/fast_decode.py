@@ -232,6 +232,7 @@ class GraphStep:
 
     GROW = 1024  # capacity steps: a new capacity is a new trace (and kernel); most decodes fit one
     residual_addmm = True  # the residual adds inside the o / down products (_finish_addmm)
+    rope_in_kernel = True  # on CUDA, RoPE of q and k inside the attention kernel
 
     def __init__(self, t3, capacity: int = 0):
         if not is_fused(t3.tfmr):
@@ -246,16 +247,16 @@ class GraphStep:
         self.step = mx.compile(self._step)
 
     def _step(self, x, keys, values, offset):
-        L, B, H, _, D = keys.shape
+        L, B, H, capacity, D = keys.shape
         rope0 = self.layers[0].self_attn.rope
-        tables = rope_tables(rope0, offset, 1) if kernel_rope_applies(rope0, x) else None
+        in_kernel = self.rope_in_kernel and cuda_attend_applies(x.dtype, D, capacity) and rope_tables_apply(rope0, D)
+        tables = rope_tables(rope0, offset, 1) if in_kernel or kernel_rope_applies(rope0, x) else None
         new_kv = mx.zeros((L, B, 2, H, D), x.dtype)
         for layer, layer_id in zip(self.layers, self.layer_ids):
             attn = layer.self_attn
             qkv = attn.qkv_proj(layer.input_layernorm(x))
-            heads = qkv.reshape(B, 1, 3 * H, D).transpose(0, 2, 1, 3)
-            qk = rope(attn.rope, heads[:, : 2 * H], offset, tables).astype(x.dtype)
-            out, new_kv = attend_appended(qk, qkv, keys, values, offset, layer_id, new_kv, attn.scale)
+            step = attend_appended if in_kernel else attend_appended_unfused
+            out, new_kv = step(qkv, attn.rope, tables, keys, values, offset, layer_id, new_kv, attn.scale)
             x = (_finish_addmm if self.residual_addmm else _finish)(layer, x, out)
         return self.head(self.norm(x)[:, -1, :]), new_kv
 
@@ -296,33 +297,49 @@ def _finish_addmm(layer, x, attn_out):
     return mx.addmm(h, act, layer.mlp.down_proj.weight.T).reshape(x.shape)
 
 
-def attend_appended(qk, qkv, keys, values, offset, layer_id, new_kv, scale: float):
-    """One layer's one-token attention for GraphStep. qk: the rotated queries and keys (B, 2H, 1, D);
-    qkv: the projection row (B, 1, 3 H D), whose last H D are the values; keys / values: the stacked
-    cache (layers, B, H, capacity, D), valid up to `offset` (a (1,) int32 array... or scalar);
-    layer_id: (1,) int32; new_kv: (layers, B, 2, H, D). Returns the attention over the valid
-    positions plus the new key / value, (B, 1, H D), and new_kv with this layer's key / value in.
-    On MLX's CUDA backend one custom kernel (`_cuda_attend_appended`), else MLX ops."""
+def attend_appended(qkv, rope_module, tables, keys, values, offset, layer_id, new_kv, scale: float):
+    """One layer's one-token attention for GraphStep. qkv: the projection row (B, 1, 3 H D: q, k, v);
+    rope_module / tables: RoPE and its cos / sin (1, D/2) at this position (`rope_tables`); keys /
+    values: the stacked cache (layers, B, H, capacity, D), valid up to `offset` ((1,) int32);
+    layer_id: (1,) int32; new_kv: (layers, B, 2, H, D). Returns the attention of the rotated query
+    over the valid positions plus the rotated new key / the new value, (B, 1, H D), and new_kv with
+    this layer's key / value in. On MLX's CUDA backend one custom kernel (`_cuda_attend_appended`),
+    RoPE included; otherwise `attend_appended_unfused`."""
     L, B, H, capacity, D = keys.shape
-    if not cuda_attend_applies(qk, capacity):
-        return attend_appended_ops(qk, qkv, keys, values, offset, layer_id, new_kv, scale)
+    if not (cuda_attend_applies(qkv.dtype, D, capacity) and rope_tables_apply(rope_module, D)):
+        return attend_appended_unfused(qkv, rope_module, tables, keys, values, offset, layer_id, new_kv, scale)
+    cos, sin = tables
     return _cuda_attend_appended(scale)(
-        inputs=[qk, qkv, keys, values, offset.reshape(1), layer_id, new_kv],
+        inputs=[qkv, cos, sin, keys, values, offset.reshape(1), layer_id, new_kv],
         template=[("C", capacity), ("D", D), ("H", H), ("NL", L)], grid=(B * H * 256, 1, 1),
-        threadgroup=(256, 1, 1), output_shapes=[(B, 1, H * D), new_kv.shape], output_dtypes=[qk.dtype] * 2)
+        threadgroup=(256, 1, 1), output_shapes=[(B, 1, H * D), new_kv.shape], output_dtypes=[qkv.dtype] * 2)
 
 
-def cuda_attend_applies(q, capacity: int) -> bool:
-    return (mx.default_device() == mx.gpu and mx.cuda.is_available() and q.dtype == mx.float32
-            and q.shape[-1] == 64 and capacity < _CUDA_MAX_POSITIONS)
+def cuda_attend_applies(dtype, head_dim: int, capacity: int) -> bool:
+    return (mx.default_device() == mx.gpu and mx.cuda.is_available() and dtype == mx.float32
+            and head_dim == 64 and capacity < _CUDA_MAX_POSITIONS)
 
 
-def attend_appended_ops(qk, qkv, keys, values, offset, layer_id, new_kv, scale: float):
-    """attend_appended in MLX ops: the whole capacity's scores, the positions past `offset` masked."""
+def rope_tables_apply(rope_module, head_dim: int) -> bool:
+    """RoPE that `rope_tables` describes: mlx-lm's Llama3RoPE over all dims, rotate-half form."""
+    return (getattr(rope_module, "_freqs", None) is not None and not rope_module.traditional
+            and rope_module.dims == head_dim)
+
+
+def attend_appended_unfused(qkv, rope_module, tables, keys, values, offset, layer_id, new_kv, scale: float):
+    """attend_appended with RoPE as its own op (`rope`: the CPU kernel or mx.fast.rope)."""
+    L, B, H, capacity, D = keys.shape
+    heads = qkv.reshape(B, 1, 3 * H, D).transpose(0, 2, 1, 3)
+    qk = rope(rope_module, heads[:, : 2 * H], offset.reshape(()), tables).astype(qkv.dtype)
+    return attend_appended_ops(qk, heads[:, 2 * H:], keys, values, offset, layer_id, new_kv, scale)
+
+
+def attend_appended_ops(qk, v, keys, values, offset, layer_id, new_kv, scale: float):
+    """The attention in MLX ops over the whole capacity, the positions past `offset` masked; qk:
+    rotated queries and keys (B, 2H, 1, D), v (B, H, 1, D)."""
     L, B, H, capacity, D = keys.shape
     i = layer_id.reshape(())
     q, k = qk[:, :H] * scale, qk[:, H:]
-    v = qkv.reshape(B, 1, 3 * H, D)[:, :, 2 * H:].transpose(0, 2, 1, 3)
     cached = mx.where(mx.arange(capacity) < offset.reshape(()), q @ mx.take(keys, i, axis=0).swapaxes(-1, -2),
                       -float("inf"))
     p = mx.softmax(mx.concatenate([cached, q @ k.swapaxes(-1, -2)], axis=-1), axis=-1, precise=True)
@@ -337,33 +354,40 @@ _CUDA_MAX_POSITIONS = 4096  # the kernel's scores live in shared memory (16 KB)
 
 @lru_cache(maxsize=4)
 def _cuda_attend_appended(scale: float):
-    """One block of 256 threads per (batch, head): scores of the cached positions (a warp per
-    position, coalesced reads) and of the new key, the softmax (block reductions), p v with 4
-    groups of 64 threads over the positions; each block also copies its share of new_kv (every
-    layer but this one, whose (b, h) key / value it writes itself)."""
+    """One block of 256 threads per (batch, head): RoPE of its query and new key, scores of the
+    cached positions (a warp per position, coalesced reads) and of the new key, the softmax (block
+    reductions), p v with 4 groups of 64 threads over the positions; each block also copies its
+    share of new_kv (every layer but this one, whose (b, h) key / value it writes itself)."""
     source = f"""
         const int bh = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
         const int b = bh / H, h = bh % H, B = gridDim.x / H;
-        const int S = offset[0], li = layer_id[0];
-        const float* qp = qk + ((size_t)b * 2 * H + h) * D;
-        const float* kn = qk + ((size_t)b * 2 * H + H + h) * D;
-        const float* vn = qkv + (size_t)b * 3 * H * D + (size_t)(2 * H + h) * D;
+        const int S = offset[0], li = layer_id[0], half = D / 2;
+        const float* row = qkv + (size_t)b * 3 * H * D;
+        const float* qp = row + (size_t)h * D;
+        const float* kp = row + (size_t)(H + h) * D;
+        const float* vn = row + (size_t)(2 * H + h) * D;
         const float* kc = keys + (((size_t)li * B + b) * H + h) * C * D;
         const float* vc = values + (((size_t)li * B + b) * H + h) * C * D;
         const size_t per_layer = (size_t)B * 2 * H * D, total = NL * per_layer;
         const size_t chunk = (total + gridDim.x - 1) / gridDim.x;
         for (size_t j = bh * chunk + tid; j < min(total, (bh + 1) * chunk); j += 256)
             if (j / per_layer != (size_t)li) new_kv_out[j] = new_kv[j];
-        if (tid < D) {{
-            size_t at = (((size_t)li * B + b) * 2 * H + h) * D + tid;
-            new_kv_out[at] = kn[tid];
-            new_kv_out[at + (size_t)H * D] = vn[tid];
-        }}
         __shared__ float qs[D];
+        __shared__ float kn[D];
         __shared__ float sc[{_CUDA_MAX_POSITIONS}];
         __shared__ float red[8];
         __shared__ float part[4][D];
-        if (tid < D) qs[tid] = qp[tid] * {scale!r}f;
+        if (tid < D) {{  // RoPE, rotate-half: (x1, x2) -> (x1 cos - x2 sin, x1 sin + x2 cos)
+            const int j = tid % half;
+            const float c = cos_t[j], sn = sin_t[j];
+            const float qr = tid < half ? qp[tid] * c - qp[tid + half] * sn : qp[tid - half] * sn + qp[tid] * c;
+            const float kr = tid < half ? kp[tid] * c - kp[tid + half] * sn : kp[tid - half] * sn + kp[tid] * c;
+            qs[tid] = qr * {scale!r}f;
+            kn[tid] = kr;
+            size_t at = (((size_t)li * B + b) * 2 * H + h) * D + tid;
+            new_kv_out[at] = kr;
+            new_kv_out[at + (size_t)H * D] = vn[tid];
+        }}
         __syncthreads();
         for (int s = warp; s <= S; s += 8) {{
             const float* kr = s < S ? kc + (size_t)s * D : kn;
@@ -396,7 +420,7 @@ def _cuda_attend_appended(scale: float):
         if (tid < D) out[(size_t)bh * D + tid] = (part[0][tid] + part[1][tid] + part[2][tid] + part[3][tid]) / sum;
     """
     return mx.fast.cuda_kernel(name="t3_attend_appended",
-                               input_names=["qk", "qkv", "keys", "values", "offset", "layer_id", "new_kv"],
+                               input_names=["qkv", "cos_t", "sin_t", "keys", "values", "offset", "layer_id", "new_kv"],
                                output_names=["out", "new_kv_out"], source=source)
 
 
