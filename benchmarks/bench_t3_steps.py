@@ -37,16 +37,14 @@ VARIANTS = {
     "fused": (True, True, "float32", "plain"),
     "layers": (True, True, "float32", "layers"),
     "graph": (True, True, "float32", "graph"),
-    "graph-adds": (True, True, "float32", "graph"),  # residual adds and RoPE as their own ops (GRAPH_OPTIONS)
-    "graph-rope-op": (True, True, "float32", "graph"),  # RoPE as its own op
+    "graph-ops": (True, True, "float32", "graph"),  # its attention in MLX ops, as on the CPU (GRAPH_OPTIONS)
     "bf16": (True, True, "bfloat16", "plain"),
     "bf16-layers": (True, True, "bfloat16", "layers"),
     "fp16": (True, True, "float16", "plain"),
 }
 # GraphStep class settings per variant (the others run with the defaults)
-GRAPH_OPTIONS = {"graph-adds": {"residual_addmm": False, "rope_in_kernel": False},
-                 "graph-rope-op": {"rope_in_kernel": False}}
-GRAPH_DEFAULTS = {"residual_addmm": True, "rope_in_kernel": True}
+GRAPH_OPTIONS = {"graph-ops": {"cuda_kernel": False}}
+GRAPH_DEFAULTS = {"residual_addmm": True, "cuda_kernel": True}
 
 
 def use_variant(t3, v: str) -> None:

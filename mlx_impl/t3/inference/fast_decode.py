@@ -232,7 +232,7 @@ class GraphStep:
 
     GROW = 1024  # capacity steps: a new capacity is a new trace (and kernel); most decodes fit one
     residual_addmm = True  # the residual adds inside the o / down products (_finish_addmm)
-    rope_in_kernel = True  # on CUDA, RoPE of q and k inside the attention kernel
+    cuda_kernel = True  # on CUDA, RoPE + attention + new-key write as one kernel (False: MLX ops, as on the CPU)
 
     def __init__(self, t3, capacity: int = 0):
         if not is_fused(t3.tfmr):
@@ -249,7 +249,7 @@ class GraphStep:
     def _step(self, x, keys, values, offset):
         L, B, H, capacity, D = keys.shape
         rope0 = self.layers[0].self_attn.rope
-        in_kernel = self.rope_in_kernel and cuda_attend_applies(x.dtype, D, capacity) and rope_tables_apply(rope0, D)
+        in_kernel = self.cuda_kernel and cuda_attend_applies(x.dtype, D, capacity) and rope_tables_apply(rope0, D)
         tables = rope_tables(rope0, offset, 1) if in_kernel or kernel_rope_applies(rope0, x) else None
         new_kv = mx.zeros((L, B, 2, H, D), x.dtype)
         for layer, layer_id in zip(self.layers, self.layer_ids):
@@ -497,7 +497,7 @@ def make_step(t3, capacity: int = 0):
     """The one-token step fast_decode runs, by `t3.compile_steps`: "plain" (mlx-lm's model call),
     "layers" (CompiledStep), "graph" (GraphStep; `capacity`: the positions the decode will reach,
     so that its cache buffers need no growing) or "auto" (the default: "graph" on a GPU, where it
-    was fastest, 270 vs 233 tokens/s on the H200; "layers" on the CPU, bit-identical to the plain
+    was fastest, 295 vs 209 tokens/s on the H200; "layers" on the CPU, bit-identical to the plain
     step there). "layers" and "graph" need fused projections (without them, "plain")."""
     kind = t3.compile_steps or "plain"
     if kind not in STEP_KINDS:
