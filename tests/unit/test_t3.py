@@ -548,26 +548,36 @@ def test_fused_projections_with_cpu_kernels(models, inputs, monkeypatch):
     np.testing.assert_array_equal(r["tokens"], fast_tokens(fused, inputs, ReplayDraw(uniforms)))
 
 
+def fused_after_prefill(state, cfg, inputs):
+    """A fused model and two caches (for the plain step and the one under test) after one prefill."""
+    m = load_t3(state, T3Config(704, llama_config=cfg)).fuse_projections()
+    embeds, _ = m.prepare_input_embeds(t3_cond=mlx_cond(inputs), text_tokens=inputs["text"],
+                                       speech_tokens=np.full((2, 1), 6561), cfg_weight=0.5)
+    plain_cache, cache = m.make_cache(), m.make_cache()
+    mx.eval(m.speech_logits(embeds, plain_cache), m.speech_logits(embeds, cache))
+    return m, embeds, plain_cache, cache
+
+
+def assert_fast_tokens_equal_original(ref, m, inputs):
+    uniforms = np.random.default_rng(5).random(N_STEPS)
+    r = run_original_inference(ref, torch_cond(inputs), torch.from_numpy(inputs["text"]).long(),
+                               picker=lambda i, p: inverse_cdf(p, uniforms[i]), max_new_tokens=N_STEPS, **DEFAULTS)
+    np.testing.assert_array_equal(r["tokens"], fast_tokens(m, inputs, ReplayDraw(uniforms)))
+
+
 def test_compiled_step_equals_the_plain_step(models, inputs):
     """fast_decode's compiled one-token step (CompiledStep): the logits of 12 steps equal the plain
     model call's bit for bit on the CPU, and the decoded tokens equal the original's."""
     from mlx_impl.t3.inference.fast_decode import CompiledStep, make_step
 
     ref, _, state, cfg = models
-    m = load_t3(state, T3Config(704, llama_config=cfg)).fuse_projections()
-    embeds, _ = m.prepare_input_embeds(t3_cond=mlx_cond(inputs), text_tokens=inputs["text"],
-                                       speech_tokens=np.full((2, 1), 6561), cfg_weight=0.5)
-    plain_cache, cache = m.make_cache(), m.make_cache()
-    mx.eval(m.speech_logits(embeds, plain_cache), m.speech_logits(embeds, cache))
+    m, embeds, plain_cache, cache = fused_after_prefill(state, cfg, inputs)
     step = make_step(m)
     assert isinstance(step, CompiledStep)
     for x in mx.random.normal((12, 2, 1, m.dim), key=mx.random.key(2)):
         a, b = m.speech_logits(x, plain_cache), step(x, cache)
         assert mx.array_equal(a, b), float(mx.abs(a - b).max())
-    uniforms = np.random.default_rng(5).random(N_STEPS)
-    r = run_original_inference(ref, torch_cond(inputs), torch.from_numpy(inputs["text"]).long(),
-                               picker=lambda i, p: inverse_cdf(p, uniforms[i]), max_new_tokens=N_STEPS, **DEFAULTS)
-    np.testing.assert_array_equal(r["tokens"], fast_tokens(m, inputs, ReplayDraw(uniforms)))
+    assert_fast_tokens_equal_original(ref, m, inputs)
 
 
 def test_graph_step_matches_the_plain_step(models, inputs):
@@ -578,11 +588,7 @@ def test_graph_step_matches_the_plain_step(models, inputs):
     from mlx_impl.t3.inference.fast_decode import GraphStep, make_step
 
     ref, _, state, cfg = models
-    m = load_t3(state, T3Config(704, llama_config=cfg)).fuse_projections()
-    embeds, _ = m.prepare_input_embeds(t3_cond=mlx_cond(inputs), text_tokens=inputs["text"],
-                                       speech_tokens=np.full((2, 1), 6561), cfg_weight=0.5)
-    plain_cache, cache = m.make_cache(), m.make_cache()
-    mx.eval(m.speech_logits(embeds, plain_cache), m.speech_logits(embeds, cache))
+    m, embeds, plain_cache, cache = fused_after_prefill(state, cfg, inputs)
     m.compile_steps = "graph"
     step = make_step(m)
     assert isinstance(step, GraphStep)
@@ -593,10 +599,7 @@ def test_graph_step_matches_the_plain_step(models, inputs):
     assert step.offset == plain_cache[0].offset and step.keys.shape[3] > embeds.shape[1] + 8
     stored = mx.stack([c.keys[..., : c.offset, :] for c in plain_cache])
     assert compare(np.array(stored), np.array(step.keys[:, :, :, : step.offset])).snr_db > 120
-    uniforms = np.random.default_rng(5).random(N_STEPS)
-    r = run_original_inference(ref, torch_cond(inputs), torch.from_numpy(inputs["text"]).long(),
-                               picker=lambda i, p: inverse_cdf(p, uniforms[i]), max_new_tokens=N_STEPS, **DEFAULTS)
-    np.testing.assert_array_equal(r["tokens"], fast_tokens(m, inputs, ReplayDraw(uniforms)))
+    assert_fast_tokens_equal_original(ref, m, inputs)
 
 
 def test_compiled_step_kinds_checked(models, inputs):
