@@ -205,7 +205,7 @@ def attend_appended_check(rope_module, seed: int = 0) -> dict:
                      "out_snr_db": round(compare(np.array(b[0]), np.array(a[0])).snr_db, 1),
                      "out_max_abs": float(mx.abs(a[0] - b[0]).max()),
                      "new_kv_snr_db": round(compare(np.array(b[1]), np.array(a[1])).snr_db, 1)})
-    return {"kernel": cuda_attend_applies(mx.float32, D, 256), "cases": rows}
+    return {"kernel": cuda_attend_applies(rope_module, mx.float32, D, 256), "cases": rows}
 
 
 def gpu_name():

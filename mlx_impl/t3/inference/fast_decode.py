@@ -78,8 +78,7 @@ def rope(rope_module, x: mx.array, offset, tables=None) -> mx.array:
 
 
 def kernel_rope_applies(rope_module, x) -> bool:
-    return (cpu_kernels.applies_to(x) and getattr(rope_module, "_freqs", None) is not None
-            and not rope_module.traditional and rope_module.dims == x.shape[-1])
+    return cpu_kernels.applies_to(x) and rope_tables_apply(rope_module, x.shape[-1])
 
 
 def rope_tables(rope_module, offset, length: int):
@@ -249,7 +248,7 @@ class GraphStep:
     def _step(self, x, keys, values, offset):
         L, B, H, capacity, D = keys.shape
         rope0 = self.layers[0].self_attn.rope
-        in_kernel = self.cuda_kernel and cuda_attend_applies(x.dtype, D, capacity) and rope_tables_apply(rope0, D)
+        in_kernel = self.cuda_kernel and cuda_attend_applies(rope0, x.dtype, D, capacity)
         tables = rope_tables(rope0, offset, 1) if in_kernel or kernel_rope_applies(rope0, x) else None
         new_kv = mx.zeros((L, B, 2, H, D), x.dtype)
         for layer, layer_id in zip(self.layers, self.layer_ids):
@@ -300,13 +299,13 @@ def _finish_addmm(layer, x, attn_out):
 def attend_appended(qkv, rope_module, tables, keys, values, offset, layer_id, new_kv, scale: float):
     """One layer's one-token attention for GraphStep. qkv: the projection row (B, 1, 3 H D: q, k, v);
     rope_module / tables: RoPE and its cos / sin (1, D/2) at this position (`rope_tables`); keys /
-    values: the stacked cache (layers, B, H, capacity, D), valid up to `offset` ((1,) int32);
+    values: the stacked cache (layers, B, H, capacity, D), valid up to `offset` (int32, one element);
     layer_id: (1,) int32; new_kv: (layers, B, 2, H, D). Returns the attention of the rotated query
     over the valid positions plus the rotated new key / the new value, (B, 1, H D), and new_kv with
     this layer's key / value in. On MLX's CUDA backend one custom kernel (`_cuda_attend_appended`),
     RoPE included; otherwise `attend_appended_unfused`."""
     L, B, H, capacity, D = keys.shape
-    if not (cuda_attend_applies(qkv.dtype, D, capacity) and rope_tables_apply(rope_module, D)):
+    if not cuda_attend_applies(rope_module, qkv.dtype, D, capacity):
         return attend_appended_unfused(qkv, rope_module, tables, keys, values, offset, layer_id, new_kv, scale)
     cos, sin = tables
     return _cuda_attend_appended(scale)(
@@ -315,9 +314,9 @@ def attend_appended(qkv, rope_module, tables, keys, values, offset, layer_id, ne
         threadgroup=(256, 1, 1), output_shapes=[(B, 1, H * D), new_kv.shape], output_dtypes=[qkv.dtype] * 2)
 
 
-def cuda_attend_applies(dtype, head_dim: int, capacity: int) -> bool:
+def cuda_attend_applies(rope_module, dtype, head_dim: int, capacity: int) -> bool:
     return (mx.default_device() == mx.gpu and mx.cuda.is_available() and dtype == mx.float32
-            and head_dim == 64 and capacity < _CUDA_MAX_POSITIONS)
+            and head_dim == 64 and capacity < _CUDA_MAX_POSITIONS and rope_tables_apply(rope_module, head_dim))
 
 
 def rope_tables_apply(rope_module, head_dim: int) -> bool:
