@@ -521,6 +521,43 @@ class RopeKernel : public CpuPrimitive {
   bool is_equivalent(const mx::Primitive&) const override { return true; }
 };
 
+// Depthwise 'valid' convolution, channels last (S3TokenizerV2's FSMN memory, K = 31): y[t, c] =
+// x[t, c] w[0, c] + x[t + 1, c] w[1, c] + ..., each product rounded and summed in k order (as the
+// ops form, a sum of K shifted products: bit-identical). x (B, T + K - 1, C), w (K, C), row-contiguous.
+void depthwise_rows(const float* x, const float* w, float* y, int64_t T, int64_t K, int64_t C)
+    __attribute__((optimize("fp-contract=off")));
+void depthwise_rows(const float* x, const float* w, float* y, int64_t T, int64_t K, int64_t C) {
+  for (int64_t t = 0; t < T; ++t, y += C) {
+    const float* xt = x + t * C;
+    for (int64_t c = 0; c < C; ++c) y[c] = xt[c] * w[c];
+    for (int64_t k = 1; k < K; ++k) {
+      const float* xk = xt + k * C;
+      const float* wk = w + k * C;
+      for (int64_t c = 0; c < C; ++c) y[c] = y[c] + xk[c] * wk[c];
+    }
+  }
+}
+
+class DepthwiseKernel : public CpuPrimitive {
+ public:
+  explicit DepthwiseKernel(mx::Stream s) : CpuPrimitive(s) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    const auto &x = inputs[0], &w = inputs[1];
+    require_row_contiguous(x, name());
+    require_row_contiguous(w, name());
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    auto& enc = encoder(inputs, out);
+    enc.dispatch([src = x.data<float>(), wp = w.data<float>(), dst = out.data<float>(), B = x.shape(0),
+                  Tin = x.shape(1), K = w.shape(0), C = w.shape(1)]() {
+      int64_t T = Tin - K + 1;
+      for (int64_t b = 0; b < B; ++b) depthwise_rows(src + b * Tin * C, wp, dst + b * T * C, T, K, C);
+    });
+  }
+  const char* name() const override { return "CpuKernelDepthwise"; }
+  bool is_equivalent(const mx::Primitive&) const override { return true; }
+};
+
 // Snake (HiFT): x + 1 / (alpha + 1e-9) * sin(alpha x)^2, alpha per channel (the last axis); sin^2
 // by the range reduction and polynomial of mlx_impl/ops.py `sin_squared` (3-part pi, round half
 // to even). Rows are split over the machine's cores: the vocoder runs on one stream.
@@ -685,6 +722,15 @@ mx::array rope(const mx::array& x, const mx::array& cos_t, const mx::array& sin_
                    {xin, mx::contiguous(cos_t, false, s), mx::contiguous(sin_t, false, s)});
 }
 
+mx::array depthwise_conv1d(const mx::array& x, const mx::array& w) {
+  for (const auto* a : {&x, &w}) check_input(*a, "depthwise_conv1d");
+  if (x.ndim() != 3 || w.ndim() != 2 || w.shape(1) != x.shape(2) || x.shape(1) < w.shape(0))
+    throw std::invalid_argument("depthwise_conv1d: x (B, T + K - 1, C) and w (K, C) expected");
+  auto s = cpu_stream("depthwise_conv1d");
+  return mx::array({x.shape(0), x.shape(1) - w.shape(0) + 1, x.shape(2)}, mx::float32,
+                   std::make_shared<DepthwiseKernel>(s), {mx::contiguous(x, false, s), mx::contiguous(w, false, s)});
+}
+
 mx::array snake(const mx::array& x, const mx::array& alpha) {
   check_input(x, "snake");
   check_input(alpha, "snake");
@@ -738,6 +784,8 @@ NB_MODULE(_kernels, m) {
   m.def("silu", [](const mx::array& x) { return unary(x, Unary::Silu, "silu"); }, "x"_a);
   m.def("mish", [](const mx::array& x) { return unary(x, Unary::Mish, "mish"); }, "x"_a);
   m.def("gelu", [](const mx::array& x) { return unary(x, Unary::Gelu, "gelu"); }, "x"_a);
+  m.def("depthwise_conv1d", &depthwise_conv1d, "x"_a, "w"_a,
+        "depthwise 'valid' convolution, channels last: x (B, T + K - 1, C), w (K, C) -> (B, T, C)");
   m.def("swiglu", &swiglu_last, "x"_a,
         "silu(gate) * up for x = [gate, up] along the last axis (2H) -> (..., H)");
   m.def("softmax", &softmax_last, "x"_a, "softmax over the last axis");

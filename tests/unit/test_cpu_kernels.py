@@ -15,6 +15,8 @@ from mlx_impl import cpu_kernels
 from mlx_impl.cpu_kernels import layers
 from mlx_impl.s3gen.transformer import activation
 
+from kernel_spy import SpyKernels
+
 pytestmark = pytest.mark.xfail(not cpu_kernels.available(), strict=True,
                                reason=f"CPU kernels not available: {cpu_kernels.why_unavailable()}")
 
@@ -302,3 +304,21 @@ def test_rope_kernel_is_mx_fast_rope(L, offset):
     assert np.array_equal(np.array(rope(module, heads, mx.array(offset, dtype=mx.int32))), want)
     with pytest.raises(ValueError, match="rope"):
         cpu_kernels.kernels().rope(heads, mx.zeros((L, 31)), mx.zeros((L, 31)))
+
+
+def test_depthwise_kernel_is_the_shift_sum(monkeypatch):
+    """S3TokenizerV2's FSMN depthwise convolution: the kernel equals the ops form (a sum of K
+    shifted products in k order) bit for bit, from a strided (padded) input, and rejects bad shapes."""
+    from mlx_impl.s3tokenizer import model_v2
+
+    x = mx.pad(mx.random.normal((2, 250, 1280), key=mx.random.key(0)), [(0, 0), (15, 15), (0, 0)])
+    w = mx.random.normal((1280, 31, 1), key=mx.random.key(1))
+    spy = SpyKernels(cpu_kernels)
+    monkeypatch.setattr(model_v2, "cpu_kernels", spy)
+    got = model_v2.depthwise_conv1d(x, w)
+    assert spy.calls == {"depthwise_conv1d": 1}, spy.calls
+    monkeypatch.setattr(spy, "applies_to", lambda a: False)
+    want = model_v2.depthwise_conv1d(x, w)
+    assert got.shape == (2, 250, 1280) and mx.array_equal(got, want)
+    with pytest.raises(ValueError, match="depthwise_conv1d"):
+        cpu_kernels.kernels().depthwise_conv1d(x, mx.zeros((31, 64)))
