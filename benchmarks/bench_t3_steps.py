@@ -193,10 +193,9 @@ def attend_appended_check(rope_module, seed: int = 0) -> dict:
     key = mx.random.key(seed)
     L, B, H, D = 4, 2, 16, 64
     for capacity, offset, layer in ((256, 1, 0), (256, 37, 3), (256, 255, 1), (1024, 600, 2)):
-        ks = mx.random.split(key, 6)
-        key = ks[0]
-        qkv, new_kv = (mx.random.normal(shape, key=ks[i]) for i, shape in ((1, (B, 1, 3 * H * D)), (2, (L, B, 2, H, D))))
-        keys, values = (mx.random.normal((L, B, H, capacity, D), key=ks[i]) for i in (4, 5))
+        key, *ks = mx.random.split(key, 5)
+        qkv, new_kv = (mx.random.normal(shape, key=k) for k, shape in zip(ks, ((B, 1, 3 * H * D), (L, B, 2, H, D))))
+        keys, values = (mx.random.normal((L, B, H, capacity, D), key=k) for k in ks[2:])
         off = mx.array([offset], dtype=mx.int32)
         args = (qkv, rope_module, rope_tables(rope_module, off.reshape(()), 1), keys, values, off,
                 mx.array([layer], dtype=mx.int32), new_kv, 0.125)

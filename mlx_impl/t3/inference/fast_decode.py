@@ -250,11 +250,11 @@ class GraphStep:
         rope0 = self.layers[0].self_attn.rope
         in_kernel = self.cuda_kernel and cuda_attend_applies(rope0, x.dtype, D, capacity)
         tables = rope_tables(rope0, offset, 1) if in_kernel or kernel_rope_applies(rope0, x) else None
+        step = attend_appended if in_kernel else attend_appended_unfused
         new_kv = mx.zeros((L, B, 2, H, D), x.dtype)
         for layer, layer_id in zip(self.layers, self.layer_ids):
             attn = layer.self_attn
             qkv = attn.qkv_proj(layer.input_layernorm(x))
-            step = attend_appended if in_kernel else attend_appended_unfused
             out, new_kv = step(qkv, attn.rope, tables, keys, values, offset, layer_id, new_kv, attn.scale)
             x = (_finish_addmm if self.residual_addmm else _finish)(layer, x, out)
         return self.head(self.norm(x)[:, -1, :]), new_kv
@@ -496,23 +496,26 @@ def make_step(t3, capacity: int = 0):
     """The one-token step fast_decode runs, by `t3.compile_steps`: "plain" (mlx-lm's model call),
     "layers" (CompiledStep), "graph" (GraphStep; `capacity`: the positions the decode will reach,
     so that its cache buffers need no growing) or "auto" (the default: "graph" where its CUDA
-    kernel runs, float32 on MLX's CUDA backend: 295 vs 209 tokens/s on the H200; elsewhere
-    "layers", bit-identical to the plain step on the CPU). "layers" and "graph" need fused projections (without them, "plain")."""
+    kernel runs, float32 on MLX's CUDA backend up to the kernel's positions: 295 vs 209 tokens/s
+    on the H200; elsewhere "layers", bit-identical to the plain step on the CPU). "layers" and
+    "graph" need fused projections (without them, "plain")."""
     kind = t3.compile_steps or "plain"
     if kind not in STEP_KINDS:
         raise ValueError(f"T3.compile_steps: {kind!r} is not one of {STEP_KINDS}")
     if kind == "auto":
-        kind = "graph" if graph_kernel_applies(t3) else "layers"
+        kind = "graph" if graph_kernel_applies(t3, capacity) else "layers"
     if kind == "plain" or not is_fused(t3.tfmr):
         return t3.speech_logits
     return GraphStep(t3, capacity) if kind == "graph" else CompiledStep(t3)
 
 
-def graph_kernel_applies(t3) -> bool:
-    """GraphStep's attention would run as its CUDA kernel on this model (fused, float32, CUDA)."""
+def graph_kernel_applies(t3, capacity: int = 0) -> bool:
+    """GraphStep's attention would run as its CUDA kernel on this model (fused, float32, CUDA) for a
+    decode reaching `capacity` positions (its buffers' capacity, rounded up to GraphStep.GROW)."""
     attn = t3.tfmr.layers[0].self_attn
+    buffers = -(-max(capacity, 1) // GraphStep.GROW) * GraphStep.GROW
     return isinstance(attn, FusedAttention) and cuda_attend_applies(
-        attn.rope, t3.speech_head.weight.dtype, t3.dim // attn.n_heads, 0)
+        attn.rope, t3.speech_head.weight.dtype, t3.dim // attn.n_heads, buffers)
 
 
 def supports(draw) -> bool:
