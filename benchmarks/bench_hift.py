@@ -92,7 +92,7 @@ def main(argv=None) -> dict:
     import torch
     from torch.distributions.uniform import Uniform
 
-    from mlx_impl import ops
+    from mlx_impl import cpu_kernels, ops
     from mlx_impl.convert.hift import build_hift, strip_prefix
     from parity.metrics import compare
 
@@ -172,6 +172,7 @@ def main(argv=None) -> dict:
         "machine": platform.machine(), "load_avg_1m": os.getloadavg()[0],
         "mlx_version": mx.__version__, "torch_version": torch.__version__,
         "openblas_core": openblas_core(), "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "wide_blas": cpu_kernels.wide_blas(),
         "output_snr_db": round(compare(outs["torch"], outs["mlx"]).snr_db, 1),
     }
     for name, ts in times.items():

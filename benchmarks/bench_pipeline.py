@@ -268,8 +268,10 @@ def device_name(args) -> str:
 
         return (f"GPU: {torch.cuda.get_device_name(0)} (torch {torch.__version__}, MLX {mx.__version__} CUDA "
                 f"backend, MLX dtype {args.mlx_dtype}, T3 step {args.mlx_step or 'default'})")
+    from mlx_impl import cpu_kernels
+
     return (f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; MLX {mx.__version__} "
-            f"on {mx.default_device()}, BLAS {mlx_blas()}")
+            f"on {mx.default_device()}, BLAS {mlx_blas()}, S3Gen's products: {cpu_kernels.wide_blas()}")
 
 
 def mlx_blas() -> str:

@@ -49,6 +49,17 @@ def library_path() -> str:
     return getattr(_module, "__file__", "")
 
 
+def wide_blas() -> str:
+    """The BLAS of S3Gen's large products (kernels.cpp, "wide BLAS"): library and core, or why
+    MLX's own BLAS is used for them."""
+    return _module.wide_blas() if available() else f"MLX's BLAS (kernels {_error})"
+
+
+def wide_blas_loaded() -> bool:
+    """Whether S3Gen's large products run through the wide BLAS (else through MLX's)."""
+    return available() and _module.wide_blas_loaded()
+
+
 def applies_to(x) -> bool:
     """Whether the kernels replace MLX's ops for x: float32 on the CPU, with the kernels built."""
     return x.dtype == mx.float32 and mx.default_device() != mx.gpu and available()

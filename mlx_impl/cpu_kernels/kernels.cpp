@@ -10,9 +10,12 @@
 // kernel runs on the thread of the stream it is called on, like MLX's own CPU kernels (callers
 // get two cores busy by running independent work on two streams), except Snake, which splits its
 // rows over the cores unless the stream's threads are set to one (set_stream_blas_threads).
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <stdexcept>
@@ -22,6 +25,7 @@
 
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
 
 #include "mlx/allocator.h"
 #include "mlx/backend/cpu/encoder.h"
@@ -357,6 +361,124 @@ class LayerNormKernel : public CpuPrimitive {
 constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
 constexpr int64_t kQueryBlock = 128;  // query rows per block: scores of 128 x S floats stay in L2
 
+// The "wide" BLAS: a second BLAS for S3Gen's large products (many rows). Intel MKL, which MLX is
+// linked with here because it is 2-3x faster than OpenBLAS for T3's two-row products, runs its
+// AVX2 kernels on AMD CPUs: 82-87 GFLOP/s a core where OpenBLAS's AVX-512 (SkylakeX) kernels reach
+// 145-206 (docs/MLX_CPU.md). OpenBLAS is loaded privately (RTLD_LOCAL) with the core chosen from
+// the CPU's features, and always runs one thread: callers split rows over the stream's threads.
+// CHATTERBOX_WIDE_BLAS: a library path, or 0 for MLX's BLAS everywhere (then the same math, slower);
+// CHATTERBOX_WIDE_BLAS_CORE: the OpenBLAS core (machine images may set OPENBLAS_CORETYPE=Haswell
+// for other programs: it is not inherited).
+using SgemmFn = void (*)(int, int, int, int, int, int, float, const float*, int, const float*, int,
+                         float, float*, int);
+
+struct WideBlas {
+  SgemmFn sgemm = nullptr;
+  std::string about;  // the library and its core, or why it is not used
+};
+
+const char* openblas_core_for_this_cpu() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+    return "SkylakeX";
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+  return nullptr;  // OpenBLAS's own choice
+}
+
+// setenv for the library's initialisation only (OpenBLAS reads its core and threads when loaded)
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    if (value) setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (old_)
+      setenv(name_, old_->c_str(), 1);
+    else
+      unsetenv(name_);
+  }
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+WideBlas load_wide_blas() {
+  WideBlas out;
+  const char* setting = std::getenv("CHATTERBOX_WIDE_BLAS");
+  std::string path = setting && *setting ? setting : "libopenblas.so.0";
+  if (path == "0") {
+    out.about = "off (CHATTERBOX_WIDE_BLAS=0)";
+    return out;
+  }
+  void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+  bool already_loaded = lib != nullptr;
+  const char* core_setting = std::getenv("CHATTERBOX_WIDE_BLAS_CORE");  // else OPENBLAS_CORETYPE is overridden
+  const char* core = core_setting && *core_setting ? core_setting : openblas_core_for_this_cpu();
+  if (!lib) {
+    ScopedEnv core_env("OPENBLAS_CORETYPE", core), threads_env("OPENBLAS_NUM_THREADS", "1");
+    lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  }
+  if (!lib) {
+    out.about = "not loaded (" + path + ": " + dlerror() + ")";
+    return out;
+  }
+  auto sgemm = reinterpret_cast<SgemmFn>(dlsym(lib, "cblas_sgemm"));
+  auto set_threads = reinterpret_cast<void (*)(int)>(dlsym(lib, "openblas_set_num_threads"));
+  auto corename = reinterpret_cast<const char* (*)()>(dlsym(lib, "openblas_get_corename"));
+  if (!sgemm || !set_threads) {
+    out.about = "not used (" + path + " is not OpenBLAS: no cblas_sgemm / openblas_set_num_threads)";
+    return out;
+  }
+  set_threads(1);
+  out.sgemm = sgemm;
+  out.about = path + ", core " + (corename ? corename() : "?") +
+              (already_loaded ? " (already loaded: its core is the process's)" : "");
+  return out;
+}
+
+const WideBlas& wide_blas() {
+  static const WideBlas blas = load_wide_blas();
+  return blas;
+}
+
+// C = alpha A op(B) + beta C, row-major, A not transposed: through the wide BLAS when `wide` and
+// it is loaded (one thread), else through MLX's BLAS (its threads: the stream's setting).
+void sgemm(bool wide, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* a,
+           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  const WideBlas& blas = wide_blas();
+  if (wide && blas.sgemm)
+    blas.sgemm(kRowMajor, kNoTrans, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+  else
+    cblas_sgemm(kRowMajor, kNoTrans, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+// Threads for a wide product of `rows` rows: the stream's, at least 64 rows each.
+int wide_threads(bool wide, int64_t rows) {
+  if (!wide || !wide_blas().sgemm) return 1;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(stream_threads(), rows / 64)));
+}
+
+// Rows [0, M) of x (M, K) @ w^T (w (N, K)) + bias, split into one block of rows per thread.
+void linear_rows(bool wide, const float* x, const float* w, const float* bias, float* y, int64_t M,
+                 int64_t N, int64_t K) {
+  int threads = wide_threads(wide, M);
+  int64_t per = (M + threads - 1) / threads;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int i = 0; i < threads; ++i) {
+    int64_t lo = i * per, rows = std::min(per, M - lo);
+    if (rows <= 0) continue;
+    sgemm(wide, kTrans, rows, N, K, 1.0f, x + lo * K, K, w, K, 0.0f, y + lo * N, N);
+    if (bias)
+      for (int64_t r = lo; r < lo + rows; ++r) {
+        float* row = y + r * N;
+        for (int64_t j = 0; j < N; ++j) row[j] += bias[j];
+      }
+  }
+}
+
 // A (B, H, N, D) operand: base pointer and element strides (the D axis has stride 1).
 struct Operand4 {
   const float* data;
@@ -376,10 +498,10 @@ struct Bias4 {
 
 // One head's attention for query rows [t0, t0 + rows): scores in `scores` (rows x S), the
 // softmax's exp and sums, then the product with v into out (rows of H * D floats).
-void attention_block(const float* qb, int64_t q_sn, const float* kb, int64_t k_sn, const float* vb,
+void attention_block(bool wide, const float* qb, int64_t q_sn, const float* kb, int64_t k_sn, const float* vb,
                      int64_t v_sn, const float* bias_rows, int64_t bias_st, float* ob, int64_t out_stride,
                      int64_t rows, int64_t S, int64_t D, float scale, float* scores, float* inv_sums) {
-  cblas_sgemm(kRowMajor, kNoTrans, kTrans, rows, S, D, scale, qb, q_sn, kb, k_sn, 0.0f, scores, S);
+  sgemm(wide, kTrans, rows, S, D, scale, qb, q_sn, kb, k_sn, 0.0f, scores, S);
   if (bias_rows)
     for (int64_t r = 0; r < rows; ++r) {
       const float* br = bias_rows + r * bias_st;
@@ -392,18 +514,20 @@ void attention_block(const float* qb, int64_t q_sn, const float* kb, int64_t k_s
     float* sr = scores + r * S;
     inv_sums[r] = 1.0f / exp_shifted_sum(sr, sr, S, row_max(sr, S));
   }
-  cblas_sgemm(kRowMajor, kNoTrans, kNoTrans, rows, D, S, 1.0f, scores, S, vb, v_sn, 0.0f, ob, out_stride);
+  sgemm(wide, kNoTrans, rows, D, S, 1.0f, scores, S, vb, v_sn, 0.0f, ob, out_stride);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t j = 0; j < D; ++j) ob[r * out_stride + j] *= inv_sums[r];
 }
 
 // Heads (and query blocks) in order. One-token steps (T == 1, decoding) split the heads over the
 // stream's threads: there the work is reading the KV cache, memory-bound, and one core reads at
-// about half the machine's bandwidth (inside the parallel region the BLAS runs one thread).
-void attention_heads(Operand4 q, Operand4 k, Operand4 v, Bias4 bias, float* out, int64_t B,
+// about half the machine's bandwidth (inside the parallel region the BLAS runs one thread). So do
+// products through the wide BLAS, which runs one thread.
+void attention_heads(bool wide, Operand4 q, Operand4 k, Operand4 v, Bias4 bias, float* out, int64_t B,
                      int64_t H, int64_t T, int64_t S, int64_t D, float scale) {
   int64_t block = std::min(T, kQueryBlock);
-  int threads = T == 1 && B * H > 1 ? static_cast<int>(stream_threads()) : 1;
+  wide = wide && wide_blas().sgemm && T > 1;
+  int threads = (T == 1 || wide) && B * H > 1 ? static_cast<int>(stream_threads()) : 1;
 #pragma omp parallel num_threads(threads)
   {
     std::vector<float> scores(static_cast<size_t>(block * S));
@@ -415,7 +539,7 @@ void attention_heads(Operand4 q, Operand4 k, Operand4 v, Bias4 bias, float* out,
         int64_t rows = std::min(kQueryBlock, T - t0);
         const float* br = bias.data ? bias.data + b * bias.sb + h * bias.sh + t0 * bias.st : nullptr;
         // out is (B, T, H, D): row t of head h at ((b T + t) H + h) D
-        attention_block(q.data + b * q.sb + h * q.sh + t0 * q.sn, q.sn, k.data + b * k.sb + h * k.sh, k.sn,
+        attention_block(wide, q.data + b * q.sb + h * q.sh + t0 * q.sn, q.sn, k.data + b * k.sb + h * k.sh, k.sn,
                         v.data + b * v.sb + h * v.sh, v.sn, br, bias.st, out + ((b * T + t0) * H + h) * D,
                         H * D, rows, S, D, scale, scores.data(), inv_sums.data());
       }
@@ -429,7 +553,7 @@ int64_t broadcast_stride(const mx::array& a, int axis) {
 
 class AttentionKernel : public CpuPrimitive {
  public:
-  AttentionKernel(mx::Stream s, float scale) : CpuPrimitive(s), scale_(scale) {}
+  AttentionKernel(mx::Stream s, float scale, bool wide) : CpuPrimitive(s), scale_(scale), wide_(wide) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     const auto &q = inputs[0], &k = inputs[1], &v = inputs[2];
@@ -445,14 +569,15 @@ class AttentionKernel : public CpuPrimitive {
     auto& enc = encoder(inputs, out);
     enc.dispatch([qo = operand(q), ko = operand(k), vo = operand(v), bias, dst = out.data<float>(),
                   B = q.shape(0), H = q.shape(1), T = q.shape(2), S = k.shape(2), D = q.shape(3),
-                  scale = scale_]() {
-      attention_heads(qo, ko, vo, bias, dst, B, H, T, S, D, scale);
+                  scale = scale_, wide = wide_]() {
+      attention_heads(wide, qo, ko, vo, bias, dst, B, H, T, S, D, scale);
     });
   }
   const char* name() const override { return "CpuKernelAttention"; }
 
  private:
   float scale_;
+  bool wide_;
 };
 
 // x @ weight^T + bias, x (M, K) rows, weight (N, K), bias (N) or none: the product, then the bias
@@ -460,7 +585,7 @@ class AttentionKernel : public CpuPrimitive {
 // 0.5 ms of a 1.1 ms product of (350, 256) x (256, 1024) here).
 class LinearKernel : public CpuPrimitive {
  public:
-  explicit LinearKernel(mx::Stream s) : CpuPrimitive(s) {}
+  LinearKernel(mx::Stream s, bool wide) : CpuPrimitive(s), wide_(wide) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     for (const auto& a : inputs) require_row_contiguous(a, name());
@@ -469,17 +594,86 @@ class LinearKernel : public CpuPrimitive {
     auto& enc = encoder(inputs, out);
     const float* bias = inputs.size() == 3 ? inputs[2].data<float>() : nullptr;
     int64_t K = w.shape(1), N = w.shape(0), M = x.size() / K;
-    enc.dispatch([xp = x.data<float>(), wp = w.data<float>(), bias, dst = out.data<float>(), M, N, K]() {
-      cblas_sgemm(kRowMajor, kNoTrans, kTrans, M, N, K, 1.0f, xp, K, wp, K, 0.0f, dst, N);
-      if (bias)
-        for (int64_t r = 0; r < M; ++r) {
-          float* row = dst + r * N;
-          for (int64_t j = 0; j < N; ++j) row[j] += bias[j];
-        }
-    });
+    enc.dispatch([xp = x.data<float>(), wp = w.data<float>(), bias, dst = out.data<float>(), M, N, K,
+                  wide = wide_]() { linear_rows(wide, xp, wp, bias, dst, M, N, K); });
   }
   const char* name() const override { return "CpuKernelLinear"; }
-  bool is_equivalent(const mx::Primitive&) const override { return true; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    return wide_ == static_cast<const LinearKernel&>(other).wide_;
+  }
+
+ private:
+  bool wide_;
+};
+
+// torch's conv1d (groups 1) channels last through the wide BLAS: x (B, T, C_in), w (C_out, K, C_in)
+// -> (B, T_out, C_out). Per block of output rows, the block's im2col (rows x K C_in, tap-major as
+// w's rows) in a buffer of the thread, then one product: the columns never exist whole (HiFT's
+// last stage would need 200 MB) and each product has a long inner axis (K C_in).
+constexpr int64_t kConvRows = 256;
+
+struct ConvShape {
+  int64_t T, C_in, C_out, K, stride, padding, dilation, T_out;
+};
+
+void conv1d_rows(const float* x, const float* w, const float* bias, float* y, const ConvShape& c,
+                 int64_t t0, int64_t rows, std::vector<float>& cols) {
+  int64_t width = c.K * c.C_in;
+  cols.resize(static_cast<size_t>(rows * width));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < c.K; ++k) {
+      int64_t t = (t0 + r) * c.stride + k * c.dilation - c.padding;
+      float* dst = cols.data() + r * width + k * c.C_in;
+      if (t < 0 || t >= c.T)
+        std::fill(dst, dst + c.C_in, 0.0f);
+      else
+        std::memcpy(dst, x + t * c.C_in, c.C_in * sizeof(float));
+    }
+  sgemm(true, kTrans, rows, c.C_out, width, 1.0f, cols.data(), width, w, width, 0.0f, y + t0 * c.C_out, c.C_out);
+  if (bias)
+    for (int64_t r = t0; r < t0 + rows; ++r) {
+      float* row = y + r * c.C_out;
+      for (int64_t j = 0; j < c.C_out; ++j) row[j] += bias[j];
+    }
+}
+
+void conv1d_batch(const float* x, const float* w, const float* bias, float* y, const ConvShape& c) {
+  int64_t blocks = (c.T_out + kConvRows - 1) / kConvRows;
+  int threads = static_cast<int>(std::min<int64_t>(wide_threads(true, c.T_out), blocks));
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> cols;
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < blocks; ++i)
+      conv1d_rows(x, w, bias, y, c, i * kConvRows, std::min(kConvRows, c.T_out - i * kConvRows), cols);
+  }
+}
+
+class Conv1dKernel : public CpuPrimitive {
+ public:
+  Conv1dKernel(mx::Stream s, int64_t stride, int64_t padding, int64_t dilation)
+      : CpuPrimitive(s), stride_(stride), padding_(padding), dilation_(dilation) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    for (const auto& a : inputs) require_row_contiguous(a, name());
+    const auto &x = inputs[0], &w = inputs[1];
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    auto& enc = encoder(inputs, out);
+    const float* bias = inputs.size() == 3 ? inputs[2].data<float>() : nullptr;
+    ConvShape c{x.shape(1), x.shape(2), w.shape(0), w.shape(1), stride_, padding_, dilation_, out.shape(1)};
+    enc.dispatch([xp = x.data<float>(), wp = w.data<float>(), bias, dst = out.data<float>(), c, B = x.shape(0)]() {
+      for (int64_t b = 0; b < B; ++b)
+        conv1d_batch(xp + b * c.T * c.C_in, wp, bias, dst + b * c.T_out * c.C_out, c);
+    });
+  }
+  const char* name() const override { return "CpuKernelConv1d"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    const auto& o = static_cast<const Conv1dKernel&>(other);
+    return stride_ == o.stride_ && padding_ == o.padding_ && dilation_ == o.dilation_;
+  }
+
+ private:
+  int64_t stride_, padding_, dilation_;
 };
 
 // RoPE's rotation, non-traditional (dims i and i + D/2 rotate together) over all D dims:
@@ -664,7 +858,7 @@ mx::array layer_norm_last(const mx::array& x, const mx::array& weight, const mx:
 
 
 mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale,
-                    std::optional<mx::array> bias) {
+                    std::optional<mx::array> bias, bool wide) {
   for (const auto* a : {&q, &k, &v}) check_input(*a, "attention");
   if (q.ndim() != 4 || k.ndim() != 4 || v.ndim() != 4 || k.shape() != v.shape() ||
       q.shape(0) != k.shape(0) || q.shape(1) != k.shape(1) || q.shape(3) != k.shape(3))
@@ -681,10 +875,10 @@ mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, 
     in.push_back(mx::contiguous(*bias, false, s));  // broadcast axes are read with stride 0
   }
   return mx::array({B, T, H, D}, mx::float32,
-                   std::make_shared<AttentionKernel>(s, scale), in);
+                   std::make_shared<AttentionKernel>(s, scale, wide), in);
 }
 
-mx::array linear(const mx::array& x, const mx::array& weight, std::optional<mx::array> bias) {
+mx::array linear(const mx::array& x, const mx::array& weight, std::optional<mx::array> bias, bool wide) {
   check_input(x, "linear");
   check_input(weight, "linear");
   if (x.ndim() == 0 || weight.ndim() != 2 || x.shape().back() != weight.shape(1) ||
@@ -698,7 +892,31 @@ mx::array linear(const mx::array& x, const mx::array& weight, std::optional<mx::
   }
   auto shape = x.shape();
   shape.back() = weight.shape(0);
-  return mx::array(shape, mx::float32, std::make_shared<LinearKernel>(s), in);
+  return mx::array(shape, mx::float32, std::make_shared<LinearKernel>(s, wide), in);
+}
+
+mx::array conv1d(const mx::array& x, const mx::array& weight, std::optional<mx::array> bias, int stride,
+                 int padding, int dilation) {
+  check_input(x, "conv1d");
+  check_input(weight, "conv1d");
+  if (x.ndim() != 3 || weight.ndim() != 3 || x.shape(2) != weight.shape(2) ||
+      (bias && (bias->ndim() != 1 || bias->shape(0) != weight.shape(0))))
+    throw std::invalid_argument("conv1d: x (B, T, C_in), weight (C_out, K, C_in), bias (C_out,) expected");
+  if (stride < 1 || dilation < 1 || padding < 0)
+    throw std::invalid_argument("conv1d: stride >= 1, dilation >= 1, padding >= 0 expected");
+  int t_out = (x.shape(1) + 2 * padding - dilation * (weight.shape(1) - 1) - 1) / stride + 1;
+  if (t_out <= 0)
+    throw std::invalid_argument("conv1d: input of length " + std::to_string(x.shape(1)) +
+                                " too short for kernel " + std::to_string(weight.shape(1)) +
+                                ", dilation " + std::to_string(dilation));
+  auto s = cpu_stream("conv1d");
+  std::vector<mx::array> in = {mx::contiguous(x, false, s), mx::contiguous(weight, false, s)};
+  if (bias) {
+    check_input(*bias, "conv1d");
+    in.push_back(mx::contiguous(*bias, false, s));
+  }
+  return mx::array({x.shape(0), t_out, weight.shape(0)}, mx::float32,
+                   std::make_shared<Conv1dKernel>(s, stride, padding, dilation), in);
 }
 
 mx::array rms_norm_last(const mx::array& x, const mx::array& weight, float eps) {
@@ -796,13 +1014,22 @@ NB_MODULE(_kernels, m) {
   m.def("rope", &rope, "x"_a, "cos"_a, "sin"_a,
         "RoPE's rotation, non-traditional, over all D dims: x (B, H, L, D) with a unit-stride last "
         "axis, cos and sin (L, D / 2) -> (B, H, L, D)");
-  m.def("attention", &attention, "q"_a, "k"_a, "v"_a, "scale"_a, "bias"_a = nb::none(),
+  m.def("attention", &attention, "q"_a, "k"_a, "v"_a, "scale"_a, "bias"_a = nb::none(), "wide"_a = false,
         "softmax(q k^T * scale + bias) v: q (B, H, T, D), k, v (B, H, S, D) with a unit-stride "
-        "last axis, bias (B|1, H|1, T|1, S) or None -> (B, T, H, D)");
+        "last axis, bias (B|1, H|1, T|1, S) or None -> (B, T, H, D); wide: products through the "
+        "wide BLAS (T > 1), heads over the stream's threads");
   m.def("snake", &snake, "x"_a, "alpha"_a,
         "x + 1 / (alpha + 1e-9) * sin(alpha x)^2, alpha (C,) over the last axis (HiFT's Snake)");
-  m.def("linear", &linear, "x"_a, "weight"_a, "bias"_a = nb::none(),
-        "x @ weight^T + bias (nn.Linear): x (..., K), weight (N, K), bias (N,) or None");
+  m.def("linear", &linear, "x"_a, "weight"_a, "bias"_a = nb::none(), "wide"_a = false,
+        "x @ weight^T + bias (nn.Linear): x (..., K), weight (N, K), bias (N,) or None; wide: the "
+        "product through the wide BLAS, rows over the stream's threads");
+  m.def("conv1d", &conv1d, "x"_a, "weight"_a, "bias"_a = nb::none(), "stride"_a = 1, "padding"_a = 0,
+        "dilation"_a = 1,
+        "torch's conv1d (groups 1), channels last, through the wide BLAS: x (B, T, C_in), weight "
+        "(C_out, K, C_in), bias (C_out,) or None -> (B, T_out, C_out)");
+  m.def("wide_blas", []() { return wide_blas().about; },
+        "the wide BLAS (S3Gen's large products): library and core, or why MLX's BLAS is used");
+  m.def("wide_blas_loaded", []() { return wide_blas().sgemm != nullptr; });
   m.def("stream_blas_threads", &stream_blas_threads,
         "a scalar int32 array: the BLAS threads of the default stream's worker when it is evaluated "
         "(Intel MKL; -1 with other BLAS libraries)");

@@ -12,12 +12,23 @@ from . import applies_to, kernels
 class Linear(nn.Linear):
     """x @ W^T + b. MLX's CPU addmm first broadcasts the bias into the output with a strided copy
     (0.5 ms of a 1.5 ms (350, 256) x (256, 1024) product here); the kernel adds it after the product
-    (same values up to one rounding of the bias add)."""
+    (same values up to one rounding of the bias add). The product runs through MLX's BLAS."""
+
+    wide = False
 
     def __call__(self, x: mx.array) -> mx.array:
         if not applies_to(x) or self.weight.dtype != mx.float32:
             return super().__call__(x)
-        return kernels().linear(x, self.weight, self["bias"] if "bias" in self else None)
+        return kernels().linear(x, self.weight, self["bias"] if "bias" in self else None, self.wide)
+
+
+class WideLinear(Linear):
+    """Linear whose product runs through the wide BLAS (`wide_blas()`: OpenBLAS with the CPU's
+    AVX-512 kernels, 2.1x MKL's speed on AMD for S3Gen's (905, 256) x (256, 1024)): for S3Gen's
+    many-row products. T3 and the S3 tokenizer keep `Linear` (MLX's BLAS): their outputs are
+    compared token for token, and a BLAS's rounding is part of those numbers."""
+
+    wide = True
 
 
 class LayerNorm(nn.LayerNorm):

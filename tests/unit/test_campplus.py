@@ -72,11 +72,26 @@ def models():
 
 # ---------------------------------------------------------------- Kaldi fbank
 
+def _torch_log_misrounded_bins(n_fft_bins=256, bin_width=16000.0 / 512) -> np.ndarray:
+    """FFT bins where torch's float32 log of the mel grid (1 + f / 700) is not the correctly
+    rounded value that xvector.get_mel_banks computes (float64 log, rounded)."""
+    grid = (np.float32(1.0) + np.float32(bin_width) * np.arange(n_fft_bins, dtype=np.float32) / np.float32(700.0))
+    grid = grid.astype(np.float32)
+    return np.flatnonzero(torch.log(torch.from_numpy(grid)).numpy() != np.log(grid.astype(np.float64)).astype(np.float32))
+
+
 def test_mel_banks_bit_identical():
+    """Bit-identical to torchaudio's Kaldi banks wherever torch's float32 log is correctly rounded:
+    on every bin with torch's AVX2 kernels; with its AVX-512 ones (torch's CPU capability
+    "AVX512", seen on an AMD EPYC in session 8) the log is 1 ulp off at 21 of the 256 bins, and the
+    banks may differ in those columns only, by the propagated ulp (measured 7.1e-6 at most)."""
     ref, _ = Kaldi.get_mel_banks(80, 512, 16000.0, 20.0, 0.0, 100.0, -500.0, 1.0)
     out = xv.get_mel_banks(80, 512, 16000.0, 20.0, 0.0)
     assert out.shape == (80, 257) and not out[:, 256].any()
-    assert np.array_equal(out[:, :256], ref.numpy())
+    misrounded = _torch_log_misrounded_bins()
+    exact = np.setdiff1d(np.arange(256), misrounded)
+    assert np.array_equal(out[:, exact], ref.numpy()[:, exact])
+    assert np.abs(out[:, misrounded] - ref.numpy()[:, misrounded]).max(initial=0.0) <= 1e-5
 
 
 def test_povey_window():

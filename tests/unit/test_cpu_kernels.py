@@ -322,3 +322,123 @@ def test_depthwise_kernel_is_the_shift_sum(monkeypatch):
     assert got.shape == (2, 250, 1280) and mx.array_equal(got, want)
     with pytest.raises(ValueError, match="depthwise_conv1d"):
         cpu_kernels.kernels().depthwise_conv1d(x, mx.zeros((31, 64)))
+
+
+# --------------------------------------------------------------------------- the wide BLAS
+def test_the_wide_blas_is_loaded_where_the_set_up_installs_openblas():
+    """scripts/setup.sh installs libopenblas0-pthread on Linux: S3Gen's products must then run
+    through it (its AVX-512 kernels are 1.7-2.4x MKL's on this AMD CPU); a set-up that lost it
+    would leave S3Gen at half speed with every parity test still passing."""
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux") or ctypes.util.find_library("openblas") is None:
+        pytest.xfail(f"no libopenblas on this machine: {cpu_kernels.wide_blas()}")
+    assert cpu_kernels.wide_blas_loaded(), cpu_kernels.wide_blas()
+    assert "libopenblas" in cpu_kernels.wide_blas()
+
+
+def _needs_wide_blas():
+    if not cpu_kernels.wide_blas_loaded():
+        pytest.xfail(f"wide BLAS not loaded: {cpu_kernels.wide_blas()}")
+
+
+@pytest.mark.parametrize("c_in, c_out, k, stride, padding, dilation, T", [
+    (64, 64, 11, 1, 25, 5, 3001),   # HiFT resblock, dilated
+    (32, 48, 3, 1, 0, 1, 300),      # the flow's causal conv (left padding done by the caller)
+    (18, 40, 30, 15, 7, 1, 4501),   # HiFT source_downs: strided, short input axis
+    (40, 24, 1, 1, 0, 1, 513),      # 1x1
+    (24, 16, 7, 2, 3, 2, 40),       # strided and dilated, a rest block
+])
+def test_conv1d_kernel_matches_mx_conv1d(c_in, c_out, k, stride, padding, dilation, T):
+    """The wide-BLAS conv1d (blocks of 256 im2col rows, one product each) against float64 truth
+    (torch's conv1d in double), batch 2, with and without bias, as accurate as MLX's native
+    convolution; ops.conv1d's fast form takes it."""
+    from mlx_impl import ops
+
+    _needs_wide_blas()
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, T, c_in)).astype(np.float32)
+    w = (rng.standard_normal((c_out, k, c_in)) / math.sqrt(k * c_in)).astype(np.float32)
+    b = rng.standard_normal(c_out).astype(np.float32)
+    X, W, B = mx.array(x), mx.array(w), mx.array(b)
+    for bias in (b, None):
+        truth = F.conv1d(torch.from_numpy(x).double().transpose(1, 2), torch.from_numpy(w).double().permute(0, 2, 1),
+                         None if bias is None else torch.from_numpy(bias).double(), stride=stride,
+                         padding=padding, dilation=dilation).transpose(1, 2).numpy()
+        out = np.array(cpu_kernels.kernels().conv1d(X, W, None if bias is None else B, stride, padding, dilation))
+        native = mx.conv1d(X, W, stride=stride, padding=padding, dilation=dilation)
+        native = np.array(native if bias is None else native + B)
+        assert out.shape == truth.shape
+        err, native_err = (np.abs(y - truth).max() / np.abs(truth).max() for y in (out, native))
+        # measured: kernel 0.7-6.9e-7, MLX native 2.0-8.2e-7, torch float32 1.8-6.0e-7 (normwise)
+        assert err <= 1.5e-6, (err, native_err)
+    fast = np.array(ops.conv1d(X, W, B, stride=stride, padding=padding, dilation=dilation, impl=ops.FAST))
+    np.testing.assert_array_equal(fast, np.array(cpu_kernels.kernels().conv1d(X, W, B, stride, padding, dilation)))
+
+
+def test_conv1d_kernel_rejects_bad_input_by_name():
+    kern = cpu_kernels.kernels()
+    with pytest.raises(ValueError, match=r"conv1d: x \(B, T, C_in\)"):
+        kern.conv1d(mx.zeros((1, 10, 4)), mx.zeros((3, 3, 5)))
+    with pytest.raises(ValueError, match="too short for kernel 7"):
+        kern.conv1d(mx.zeros((1, 5, 4)), mx.zeros((3, 7, 4)))
+    with pytest.raises(ValueError, match="stride >= 1"):
+        kern.conv1d(mx.zeros((1, 10, 4)), mx.zeros((3, 3, 4)), None, 0)
+
+
+def _normwise(y, truth):
+    return np.abs(np.asarray(y, np.float64) - truth).max() / np.abs(truth).max()
+
+
+def test_wide_linear_and_attention_against_float64_and_the_thread_split():
+    """Through the wide BLAS: Linear and attention against float64 truth, as accurate as MLX's
+    BLAS; the rows (Linear) and heads (attention) split over the stream's two threads give the
+    same bits as one thread (each row's sums do not depend on the split)."""
+    _needs_wide_blas()
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((1, 905, 256)).astype(np.float32)
+    w = (rng.standard_normal((1024, 256)) / 16).astype(np.float32)
+    lin = layers.WideLinear(256, 1024)
+    lin.weight = mx.array(w)
+    truth = x.astype(np.float64) @ w.astype(np.float64).T + np.array(lin.bias, np.float64)
+    two_threads = np.array(lin(mx.array(x)))
+    with cpu_kernels.one_blas_thread([mx.default_stream(mx.cpu)]):
+        one_thread = lin(mx.array(x))
+        mx.eval(one_thread)
+    mlx_blas = super(layers.Linear, lin).__call__(mx.array(x))
+    # measured normwise: wide 5.9e-7, MLX's BLAS (MKL) 4.4e-7 (float32 sums of 256 products)
+    assert _normwise(two_threads, truth) <= 1.2e-6, (_normwise(two_threads, truth), _normwise(mlx_blas, truth))
+    np.testing.assert_array_equal(two_threads, np.array(one_thread))
+
+    q, k, v = (rng.standard_normal((1, 8, 300, 64)).astype(np.float32) for _ in range(3))
+    truth = F.scaled_dot_product_attention(*(torch.from_numpy(a).double() for a in (q, k, v)), scale=0.125)
+    truth = truth.numpy().transpose(0, 2, 1, 3)
+    kern = cpu_kernels.kernels()
+    q, k, v = mx.array(q), mx.array(k), mx.array(v)
+    wide = np.array(kern.attention(q, k, v, 0.125, None, True))
+    with cpu_kernels.one_blas_thread([mx.default_stream(mx.cpu)]):
+        wide_one = kern.attention(q, k, v, 0.125, None, True)
+        mx.eval(wide_one)
+    mkl = kern.attention(q, k, v, 0.125)
+    # measured normwise: wide 8.9e-7, MLX's BLAS 8.0e-7
+    assert _normwise(wide, truth) <= 1.8e-6, (_normwise(wide, truth), _normwise(mkl, truth))
+    np.testing.assert_array_equal(wide, np.array(wide_one))
+
+
+def test_conv_transpose_through_the_wide_blas_matches_mx_conv_transpose1d():
+    from mlx_impl import ops
+
+    _needs_wide_blas()
+    rng = np.random.default_rng(10)
+    x = mx.array(rng.standard_normal((1, 300, 64)).astype(np.float32))
+    w = mx.array((rng.standard_normal((32, 11, 64)) / 20).astype(np.float32))
+    b = mx.array(rng.standard_normal(32).astype(np.float32))
+    truth = F.conv_transpose1d(torch.from_numpy(np.array(x)).double().transpose(1, 2),
+                               torch.from_numpy(np.array(w)).double().permute(2, 0, 1), torch.from_numpy(np.array(b)).double(),
+                               stride=5, padding=3).transpose(1, 2).numpy()
+    out = ops.conv_transpose1d(x, w, b, stride=5, padding=3, impl=ops.FAST)
+    native = mx.conv_transpose1d(x, w, stride=5, padding=3) + b
+    assert out.shape == truth.shape
+    # measured normwise: 1.4e-7 (MLX's native convolution 3.2e-7)
+    assert _normwise(out, truth) <= 6e-7, (_normwise(out, truth), _normwise(native, truth))

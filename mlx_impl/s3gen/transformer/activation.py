@@ -266,12 +266,16 @@ def attention(q: mx.array, k: mx.array, v: mx.array, scale: float, bias: mx.arra
     additive, (B|1, H|1, T|1, Tk), or None. On the CPU with the kernels built: one kernel per head
     and block of query rows (the T x T scores stay in cache); q, k, v need a unit-stride last axis
     (views of projections are). Otherwise MLX ops. For large score matrices the heads are split in
-    two halves on two CPU streams (MLX's CPU backend runs a stream's work on one thread)."""
+    two halves on two CPU streams (MLX's CPU backend runs a stream's work on one thread), unless
+    the products run through the wide BLAS: then the kernel splits the heads over the stream's
+    threads itself."""
     if not cpu_kernels.applies_to(q):
         return _attention_ops(q, k, v, scale, bias).transpose(0, 2, 1, 3)
     kernel = cpu_kernels.kernels().attention
     if bias is not None and bias.ndim == 3:
         bias = bias[:, None]
+    if cpu_kernels.wide_blas_loaded():
+        return kernel(q, k, v, scale, bias, True)
     h = q.shape[1]
     if q.shape[2] * k.shape[2] * h < _SPLIT_MIN_ELEMENTS or h < 2 or not _SPLIT:
         return kernel(q, k, v, scale, bias)

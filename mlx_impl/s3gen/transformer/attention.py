@@ -6,7 +6,7 @@ import math
 import mlx.core as mx
 import mlx.nn as nn
 
-from ...cpu_kernels.layers import Linear
+from ...cpu_kernels.layers import WideLinear as Linear
 from .activation import softmax, softmax_matmul
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from ...cpu_kernels.layers import LayerNorm, Linear
+from ...cpu_kernels.layers import LayerNorm
+from ...cpu_kernels.layers import WideLinear as Linear
 
 
 class LinearNoSubsampling(nn.Module):
