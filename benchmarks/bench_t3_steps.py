@@ -38,13 +38,14 @@ VARIANTS = {
     "layers": (True, True, "float32", "layers"),
     "graph": (True, True, "float32", "graph"),
     "graph-ops": (True, True, "float32", "graph"),  # its attention in MLX ops, as on the CPU (GRAPH_OPTIONS)
+    "graph-gemv": (True, True, "float32", "graph"),  # its products as custom kernels (GRAPH_OPTIONS)
     "bf16": (True, True, "bfloat16", "plain"),
     "bf16-layers": (True, True, "bfloat16", "layers"),
     "fp16": (True, True, "float16", "plain"),
 }
 # GraphStep class settings per variant (the others run with the defaults)
-GRAPH_OPTIONS = {"graph-ops": {"cuda_kernel": False}}
-GRAPH_DEFAULTS = {"residual_addmm": True, "cuda_kernel": True}
+GRAPH_OPTIONS = {"graph-ops": {"cuda_kernel": False}, "graph-gemv": {"gemv_kernel": True}}
+GRAPH_DEFAULTS = {"residual_addmm": True, "cuda_kernel": True, "gemv_kernel": False}
 
 
 def use_variant(t3, v: str) -> None:
@@ -73,7 +74,9 @@ def load(ckpt: Path, case_name: str):
 
 
 def decode(t3, cond, text, n_tokens: int, seed: int = 0):
+    """(tokens decoded, seconds, the tokens) of one decode with the seeded sampler."""
     import mlx.core as mx
+    import numpy as np
 
     from mlx_impl.t3.inference.sampling import MLXDraw
 
@@ -81,7 +84,8 @@ def decode(t3, cond, text, n_tokens: int, seed: int = 0):
     t0 = time.perf_counter()
     tokens = t3.inference(t3_cond=cond, text_tokens=text, max_new_tokens=n_tokens,
                           draw=MLXDraw(mx.random.key(seed)), min_p=0.05, top_p=1.0)
-    return tokens.shape[1], time.perf_counter() - t0
+    dt = time.perf_counter() - t0
+    return tokens.shape[1], dt, np.array(tokens).tolist()
 
 
 def profile_step(t3, cond, text, n_warm: int = 20):
@@ -207,6 +211,35 @@ def attend_appended_check(rope_module, seed: int = 0) -> dict:
     return {"kernel": cuda_attend_applies(rope_module, mx.float32, D, 256), "cases": rows}
 
 
+def gemv_check(t3, seed: int = 0) -> dict:
+    """The graph step's custom product kernels (fast_decode.gemv) against MLX ops on the same
+    device, with T3's layer-0 weights: norm + qkv, o + residual, norm + gate / up, SwiGLU + down +
+    residual, final norm + head; B = 2 rows."""
+    import mlx.core as mx
+    import numpy as np
+
+    from mlx_impl.t3.inference.fast_decode import gemv, gemv_applies
+    from parity.metrics import compare
+
+    layer, B = t3.tfmr.layers[0], 2
+    k = mx.random.split(mx.random.key(seed), 4)
+    x, r = (mx.random.normal((B, 1, 1024), key=kk) for kk in k[:2])
+    gu = mx.random.normal((B, 1, 2 * layer.mlp.hidden), key=k[2])
+    attn, mlp = layer.self_attn, layer.mlp
+    cases = {
+        "norm_qkv": (gemv(x, attn.qkv_proj.weight, norm=layer.input_layernorm), attn.qkv_proj(layer.input_layernorm(x))),
+        "o_residual": (gemv(x, attn.o_proj.weight, residual=r), r + attn.o_proj(x)),
+        "norm_gate_up": (gemv(x, mlp.gate_up_proj.weight, norm=layer.post_attention_layernorm),
+                         mlp.gate_up_proj(layer.post_attention_layernorm(x))),
+        "swiglu_down_residual": (gemv(gu, mlp.down_proj.weight, residual=r, swiglu=True), r + mlp.down_proj(mlp.activation(gu))),
+        "norm_head": (gemv(x, t3.speech_head.weight, norm=t3.tfmr.norm), t3.speech_head(t3.tfmr.norm(x))),
+    }
+    if not gemv_applies(x):
+        return {"kernel": False}
+    return {"kernel": True, **{name: {"snr_db": round(compare(np.array(b), np.array(a)).snr_db, 1),
+                                      "max_abs": float(mx.abs(a - b).max())} for name, (a, b) in cases.items()}}
+
+
 def gpu_name():
     try:
         import torch
@@ -263,6 +296,11 @@ def main():
     print(json.dumps({"dtype_probe": probe}), flush=True)
     check = attend_appended_check(t3.tfmr.layers[0].self_attn.rope) if any(VARIANTS[v][3] == "graph" for v in args.variants) else None
     print(json.dumps({"attend_appended_check": check}), flush=True)
+    gemv = None
+    if "graph-gemv" in args.variants:
+        t3.fuse_projections()
+        gemv = gemv_check(t3)
+        print(json.dumps({"gemv_check": gemv}), flush=True)
     for group in weight_groups(args.variants):
         fast, fused, dtype, _ = VARIANTS[group[0]]
         t3.use_fast_decode = fast
@@ -280,12 +318,15 @@ def main():
                 runs[v].append(decode(t3, cond, text, args.tokens, seed=r))
         for v in group:
             use_variant(t3, v)
-            row = {"variant": v, "tokens_per_s": statistics.median(n / dt for n, dt in runs[v]),
-                   "rounds_tokens_per_s": [round(n / dt, 1) for n, dt in runs[v]],
-                   "tokens": [n for n, _ in runs[v]], **profile_step(t3, cond, text)}
+            row = {"variant": v, "tokens_per_s": statistics.median(n / dt for n, dt, _ in runs[v]),
+                   "rounds_tokens_per_s": [round(n / dt, 1) for n, dt, _ in runs[v]],
+                   "tokens": [n for n, _, _ in runs[v]],
+                   # the same seeded draws in every round: the tokens of the group's first variant
+                   "same_tokens_as_" + group[0]: all(a[2] == b[2] for a, b in zip(runs[v], runs[group[0]])),
+                   **profile_step(t3, cond, text)}
             results.append(row)
             print(json.dumps(row), flush=True)
-    record = {"dtype_probe": probe, "attend_appended_check": check, "device": args.device, "gpu": gpu_name(), "mlx": mx.__version__, "default_device": str(mx.default_device()),
+    record = {"dtype_probe": probe, "attend_appended_check": check, "gemv_check": gemv, "device": args.device, "gpu": gpu_name(), "mlx": mx.__version__, "default_device": str(mx.default_device()),
               "max_ops_per_buffer": os.environ.get("MLX_MAX_OPS_PER_BUFFER", "default"), "tokens": args.tokens,
               "rounds": args.rounds, "results": results, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if args.out:

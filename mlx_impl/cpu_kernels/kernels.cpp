@@ -366,6 +366,7 @@ constexpr int64_t kQueryBlock = 128;  // query rows per block: scores of 128 x S
 // AVX2 kernels on AMD CPUs: 82-87 GFLOP/s a core where OpenBLAS's AVX-512 (SkylakeX) kernels reach
 // 145-206 (docs/MLX_CPU.md). OpenBLAS is loaded privately (RTLD_LOCAL) with the core chosen from
 // the CPU's features, and always runs one thread: callers split rows over the stream's threads.
+// Not loaded where MLX's BLAS is MKL on an Intel CPU (MKL's own fast path; not measured here).
 // CHATTERBOX_WIDE_BLAS: a library path, or 0 for MLX's BLAS everywhere (then the same math, slower);
 // CHATTERBOX_WIDE_BLAS_CORE: the OpenBLAS core (machine images may set OPENBLAS_CORETYPE=Haswell
 // for other programs: it is not inherited).
@@ -411,6 +412,11 @@ WideBlas load_wide_blas() {
   std::string path = setting && *setting ? setting : "libopenblas.so.0";
   if (path == "0") {
     out.about = "off (CHATTERBOX_WIDE_BLAS=0)";
+    return out;
+  }
+  __builtin_cpu_init();
+  if (!(setting && *setting) && MKL_Get_Max_Threads && __builtin_cpu_is("intel")) {
+    out.about = "not used: MLX's BLAS is Intel MKL on an Intel CPU (MKL's own AVX-512 kernels there)";
     return out;
   }
   void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
@@ -607,17 +613,39 @@ class LinearKernel : public CpuPrimitive {
 };
 
 // torch's conv1d (groups 1) channels last through the wide BLAS: x (B, T, C_in), w (C_out, K, C_in)
-// -> (B, T_out, C_out). Per block of output rows, the block's im2col (rows x K C_in, tap-major as
-// w's rows) in a buffer of the thread, then one product: the columns never exist whole (HiFT's
-// last stage would need 200 MB) and each product has a long inner axis (K C_in).
+// -> (B, T_out, C_out), per block of 256 output rows (the block's outputs stay in cache):
+// - C_in >= 32: one product per tap, x shifted by k * dilation (rows `stride` apart) times w's tap
+//   k, accumulated into the block (beta = 1) as MLX's addmm form does. One product over all K C_in
+//   inputs at once (im2col) would be faster still, but OpenBLAS's kernel sums each output in one
+//   chain over its inner axis: HiFT's phase was 126.5 dB from float64 that way against 133.5 dB
+//   for the per-tap sums (docs/MLX_CPU.md);
+// - fewer channels (HiFT's source_downs: 18, K = 30): the block's im2col in a buffer of the thread
+//   and one product (an inner axis of 18 leaves the products at a fraction of their speed).
 constexpr int64_t kConvRows = 256;
+constexpr int64_t kConvTapsMinChannels = 32;
 
 struct ConvShape {
   int64_t T, C_in, C_out, K, stride, padding, dilation, T_out;
 };
 
-void conv1d_rows(const float* x, const float* w, const float* bias, float* y, const ConvShape& c,
-                 int64_t t0, int64_t rows, std::vector<float>& cols) {
+void add_bias_rows(float* y, const float* bias, int64_t rows, int64_t n) {
+  if (bias)
+    for (int64_t r = 0; r < rows; ++r, y += n)
+      for (int64_t j = 0; j < n; ++j) y[j] += bias[j];
+}
+
+// xp: the input with `padding` zero rows on both sides
+void conv1d_taps_rows(const float* xp, const float* w, const float* bias, float* y, const ConvShape& c,
+                      int64_t t0, int64_t rows) {
+  float* yb = y + t0 * c.C_out;
+  for (int64_t k = 0; k < c.K; ++k)
+    sgemm(true, kTrans, rows, c.C_out, c.C_in, 1.0f, xp + (t0 * c.stride + k * c.dilation) * c.C_in,
+          c.stride * c.C_in, w + k * c.C_in, c.K * c.C_in, k ? 1.0f : 0.0f, yb, c.C_out);
+  add_bias_rows(yb, bias, rows, c.C_out);
+}
+
+void conv1d_im2col_rows(const float* x, const float* w, const float* bias, float* y, const ConvShape& c,
+                        int64_t t0, int64_t rows, std::vector<float>& cols) {
   int64_t width = c.K * c.C_in;
   cols.resize(static_cast<size_t>(rows * width));
   for (int64_t r = 0; r < rows; ++r)
@@ -630,22 +658,31 @@ void conv1d_rows(const float* x, const float* w, const float* bias, float* y, co
         std::memcpy(dst, x + t * c.C_in, c.C_in * sizeof(float));
     }
   sgemm(true, kTrans, rows, c.C_out, width, 1.0f, cols.data(), width, w, width, 0.0f, y + t0 * c.C_out, c.C_out);
-  if (bias)
-    for (int64_t r = t0; r < t0 + rows; ++r) {
-      float* row = y + r * c.C_out;
-      for (int64_t j = 0; j < c.C_out; ++j) row[j] += bias[j];
-    }
+  add_bias_rows(y + t0 * c.C_out, bias, rows, c.C_out);
 }
 
 void conv1d_batch(const float* x, const float* w, const float* bias, float* y, const ConvShape& c) {
   int64_t blocks = (c.T_out + kConvRows - 1) / kConvRows;
   int threads = static_cast<int>(std::min<int64_t>(wide_threads(true, c.T_out), blocks));
+  bool taps = c.C_in >= kConvTapsMinChannels;
+  std::vector<float> padded;
+  const float* xp = x;
+  if (taps && c.padding) {
+    padded.assign(static_cast<size_t>((c.T + 2 * c.padding) * c.C_in), 0.0f);
+    std::memcpy(padded.data() + c.padding * c.C_in, x, c.T * c.C_in * sizeof(float));
+    xp = padded.data();
+  }
 #pragma omp parallel num_threads(threads)
   {
     std::vector<float> cols;
 #pragma omp for schedule(static)
-    for (int64_t i = 0; i < blocks; ++i)
-      conv1d_rows(x, w, bias, y, c, i * kConvRows, std::min(kConvRows, c.T_out - i * kConvRows), cols);
+    for (int64_t i = 0; i < blocks; ++i) {
+      int64_t t0 = i * kConvRows, rows = std::min(kConvRows, c.T_out - t0);
+      if (taps)
+        conv1d_taps_rows(xp, w, bias, y, c, t0, rows);
+      else
+        conv1d_im2col_rows(x, w, bias, y, c, t0, rows, cols);
+    }
   }
 }
 

@@ -334,6 +334,8 @@ def test_the_wide_blas_is_loaded_where_the_set_up_installs_openblas():
 
     if not sys.platform.startswith("linux") or ctypes.util.find_library("openblas") is None:
         pytest.xfail(f"no libopenblas on this machine: {cpu_kernels.wide_blas()}")
+    if "on an Intel CPU" in cpu_kernels.wide_blas():
+        pytest.xfail(cpu_kernels.wide_blas())  # by design: MKL keeps S3Gen's products there
     assert cpu_kernels.wide_blas_loaded(), cpu_kernels.wide_blas()
     assert "libopenblas" in cpu_kernels.wide_blas()
 
@@ -351,7 +353,8 @@ def _needs_wide_blas():
     (24, 16, 7, 2, 3, 2, 40),       # strided and dilated, a rest block
 ])
 def test_conv1d_kernel_matches_mx_conv1d(c_in, c_out, k, stride, padding, dilation, T):
-    """The wide-BLAS conv1d (blocks of 256 im2col rows, one product each) against float64 truth
+    """The wide-BLAS conv1d (blocks of 256 output rows, a product per tap; im2col below 32 input
+    channels) against float64 truth
     (torch's conv1d in double), batch 2, with and without bias, as accurate as MLX's native
     convolution; ops.conv1d's fast form takes it."""
     from mlx_impl import ops
@@ -371,8 +374,9 @@ def test_conv1d_kernel_matches_mx_conv1d(c_in, c_out, k, stride, padding, dilati
         native = np.array(native if bias is None else native + B)
         assert out.shape == truth.shape
         err, native_err = (np.abs(y - truth).max() / np.abs(truth).max() for y in (out, native))
-        # measured: kernel 0.7-6.9e-7, MLX native 2.0-8.2e-7, torch float32 1.8-6.0e-7 (normwise)
-        assert err <= 1.5e-6, (err, native_err)
+        # measured: kernel 0.7-3.1e-7, MLX native 2.0-8.2e-7, torch float32 1.8-6.0e-7 (normwise;
+        # one product over all K C_in inputs, im2col, gave 6.9e-7 at 64 channels, k 11: per-tap sums)
+        assert err <= 6e-7, (err, native_err)
     fast = np.array(ops.conv1d(X, W, B, stride=stride, padding=padding, dilation=dilation, impl=ops.FAST))
     np.testing.assert_array_equal(fast, np.array(cpu_kernels.kernels().conv1d(X, W, B, stride, padding, dilation)))
 

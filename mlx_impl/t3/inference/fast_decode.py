@@ -232,6 +232,7 @@ class GraphStep:
     GROW = 1024  # capacity steps: a new capacity is a new trace (and kernel); most decodes fit one
     residual_addmm = True  # the residual adds inside the o / down products (_finish_addmm)
     cuda_kernel = True  # on CUDA, RoPE + attention + new-key write as one kernel (False: MLX ops, as on the CPU)
+    gemv_kernel = True  # on CUDA, each product one custom kernel with its norm / SwiGLU / residual (`gemv`)
 
     def __init__(self, t3, capacity: int = 0):
         if not is_fused(t3.tfmr):
@@ -252,12 +253,26 @@ class GraphStep:
         tables = rope_tables(rope0, offset, 1) if in_kernel or kernel_rope_applies(rope0, x) else None
         step = attend_appended if in_kernel else attend_appended_unfused
         new_kv = mx.zeros((L, B, 2, H, D), x.dtype)
+        if self.gemv_kernel and in_kernel and gemv_applies(x):
+            return self._step_gemv(x, keys, values, offset, tables, new_kv)
         for layer, layer_id in zip(self.layers, self.layer_ids):
             attn = layer.self_attn
             qkv = attn.qkv_proj(layer.input_layernorm(x))
             out, new_kv = step(qkv, attn.rope, tables, keys, values, offset, layer_id, new_kv, attn.scale)
             x = (_finish_addmm if self.residual_addmm else _finish)(layer, x, out)
         return self.head(self.norm(x)[:, -1, :]), new_kv
+
+    def _step_gemv(self, x, keys, values, offset, tables, new_kv):
+        """_step with five kernels a layer: norm + qkv, attention, o + residual, norm + gate / up,
+        SwiGLU + down + residual (`gemv`), and the final norm inside the head's product."""
+        for layer, layer_id in zip(self.layers, self.layer_ids):
+            attn = layer.self_attn
+            qkv = gemv(x, attn.qkv_proj.weight, norm=layer.input_layernorm)
+            out, new_kv = attend_appended(qkv, attn.rope, tables, keys, values, offset, layer_id, new_kv, attn.scale)
+            h = gemv(out, attn.o_proj.weight, residual=x)
+            gate_up = gemv(h, layer.mlp.gate_up_proj.weight, norm=layer.post_attention_layernorm)
+            x = gemv(gate_up, layer.mlp.down_proj.weight, residual=h, swiglu=True)
+        return gemv(x[:, -1:], self.head.weight, norm=self.norm)[:, 0], new_kv
 
     def _take_over(self, cache: list) -> None:
         self.source, self.offset = cache, cache[0].offset
@@ -421,6 +436,96 @@ def _cuda_attend_appended(scale: float):
     return mx.fast.cuda_kernel(name="t3_attend_appended",
                                input_names=["qkv", "cos_t", "sin_t", "keys", "values", "offset", "layer_id", "new_kv"],
                                output_names=["out", "new_kv_out"], source=source)
+
+
+# ------------------------------------------------------------------ one-token products (CUDA)
+
+
+def gemv_applies(x) -> bool:
+    """T3's rows (B <= 2: the normalised rows live in 48 KB of shared memory, K up to 4096)."""
+    return (mx.default_device() == mx.gpu and mx.cuda.is_available() and x.dtype == mx.float32
+            and x.shape[0] <= 2)
+
+
+def gemv(x, weight, *, norm=None, residual=None, swiglu: bool = False):
+    """(B, 1, K) rows times weight (N, K)^T -> (B, 1, N), as one custom CUDA kernel (B <= 4): the
+    rows RMS-normalised first (`norm`: an nn.RMSNorm, mx.fast.rms_norm's formula), or, with
+    `swiglu`, x = [gate, up] (B, 1, 2K) turned into silu(gate) * up first; `residual` (B, 1, N)
+    added to the products. Each warp computes one output column for all rows, reading its weight
+    row once (coalesced float4 loads): T3's one-token products are reads of the weights, and
+    cuBLAS's kernels for two rows reach ~0.7 TB/s of the H200's 4.8."""
+    B = x.shape[0]
+    K = weight.shape[1]
+    N = weight.shape[0]
+    mode = "swiglu" if swiglu else "norm" if norm is not None else "plain"
+    inputs = [x.reshape(B, -1), weight]
+    if norm is not None:
+        inputs.append(norm.weight)
+    if residual is not None:
+        inputs.append(residual.reshape(B, N))
+    kernel = _cuda_gemv(mode, residual is not None, float(norm.eps) if norm is not None else 0.0)
+    (y,) = kernel(inputs=inputs, template=[("K", K), ("N", N), ("NB", B)], grid=(-(-N // 8) * 256, 1, 1),
+                  threadgroup=(256, 1, 1), output_shapes=[(B, N)], output_dtypes=[x.dtype])
+    return y.reshape(B, 1, N)
+
+
+@lru_cache(maxsize=16)
+def _cuda_gemv(mode: str, residual: bool, eps: float):
+    names = ["x", "w"] + (["g"] if mode == "norm" else []) + (["r"] if residual else [])
+    if mode == "norm":  # every block normalises the rows itself (2 x 1024 floats: cheaper than a kernel)
+        prologue = f"""
+        __shared__ float red[NB][8];
+        for (int b = 0; b < NB; ++b) {{
+            float ss = 0.f;
+            for (int k = tid; k < K; k += 256) {{ float v = x[(size_t)b * K + k]; ss += v * v; }}
+            for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffff, ss, o);
+            if (lane == 0) red[b][warp] = ss;
+        }}
+        __syncthreads();
+        for (int b = 0; b < NB; ++b) {{
+            float ss = 0.f;
+            for (int w8 = 0; w8 < 8; ++w8) ss += red[b][w8];
+            const float inv = rsqrtf(ss / K + {eps!r}f);
+            for (int k = tid; k < K; k += 256) xs[b * K + k] = x[(size_t)b * K + k] * inv * g[k];
+        }}"""
+    elif mode == "swiglu":
+        prologue = """
+        for (int b = 0; b < NB; ++b)
+            for (int k = tid; k < K; k += 256) {
+                const float gt = x[(size_t)b * 2 * K + k], up = x[(size_t)b * 2 * K + K + k];
+                xs[b * K + k] = gt / (1.f + expf(-gt)) * up;
+            }"""
+    else:
+        prologue = """
+        for (int b = 0; b < NB; ++b)
+            for (int k = tid; k < K; k += 256) xs[b * K + k] = x[(size_t)b * K + k];"""
+    add = " + r[(size_t)b * N + n]" if residual else ""
+    source = f"""
+        const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+        __shared__ float xs[NB * K];
+        {prologue}
+        __syncthreads();
+        const int n = blockIdx.x * 8 + warp;
+        if (n >= N) return;
+        const float4* wr = reinterpret_cast<const float4*>(w + (size_t)n * K);
+        float acc[NB];
+        for (int b = 0; b < NB; ++b) acc[b] = 0.f;
+        #pragma unroll 4
+        for (int k4 = lane; k4 < K / 4; k4 += 32) {{
+            const float4 wv = wr[k4];
+            for (int b = 0; b < NB; ++b) {{
+                const float* xb = xs + b * K + 4 * k4;
+                acc[b] += wv.x * xb[0] + wv.y * xb[1] + wv.z * xb[2] + wv.w * xb[3];
+            }}
+        }}
+        for (int b = 0; b < NB; ++b) {{
+            float a = acc[b];
+            for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffff, a, o);
+            if (lane == 0) y[(size_t)b * N + n] = a{add};
+        }}
+    """
+    return mx.fast.cuda_kernel(name=f"t3_gemv_{mode}{'_res' if residual else ''}", input_names=names,
+                               output_names=["y"], source=source)
 
 
 # ------------------------------------------------------------------ device-side sampling
