@@ -11,8 +11,9 @@ slower than PyTorch). On the CPU they are written here as matrix products (OpenB
                     ceil(K/stride) shifted blocks), then the `padding` crop
 and Snake's sin^2 from arithmetic (sin_squared, below: MLX's CPU sin is a scalar libm call).
 With the CPU kernels built and the wide BLAS loaded (`cpu_kernels.wide_blas()`), conv1d is one
-kernel instead (blocks of im2col rows, each one product through OpenBLAS's AVX-512 kernels: 1.4-2.6x
-the forms above) and conv_transpose1d's product goes through the same BLAS.
+kernel instead (per block of output rows the same per-tap products, accumulated in cache, through
+OpenBLAS's AVX-512 kernels: 1.4-3x the forms above) and conv_transpose1d's product goes through
+the same BLAS.
 On a GPU the native ops are used. Layouts are MLX's: x (B, T, C_in), conv weight (C_out, K, C_in),
 transposed-conv weight (C_out, K, C_in).
 """

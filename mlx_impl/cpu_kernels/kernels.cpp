@@ -21,6 +21,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <nanobind/nanobind.h>
@@ -274,6 +275,14 @@ class CpuPrimitive : public mx::UnaryPrimitive {
     enc.set_output_array(out);
     return enc;
   }
+
+  // Products (x, weight[, bias], all row-contiguous): a fresh output, the encoder, the bias or null.
+  std::pair<mx::cpu::CommandEncoder*, const float*> product_encoder(const std::vector<mx::array>& inputs,
+                                                                    mx::array& out) {
+    for (const auto& a : inputs) require_row_contiguous(a, name());
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    return {&encoder(inputs, out), inputs.size() == 3 ? inputs[2].data<float>() : nullptr};
+  }
 };
 
 class UnaryKernel : public CpuPrimitive {
@@ -379,12 +388,23 @@ struct WideBlas {
 };
 
 const char* openblas_core_for_this_cpu() {
+#if defined(__x86_64__)
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
     return "SkylakeX";
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+#endif
   return nullptr;  // OpenBLAS's own choice
+}
+
+bool intel_cpu() {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  return __builtin_cpu_is("intel");
+#else
+  return false;
+#endif
 }
 
 // setenv for the library's initialisation only (OpenBLAS reads its core and threads when loaded)
@@ -414,8 +434,7 @@ WideBlas load_wide_blas() {
     out.about = "off (CHATTERBOX_WIDE_BLAS=0)";
     return out;
   }
-  __builtin_cpu_init();
-  if (!(setting && *setting) && MKL_Get_Max_Threads && __builtin_cpu_is("intel")) {
+  if (!(setting && *setting) && MKL_Get_Max_Threads && intel_cpu()) {
     out.about = "not used: MLX's BLAS is Intel MKL on an Intel CPU (MKL's own AVX-512 kernels there)";
     return out;
   }
@@ -594,13 +613,10 @@ class LinearKernel : public CpuPrimitive {
   LinearKernel(mx::Stream s, bool wide) : CpuPrimitive(s), wide_(wide) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
-    for (const auto& a : inputs) require_row_contiguous(a, name());
     const auto &x = inputs[0], &w = inputs[1];
-    out.set_data(mx::allocator::malloc(out.nbytes()));
-    auto& enc = encoder(inputs, out);
-    const float* bias = inputs.size() == 3 ? inputs[2].data<float>() : nullptr;
+    auto [enc, bias] = product_encoder(inputs, out);
     int64_t K = w.shape(1), N = w.shape(0), M = x.size() / K;
-    enc.dispatch([xp = x.data<float>(), wp = w.data<float>(), bias, dst = out.data<float>(), M, N, K,
+    enc->dispatch([xp = x.data<float>(), wp = w.data<float>(), bias, dst = out.data<float>(), M, N, K,
                   wide = wide_]() { linear_rows(wide, xp, wp, bias, dst, M, N, K); });
   }
   const char* name() const override { return "CpuKernelLinear"; }
@@ -692,13 +708,10 @@ class Conv1dKernel : public CpuPrimitive {
       : CpuPrimitive(s), stride_(stride), padding_(padding), dilation_(dilation) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
-    for (const auto& a : inputs) require_row_contiguous(a, name());
     const auto &x = inputs[0], &w = inputs[1];
-    out.set_data(mx::allocator::malloc(out.nbytes()));
-    auto& enc = encoder(inputs, out);
-    const float* bias = inputs.size() == 3 ? inputs[2].data<float>() : nullptr;
+    auto [enc, bias] = product_encoder(inputs, out);
     ConvShape c{x.shape(1), x.shape(2), w.shape(0), w.shape(1), stride_, padding_, dilation_, out.shape(1)};
-    enc.dispatch([xp = x.data<float>(), wp = w.data<float>(), bias, dst = out.data<float>(), c, B = x.shape(0)]() {
+    enc->dispatch([xp = x.data<float>(), wp = w.data<float>(), bias, dst = out.data<float>(), c, B = x.shape(0)]() {
       for (int64_t b = 0; b < B; ++b)
         conv1d_batch(xp + b * c.T * c.C_in, wp, bias, dst + b * c.T_out * c.C_out, c);
     });
