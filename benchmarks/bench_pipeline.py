@@ -292,13 +292,22 @@ LABELS = (("t3_tokens_per_s", "T3 tokens/s (higher is better)"), ("s3gen_s_per_a
           ("peak_rss_mb", "peak RSS MB"), ("gpu_peak_mb", "peak GPU memory MB"))
 
 
+def first_difference(a, b):
+    """Index of the first differing token of two sequences (None when equal)."""
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
 def write_results(args, runs: dict) -> None:
     same_tokens = runs["original"][0]["tokens"] == runs["mlx"][0]["tokens"]
+    differ_at = first_difference(runs["original"][0]["tokens"], runs["mlx"][0]["tokens"])
     res = {k: summarise(v) for k, v in runs.items()}
     ratio = {k: res["mlx"][k] / res["original"][k] for k in SPEEDS}
     per_round = round_ratios(runs["original"], runs["mlx"])
     record = {"device": device_name(args), "case": args.case, "t3_tokens": args.tokens, "rounds": args.rounds,
-              "same_tokens": same_tokens, "builtin_voice": args.builtin_voice, **res, "mlx_over_original": ratio,
+              "same_tokens": same_tokens, "tokens_differ_from": differ_at, "builtin_voice": args.builtin_voice, **res, "mlx_over_original": ratio,
               "mlx_over_original_by_round": per_round, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     name = f"bench_{args.device}"
     sides = list(res)
