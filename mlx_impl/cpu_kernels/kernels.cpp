@@ -486,6 +486,13 @@ int wide_threads(bool wide, int64_t rows) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(stream_threads(), rows / 64)));
 }
 
+// y (rows, n) += bias (n) on every row (nothing without a bias)
+void add_bias_rows(float* y, const float* bias, int64_t rows, int64_t n) {
+  if (bias)
+    for (int64_t r = 0; r < rows; ++r, y += n)
+      for (int64_t j = 0; j < n; ++j) y[j] += bias[j];
+}
+
 // Rows [0, M) of x (M, K) @ w^T (w (N, K)) + bias, split into one block of rows per thread.
 void linear_rows(bool wide, const float* x, const float* w, const float* bias, float* y, int64_t M,
                  int64_t N, int64_t K) {
@@ -496,11 +503,7 @@ void linear_rows(bool wide, const float* x, const float* w, const float* bias, f
     int64_t lo = i * per, rows = std::min(per, M - lo);
     if (rows <= 0) continue;
     sgemm(wide, kTrans, rows, N, K, 1.0f, x + lo * K, K, w, K, 0.0f, y + lo * N, N);
-    if (bias)
-      for (int64_t r = lo; r < lo + rows; ++r) {
-        float* row = y + r * N;
-        for (int64_t j = 0; j < N; ++j) row[j] += bias[j];
-      }
+    add_bias_rows(y + lo * N, bias, rows, N);
   }
 }
 
@@ -643,12 +646,6 @@ constexpr int64_t kConvTapsMinChannels = 32;
 struct ConvShape {
   int64_t T, C_in, C_out, K, stride, padding, dilation, T_out;
 };
-
-void add_bias_rows(float* y, const float* bias, int64_t rows, int64_t n) {
-  if (bias)
-    for (int64_t r = 0; r < rows; ++r, y += n)
-      for (int64_t j = 0; j < n; ++j) y[j] += bias[j];
-}
 
 // xp: the input with `padding` zero rows on both sides
 void conv1d_taps_rows(const float* xp, const float* w, const float* bias, float* y, const ConvShape& c,
