@@ -448,7 +448,8 @@ def gemv_applies(x) -> bool:
 
 
 def gemv(x, weight, *, norm=None, residual=None, swiglu: bool = False):
-    """(B, 1, K) rows times weight (N, K)^T -> (B, 1, N), as one custom CUDA kernel (B <= 4): the
+    """(B, 1, K) rows times weight (N, K)^T -> (B, 1, N), as one custom CUDA kernel (B <= 2,
+    `gemv_applies`): the
     rows RMS-normalised first (`norm`: an nn.RMSNorm, mx.fast.rms_norm's formula), or, with
     `swiglu`, x = [gate, up] (B, 1, 2K) turned into silu(gate) * up first; `residual` (B, 1, N)
     added to the products. Each warp computes one output column for all rows, reading its weight
