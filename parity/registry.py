@@ -48,6 +48,7 @@ class Checkpoint:
     source: str
     layout: str
     random: bool = False
+    implemented: bool = True  # False: no MLX implementation yet, an expected failure "not implemented"
     tolerances: Dict[str, Tolerance] = field(default_factory=dict, compare=False, hash=False)
 
     def tolerance(self, precision: str = "fp32") -> Tolerance:
@@ -105,7 +106,7 @@ def load(path: Path = REGISTRY_FILE) -> Registry:
             tols[prec] = _tolerance(base)
         checkpoints[name] = Checkpoint(
             name=name, stage=c["stage"], kind=c["kind"], source=c["source"], layout=c["layout"],
-            random=bool(c.get("random", False)), tolerances=tols,
+            random=bool(c.get("random", False)), implemented=bool(c.get("implemented", True)), tolerances=tols,
         )
     for prec, entries in overrides.items():
         for name in entries:

@@ -87,6 +87,22 @@ def first_mismatch_step(fx, name: str, first_mismatch: int) -> int:
     return int(steps[-1]) + 1 if steps.size else 0
 
 
+def implementation_verdict(cp, runner) -> Optional[tuple]:
+    """(status, message) when `cp` is not to be compared, else None. Only the registry declares a
+    checkpoint unimplemented (`implemented = false`): a declared one without a runner is the expected
+    failure "not implemented"; a declared one that a runner provides, or an undeclared one without a
+    runner, fails (the registry and parity/stages/ disagree)."""
+    if not cp.implemented:
+        if runner is None:
+            return NOT_IMPLEMENTED, f"'{cp.name}' is declared implemented = false in the registry"
+        return "failed", (f"'{cp.name}' is declared implemented = false but {runner.__name__} provides it: "
+                          "remove the declaration from parity/checkpoints.toml")
+    if runner is None:
+        return "failed", (f"no MLX runner provides '{cp.name}' (parity/stages/); declare it implemented = false "
+                          "in parity/checkpoints.toml if that is intended")
+    return None
+
+
 @dataclass
 class Result:
     case: str
@@ -168,6 +184,11 @@ class ParitySession:
         from .stages import cumulative
 
         tol = registry.load().cumulative[mode][name]
+        if not registry.load()[name].implemented:
+            res = Result(case_name, f"{mode}:{name}", NOT_IMPLEMENTED, tolerance=tol.describe(),
+                         message=f"'{name}' is declared implemented = false in the registry")
+            self.results[(case_name, res.checkpoint)] = res
+            return res
         return self._evaluate(case_name, name, tol, label=f"{mode}:{name}", key=f"cumulative.{mode}",
                               run=lambda fx: cumulative.run(fx, self.ckpt, mode),
                               missing=f"not computed: an upstream stage diverged ({mode})")
@@ -176,11 +197,13 @@ class ParitySession:
         """One checkpoint in isolated mode, from the runner in parity/stages/ that provides it."""
         from .stages import providers
 
-        tol = registry.load()[name].tolerance(self.precision)
+        cp = registry.load()[name]
+        tol = cp.tolerance(self.precision)
         runner = providers().get(name)
-        if runner is None:
-            res = Result(case_name, name, NOT_IMPLEMENTED, tolerance=tol.describe(),
-                         message=f"no MLX runner provides '{name}' (parity/stages/)")
+        verdict = implementation_verdict(cp, runner)
+        if verdict is not None:
+            status, message = verdict
+            res = Result(case_name, name, status, tolerance=tol.describe(), message=message)
             self.results[(case_name, name)] = res
             return res
         return self._evaluate(case_name, name, tol, label=name, key=runner.__name__,
@@ -195,14 +218,10 @@ class ParitySession:
         if (case_name, key) not in self.outputs:
             try:
                 self.outputs[(case_name, key)] = run(fx)
-            except NotImplementedError as e:
-                self.outputs[(case_name, key)] = e
-            except Exception as e:  # reported on every checkpoint of the run
+            except Exception as e:  # NotImplementedError too: the registry says this stage is implemented  # reported on every checkpoint of the run
                 self.outputs[(case_name, key)] = RuntimeError(f"{key} failed: {e!r}\n{traceback.format_exc()}")
         out = self.outputs[(case_name, key)]
-        if isinstance(out, NotImplementedError):
-            res = Result(case_name, label, NOT_IMPLEMENTED, tolerance=tol.describe(), message=str(out))
-        elif isinstance(out, Exception):
+        if isinstance(out, Exception):
             res = Result(case_name, label, "error", tolerance=tol.describe(), message=str(out))
         elif name not in out and "_not_comparable" in out:
             res = Result(case_name, label, NOT_COMPARABLE, tolerance=tol.describe(), message=out["_not_comparable"])

@@ -6,7 +6,9 @@ Each module here defines
     def run(fx: Fixture, ckpt: CheckpointDir) -> dict[str, np.ndarray]
 In isolated mode (the default), `run` feeds every sub-stage with the reference's own inputs taken
 from the fixture (and replays the recorded random draws), so an error is localised to one stage.
-A checkpoint that no runner provides is reported as "not implemented" (an expected failure).
+A checkpoint that the registry declares `implemented = false` is reported as "not implemented" (an
+expected failure); one that no runner provides without that declaration fails, and so does any
+exception a runner raises, NotImplementedError included (parity/session.py).
 """
 from __future__ import annotations
 
