@@ -129,7 +129,10 @@ let weights = try loadArrays(url: packURL.appending(path: "tiny/weights/mlx/s3ge
 Each component entry of the manifest (`sets.<set>.components.<stage>`) lists its tensors with:
 - `name` (the key in the safetensors file; the checkpoint name of parity/checkpoints.toml), `shape`, `dtype`;
 - `role`: `input` (feed it), `expected` (compare your output with it), `random` (a recorded random draw:
-  replay it instead of drawing);
+  replay it instead of drawing), `reference` (the reference's own measurement that a verdict uses, not an
+  output to compare: `t3.sampling_margin` / `t3_greedy.sampling_margin`, per decoding step the smallest
+  logit perturbation that changes the step's token; a token differing from the reference's is excused
+  only where it is within the registry's `flip_margin`);
 - `source` and `layout`: where the original captured it and its axes;
 - `tolerance`: per precision (`fp32`, `fp16`, `bf16`, `q4`), the registry's criterion (`snr_db` minimum,
   or `exact` minimum match rate for integer tensors; `cosine`/`max_abs` where given);
@@ -139,7 +142,7 @@ Each component entry of the manifest (`sets.<set>.components.<stage>`) lists its
 each sub-step is fed in isolation (the MLX runners' rule): each step takes the reference's own input,
 which is the previous step's `expected` tensor, so an error stays local to one step.
 
-dtypes: float32, int32, uint8 (`text.normalized_utf8`), float64 (`t3.uniform_draws` only: MLX's float64
+dtypes: float32, int32, uint8 (`text.normalized_utf8`), float64 (`t3.uniform_draws` and the margins: MLX's float64
 is CPU-only; keep the draw in double precision when you compute `u * cdf[-1]`).
 
 Channels-last: MLX convolutions are channels-last (`(B, T, C)`), but every stored tensor keeps the
@@ -204,6 +207,8 @@ def role_of(stage: str, name: str) -> str:
     cp = registry.load()[name]
     if cp.random:
         return "random"
+    if cp.reference_only:
+        return "reference"
     if cp.stage != stage or name in COMPONENT_INPUTS[stage]:
         return "input"
     return "expected"

@@ -49,10 +49,16 @@ class Checkpoint:
     layout: str
     random: bool = False
     implemented: bool = True  # False: no MLX implementation yet, an expected failure "not implemented"
+    reference_only: bool = False  # the reference's own measurement used by a verdict: stored, never compared
     tolerances: Dict[str, Tolerance] = field(default_factory=dict, compare=False, hash=False)
 
     def tolerance(self, precision: str = "fp32") -> Tolerance:
         return self.tolerances[precision]
+
+    @property
+    def compared(self) -> bool:
+        """Compared with MLX's output: not a recorded draw (a replay input), not a reference-only measurement."""
+        return not self.random and not self.reference_only
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,8 @@ def load(path: Path = REGISTRY_FILE) -> Registry:
             tols[prec] = _tolerance(base)
         checkpoints[name] = Checkpoint(
             name=name, stage=c["stage"], kind=c["kind"], source=c["source"], layout=c["layout"],
-            random=bool(c.get("random", False)), implemented=bool(c.get("implemented", True)), tolerances=tols,
+            random=bool(c.get("random", False)), implemented=bool(c.get("implemented", True)),
+            reference_only=bool(c.get("reference_only", False)), tolerances=tols,
         )
     for prec, entries in overrides.items():
         for name in entries:

@@ -27,7 +27,7 @@ from parity.fixtures import FixtureWriter, fixture_dir
 
 from .recording import RecordedSampler, Recorder, forward_hook, patched, wrap_method
 
-EXPORT_VERSION = "1"
+EXPORT_VERSION = "2"  # 2: t3.sampling_margin, t3_greedy.sampling_margin
 VERSIONED_PACKAGES = ("torch", "torchaudio", "transformers", "chatterbox-tts", "s3tokenizer", "librosa",
                       "soxr", "numpy", "diffusers", "safetensors", "tokenizers")
 
@@ -240,6 +240,29 @@ def run_t3(tts, rec: Recorder, text_tokens, params: dict, sampler: RecordedSampl
     return tokens, n
 
 
+def sampling_margins(logits_temp, sampler: RecordedSampler, params: dict):
+    """Per step, the reference's own margin to its sampling outcome (parity/flips.py): measured in
+    numpy from the scaled logits it recorded and the probabilities and uniform its draw used."""
+    import torch
+
+    from parity.flips import sampling_margin
+
+    z = logits_temp.numpy()
+    assert len(sampler.probs) == z.shape[0] == len(sampler.uniforms)
+    m = [sampling_margin(z[i], sampler.probs[i].numpy(), sampler.uniforms[i], sampler.tokens[i],
+                         min_p=float(params["min_p"]), top_p=float(params["top_p"])) for i in range(z.shape[0])]
+    return torch.tensor(m, dtype=torch.float64)
+
+
+def greedy_margins(logits_temp):
+    """Per step, half the gap between the reference's top two scaled logits (parity/flips.py)."""
+    import torch
+
+    from parity.flips import greedy_margin
+
+    return torch.tensor([greedy_margin(row) for row in logits_temp.numpy()], dtype=torch.float64)
+
+
 # ----------------------------------------------------------------------------- S3Gen
 @contextlib.contextmanager
 def record_s3gen(tts, rec: Recorder):
@@ -335,6 +358,7 @@ def export_case(ckpt: CheckpointDir, case: Case, out_root=None, tts=None, log=pr
     assert tokens[0].tolist() == sampler.tokens
     for k in ("logits_raw", "logits_cfg", "logits_rep", "logits_temp", "logits_min_p", "logits_top_p"):
         rec.put(f"t3.{k}", rec.stacked(f"t3.{k}", n))
+    rec.put("t3.sampling_margin", sampling_margins(rec.values["t3.logits_temp"], sampler, p))
     log(f"[{case.name}] T3 sampled {n} steps {time.time() - t1:.1f}s")
 
     t1 = time.time()
@@ -342,6 +366,7 @@ def export_case(ckpt: CheckpointDir, case: Case, out_root=None, tts=None, log=pr
     g_tokens, g_n = run_t3(tts, rec, text_tokens, p, greedy, prefix="t3_greedy", with_conditioning=False)
     rec.put("t3_greedy.logits_cfg", rec.stacked("t3_greedy.logits_cfg", g_n))
     rec.put("t3_greedy.speech_tokens", g_tokens[:1])
+    rec.put("t3_greedy.sampling_margin", greedy_margins(rec.stacked("t3_greedy.logits_temp", g_n)))
     log(f"[{case.name}] T3 greedy {g_n} steps {time.time() - t1:.1f}s")
 
     # 4. S3Gen on the sampled tokens (as generate: row 0, drop_invalid_tokens, < 6561)
@@ -380,6 +405,9 @@ def export_case(ckpt: CheckpointDir, case: Case, out_root=None, tts=None, log=pr
                           "token = min(searchsorted(cdf, u*cdf[-1], right=True), V-1). Same distribution as "
                           "torch.multinomial (tests/unit/test_sampler.py).",
             "t3_greedy_sampler": "argmax of the same probabilities (first index of the max)",
+            "t3_sampling_margin": "per step, the smallest L-inf perturbation of the scaled logits (t3.logits_temp) that "
+                                  "changes the min-p/top-p kept sets or the replayed pick; greedy: half the top-two gap "
+                                  "(parity/flips.py, measured in float64 from the reference's own tensors)",
             "t3_steps": {"sampled": n, "greedy": g_n},
             "torch_seed": "torch.manual_seed(case.seed) before prepare_conditionals and before S3Gen inference",
             "watermark": "not applied (hift.wav is S3Token2Wav.inference's output)",
