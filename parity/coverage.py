@@ -136,7 +136,7 @@ def rows() -> List[dict]:
         stages = SECTION_FILES.get(sec, ([], []))[1]
         cps = m.get("checkpoints")
         if cps is None:
-            cps = [c.name for c in reg.ordered() if c.stage in stages and not c.random]
+            cps = [c.name for c in reg.ordered() if c.stage in stages and c.compared]
         ok = impl is not None and impl_exists(impl)
         out.append({"index": i, "section": it["section"], "item": it["item"], "impl": impl if ok else None,
                     "impl_wanted": impl, "checkpoints": cps, "reason": m.get("reason"),
