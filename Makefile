@@ -12,13 +12,10 @@ export PYTHONUNBUFFERED := 1
 
 setup: .venv/.setup-done
 
-# synthetic checkpoint -> reference fixtures -> MLX run -> comparison -> report
+# synthetic checkpoint -> reference fixtures -> MLX run -> comparison -> report; fails when a parity
+# test failed or the report found a regression (the report is written either way)
 parity: setup
-	$(CLI) export --case all --only-stale
-	$(PY) -m pytest tests/parity -q -p no:cacheprovider || true
-	$(CLI) coverage > /dev/null
-	$(PY) benchmarks/gpu_summary.py > /dev/null  # the committed GPU results (reports/bench) into the report
-	$(CLI) report --fail-on-regression
+	scripts/run_parity.sh
 
 # every test: unit tests, then one parity test per (case, checkpoint); fixtures made if missing
 test: setup

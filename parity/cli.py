@@ -118,15 +118,9 @@ def _register_optional(sub):
     """Subcommands living in their own modules register themselves here."""
     import importlib
 
-    for mod_name in ("parity.compare_cli", "parity.report", "parity.bisect", "parity.pack", "parity.coverage", "parity.precision",
-                     "mlx_impl.convert.cli", "mlx_impl.tts_cli"):
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as e:
-            if e.name == mod_name:
-                continue
-            raise
-        mod.register(sub)
+    for mod_name in ("parity.report", "parity.tolerance_notes", "parity.bisect", "parity.pack", "parity.coverage",
+                     "parity.precision", "mlx_impl.convert.cli", "mlx_impl.tts_cli"):
+        importlib.import_module(mod_name).register(sub)
 
 
 def main(argv=None) -> int:

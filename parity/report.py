@@ -1,9 +1,11 @@
 """`chatterbox-parity report`: the parity report of the latest run, with history and regressions.
 
 Reads reports/out/latest.json (written by every parity run), appends it to the history
-(reports/history.jsonl), flags regressions (a metric worse than the best recorded for the same
-case, checkpoint and precision by more than a margin, even while inside tolerance), and writes a
-self-contained HTML page and a Markdown summary with plots.
+(reports/history.jsonl), flags regressions (parity/regressions.py: any move outside the measured
+run-to-run spread of the baseline of this machine and checkpoint, even inside tolerance, a lost
+bit-exactness, a new error, expected failure or shape mismatch), shows each loose tolerance beside
+its recorded measurement, and writes a self-contained HTML page and a Markdown summary with plots.
+`chatterbox-parity baseline` records the baseline from repeat runs in the history.
 """
 from __future__ import annotations
 
@@ -20,15 +22,10 @@ import numpy as np
 from . import ROOT, registry
 from .errors import ParityError
 from .fixtures import write_text_atomic
+from .regressions import BASELINE, baseline_for, describe, find_regressions, load_baseline, slim_result
 
 OUT_DIR = ROOT / "reports" / "out"
 HISTORY = ROOT / "reports" / "history.jsonl"
-# tracked metric (higher is better) -> regression margin (the SNR margin is --margin-db)
-TRACKED = {"snr_db": 3.0, "cosine": 1e-6, "exact": 0.0}
-# An SNR at or above this is float32 rounding (a few ulps of relative error: one rounding of
-# float32 is ~-138 dB): a drop that stays above it is a change of summation order, not a regression
-# (ve.speaker_emb moved 142.9 -> 139.3 dB between sessions 2 and 3 with no change to its code).
-FLOAT32_NOISE_DB = 130.0
 STATUS_COLOURS = {"passed": "#c8efc8", "failed": "#f6b8b8", "error": "#f6b8b8", "not implemented": "#e6e6e6",
                   "regressed": "#ffd98a"}
 
@@ -54,49 +51,10 @@ def append_history(run: dict, path: Path = HISTORY) -> bool:
     path.parent.mkdir(parents=True, exist_ok=True)
     if any(past["meta"] == run["meta"] for past in load_history(path)):
         return False
-    slim = {"meta": run["meta"], "results": [
-        {k: r[k] for k in ("case", "checkpoint", "status")} | {"metrics": _tracked_metrics(r)} for r in run["results"]]}
+    slim = {"meta": run["meta"], "results": [slim_result(r) for r in run["results"]]}
     with open(path, "a") as f:
         f.write(json.dumps(slim, default=float) + "\n")
     return True
-
-
-def _tracked_metrics(r: dict) -> dict:
-    m = r.get("metrics") or {}
-    return {k: m.get(k) for k in TRACKED if m.get(k) is not None}
-
-
-def _capped(v: float) -> float:
-    return min(v, 300.0)  # an infinite SNR (bit-exact) counts as 300 dB
-
-
-def find_regressions(run: dict, history: List[dict], margin_db: float = 3.0) -> List[dict]:
-    """Metrics of `run` worse than the best of `history` (same case, checkpoint, precision) by more
-    than the metric's margin, whether or not still inside tolerance. A checkpoint's tolerance may
-    set its own SNR margin (`regression_margin_db`, with the measured spread that justifies it)."""
-    prec = run["meta"].get("precision", "fp32")
-    best: Dict[tuple, float] = {}
-    for past in history:
-        if past["meta"].get("precision", "fp32") != prec:
-            continue
-        for r in past["results"]:
-            for metric, v in (r.get("metrics") or {}).items():
-                key = (r["case"], r["checkpoint"], metric)
-                if metric in TRACKED and v is not None:
-                    best[key] = max(best.get(key, -math.inf), _capped(v))
-    out = []
-    reg = registry.load()
-    for r in run["results"]:
-        tol = reg.tolerance_of(r["checkpoint"], prec)
-        snr_margin = tol.regression_margin_db if tol is not None and tol.regression_margin_db is not None else margin_db
-        for metric, v in _tracked_metrics(r).items():
-            b = best.get((r["case"], r["checkpoint"], metric))
-            margin = snr_margin if metric == "snr_db" else TRACKED[metric]
-            if metric == "snr_db" and v >= FLOAT32_NOISE_DB:
-                continue
-            if b is not None and _capped(v) < b - margin:
-                out.append({"case": r["case"], "checkpoint": r["checkpoint"], "metric": metric, "value": v, "best": b})
-    return out
 
 
 # ----------------------------------------------------------------------------- plots
@@ -248,7 +206,14 @@ def extra_sections() -> List[tuple]:
     return out
 
 
-def write_report(run: dict, history: List[dict], regressions: List[dict], out_dir: Path = OUT_DIR) -> Path:
+def _loose_tolerance_rows(run: dict) -> List[tuple]:
+    from .tolerance_notes import table
+
+    return table(run)
+
+
+def write_report(run: dict, history: List[dict], regressions: List[dict], out_dir: Path = OUT_DIR,
+                 compared_with: str = "") -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = run["meta"]
     regressed = {(g["case"], g["checkpoint"]) for g in regressions}
@@ -274,10 +239,12 @@ def write_report(run: dict, history: List[dict], regressions: List[dict], out_di
         rows.append(f'<tr style="background:{colour}"><td>{html.escape(r["checkpoint"])}</td><td>{r["case"]}</td>'
                     f'<td>{html.escape(status)}</td><td>{html.escape(_measured(r))}</td>'
                     f'<td>{html.escape(r["tolerance"])}</td><td>{trend}</td></tr>')
-    if regressions:
-        md += ["", "## Regressions (worse than the best recorded, beyond the margin)", ""]
-        md += [f"- {g['case']} / {g['checkpoint']}: {g['metric']} {_fmt(g['value'])} (best {_fmt(g['best'])})"
-               for g in regressions]
+    md += ["", "## Regressions", "", compared_with, ""]
+    md += [f"- {describe(g)}" for g in regressions] or ["none"]
+    loose = _loose_tolerance_rows(run)
+    md += ["", "## Loose tolerances beside their recorded measurement", "",
+           "| checkpoint | tolerance | recorded (`measured` in the registry) | this run |", "|---|---|---|---|"]
+    md += [f"| {label} | {tol} | {note} | {now} |" for label, tol, note, now in loose]
 
     figs = [("error along the pipeline", plot_snr_by_checkpoint(run))]
     for case in cases:
@@ -296,10 +263,12 @@ def write_report(run: dict, history: List[dict], regressions: List[dict], out_di
             f"<code>{meta['checkpoint']['identity'][:12]}</code> ({html.escape(meta['checkpoint']['path'])})</p>",
             "<p>" + " · ".join(f'<span style="background:{STATUS_COLOURS.get(k, "#fff")};padding:2px 6px">{v} {k}</span>'
                                for k, v in sorted(counts.items())) + f" · <b>{len(regressions)} regressions</b></p>"]
-    if regressions:
-        page.append("<h2>Regressions</h2><ul>" + "".join(
-            f"<li>{g['case']} / {g['checkpoint']}: {g['metric']} {_fmt(g['value'])} (best recorded {_fmt(g['best'])})</li>"
-            for g in regressions) + "</ul>")
+    page.append(f"<h2>Regressions</h2><p>{html.escape(compared_with)}</p><ul>" +
+                ("".join(f"<li>{html.escape(describe(g))}</li>" for g in regressions) or "<li>none</li>") + "</ul>")
+    page.append("<h2>Loose tolerances beside their recorded measurement</h2><table><tr><th>checkpoint</th>"
+                "<th>tolerance</th><th>recorded (<code>measured</code> in the registry)</th><th>this run</th></tr>" +
+                "".join(f"<tr><td>{html.escape(label)}</td><td>{html.escape(tol)}</td><td>{html.escape(note)}</td>"
+                        f"<td>{html.escape(now)}</td></tr>" for label, tol, note, now in loose) + "</table>")
     page.append("<h2>Checkpoints, in pipeline order</h2><table><tr><th>checkpoint</th><th>case</th><th>status</th>"
                 "<th>measured</th><th>tolerance</th><th>SNR trend</th></tr>" + "".join(rows) + "</table>")
     for title, png in figs:
@@ -313,27 +282,74 @@ def write_report(run: dict, history: List[dict], regressions: List[dict], out_di
     return out_dir / "report.html"
 
 
+def comparison_note(run: dict, baseline: dict, history: List[dict]) -> str:
+    from .regressions import machine_key, run_key
+
+    entry = baseline_for(run["meta"], baseline)
+    if entry is not None:
+        return (f"Compared with the baseline of this machine ({machine_key(run['meta'])}) and checkpoint: "
+                f"{len(entry['runs'])} repeat runs recorded {entry['recorded']}; any move outside their spread is flagged.")
+    n = sum(1 for h in history if run_key(h["meta"]) == run_key(run["meta"]))
+    return (f"No baseline for this machine ({machine_key(run['meta'])}) and checkpoint in {BASELINE.name}: compared "
+            f"with the {n} earlier runs of both in the history (metrics by their regression margin; record a "
+            "baseline with `chatterbox-parity baseline` after repeat runs).")
+
+
 def cmd_report(args):
     run = load_run(args.results)
     history = load_history(args.history)
-    regressions = find_regressions(run, history, margin_db=args.margin_db)
+    baseline = load_baseline(args.baseline)
+    regressions = find_regressions(run, history, baseline, margin_db=args.margin_db)
+    note = comparison_note(run, baseline, history)
     if not args.no_history:
         append_history(run, args.history)
         history = load_history(args.history)
-    path = write_report(run, history, regressions, out_dir=args.out)
+    path = write_report(run, history, regressions, out_dir=args.out, compared_with=note)
     print(f"wrote {path} and {path.with_suffix('.md')}")
+    print(note)
     for g in regressions:
-        print(f"REGRESSION {g['case']}/{g['checkpoint']}: {g['metric']} {_fmt(g['value'])} (best {_fmt(g['best'])})")
+        print(f"REGRESSION {describe(g)}")
     if regressions and args.fail_on_regression:
         raise SystemExit(1)
 
 
+def cmd_baseline(args):
+    """The baseline of the latest run's machine and checkpoint, from its last repeat runs in the history."""
+    from .regressions import record_baseline, run_key, spread_table
+
+    latest = load_run(args.results)
+    key = run_key(latest["meta"])
+    commit = latest["meta"].get("git_commit")
+    same = [h for h in load_history(args.history) if run_key(h["meta"]) == key and h["meta"].get("git_commit") == commit]
+    if len(same) < args.runs:
+        raise ParityError(f"{args.history} holds {len(same)} run(s) of this machine, checkpoint and commit "
+                          f"({commit[:10]}); --runs {args.runs} needs more: run the parity suite and "
+                          "`chatterbox-parity report` again")
+    entry = record_baseline(same[-args.runs:], args.baseline)
+    rows = spread_table(entry)
+    moved = [r for r in rows if r["spread"] > 0]
+    print(f"wrote the baseline of machine {entry['machine_key']} to {args.baseline}: {len(entry['results'])} results "
+          f"from {args.runs} runs; {len(moved)} of {len(rows)} values moved between the runs")
+    for r in moved:
+        print(f"  {r['case']} / {r['checkpoint']} {r['metric']}: {r['min']:.4g}..{r['max']:.4g}")
+
+
 def register(sub):
     p = sub.add_parser("report", help="HTML/Markdown parity report of the latest run, with history and regressions")
-    p.add_argument("--results", type=Path, default=OUT_DIR / "latest.json")
-    p.add_argument("--history", type=Path, default=HISTORY)
-    p.add_argument("--out", type=Path, default=OUT_DIR)
-    p.add_argument("--margin-db", type=float, default=3.0, help="SNR drop below the best recorded that is a regression")
+    p.add_argument("--results", type=Path, default=OUT_DIR / "latest.json", help="parity results (default: %(default)s)")
+    p.add_argument("--history", type=Path, default=HISTORY, help="run history (default: %(default)s)")
+    p.add_argument("--baseline", type=Path, default=BASELINE, help="measured spread per machine (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=OUT_DIR, help="output folder (default: %(default)s)")
+    p.add_argument("--margin-db", type=float, default=3.0,
+                   help="without a baseline: SNR drop below the best recorded that is a regression (default: %(default)s)")
     p.add_argument("--fail-on-regression", action="store_true", help="exit 1 when a regression is found")
     p.add_argument("--no-history", action="store_true", help="do not append this run to the history")
     p.set_defaults(fn=cmd_report)
+
+    p = sub.add_parser("baseline", help="record the run-to-run spread of this machine and checkpoint from the last "
+                                        "repeat runs in the history (reports/baseline.json)")
+    p.add_argument("--runs", type=int, default=2, help="repeat runs of the latest run's commit to use (default: %(default)s)")
+    p.add_argument("--results", type=Path, default=OUT_DIR / "latest.json", help="the latest run (default: %(default)s)")
+    p.add_argument("--history", type=Path, default=HISTORY, help="run history (default: %(default)s)")
+    p.add_argument("--baseline", type=Path, default=BASELINE, help="baseline file to update (default: %(default)s)")
+    p.set_defaults(fn=cmd_baseline)
