@@ -10,20 +10,23 @@ Loading is strict: missing and unexpected keys are reported by name.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import mlx.core as mx
 import numpy as np
 
 from .convert.common import ConversionError, load_strict
+from .validate import UsageError
 
 PREFIXES = ("ve.", "t3.", "s3gen.", "s3_tokenizer.")
 HUB_FILES = ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json")
 
 
-class ModelLoadError(Exception):
-    """A model folder or file is missing or malformed; the message names it."""
+class ModelLoadError(UsageError):
+    """A model folder or file is missing or malformed; the message names it (a UsageError: the
+    command line prints it as one line, exit status 2)."""
 
 
 def resolve_model_dir(path_or_repo_id) -> Path:
@@ -87,12 +90,33 @@ def build_modules(config: dict):
     return VoiceEncoder(), t3, S3Token2Wav()
 
 
+def read_config(model_dir: Path) -> dict:
+    """config.json of the MLX layout ({} when absent); a malformed one is an error naming it."""
+    cfg_path = model_dir / "config.json"
+    if not cfg_path.is_file():
+        return {}
+    try:
+        config = json.loads(cfg_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"malformed config file {cfg_path}: {e}") from None
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"malformed config file {cfg_path}: a JSON object expected, not {type(config).__name__}")
+    q = config.get("quantization", {})
+    q = q.get("t3") if isinstance(q, dict) else q
+    if q and not (isinstance(q, dict) and isinstance(q.get("group_size"), int) and q.get("bits") in (2, 3, 4, 6, 8)):
+        raise ModelLoadError(f"malformed config file {cfg_path}: quantization.t3 must be {{\"group_size\": int, "
+                             f"\"bits\": 2|3|4|6|8}}, not {q!r}")
+    t3 = config.get("t3", {})
+    if not isinstance(t3, dict) or not isinstance(t3.get("text_tokens_dict_size", 704), int):
+        raise ModelLoadError(f"malformed config file {cfg_path}: t3.text_tokens_dict_size must be an integer")
+    return config
+
+
 def load_mlx_layout(model_dir: Path):
     """Modules from model.safetensors + config.json (strict: missing/unexpected keys named)."""
     import mlx.nn as nn
 
-    cfg_path = model_dir / "config.json"
-    config = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+    config = read_config(model_dir)
     parts = split_prefixes(_read_safetensors(model_dir / "model.safetensors"), str(model_dir / "model.safetensors"))
     ve, t3, s3gen = build_modules(config)
     q = config.get("quantization", {}).get("t3")
@@ -117,16 +141,22 @@ def load_hub_layout(model_dir: Path):
     from .convert.t3 import load_t3
     from .convert.voice_encoder import load_voice_encoder
 
-    try:
-        ve = load_voice_encoder(read_safetensors(model_dir / "ve.safetensors"))
-        t3 = load_t3(read_safetensors(model_dir / "t3_cfg.safetensors"))
-        s3gen = load_s3gen(read_safetensors(model_dir / "s3gen.safetensors"))
-    except ConversionError as e:
-        raise ModelLoadError(f"{model_dir}: {e}") from None
-    except Exception as e:
-        if type(e).__name__ == "ParityError":
-            raise ModelLoadError(str(e)) from None
-        raise
+    def load(loader, name):
+        path = model_dir / name
+        try:
+            return loader(read_safetensors(path))
+        except ConversionError as e:
+            raise ModelLoadError(f"{path}: {e}") from None
+        except KeyError as e:
+            raise ModelLoadError(f"{path}: missing source tensor {e}") from None
+        except Exception as e:
+            if type(e).__name__ == "ParityError":
+                raise ModelLoadError(str(e)) from None
+            raise
+
+    ve = load(load_voice_encoder, "ve.safetensors")
+    t3 = load(load_t3, "t3_cfg.safetensors")
+    s3gen = load(load_s3gen, "s3gen.safetensors")
     return ve, t3, s3gen
 
 
@@ -143,21 +173,85 @@ def set_half_precision(t3, s3gen, dtype) -> None:
         module.set_dtype(dtype)
 
 
-def load_pipeline(model_dir: Path, cls):
+def load_tokenizer(path: Path):
+    """EnTokenizer from a tokenizer.json; a missing or malformed one is an error naming it."""
     from .tokenizers import EnTokenizer
+
+    if not path.is_file():
+        raise ModelLoadError(f"tokenizer file missing: {path}")
+    try:
+        tokenizer = EnTokenizer(str(path))
+    except AssertionError:
+        raise ModelLoadError(f"malformed tokenizer file {path}: no [START] / [STOP] token in its vocabulary") from None
+    except Exception as e:  # the tokenizers library raises plain Exceptions
+        raise ModelLoadError(f"malformed tokenizer file {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") \
+            from None
+    return tokenizer
+
+
+def load_conds(path: Path):
+    """The built-in voice (conds.safetensors or the original's conds.pt); a malformed one is an
+    error naming it."""
     from .tts import Conditionals
 
+    try:
+        conds = Conditionals.load(path)
+        t3, gen = conds.t3, conds.gen
+        missing = [f"t3.{k}" for k in ("speaker_emb", "cond_prompt_speech_tokens") if getattr(t3, k, None) is None]
+        missing += [f"gen.{k}" for k in ("prompt_token", "prompt_feat", "embedding") if gen.get(k) is None]
+    except Exception as e:
+        raise ModelLoadError(f"malformed conds file {path}: {type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    if missing:
+        raise ModelLoadError(f"malformed conds file {path}: missing {', '.join(missing)}")
+    return conds
+
+
+@dataclass
+class ModelFiles:
+    """What `check_model_dir` read: the cheap parts of a model folder, checked before the weights load."""
+    path: Path
+    kind: str  # "mlx" or "hub"
+    tokenizer: object
+    conds: object  # Conditionals or None
+    text_vocab: int  # rows of T3's text token table
+
+
+def check_model_dir(model_dir: Path) -> ModelFiles:
+    """Every file of a model folder checked without loading the weights (seconds instead of a
+    minute): the layout, config.json, the safetensors headers against their files' sizes, the
+    tokenizer, the built-in voice. Each error names its file."""
+    from .validate import safetensors_header, tensor_shape
+
+    model_dir = Path(model_dir)
     kind = layout(model_dir)
-    ve, t3, s3gen = load_mlx_layout(model_dir) if kind == "mlx" else load_hub_layout(model_dir)
-    if not is_quantized(t3.tfmr):
-        t3.fuse_projections()
-    tok_path = model_dir / "tokenizer.json"
-    if not tok_path.is_file():
-        raise ModelLoadError(f"tokenizer file missing: {tok_path}")
-    tokenizer = EnTokenizer(str(tok_path))
+    try:
+        if kind == "mlx":
+            read_config(model_dir)
+            path = model_dir / "model.safetensors"
+            header = safetensors_header(path)
+            text_vocab = tensor_shape(header, "t3.text_emb.weight", path)[0]
+        else:
+            for name in HUB_FILES[:3]:
+                header = safetensors_header(model_dir / name)
+                if name == "t3_cfg.safetensors":
+                    text_vocab = tensor_shape(header, "text_emb.weight", model_dir / name)[0]
+    except ModelLoadError:
+        raise
+    except UsageError as e:
+        raise ModelLoadError(str(e)) from None
+    tokenizer = load_tokenizer(model_dir / "tokenizer.json")
     conds = None
     for name in ("conds.safetensors", "conds.pt"):
         if (model_dir / name).is_file():
-            conds = Conditionals.load(model_dir / name)
+            conds = load_conds(model_dir / name)
             break
-    return cls(t3, s3gen, ve, tokenizer, conds=conds)
+    return ModelFiles(model_dir, kind, tokenizer, conds, int(text_vocab))
+
+
+def load_pipeline(model_dir: Path, cls, files: Optional[ModelFiles] = None):
+    files = files if files is not None else check_model_dir(model_dir)
+    ve, t3, s3gen = load_mlx_layout(model_dir) if files.kind == "mlx" else load_hub_layout(model_dir)
+    if not is_quantized(t3.tfmr):
+        t3.fuse_projections()
+    return cls(t3, s3gen, ve, files.tokenizer, conds=files.conds)

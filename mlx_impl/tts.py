@@ -174,7 +174,10 @@ class ChatterboxTTS:
     def prepare_conditionals(self, wav_fpath, exaggeration: float = 0.5, trace: Optional[dict] = None):
         from .audio import prepare_conditionals_audio
         from .t3.modules.cond_enc import T3Cond
+        from .validate import check_sampling, check_voice
 
+        check_sampling(dict(exaggeration=exaggeration))
+        check_voice(wav_fpath)  # readable, non-empty, finite, long enough: UsageError naming the file
         s3gen_ref_wav, ref_16k_wav = prepare_conditionals_audio(wav_fpath, S3GEN_SR, S3_SR)
         if trace is not None:
             trace.update(wav_24k=s3gen_ref_wav, wav_16k=ref_16k_wav)  # before the 10 s cut
@@ -202,20 +205,25 @@ class ChatterboxTTS:
                  draw=None, flow_noise=None, sine_phase=None, sine_noise=None,
                  on_token: Optional[Callable[[int, int], None]] = None, trace: Optional[dict] = None) -> mx.array:
         """(1, L) waveform at 24 kHz. `draw` / `flow_noise` / `sine_phase` / `sine_noise` replay the
-        original's random draws; `on_token(step, token)` reports T3 progress."""
+        original's random draws; `on_token(step, token)` reports T3 progress. Every argument is
+        checked (validate.RULES, the text against T3's tables) before any work; a bad one raises
+        validate.UsageError (a ValueError) naming it."""
         from .t3.modules.cond_enc import T3Cond
+        from .validate import UsageError, check_sampling
 
+        check_sampling(dict(exaggeration=exaggeration))
+        self.t3.check_decode_args(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, min_p=min_p,
+                                  repetition_penalty=repetition_penalty, cfg_weight=cfg_weight)
+        text_tokens = self.text_tokens(text)
+        self.t3.check_text_tokens(text_tokens)
+        if not audio_prompt_path and self.conds is None:
+            raise UsageError("Please `prepare_conditionals` first or specify `audio_prompt_path`")
         if audio_prompt_path:
             self.prepare_conditionals(audio_prompt_path, exaggeration=exaggeration)
-        elif self.conds is None:
-            raise ValueError("Please `prepare_conditionals` first or specify `audio_prompt_path`")
-        if cfg_weight <= 0.0:
-            raise ValueError("cfg_weight must be > 0: the original's decoding loop always runs the CFG pair")
         cond = self.conds.t3
         if float(np.asarray(cond.emotion_adv).reshape(-1)[0]) != exaggeration:
             self.conds.t3 = T3Cond(speaker_emb=cond.speaker_emb, cond_prompt_speech_tokens=cond.cond_prompt_speech_tokens,
                                    emotion_adv=exaggeration * mx.ones((1, 1, 1)))
-        text_tokens = self.text_tokens(text)
         speech_tokens = self.t3.inference(
             t3_cond=self.conds.t3, text_tokens=text_tokens, max_new_tokens=max_new_tokens, temperature=temperature,
             cfg_weight=cfg_weight, repetition_penalty=repetition_penalty, min_p=min_p, top_p=top_p, draw=draw,

@@ -1,6 +1,7 @@
 """`chatterbox-parity`: one command-line entry point, with subcommands.
 
-Every error meant for the user is a ParityError: printed as one line, exit status 2.
+Every error meant for the user (a ParityError, or mlx_impl's UsageError for a bad argument or input
+file) is printed as one line, exit status 2; `--debug` shows its traceback too. Ctrl-C: exit 130.
 """
 from __future__ import annotations
 
@@ -90,12 +91,17 @@ def cmd_export(args):
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="chatterbox-parity", description=__doc__.splitlines()[0])
+    ap.add_argument("--debug", action="store_true",
+                    help="show the Python traceback of an error (also accepted after the subcommand)")
     sub = ap.add_subparsers(dest="command", required=True)
 
     ck = sub.add_parser("checkpoint", help="checkpoint utilities").add_subparsers(dest="sub", required=True)
     p = ck.add_parser("synth", help="write a synthetic checkpoint (the original modules, seeded) in the hub's layout")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="checkpoint folder to write (ve.safetensors, t3_cfg.safetensors, s3gen.safetensors, "
+                        "tokenizer.json, conds.pt)")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="torch seed of the random weights; default %(default)s")
     p.set_defaults(fn=cmd_checkpoint_synth)
 
     p = sub.add_parser("export", help="run the ORIGINAL model on a case and write its reference fixtures")
@@ -124,13 +130,26 @@ def _register_optional(sub):
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    from mlx_impl.validate import UsageError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
     try:
         args.fn(args)
-    except ParityError as e:
+    except (ParityError, UsageError) as e:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        print("interrupted (Ctrl-C)", file=sys.stderr)
         return 130
     return 0
 

@@ -30,6 +30,7 @@ from .inference.sampling import (
     apply_temperature,
     cfg_combine,
 )
+from ..validate import check_max_new_tokens, check_sampling, check_token_ids
 from .llama_configs import llama_model_args
 from .modules.cond_enc import T3Cond, T3CondEnc
 from .modules.learned_pos_emb import LearnedPositionEmbeddings
@@ -76,6 +77,7 @@ class T3(nn.Module):
     def prepare_conditioning(self, t3_cond: T3Cond, outputs: Optional[dict] = None) -> mx.array:
         """Embeds the prompt speech tokens (token + learned position) into t3_cond, then T3CondEnc."""
         if t3_cond.cond_prompt_speech_tokens is not None and t3_cond.cond_prompt_speech_emb is None:
+            self.check_speech_tokens(t3_cond.cond_prompt_speech_tokens, "the voice's prompt speech tokens")
             tokens = mx.array(t3_cond.cond_prompt_speech_tokens)
             t3_cond.cond_prompt_speech_emb = self.speech_emb(tokens) + self.speech_pos_emb(tokens)
         if outputs is not None:
@@ -86,6 +88,8 @@ class T3(nn.Module):
                              outputs: Optional[dict] = None):
         """[cond | text | speech] embeddings (B, len, dim) and len_cond. With CFG, row 1's text
         embeddings are zeroed before the position embeddings are added."""
+        self.check_text_tokens(text_tokens)
+        self.check_speech_tokens(speech_tokens, "the initial speech tokens")
         text_tokens = mx.array(text_tokens)
         speech_tokens = mx.array(speech_tokens)
         cond_emb = self.prepare_conditioning(t3_cond, outputs)
@@ -101,6 +105,32 @@ class T3(nn.Module):
             cond_emb = mx.broadcast_to(cond_emb, (text_emb.shape[0], *cond_emb.shape[1:]))
         embeds = mx.concatenate([cond_emb, text_emb, speech_emb], axis=1)
         return embeds, len_cond
+
+    # ------------------------------------------------------------ input checks
+    # host side, before any lookup: MLX's gather reads past a table instead of failing
+
+    @property
+    def text_positions(self) -> int:
+        return self.text_pos_emb.emb.weight.shape[0]
+
+    @property
+    def speech_positions(self) -> int:
+        return self.speech_pos_emb.emb.weight.shape[0]
+
+    def check_text_tokens(self, text_tokens) -> None:
+        """Text token ids within text_emb, their count (with [START]/[STOP]) within text_pos_emb."""
+        check_token_ids(text_tokens, vocab=self.text_emb.weight.shape[0], positions=self.text_positions,
+                        what="the text (with [START]/[STOP])")
+
+    def check_speech_tokens(self, speech_tokens, what: str) -> None:
+        check_token_ids(speech_tokens, vocab=self.speech_emb.weight.shape[0], positions=self.speech_positions, what=what)
+
+    def check_decode_args(self, *, max_new_tokens, temperature, top_p, min_p, repetition_penalty, cfg_weight) -> None:
+        """The sampling options in their ranges (validate.RULES) and the decoding steps within the
+        speech position table: the same checks on every decoding path."""
+        check_sampling(dict(temperature=temperature, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
+                            cfg_weight=cfg_weight))
+        check_max_new_tokens(max_new_tokens, self.speech_positions)
 
     # ------------------------------------------------------------ backbone
 
@@ -121,6 +151,9 @@ class T3(nn.Module):
     def speech_token_embed(self, token, position: int) -> mx.array:
         """speech_emb(token) + speech_pos_emb.get_fixed_embedding(position), (1, 1, dim); `token` an
         int or a one-element array (the fast decode's token, still on the device)."""
+        if not 0 <= position < self.speech_positions:
+            raise IndexError(f"speech position {position} outside T3's speech position table "
+                             f"[0, {self.speech_positions})")
         token = token.reshape(1, 1) if isinstance(token, mx.array) else mx.array([[token]])
         return self.speech_emb(token) + self.speech_pos_emb.get_fixed_embedding(position)
 
@@ -190,6 +223,8 @@ class T3(nn.Module):
             raise ValueError(f"T3 inference decodes the CFG pair: embeds batch {embeds.shape[0]} != 2")
         if max_new_tokens is None:
             max_new_tokens = self.hp.max_speech_tokens
+        self.check_decode_args(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, min_p=min_p,
+                               repetition_penalty=repetition_penalty, cfg_weight=cfg_weight)
         if forced_tokens is not None:
             forced_tokens = [int(t) for t in np.asarray(forced_tokens).reshape(-1)]
             max_new_tokens = min(max_new_tokens, len(forced_tokens))

@@ -635,6 +635,8 @@ def fast_decode(t3, embeds: mx.array, *, max_new_tokens: int, temperature: float
     draw = draw if draw is not None else MLXDraw()
     if not supports(draw):
         raise TypeError(f"fast_decode draws with ReplayDraw, MLXDraw or GreedyDraw, not {type(draw).__name__}")
+    t3.check_decode_args(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, min_p=min_p,
+                         repetition_penalty=repetition_penalty, cfg_weight=cfg_weight)
     sampler = make_sampler(cfg_weight=float(cfg_weight), repetition_penalty=float(repetition_penalty),
                            temperature=float(temperature), min_p=float(min_p), top_p=float(top_p),
                            greedy=isinstance(draw, GreedyDraw))
