@@ -108,3 +108,127 @@ def greedy_margin(z: np.ndarray) -> float:
     (the filters keep the top token, so they cannot change the argmax)."""
     z = np.sort(np.asarray(z, dtype=np.float64).reshape(-1))
     return float(z[-1] - z[-2]) / 2.0 if z.size > 1 else math.inf
+
+
+# ---------------------------------------------------------------------------- verdict
+
+TEACHER_FORCED = "_teacher_forced"  # a runner's output key: its tokens are per-step picks under teacher forcing
+NOTES = "_notes"  # a runner's output key: {checkpoint: a note for its result message}
+
+# token checkpoint -> (the T3 run's token checkpoint, its margins, its scaled logits)
+TOKEN_RUNS = {
+    "t3.speech_tokens": ("t3.speech_tokens", "t3.sampling_margin", "t3.logits_temp"),
+    "flow.speech_tokens": ("t3.speech_tokens", "t3.sampling_margin", "t3.logits_temp"),
+    "t3_greedy.speech_tokens": ("t3_greedy.speech_tokens", "t3_greedy.sampling_margin", "t3_greedy.logits_temp"),
+}
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """A decoding step whose token differs from the reference's."""
+    step: int
+    ref: Optional[int]  # None: that side had stopped
+    out: Optional[int]
+    margin: float  # the reference's sampling margin at the step (inf where it has no such step)
+    logit_err: Optional[float] = None  # max |z_mlx - z_ref| of the step's scaled logits, where known
+
+    def describe(self) -> str:
+        err = "" if self.logit_err is None else f", MLX's scaled logits off by {self.logit_err:.3g}"
+        return f"step {self.step} (reference {self.ref}, MLX {self.out}; reference margin {self.margin:.3g}{err})"
+
+
+@dataclass
+class Verdict:
+    fails: List[str]
+    flips: List[Mismatch]
+    note: str = ""
+
+
+def _logit_err(step: int, ref_z, out_z) -> Optional[float]:
+    if ref_z is None or out_z is None or step >= len(ref_z) or step >= len(out_z):
+        return None
+    r = np.asarray(ref_z[step], dtype=np.float64).reshape(-1)
+    o = np.asarray(out_z[step], dtype=np.float64).reshape(-1)
+    both = np.isfinite(r) & np.isfinite(o)
+    if r.shape != o.shape or not both.all():
+        return math.inf
+    return float(np.max(np.abs(o - r)))
+
+
+def token_mismatches(ref_tokens, out_tokens, margins, *, teacher_forced: bool, ref_z=None, out_z=None) -> List[Mismatch]:
+    """The steps to judge. Teacher-forced (every step fed the reference's history): every step whose
+    pick differs. Free-running: only the first differing step (or the shorter length when one is a
+    prefix of the other): after it the two runs decode different histories."""
+    a, b = np.asarray(ref_tokens).reshape(-1), np.asarray(out_tokens).reshape(-1)
+    margins = np.asarray(margins, dtype=np.float64).reshape(-1)
+    n = min(a.size, b.size)
+    steps = [int(s) for s in np.nonzero(a[:n] != b[:n])[0]]
+    if a.size != b.size and (teacher_forced or not steps):
+        steps.append(n)
+    if not teacher_forced:
+        steps = steps[:1]
+    return [Mismatch(step=s, ref=int(a[s]) if s < a.size else None, out=int(b[s]) if s < b.size else None,
+                     margin=float(margins[s]) if s < margins.size else math.inf,
+                     logit_err=_logit_err(s, ref_z, out_z)) for s in steps]
+
+
+def judge(mismatches: Sequence[Mismatch], *, flip_margin: Optional[float], max_flips: int) -> Verdict:
+    """A mismatch is a justified flip only where the reference's margin at its step is <= flip_margin
+    (the reference's own decision sat within the measured logit error of a boundary) and MLX's scaled
+    logits at that step, where known, are within flip_margin of the reference's. Every mismatch
+    `token_mismatches` returns must be justified (none may come before a justified one), and there may
+    be at most max_flips of them."""
+    fails, flips = [], []
+    for m in mismatches:
+        if flip_margin is None:
+            fails.append(f"tokens differ at {m.describe()}: no flips allowed")
+        elif not m.margin <= flip_margin:
+            fails.append(f"tokens differ at {m.describe()}: the reference's margin is above the flip bound "
+                         f"{flip_margin:g}, so this is no float32-rounding flip")
+        elif m.logit_err is not None and not m.logit_err <= flip_margin:
+            fails.append(f"tokens differ at {m.describe()}: MLX's logits are further than the flip bound {flip_margin:g} "
+                         "from the reference's")
+        else:
+            flips.append(m)
+            continue
+        break  # the first unjustified mismatch decides; later steps are not judged
+    if len(flips) > max_flips:
+        fails.append(f"{len(flips)} flips, more than the {max_flips} allowed: "
+                     + "; ".join(f.describe() for f in flips))
+    note = ""
+    if flips and not fails:
+        note = (f"{len(flips)} flip(s) (allowed {max_flips}), each where the reference's margin is within the "
+                f"flip bound {flip_margin:g}: " + "; ".join(f.describe() for f in flips) + "; identical elsewhere")
+    return Verdict(fails=fails, flips=flips, note=note)
+
+
+def flow_position_step(t3_row, position: int) -> int:
+    """The decoding step of position `position` of the S3Gen tokens taken from T3's row: they run behind
+    the steps by the tokens dropped before them; one past their end is the step after the last one."""
+    from mlx_impl.tts import s3gen_token_positions
+
+    steps = s3gen_token_positions(np.asarray(t3_row).reshape(-1))
+    if position < steps.size:
+        return int(steps[position])
+    return int(steps[-1]) + 1 if steps.size else 0
+
+
+def session_verdict(fx, out: dict, name: str, metrics, tol, fails: List[str]):
+    """(fails, note) for a token checkpoint that differs from the reference (parity/session.py)."""
+    run_tokens, margin_name, logits_name = TOKEN_RUNS[name]
+    if not fx.has(margin_name):
+        return fails + [f"the fixture has no '{margin_name}' to judge the mismatch by: re-export it"], ""
+    if run_tokens not in out:
+        return fails + [f"the run did not return '{run_tokens}', so the mismatch cannot be placed on a decoding step"], ""
+    ref_row, out_row = fx.tensor(run_tokens).reshape(-1), np.asarray(out[run_tokens]).reshape(-1)
+    ref_z = fx.tensor(logits_name) if fx.has(logits_name) else None
+    mism = token_mismatches(ref_row, out_row, fx.tensor(margin_name), teacher_forced=bool(out.get(TEACHER_FORCED)),
+                            ref_z=ref_z, out_z=out.get(logits_name))
+    if not mism:  # the T3 run matches, yet this checkpoint differs: no flip explains it
+        return fails + [f"'{run_tokens}' of the same run matches the reference: no flip explains the difference"], ""
+    if name != run_tokens and metrics.first_mismatch is not None:
+        step = flow_position_step(ref_row, metrics.first_mismatch)
+        if step < mism[0].step:
+            return fails + [f"'{name}' differs at step {step}, before T3's first differing token (step {mism[0].step})"], ""
+    v = judge(mism, flip_margin=tol.flip_margin, max_flips=tol.max_flips)
+    return v.fails, v.note

@@ -18,7 +18,11 @@ class Tolerance:
     max_abs: Optional[float] = None  # maximum absolute error
     exact: Optional[float] = None  # minimum exact-match rate (int checkpoints)
     max_nonfinite_mismatch: int = 0  # entries allowed to be filtered (-inf) on one side only
-    exact_until_filter_flip: bool = False  # tokens exact up to the first min-p/top-p boundary flip
+    # token checkpoints: a differing token is a justified flip only where the reference's own sampling
+    # margin at that step (fixture t3.sampling_margin, parity/flips.py) is <= flip_margin (logit units);
+    # at most max_flips of them, none after an unjustified mismatch
+    flip_margin: Optional[float] = None
+    max_flips: int = 0
     regression_margin_db: Optional[float] = None  # the report's SNR regression margin, if not the default
     measured: Optional[str] = None
     reason: Optional[str] = None
@@ -33,8 +37,8 @@ class Tolerance:
             parts.append(f"maxabs<={self.max_abs:g}")
         if self.exact is not None:
             parts.append(f"exact>={self.exact:g}")
-        if self.exact_until_filter_flip:
-            parts.append("(until a filter-boundary flip)")
+        if self.flip_margin is not None:
+            parts.append(f"(flips<={self.max_flips} where the reference margin<={self.flip_margin:g})")
         if self.max_nonfinite_mismatch:
             parts.append(f"filter-boundary flips<={self.max_nonfinite_mismatch}")
         return " ".join(parts)

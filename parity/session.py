@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional
 
-from . import registry
+from . import flips, registry
 from .cases import Case, load_cases
 from .checkpoint_dir import CheckpointDir
 from .errors import ParityError
@@ -18,7 +18,6 @@ from .fixtures import Fixture, default_fixture_root, fixture_dir
 from .metrics import Metrics, check, compare
 
 NOT_IMPLEMENTED = "not implemented"
-NOT_COMPARABLE = "not comparable"
 
 
 def reference_available() -> bool:
@@ -57,34 +56,6 @@ def staleness(fx_root: Path, case: Case, ckpt: CheckpointDir) -> Optional[str]:
         if m["case"].get(key) != want[key]:
             return f"case {key} changed"
     return None
-
-
-def first_filter_flip(fx, out) -> Optional[int]:
-    """First decoding step whose filtered logits keep a different token set than the reference's
-    (a min-p/top-p boundary flip), from the run's per-step `t3.logits_top_p`, or None."""
-    import numpy as np
-
-    ours = out.get("t3.logits_top_p")
-    if ours is None:
-        return None
-    ref = fx.tensor("t3.logits_top_p")
-    n = min(len(ours), len(ref))
-    steps = np.nonzero((np.isinf(np.asarray(ours[:n])) != np.isinf(ref[:n])).any(axis=1))[0]
-    return int(steps[0]) if steps.size else None
-
-
-def first_mismatch_step(fx, name: str, first_mismatch: int) -> int:
-    """The decoding step of a token checkpoint's first mismatch: flow.speech_tokens' positions run
-    behind the steps by the tokens dropped before them; one past its end is the step after its
-    last token."""
-    if name != "flow.speech_tokens":
-        return first_mismatch
-    from mlx_impl.tts import s3gen_token_positions
-
-    steps = s3gen_token_positions(fx.tensor("t3.speech_tokens")[0])
-    if first_mismatch < steps.size:
-        return int(steps[first_mismatch])
-    return int(steps[-1]) + 1 if steps.size else 0
 
 
 def implementation_verdict(cp, runner) -> Optional[tuple]:
@@ -223,21 +194,14 @@ class ParitySession:
         out = self.outputs[(case_name, key)]
         if isinstance(out, Exception):
             res = Result(case_name, label, "error", tolerance=tol.describe(), message=str(out))
-        elif name not in out and "_not_comparable" in out:
-            res = Result(case_name, label, NOT_COMPARABLE, tolerance=tol.describe(), message=out["_not_comparable"])
         elif name not in out:
             res = Result(case_name, label, "failed", tolerance=tol.describe(), message=missing)
         else:
             m = compare(fx.tensor(name), out[name], cp.kind)
             fails = check(m, tol, cp.kind)
-            note = ""
-            if fails and tol.exact_until_filter_flip:
-                flip = first_filter_flip(fx, out)
-                step = None if m.first_mismatch is None else first_mismatch_step(fx, name, m.first_mismatch)
-                if flip is not None and step is not None and step >= flip:
-                    fails = []
-                    note = (f"tokens identical up to step {step}; the teacher-forced logits have a "
-                            f"min-p/top-p boundary flip at step {flip} (inherent float32 rounding, see the tolerance)")
+            note = out.get(flips.NOTES, {}).get(name, "")
+            if fails and name in flips.TOKEN_RUNS:  # a differing token: a justified flip? (parity/flips.py)
+                fails, note = flips.session_verdict(fx, out, name, m, tol, fails)
             res = Result(case_name, label, "failed" if fails else "passed", metrics=m, tolerance=tol.describe(),
                          message="; ".join(fails) or note)
         res.seconds = time.time() - t0
