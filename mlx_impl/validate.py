@@ -264,7 +264,8 @@ def check_out_dir(path, *, force: bool, protect: Iterable[Path] = (), cli: bool 
     for q in protect:
         q = Path(q).resolve()
         if rp == q or rp in q.parents:
-            raise UsageError(f"{name} {p}: would replace the input folder {q}; choose another folder")
+            what = "is" if rp == q else "holds"
+            raise UsageError(f"{name} {p}: {what} the input folder {q}; choose another output folder")
     if p.is_dir() and any(p.iterdir()) and not force:
         raise UsageError(f"{name} {p}: folder exists and is not empty; pass --force to replace its contents")
     check_writable_parent(p, name)

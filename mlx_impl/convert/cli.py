@@ -5,10 +5,16 @@ tokenizer.json, conds.safetensors (the built-in voice, when the checkpoint has c
 Strict: every source tensor is consumed or in a named ignore list (with its reason), every MLX
 parameter is assigned, shapes are checked. See docs/CONVERTER.md for the key layout and how it
 differs from the published mlx-community files.
+
+Safe: the output folder must be new or empty unless --force is given (then its contents are
+replaced, only once the new folder is complete); the copied files (tokenizer.json, conds.pt) are
+loaded first; every error is one line naming the file (validate.UsageError, exit status 2), and
+nothing is left behind.
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections import Counter
@@ -21,20 +27,34 @@ import numpy as np
 from . import s3gen as s3gen_conv
 from . import t3 as t3_conv
 from . import voice_encoder as ve_conv
+from ..validate import UsageError, check_out_dir, safetensors_header
 from .common import ConversionError, load_strict
 
 PUBLISHED_COUNTS = {"ve.": 13, "t3.": 293, "s3gen.": 2131, "s3_tokenizer.": 96}
 DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 QUANT_GROUP_SIZE = 64
+SOURCE_FILES = {"ve": "ve.safetensors", "t3": "t3_cfg.safetensors", "s3gen": "s3gen.safetensors"}
+
+
+def _in_file(component: str, fn, *a):
+    """fn(*a), its ConversionError prefixed with the source file it is about."""
+    try:
+        return fn(*a)
+    except ConversionError as e:
+        raise ConversionError(f"{SOURCE_FILES[component]}: {e}") from None
+    except KeyError as e:
+        raise ConversionError(f"{SOURCE_FILES[component]}: missing source tensor {e}") from None
 
 
 def convert_state(states: Dict[str, Dict[str, np.ndarray]]):
     """(weights by target key, ignored source keys -> reason) from the three source state dicts."""
     weights: Dict[str, np.ndarray] = {}
-    weights.update({"ve." + k: v for k, v in ve_conv.sanitize(states["ve"]).items()})
-    weights.update({"t3." + k: v for k, v in t3_conv.sanitize(states["t3"]).items()})
-    for k, v in s3gen_conv.sanitize(states["s3gen"]).items():
+    weights.update({"ve." + k: v for k, v in _in_file("ve", ve_conv.sanitize, states["ve"]).items()})
+    weights.update({"t3." + k: v for k, v in _in_file("t3", t3_conv.sanitize, states["t3"]).items()})
+    for k, v in _in_file("s3gen", s3gen_conv.sanitize, states["s3gen"]).items():
         weights[("s3_tokenizer." + k[len("tokenizer."):]) if k.startswith("tokenizer.") else "s3gen." + k] = v
+    if "t3.text_emb.weight" not in weights:
+        raise ConversionError(f"{SOURCE_FILES['t3']}: missing source tensor 'text_emb.weight'")
     ignored = {"s3gen." + k: why for k, why in s3gen_conv.ignored(states["s3gen"]).items()}
     for k in states["ve"]:
         if k in getattr(ve_conv, "IGNORED", {}):
@@ -63,9 +83,9 @@ def _assign(weights: Dict[str, np.ndarray], text_vocab: int):
     ve, t3, s3gen = build_modules({"t3": {"text_tokens_dict_size": text_vocab}})
     s3 = dict(parts["s3gen."])
     s3.update({"tokenizer." + k: v for k, v in parts["s3_tokenizer."].items()})
-    load_strict(ve, parts["ve."], what="ve")
-    load_strict(t3, parts["t3."], what="t3")
-    load_strict(s3gen, s3, what="s3gen")
+    load_strict(ve, parts["ve."], what=f"ve ({SOURCE_FILES['ve']})")
+    load_strict(t3, parts["t3."], what=f"t3 ({SOURCE_FILES['t3']})")
+    load_strict(s3gen, s3, what=f"s3gen ({SOURCE_FILES['s3gen']})")
     return t3
 
 
@@ -77,18 +97,43 @@ def quantized_t3(t3, bits: int) -> Dict[str, mx.array]:
     return {"t3." + k: v for k, v in tree_flatten(t3.parameters())}
 
 
-def cmd_convert(args):
-    from parity.cli import resolve_checkpoint
+def _checkpoint(args):
+    """The checkpoint folder (created when it is the missing synthetic default); errors say where
+    its path came from."""
+    from parity.cli import DEFAULT_CKPT, resolve_checkpoint
     from parity.errors import ParityError
 
-    ckpt = resolve_checkpoint(args.checkpoint)
+    env = os.environ.get("CHATTERBOX_CKPT")
+    source = "--checkpoint" if args.checkpoint else ("set by CHATTERBOX_CKPT" if env else "default")
+    path = Path(args.checkpoint or env or DEFAULT_CKPT)
+    check_out_dir(args.out, force=args.force, protect=[path], cli=True)
+    try:
+        return resolve_checkpoint(args.checkpoint)
+    except ParityError as e:
+        raise UsageError(f"{e} ({source})" if source != "--checkpoint" else str(e)) from None
+
+
+def check_sources(ckpt):
+    """Every file read before any conversion work: the weight files' headers against their sizes,
+    the tokenizer.json and conds.pt that are copied (each must load)."""
+    from ..load import load_conds, load_tokenizer
+
+    for name in SOURCE_FILES.values():
+        safetensors_header(ckpt.file(name))
+    load_tokenizer(ckpt.file("tokenizer.json"))
+    return load_conds(ckpt.conds_path) if ckpt.conds_path is not None else None
+
+
+def cmd_convert(args):
+    ckpt = _checkpoint(args)
+    conds = check_sources(ckpt)
     states = {c: ckpt.state(c) for c in ("ve", "t3", "s3gen")}
     try:
         weights, ignored, n_source = convert_state(states)
         text_vocab = int(weights["t3.text_emb.weight"].shape[0])
         t3 = check_assignment(weights, text_vocab, s3gen_conv.source_names(states["s3gen"]))
     except ConversionError as e:
-        raise ParityError(f"conversion of {ckpt.path} failed: {e}") from None
+        raise UsageError(f"conversion of {ckpt.path} failed: {e}") from None
 
     dtype = DTYPES[args.dtype]
     out: Dict[str, mx.array] = {k: mx.array(v).astype(dtype) if np.issubdtype(v.dtype, np.floating) else mx.array(v)
@@ -108,24 +153,48 @@ def cmd_convert(args):
         "conditioning_lengths": {"t3_prompt_samples_16k": 6 * 16000, "s3gen_reference_samples_24k": 10 * 24000},
         "source": {"checkpoint": str(ckpt.path), "files_sha256": ckpt.file_hashes()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{args.out.name}.", dir=args.out.parent))
+    write_folder(args.out, ckpt, out, config, conds)
+    print_summary(out, ignored, n_source, args, config)
+
+
+def write_folder(dest: Path, ckpt, out, config, conds) -> None:
+    """The converted folder written beside `dest` under a hidden name, then swapped into place (an
+    existing `dest`, checked empty or --force, is removed only after); nothing left on failure."""
+    made = [p for p in reversed(dest.parents) if not p.exists()]
+    tmp = None
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
         mx.save_safetensors(str(tmp / "model.safetensors"), out, metadata={"format": "mlx"})
         (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
         shutil.copyfile(ckpt.file("tokenizer.json"), tmp / "tokenizer.json")
-        if ckpt.conds_path is not None:
-            from ..tts import Conditionals
-
-            Conditionals.load(ckpt.conds_path).save(tmp / "conds.safetensors")
-        from parity.fixtures import replace_dir
-
+        if conds is not None:
+            conds.save(tmp / "conds.safetensors")
         tmp.chmod(0o755)
-        replace_dir(tmp, args.out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        old = None
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old.{os.getpid()}")
+            os.rename(dest, old)
+        try:
+            os.rename(tmp, dest)
+        except BaseException:
+            if old is not None:
+                os.rename(old, dest)
+            raise
+        tmp = None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        for p in reversed(made):  # folders this call created, innermost first
+            try:
+                p.rmdir()
+            except OSError:
+                pass
+        if isinstance(e, OSError):
+            raise UsageError(f"--out {dest}: cannot write it ({e.strerror or e})") from None
         raise
-    print_summary(out, ignored, n_source, args, config)
 
 
 def _tree(flat: Dict[str, mx.array]):
@@ -150,9 +219,20 @@ def print_summary(out, ignored, n_source, args, config):
 
 
 def register(sub):
-    p = sub.add_parser("convert", help="convert the hub's PyTorch checkpoint to the single-file MLX layout")
-    p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint folder (hub layout); default: synthetic")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
-    p.add_argument("--quantize-t3", type=int, choices=(4, 8), default=None, help="quantize T3's transformer")
+    p = sub.add_parser("convert", help="convert the hub's PyTorch checkpoint to the single-file MLX layout",
+                       description="The hub's PyTorch files -> model.safetensors + config.json + tokenizer.json "
+                                   "(+ conds.safetensors) in the MLX layout (docs/CONVERTER.md). Every input file is "
+                                   "checked first; an error is one line, exit status 2, and nothing is written.")
+    p.add_argument("--checkpoint", type=Path, default=None, metavar="DIR",
+                   help="checkpoint folder in the hub's layout (default: $CHATTERBOX_CKPT or the synthetic one, "
+                        "created if missing)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="output folder: new or empty (a non-empty one only with --force)")
+    p.add_argument("--force", action="store_true",
+                   help="replace the contents of a non-empty --out folder (only once the new one is complete)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                   help="dtype of the floating-point weights; default %(default)s")
+    p.add_argument("--quantize-t3", type=int, choices=(4, 8), default=None, metavar="{4,8}",
+                   help=f"quantize T3's transformer to 4 or 8 bits (group size {QUANT_GROUP_SIZE}); default: not "
+                        "quantized")
     p.set_defaults(fn=cmd_convert)
