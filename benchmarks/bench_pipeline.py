@@ -233,7 +233,7 @@ def main():
     if args.worker:
         return worker_main(args.worker, args)
     if args.checkpoint is None:
-        from parity.cli import resolve_checkpoint
+        from parity.synthetic import resolve_checkpoint
 
         args.checkpoint = resolve_checkpoint(None).path
 

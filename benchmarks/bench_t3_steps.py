@@ -287,7 +287,7 @@ def main():
 
     mx.set_default_device(mx.gpu if args.device == "gpu" else mx.cpu)
     if args.checkpoint is None:
-        from parity.cli import resolve_checkpoint
+        from parity.synthetic import resolve_checkpoint
 
         args.checkpoint = resolve_checkpoint(None).path
     t3, cond, text = load(Path(args.checkpoint), args.case)

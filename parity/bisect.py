@@ -658,7 +658,7 @@ def table(f: Finding) -> List[str]:
 # ============================================================================ CLI
 def cmd_bisect(args):
     from .cases import load_cases
-    from .cli import resolve_checkpoint
+    from .synthetic import resolve_checkpoint
     from .fixtures import default_fixture_root
     from .session import ParitySession
 

@@ -6,34 +6,18 @@ file) is printed as one line, exit status 2; `--debug` shows its traceback too. 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from . import ROOT
 from .errors import ParityError
-
-DEFAULT_CKPT = ROOT / "checkpoints" / "synthetic-s0"
+from .synthetic import DEFAULT_CKPT, resolve_checkpoint  # noqa: F401 (resolve_checkpoint: used by mlx_impl's CLIs)
 
 
 def _ckpt_arg(p):
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="checkpoint folder in the hub's layout (default: $CHATTERBOX_CKPT or the synthetic one, "
                         f"{DEFAULT_CKPT.relative_to(ROOT)}, created if missing)")
-
-
-def resolve_checkpoint(path, create_synthetic: bool = True):
-    from .checkpoint_dir import CheckpointDir
-
-    path = path or os.environ.get("CHATTERBOX_CKPT")
-    if path is None:
-        path = DEFAULT_CKPT
-        if create_synthetic and not path.exists():
-            from reference.synth_checkpoint import make_synthetic_checkpoint
-
-            print(f"creating the synthetic checkpoint {path} (seed 0)", file=sys.stderr)
-            make_synthetic_checkpoint(path, seed=0)
-    return CheckpointDir.open(path)
 
 
 def cmd_checkpoint_synth(args):

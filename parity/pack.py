@@ -451,7 +451,7 @@ def make_tiny_fixture(work: Path, log=print):
 
     from .cases import get_case
     from .checkpoint_dir import CheckpointDir
-    from .cli import resolve_checkpoint
+    from .synthetic import resolve_checkpoint
     from .fixtures import Fixture
 
     tok = resolve_checkpoint(None).file("tokenizer.json")

@@ -22,21 +22,13 @@ import numpy as np
 from . import ROOT, registry
 from .errors import ParityError
 from .fixtures import write_text_atomic
+from .summary import load_run
 from .regressions import BASELINE, baseline_for, describe, find_regressions, load_baseline, slim_result
 
 OUT_DIR = ROOT / "reports" / "out"
 HISTORY = ROOT / "reports" / "history.jsonl"
 STATUS_COLOURS = {"passed": "#c8efc8", "failed": "#f6b8b8", "error": "#f6b8b8", "not implemented": "#e6e6e6",
                   "regressed": "#ffd98a"}
-
-
-def load_run(path: Path) -> dict:
-    if not Path(path).is_file():
-        raise ParityError(f"no parity results at {path}: run the parity tests first (make test / pytest tests/parity)")
-    try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e:
-        raise ParityError(f"malformed results file {path}: {e}") from None
 
 
 def load_history(path: Path = HISTORY) -> List[dict]:

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 from . import ROOT, registry
+from .errors import ParityError
 from .fixtures import write_text_atomic
 
 RESULTS_DIR = ROOT / "reports" / "out"
@@ -18,6 +19,16 @@ def _measured(res) -> str:
     if res.metrics is None:
         return res.message.splitlines()[0][:60] if res.message else "-"
     return res.metrics.headline(registry.load()[res.checkpoint.rpartition(":")[2]].kind)
+
+
+def load_run(path: Path) -> dict:
+    """A parity run's results (reports/out/latest.json by default)."""
+    if not Path(path).is_file():
+        raise ParityError(f"no parity results at {path}: run the parity tests first (make test / pytest tests/parity)")
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ParityError(f"malformed results file {path}: {e}") from None
 
 
 def summary_table(session) -> list:

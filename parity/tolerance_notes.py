@@ -17,6 +17,7 @@ from typing import Dict, List
 from . import registry
 from .errors import ParityError
 from .fixtures import write_text_atomic
+from .summary import RESULTS_DIR, load_run
 
 _HEADER = re.compile(r'^\[(tolerances\.fp32|cumulative\.(\w+))\."([^"]+)"\]\s*$')
 _MEASURED = re.compile(r'^measured\s*=\s*"((?:[^"\\]|\\.)*)"\s*$')
@@ -115,8 +116,6 @@ def table(run: dict) -> List[tuple]:
 
 
 def cmd_tolerances(args):
-    from .report import load_run
-
     run = load_run(args.results)
     if args.refresh:
         for label in refresh(run):
@@ -127,11 +126,9 @@ def cmd_tolerances(args):
 
 
 def register(sub):
-    from .report import OUT_DIR
-
     p = sub.add_parser("tolerances", help="the loose tolerances beside this run's values; --refresh rewrites their "
                                           "`measured` notes in parity/checkpoints.toml from the latest run")
-    p.add_argument("--results", type=Path, default=OUT_DIR / "latest.json",
+    p.add_argument("--results", type=Path, default=RESULTS_DIR / "latest.json",
                    help="parity results to read (default: %(default)s, written by every parity run)")
     p.add_argument("--refresh", action="store_true", help="rewrite the measured notes from these results")
     p.set_defaults(fn=cmd_tolerances)

@@ -1,0 +1,24 @@
+"""Which checkpoint a command runs on: the one named, else $CHATTERBOX_CKPT, else the synthetic one
+(the original modules, seeded; created from the reference stack when missing)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from . import ROOT
+from .checkpoint_dir import CheckpointDir
+
+DEFAULT_CKPT = ROOT / "checkpoints" / "synthetic-s0"
+
+
+def resolve_checkpoint(path, create_synthetic: bool = True) -> CheckpointDir:
+    path = path or os.environ.get("CHATTERBOX_CKPT")
+    if path is None:
+        path = DEFAULT_CKPT
+        if create_synthetic and not Path(path).exists():
+            from reference.synth_checkpoint import make_synthetic_checkpoint
+
+            print(f"creating the synthetic checkpoint {path} (seed 0)", file=sys.stderr)
+            make_synthetic_checkpoint(path, seed=0)
+    return CheckpointDir.open(path)
