@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mlx_impl.convert.cli import PUBLISHED_COUNTS, check_assignment, convert_state
+from mlx_impl.convert.cli import PUBLISHED_COUNTS, SOURCE_FILES, check_assignment, convert_state
 from mlx_impl.convert import s3gen as s3gen_conv
 from mlx_impl.convert.common import ConversionError
 from tests.conftest import parity_session
@@ -39,6 +39,7 @@ def test_missing_tensor_fails_with_its_name(states, component, key):
         weights, _, _ = convert_state(broken)
         check_assignment(weights, 704)
     assert key.split(".")[-2] in str(e.value) or key in str(e.value), str(e.value)
+    assert SOURCE_FILES[component] in str(e.value), str(e.value)  # the file that lacks it
 
 
 @pytest.mark.parametrize("component,key", [
@@ -55,6 +56,7 @@ def test_wrong_shape_fails_with_its_name(states, component, key):
         check_assignment(weights, 704, s3gen_conv.source_names(broken["s3gen"]))
     msg = str(e.value)
     assert "shape" in msg and any(part in msg for part in (key, key.rsplit(".", 1)[0])), msg
+    assert SOURCE_FILES[component] in msg, msg
 
 
 def test_unknown_source_tensor_is_an_error(states):
