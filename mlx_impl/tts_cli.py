@@ -56,6 +56,8 @@ def check_tts_args(args) -> TTSPlan:
     out_format = check_audio_out(args.out, cli=True)
     if args.voice is not None:
         _, warnings = check_voice(args.voice, cli=True)
+        if Path(args.out).resolve() == Path(args.voice).resolve():
+            raise UsageError(f"--out {args.out}: is the --voice file; write the speech elsewhere")
         for w in warnings:
             print(f"warning: {w}", file=sys.stderr)
 

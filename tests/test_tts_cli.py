@@ -21,6 +21,7 @@ def test_tts_command_writes_a_playable_wav_of_the_reference_length(tmp_path):
                         "--model", str(s.ckpt.path), "--greedy", "--max-new-tokens", "40", "--quiet"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert [p.name for p in tmp_path.iterdir()] == ["out.wav"]  # no hidden temporary left beside it
     audio, sr = sf.read(str(out), dtype="float32")
     assert sr == 24000 and audio.ndim == 1 and len(audio) > 0 and np.isfinite(audio).all()
     # the original S3Gen on the same (greedy, built-in voice) tokens gives the same length

@@ -187,6 +187,7 @@ TTS_BAD = [
     ("voice-0-samples", ["--voice", R + "/voices/empty.wav"], ["--voice", "empty.wav", "no samples"]),
     ("voice-nan", ["--voice", R + "/voices/nan.wav"], ["--voice", "nan.wav", "NaN"]),
     ("voice-too-short", ["--voice", R + "/voices/short.wav"], ["--voice", "short.wav", "too short"]),
+    ("out-is-the-voice", ["--voice", R + "/voices/good.wav", "--out", R + "/voices/good.wav"], ["is the --voice file"]),
     ("model-missing", ["--model", R + "/nothere/"], ["model folder not found"]),
     ("tokenizer-invalid", ["--model", R + "/badtok"], ["malformed tokenizer file", "badtok/tokenizer.json"]),
     ("tokenizer-no-start", ["--model", R + "/nostart"], ["nostart/tokenizer.json", "[START]"]),
