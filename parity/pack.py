@@ -752,7 +752,7 @@ def cmd_pack(args):
 
 def register(sub):
     p = sub.add_parser("pack", help="write the Swift fixture pack (case components + tiny seeded variants)")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="folder to write the pack into (required)")
     p.add_argument("--cases", nargs="+", default=None,
                    help="cases to include (default: those whose fixture folder exists; others are exported, slowly)")
     p.add_argument("--t3-steps", type=int, default=DEFAULT_T3_STEPS,

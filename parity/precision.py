@@ -159,7 +159,8 @@ def cmd_precision(args):
 
 def register(sub):
     p = sub.add_parser("precision", help="precision matrix: MLX at fp32/fp16/bf16/4-bit T3 vs the fp32 reference")
-    p.add_argument("--cases", nargs="+", default=["espeak_22k"])
-    p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
-    p.add_argument("--tokens", type=int, default=60, help="T3 steps compared per case")
+    p.add_argument("--cases", nargs="+", default=["espeak_22k"], help="cases to measure (default: %(default)s)")
+    p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS,
+                   help="precisions to measure, of %(choices)s (default: all)")
+    p.add_argument("--tokens", type=int, default=60, help="T3 steps compared per case (default: %(default)s)")
     p.set_defaults(fn=cmd_precision)

@@ -8,12 +8,20 @@ from pathlib import Path
 
 from . import ROOT
 from .checkpoint_dir import CheckpointDir
+from .errors import ParityError
 
 DEFAULT_CKPT = ROOT / "checkpoints" / "synthetic-s0"
 
 
 def resolve_checkpoint(path, create_synthetic: bool = True) -> CheckpointDir:
-    path = path or os.environ.get("CHATTERBOX_CKPT")
+    """The checkpoint folder `path`, else $CHATTERBOX_CKPT (an error names the variable), else the
+    synthetic one, created when missing and `create_synthetic`."""
+    if path is None and os.environ.get("CHATTERBOX_CKPT"):
+        env = os.environ["CHATTERBOX_CKPT"]
+        try:
+            return CheckpointDir.open(env)
+        except ParityError as e:
+            raise ParityError(f"{e} (set by CHATTERBOX_CKPT)") from None
     if path is None:
         path = DEFAULT_CKPT
         if create_synthetic and not Path(path).exists():
