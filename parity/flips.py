@@ -81,9 +81,9 @@ def top_p_margin(z: np.ndarray, kept: np.ndarray, top_p: float) -> float:
 
 def draw_margin(probs: np.ndarray, u: float, token: int) -> float:
     """The replayed inverse-CDF draw picks `token` because u * S falls in its CDF interval
-    [C(<token), C(<=token)) of cdf = cumsum(float64(probs)). The pick changes where the mass of the
-    tokens before it rises above u, or the mass up to it falls below u: the smaller of the two
-    fixed-set distances (`_half_logit_distance`)."""
+    [C(<token), C(<=token)) of cdf = cumsum(float64(probs)). With the kept set fixed, the pick changes
+    where the mass of the tokens before it rises above u, or the mass up to it falls below u: the
+    smaller of the two fixed-set distances (`_half_logit_distance`)."""
     p = np.asarray(probs, dtype=np.float32).reshape(-1).astype(np.float64)
     cdf = np.cumsum(p)
     total = float(cdf[-1])
@@ -92,15 +92,101 @@ def draw_margin(probs: np.ndarray, u: float, token: int) -> float:
     return min(_half_logit_distance(below, total - below, u), _half_logit_distance(upto, total - upto, u))
 
 
-def sampling_margin(z: np.ndarray, probs: np.ndarray, u: float, token: int, *, min_p: float, top_p: float) -> float:
-    """The step's margin for a sampled draw: the smallest L-inf perturbation of the temperature-scaled
-    logits z that changes the min-p kept set, the top-p kept set or the replayed draw's pick. Until the
-    kept sets change the draw sees the same tokens, so the first boundary crossed is at least the
-    smallest of the three distances: their minimum is the margin. `probs` are the probabilities the
-    draw used (softmax of the filtered logits), `u` its uniform, `token` its pick."""
+def _edge_crosses(zp: np.ndarray, num: np.ndarray, u: float, lo_t: float, hi_t: float, lower: bool) -> bool:
+    """Whether, for some min-p threshold T in [lo_t, hi_t] (kept: zp >= T), the kept mass of the
+    tokens `num` over the kept total is > u (lower: the pick moves to a lower index) or <= u (higher)."""
+    order = np.argsort(-zp, kind="stable")
+    zs = zp[order]
+    w = np.exp(zs - zs[0])
+    cum_num, cum_all = np.cumsum(w * num[order]), np.cumsum(w)
+    inside = zs[(zs >= lo_t) & (zs <= hi_t)]
+    t = np.concatenate([[lo_t, hi_t], inside, np.nextafter(inside, np.inf)])
+    n = np.searchsorted(-zs, -t, side="right")  # tokens kept at each threshold
+    n = n[n > 0]
+    frac_num, frac_all = cum_num[n - 1], cum_all[n - 1]
+    return bool(np.any(frac_num > u * frac_all)) if lower else bool(np.any(frac_num <= u * frac_all))
+
+
+def _pick_moves(zp: np.ndarray, num: np.ndarray, u: float, t: float, lower: bool) -> bool:
+    """With the perturbed logits zp and min-p (kept: zp >= max(zp) + t): is the kept mass of `num` over
+    the kept total > u (lower pick) or <= u (higher pick)?"""
+    top = float(np.max(zp))
+    w = np.where(zp >= top + t, np.exp(zp - top), 0.0)
+    frac_num, frac_all = float(w[num].sum()), float(w.sum())
+    return frac_num > u * frac_all if lower else frac_num <= u * frac_all
+
+
+def pick_changes(z: np.ndarray, u: float, token: int, min_p: float, delta: float) -> bool:
+    """Whether some perturbation of the scaled logits z with |dz|_inf <= delta could change the pick of
+    the replayed draw (min-p, then the inverse CDF on u; top-p = 1). A lower pick needs the mass
+    before the pick above u: every token before it shifted up, every other down; a higher pick the
+    reverse. These signs are the worst case for every token but the one that sets the maximum (and
+    with it the min-p threshold, ln(min_p) below it): its own shift is tried both ways. That is
+    exact while no other token is within 2 delta of the top one; otherwise every threshold within
+    delta of its place is tried with the other signs as above, which never misses a change (the
+    margin is then a lower bound). The tests check both against brute force."""
     z = np.asarray(z, dtype=np.float64).reshape(-1)
-    kept = z - z.max() >= math.log(min_p) if min_p > 0.0 else np.isfinite(z)  # min-p's kept set (top-p's input)
-    return min(min_p_margin(z, min_p), top_p_margin(z, kept, top_p), draw_margin(probs, u, token))
+    top = int(np.argmax(z))
+    t = math.log(min_p) if min_p > 0.0 else -math.inf
+    idx = np.arange(z.size)
+    crowded = np.count_nonzero(z > z[top] - 2 * delta) > 1
+    for num, lower in ((idx < token, True), (idx <= token, False)):
+        zp = z + np.where(num == lower, delta, -delta)  # lower: `num` up, the rest down; higher: the reverse
+        if crowded:
+            if _edge_crosses(zp, num, u, z[top] + t - delta, z[top] + t + delta, lower) or (
+                    token != top and z[token] - delta < z[top] + t + delta):
+                return True
+            continue
+        for s in (-1.0, 1.0):
+            zs = zp.copy()
+            zs[top] = z[top] + s * delta
+            if zs[token] < zs[top] + t or _pick_moves(zs, num, u, t, lower):
+                return True
+    return False
+
+
+def token_margin(z: np.ndarray, u: float, token: int, min_p: float) -> float:
+    """The smallest L-inf perturbation of the scaled logits that could change the replayed pick
+    (`pick_changes`, monotone in delta: bisection). Tokens crossing the min-p threshold count only
+    where they move the pick: with random weights thousands of tokens sit near the threshold at
+    every step, and most such crossings move the CDF by far less than the draw's distance to an edge."""
+    if pick_changes(z, u, token, min_p, 0.0):
+        return 0.0
+    hi = 1.0
+    while not pick_changes(z, u, token, min_p, hi):
+        hi *= 2
+        if hi > 1e3:
+            return math.inf
+    lo = 0.0
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        if not lo < mid < hi:
+            break
+        if pick_changes(z, u, token, min_p, mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def sampling_margin(z: np.ndarray, u: float, token: int, *, min_p: float, top_p: float) -> float:
+    """The step's margin for a sampled draw: the smallest L-inf perturbation of the temperature-scaled
+    logits z that could change the replayed pick (`token_margin`) of the uniform `u` (the reference
+    picked `token`). With top_p < 1 any change of the kept sets counts too (min-p's, then top-p's: a
+    conservative, smaller margin). Computed in float64 from z: where the reference's float32
+    probabilities put u within their rounding of an edge, the margin comes out ~0."""
+    z = np.asarray(z, dtype=np.float64).reshape(-1)
+    if top_p >= 1.0:
+        return token_margin(z, u, token, min_p)
+    kept = z - z.max() >= math.log(min_p) if min_p > 0.0 else np.isfinite(z)
+    order = np.argsort(np.where(kept, z, -np.inf), kind="stable")  # TopPLogitsWarper: ascending, cut <= 1 - top_p
+    w = np.where(kept, np.exp(z - z.max()), 0.0)[order]
+    removed = np.cumsum(w) / w.sum() <= 1.0 - top_p
+    removed[-1] = False
+    final = kept.copy()
+    final[order[removed]] = False
+    probs = np.where(final, np.exp(z - z.max()), 0.0)
+    return min(min_p_margin(z, min_p), top_p_margin(z, kept, top_p), draw_margin(probs / probs.sum(), u, token))
 
 
 def greedy_margin(z: np.ndarray) -> float:

@@ -27,7 +27,7 @@ from parity.fixtures import FixtureWriter, fixture_dir
 
 from .recording import RecordedSampler, Recorder, forward_hook, patched, wrap_method
 
-EXPORT_VERSION = "2"  # 2: t3.sampling_margin, t3_greedy.sampling_margin
+EXPORT_VERSION = "3"  # 2, 3: t3.sampling_margin, t3_greedy.sampling_margin
 VERSIONED_PACKAGES = ("torch", "torchaudio", "transformers", "chatterbox-tts", "s3tokenizer", "librosa",
                       "soxr", "numpy", "diffusers", "safetensors", "tokenizers")
 
@@ -241,16 +241,16 @@ def run_t3(tts, rec: Recorder, text_tokens, params: dict, sampler: RecordedSampl
 
 
 def sampling_margins(logits_temp, sampler: RecordedSampler, params: dict):
-    """Per step, the reference's own margin to its sampling outcome (parity/flips.py): measured in
-    numpy from the scaled logits it recorded and the probabilities and uniform its draw used."""
+    """Per step, the reference's own margin to its pick (parity/flips.py): measured in numpy (float64)
+    from the scaled logits it recorded, the uniform its draw used and the token it picked."""
     import torch
 
     from parity.flips import sampling_margin
 
     z = logits_temp.numpy()
-    assert len(sampler.probs) == z.shape[0] == len(sampler.uniforms)
-    m = [sampling_margin(z[i], sampler.probs[i].numpy(), sampler.uniforms[i], sampler.tokens[i],
-                         min_p=float(params["min_p"]), top_p=float(params["top_p"])) for i in range(z.shape[0])]
+    assert z.shape[0] == len(sampler.uniforms) == len(sampler.tokens)
+    m = [sampling_margin(z[i], sampler.uniforms[i], sampler.tokens[i], min_p=float(params["min_p"]),
+                         top_p=float(params["top_p"])) for i in range(z.shape[0])]
     return torch.tensor(m, dtype=torch.float64)
 
 
@@ -406,8 +406,8 @@ def export_case(ckpt: CheckpointDir, case: Case, out_root=None, tts=None, log=pr
                           "torch.multinomial (tests/unit/test_sampler.py).",
             "t3_greedy_sampler": "argmax of the same probabilities (first index of the max)",
             "t3_sampling_margin": "per step, the smallest L-inf perturbation of the scaled logits (t3.logits_temp) that "
-                                  "changes the min-p/top-p kept sets or the replayed pick; greedy: half the top-two gap "
-                                  "(parity/flips.py, measured in float64 from the reference's own tensors)",
+                                  "could change the replayed pick (min-p crossings included where they move it); greedy: "
+                                  "half the top-two gap (parity/flips.py, float64, from the reference's own tensors)",
             "t3_steps": {"sampled": n, "greedy": g_n},
             "torch_seed": "torch.manual_seed(case.seed) before prepare_conditionals and before S3Gen inference",
             "watermark": "not applied (hift.wav is S3Token2Wav.inference's output)",

@@ -92,7 +92,6 @@ class RecordedSampler:
         self.greedy = greedy
         self.uniforms: List[float] = []
         self.tokens: List[int] = []
-        self.probs: List[torch.Tensor] = []  # the probabilities of each draw, as given (for the margins)
 
     def __call__(self, probs: torch.Tensor, num_samples: int = 1, replacement=False, *, generator=None, out=None):
         assert probs.dim() == 2 and probs.size(0) == 1 and num_samples == 1, "T3.inference draws one token"
@@ -105,7 +104,6 @@ class RecordedSampler:
             token = inverse_cdf(p, u)
         self.uniforms.append(u)
         self.tokens.append(token)
-        self.probs.append(probs[0].detach().to("cpu").clone())
         return torch.tensor([[token]], dtype=torch.long, device=probs.device)
 
 
