@@ -119,12 +119,12 @@ def test_fixture_open_errors(tmp_path):
 
 def test_flow_token_positions_map_to_decoding_steps():
     """flow.speech_tokens is T3's row 0 cut after SOS / before EOS, then the ids < 6561: a mismatch
-    at its position k happened at the decoding step of the k-th kept token (the filter-flip rule
-    compares steps, not positions)."""
+    at its position k happened at the decoding step of the k-th kept token (the flip rule judges
+    steps, not positions)."""
     import numpy as np
 
     from mlx_impl.tts import drop_invalid_tokens, s3gen_speech_tokens, s3gen_token_positions
-    from parity.session import first_mismatch_step
+    from parity.flips import flow_position_step
 
     t3 = np.array([[5, 7000, 9, 6561 + 1500, 3, 6562, 8]])  # 6562: EOS, 7000 / 8061: not speech
     np.testing.assert_array_equal(s3gen_token_positions(t3[0]), [0, 2, 4])
@@ -132,12 +132,5 @@ def test_flow_token_positions_map_to_decoding_steps():
     np.testing.assert_array_equal(s3gen_speech_tokens(t3[0]), kept[kept < 6561])  # as generate() picks them
     np.testing.assert_array_equal(s3gen_token_positions(np.array([7, 6561, 4, 8000, 2])), [2, 4])  # after SOS
 
-    class Fx:
-        @staticmethod
-        def tensor(name):
-            assert name == "t3.speech_tokens"
-            return t3
-
-    assert first_mismatch_step(Fx, "flow.speech_tokens", 2) == 4
-    assert first_mismatch_step(Fx, "flow.speech_tokens", 3) == 5  # past the end: one after the last kept
-    assert first_mismatch_step(Fx, "t3.speech_tokens", 3) == 3
+    assert flow_position_step(t3, 2) == 4
+    assert flow_position_step(t3, 3) == 5  # past the end: one after the last kept
