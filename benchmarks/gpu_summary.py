@@ -1,11 +1,18 @@
-"""Renders the committed GPU benchmark results (reports/bench/*.json, copied back from the `device`
-machine) as Markdown: reports/out/bench_gpu_steps.md (the report includes it) and the tables of
-docs/BENCH_GPU.md between its markers. CI has no GPU; these files are the record. Usage:
+"""Renders the committed GPU benchmark records (reports/bench/, copied back from the `device`
+machine; one per benchmark and GPU kind) as Markdown: reports/out/bench_gpu_steps.md (the report
+includes it) and the tables of docs/BENCH_GPU.md between its markers. CI has no GPU; these files
+are the record. Usage:
     python benchmarks/gpu_summary.py
+
+Records read (stable names, the latest run of each benchmark on each GPU kind replaces the file):
+    bench_pipeline_gpu_<gpu>.json      benchmarks/bench_pipeline.py --device gpu --expert
+    bench_t3_steps_gpu_<gpu>.json      benchmarks/bench_t3_steps.py --device gpu
+    bench_t3_ops_sweep_gpu_<gpu>.json  MLX_MAX_OPS_PER_BUFFER on the T3 steps
 """
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -16,28 +23,54 @@ BEGIN, END = "<!-- tables: benchmarks/gpu_summary.py -->", "<!-- /tables -->"
 
 
 def gpu_of(d: dict, path: Path) -> str:
-    """The GPU a result was measured on: recorded since session 3; the earlier files are the H100's."""
-    return d.get("gpu") or ("H200" if "h200" in path.stem else "H100")
+    """The GPU a record was measured on: its `gpu` field, else the GPU kind in its file name."""
+    if d.get("gpu"):
+        return d["gpu"].removeprefix("NVIDIA ")
+    return path.stem.rsplit("_gpu_", 1)[-1].upper() if "_gpu_" in path.stem else "?"
 
 
 def step_rows():
     rows = []
-    for path in sorted(BENCH.glob("bench_t3_steps_gpu*.json")):
+    for path in sorted(BENCH.glob("bench_t3_steps_gpu_*.json")):
         d = json.loads(path.read_text())
         for r in d["results"]:
             rounds = "/".join(f"{t:.0f}" for t in r.get("rounds_tokens_per_s", []))
-            rows.append("| {} | {} | {} | {} | {} | {:.1f} | {} | {} | {:.2f} | {:.1f} | {:.1f} |".format(
-                path.stem.replace("bench_t3_steps_gpu", "").strip("_") or "-", gpu_of(d, path), d["time"][:16],
-                d.get("max_ops_per_buffer", "?"), r["variant"], r["tokens_per_s"], rounds or "-", r.get("kernels", "-"),
-                r.get("kernel_ms", float("nan")), r["host_queue_ms"], r["step_wall_ms"]))
-    head = ["| run | GPU | time | kernels per graph | variant | T3 tokens/s (median) | rounds | kernels per step | kernel ms | host ms to queue | step ms |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+            rows.append("| {} | {} | {} | {} | {:.1f} | {} | {} | {:.2f} | {:.1f} | {:.1f} |".format(
+                gpu_of(d, path), d["time"][:16], d.get("max_ops_per_buffer", "?"), r["variant"], r["tokens_per_s"],
+                rounds or "-", r.get("kernels", "-"), r.get("kernel_ms", float("nan")), r["host_queue_ms"],
+                r["step_wall_ms"]))
+    head = ["| GPU | time | kernels per graph | variant | T3 tokens/s (median) | rounds | kernels per step | kernel ms | host ms to queue | step ms |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     return head + rows
+
+
+def sweep_rows():
+    out = []
+    for path in sorted(BENCH.glob("bench_t3_ops_sweep_gpu_*.json")):
+        d = json.loads(path.read_text())
+        out += [f"{gpu_of(d, path)} ({d['time'][:16]}), `{path.name}`: one process per setting, 200 tokens, 3 rounds; "
+                "then settings alternating, several processes each", "",
+                "| MLX_MAX_OPS_PER_BUFFER | step | T3 tokens/s (median) | rounds | kernels per step | kernel ms | host ms to queue |",
+                "|---|---|---|---|---|---|---|"]
+        for ops in sorted(d.get("sweep", {}), key=int):
+            for step, r in d["sweep"][ops].items():
+                out.append("| {} | {} | {:.1f} | {} | {} | {:.2f} | {:.1f} |".format(
+                    ops, step, r["tokens_per_s"], "/".join(f"{t:.0f}" for t in r["rounds_tokens_per_s"]),
+                    r["kernels"], r["kernel_ms"], r["host_queue_ms"]))
+        by_ops: dict = {}
+        for r in d.get("alternating", []):
+            by_ops.setdefault(r["max_ops_per_buffer"], []).append(r["tokens_per_s"])
+        for ops in sorted(by_ops, key=int):
+            v = by_ops[ops]
+            out.append("| {} | graph, alternating ({} processes) | {:.1f} | {} | - | - | - |".format(
+                ops, len(v), statistics.median(v), "/".join(f"{t:.0f}" for t in v)))
+        out.append("")
+    return out
 
 
 def pipeline_tables():
     out = []
-    for path in sorted(BENCH.glob("bench_gpu*.json")):
+    for path in sorted(BENCH.glob("bench_pipeline_gpu_*.json")):
         out += [f"#### {path.name}", "", *pipeline_table(json.loads(path.read_text())), ""]
     return out
 
@@ -57,8 +90,13 @@ def pipeline_table(d: dict):
 
 def main():
     tables = ["### Whole pipeline (benchmarks/bench_pipeline.py --device gpu --expert)", "", *pipeline_tables(),
-              "### T3 decode variants (benchmarks/bench_t3_steps.py)", "", *step_rows()]
-    md = "\n".join(["## GPU benchmarks (H100 and H200, from reports/bench/)", "", *tables]) + "\n"
+              "### T3 decode steps (benchmarks/bench_t3_steps.py)", "", *step_rows(), ""]
+    sweep = sweep_rows()
+    if sweep:
+        tables += ["### Operations per CUDA graph (MLX_MAX_OPS_PER_BUFFER)", "", *sweep]
+    while tables and tables[-1] == "":
+        tables.pop()
+    md = "\n".join(["## GPU benchmarks (from reports/bench/)", "", *tables]) + "\n"
     out = ROOT / "reports" / "out"
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_gpu_steps.md").write_text(md)
