@@ -41,6 +41,7 @@ def original_in(fx: Fixture, ckpt: Path, dtype) -> dict:
     """The original S3Gen on the fixture's tokens and reference conditioning, in `dtype`, with the
     recorded flow noise and SineGen draws replayed."""
     import torch
+    import chatterbox.models.s3gen.decoder as decoder_mod
     import chatterbox.models.s3gen.flow_matching as fm
     from hift_sensitivity import Vocoder, load_original_s3gen
 
@@ -54,6 +55,11 @@ def original_in(fx: Fixture, ckpt: Path, dtype) -> dict:
     def randn_like(x, *a, **k):
         return noise.to(x.dtype).clone() if x.shape == noise.shape else real(x, *a, **k)
 
+    real_bias = decoder_mod.mask_to_bias
+
+    def mask_to_bias(mask, dtype):  # the original asserts a float32/16 dtype; its -1e10 bias is as large in float64
+        return real_bias(mask, torch.float32).to(dtype) if dtype == torch.float64 else real_bias(mask, dtype)
+
     old = torch.get_default_dtype()
     s3.to(dtype)
     torch.set_default_dtype(dtype)
@@ -63,9 +69,10 @@ def original_in(fx: Fixture, ckpt: Path, dtype) -> dict:
         ref["prompt_token"] = torch.from_numpy(fx.tensor("embed_ref.prompt_token")).long()
         ref["prompt_token_len"] = torch.tensor([ref["prompt_token"].shape[1]])
         ref["prompt_feat_len"] = None
-        with patched(fm.torch, "randn_like", randn_like), contextlib.redirect_stdout(sys.stderr):
+        with patched(fm.torch, "randn_like", randn_like), patched(decoder_mod, "mask_to_bias", mask_to_bias), \
+                contextlib.redirect_stdout(sys.stderr):
             mel = s3.flow_inference(torch.from_numpy(fx.tensor("flow.speech_tokens")).long(), ref_dict=ref,
-                                    n_cfm_timesteps=int(fx.params["n_cfm_timesteps"]))
+                                    n_cfm_timesteps=int(fx.params["n_cfm_timesteps"]), finalize=True)
         out = voc.run(mel)
     finally:
         torch.set_default_dtype(old)
