@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 CLI=${CLI:-.venv/bin/chatterbox-parity}
 $CLI export --case all --only-stale || exit $?
-$PY -m pytest tests/parity -q -p no:cacheprovider
+$PY -m pytest tests/parity -q -p no:cacheprovider --ignore=tests/parity/test_generate.py
 tests=$?
+# generate() as users call it: its own full-size pipeline, a process of its own (memory)
+$PY -m pytest tests/parity/test_generate.py -q -p no:cacheprovider || tests=$((tests ? tests : 1))
 $CLI coverage > /dev/null || exit $?
 $PY benchmarks/gpu_summary.py > /dev/null || exit $?  # the committed GPU results (reports/bench) into the report
 $CLI report --fail-on-regression
