@@ -10,7 +10,7 @@ verdict (parity/flips.py) excuses it only as a flip: the reference's own margin 
 the registry's flip bound. Every step is judged, not just the first.
 `explain_divergence` decodes free-running and localises the first differing step.
 
-Run `python -m parity.stages.t3_decode <fixture_dir> <checkpoint_dir>` to print the divergence report.
+Run `python -m parity.stages.explain_tokens <fixture_dir> <checkpoint_dir>` to print the divergence report.
 """
 from __future__ import annotations
 
@@ -169,28 +169,3 @@ def explain_divergence(fx, ckpt, file=sys.stdout) -> Optional[int]:
                      label=f"{fx.name} t3.speech_tokens (replayed draws)", draws=fx.tensor("t3.uniform_draws"),
                      file=file)
     return step
-
-
-def main(argv=None) -> int:
-    import argparse
-
-    from parity.checkpoint_dir import CheckpointDir
-    from parity.fixtures import Fixture
-
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("fixture_dir")
-    ap.add_argument("checkpoint_dir")
-    ap.add_argument("--greedy", action="store_true", help="the t3_greedy stage instead")
-    args = ap.parse_args(argv)
-    fx, ckpt = Fixture.open(args.fixture_dir), CheckpointDir.open(args.checkpoint_dir)
-    if args.greedy:
-        from .t3_greedy import explain_divergence as explain_greedy
-
-        step = explain_greedy(fx, ckpt)
-    else:
-        step = explain_divergence(fx, ckpt)
-    return 0 if step is None else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
