@@ -291,12 +291,24 @@ def judge(mismatches: Sequence[Mismatch], *, flip_margin: Optional[float], max_f
 def flow_position_step(t3_row, position: int) -> int:
     """The decoding step of position `position` of the S3Gen tokens taken from T3's row: they run behind
     the steps by the tokens dropped before them; one past their end is the step after the last one."""
-    from mlx_impl.tts import s3gen_token_positions
-
-    steps = s3gen_token_positions(np.asarray(t3_row).reshape(-1))
+    steps = s3gen_token_steps(np.asarray(t3_row).reshape(-1))
     if position < steps.size:
         return int(steps[position])
     return int(steps[-1]) + 1 if steps.size else 0
+
+
+SPEECH_VOCAB = 6561  # speech token ids below it; then start (6561) and stop (6562) of speech
+
+
+def s3gen_token_steps(row: np.ndarray) -> np.ndarray:
+    """The decoding steps, in a 1-D T3 row, of the tokens the original's generate() hands to S3Gen:
+    after the start-of-speech token, before the stop token (drop_invalid_tokens), speech ids only.
+    The harness's own statement of the original's rule, kept apart from the port under test
+    (mlx_impl.tts.s3gen_token_positions; tests/unit/test_layers.py checks that they agree)."""
+    start = int(np.argmax(row == SPEECH_VOCAB)) + 1 if (row == SPEECH_VOCAB).any() else 0
+    end = int(np.argmax(row == SPEECH_VOCAB + 1)) if (row == SPEECH_VOCAB + 1).any() else row.size
+    steps = np.arange(start, max(start, end))
+    return steps[row[steps] < SPEECH_VOCAB]
 
 
 def session_verdict(fx, out: dict, name: str, metrics, tol, fails: List[str]):
