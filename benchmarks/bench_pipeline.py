@@ -223,10 +223,10 @@ def main():
     ap.add_argument("--uniforms", default="")
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     ap.add_argument("--mlx-dtype", choices=("float32", "bfloat16", "float16"), default="float32")
-    from mlx_impl.t3.inference.fast_decode import STEP_KINDS
+    from mlx_impl.t3.inference.step_kinds import STEP_KINDS
 
     ap.add_argument("--mlx-step", choices=STEP_KINDS, default=None,
-                    help="T3 one-token step of fast decode (mlx_impl/t3/inference/fast_decode.make_step); default: the model's")
+                    help="T3 one-token step of fast decode (mlx_impl/t3/inference/step_kinds.make_step); default: the model's")
     ap.add_argument("--expert", action="store_true", help="GPU: add the StaticCache + CUDA-graphs T3 baseline")
     ap.add_argument("--builtin-voice", action="store_true", help="conditioning from the checkpoint's conds.pt")
     args = ap.parse_args()

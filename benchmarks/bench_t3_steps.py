@@ -6,8 +6,10 @@ CUPTI by torch.profiler on a GPU machine) and its floor: the step's weight produ
 Variants: `mirror` (the step-by-step loop that mirrors the original, host-side sampling), `fast`
 (inference/fast_decode.py: device-side compiled sampling, next step queued before the token is
 read), `fused` (q/k/v and gate/up fused), `layers` (fused, with fast_decode's compiled one-token
-step: one compiled call per layer), then `bf16`, `bf16-layers` and `fp16` weights (fused). Run them
-in this order: a variant only casts weights down, never back up; consecutive variants with the same
+step: one compiled call per layer), `graph-gemv` (the "graph" step: one compiled call per step,
+CUDA kernels for the attention and the products) and its ablations `graph` (products MLX's) and
+`graph-ops` (attention in MLX ops too; t3_step_ablations.py), then `bf16`, `bf16-layers` and `fp16`
+weights (fused). Run them in this order: a variant only casts weights down, never back up; consecutive variants with the same
 weights alternate round by round. Medians of --rounds runs of --tokens steps after a warm-up;
 random draws (MLX's generator, fixed seed), CFG on. Usage:
     python benchmarks/bench_t3_steps.py [--checkpoint DIR] [--device cpu|gpu] [--tokens 200] [--rounds 3]
@@ -27,33 +29,34 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from parity.fixtures import write_text_atomic  # noqa: E402
 
-# variant -> (fast decode, fused projections, weights dtype, fast_decode's step kind)
+# variant -> (fast decode, fused projections, weights dtype, fast_decode's step kind, its ablation in
+# t3_step_ablations.py or None)
 VARIANTS = {
-    "mirror": (False, False, "float32", "plain"),
-    "fast": (True, False, "float32", "plain"),
-    "fused": (True, True, "float32", "plain"),
-    "layers": (True, True, "float32", "layers"),
-    "graph": (True, True, "float32", "graph"),
-    "graph-ops": (True, True, "float32", "graph"),  # its attention in MLX ops, as on the CPU (GRAPH_OPTIONS)
-    "graph-gemv": (True, True, "float32", "graph"),  # its products as custom kernels (GRAPH_OPTIONS)
-    "bf16": (True, True, "bfloat16", "plain"),
-    "bf16-layers": (True, True, "bfloat16", "layers"),
-    "fp16": (True, True, "float16", "plain"),
+    "mirror": (False, False, "float32", "plain", None),
+    "fast": (True, False, "float32", "plain", None),
+    "fused": (True, True, "float32", "plain", None),
+    "layers": (True, True, "float32", "layers", None),
+    "graph": (True, True, "float32", "graph", "GraphStepCublas"),  # its products MLX's (cuBLAS)
+    "graph-ops": (True, True, "float32", "graph", "GraphStepOps"),  # its attention in MLX ops, as on the CPU
+    "graph-gemv": (True, True, "float32", "graph", None),  # its products as custom kernels: the default graph step
+    "bf16": (True, True, "bfloat16", "plain", None),
+    "bf16-layers": (True, True, "bfloat16", "layers", None),
+    "fp16": (True, True, "float16", "plain", None),
 }
-# GraphStep class settings per variant (the others run with the defaults)
-GRAPH_OPTIONS = {"graph-ops": {"cuda_kernel": False}, "graph-gemv": {"gemv_kernel": True}}
-GRAPH_DEFAULTS = {"residual_addmm": True, "cuda_kernel": True, "gemv_kernel": False}
 
 
 def use_variant(t3, v: str) -> None:
-    from mlx_impl.t3.inference.fast_decode import GraphStep
+    _, _, _, kind, ablation = VARIANTS[v]
+    if ablation is None:
+        t3.compile_steps = kind
+    else:
+        import t3_step_ablations
 
-    t3.compile_steps = VARIANTS[v][3]
-    for name, value in {**GRAPH_DEFAULTS, **GRAPH_OPTIONS.get(v, {})}.items():
-        setattr(GraphStep, name, value)
+        t3.compile_steps = getattr(t3_step_ablations, ablation)
 
 
 def load(ckpt: Path, case_name: str):
@@ -93,7 +96,7 @@ def profile_step(t3, cond, text, n_warm: int = 20):
     import mlx.core as mx
     import numpy as np
 
-    from mlx_impl.t3.inference.fast_decode import make_step
+    from mlx_impl.t3.inference.step_kinds import make_step
 
     embeds, _ = t3.prepare_input_embeds(t3_cond=cond, text_tokens=text,
                                         speech_tokens=np.full((2, 1), t3.hp.start_speech_token), cfg_weight=0.5)
@@ -182,15 +185,16 @@ def dtype_probe(t3) -> dict:
 
 
 def attend_appended_check(rope_module, seed: int = 0) -> dict:
-    """The graph step's attention (fast_decode.attend_appended: one CUDA kernel on MLX's CUDA
+    """The graph step's attention (graph_step.attend_appended: one CUDA kernel on MLX's CUDA
     backend, RoPE included) against its unfused MLX form (mx.fast.rope, then MLX ops) on the same
     device: T3's shapes (B 2, 16 heads, D 64, here 4 layers) and RoPE, capacities 256 / 1024,
     several valid lengths; the attention output and the new key / value buffer."""
     import mlx.core as mx
     import numpy as np
 
-    from mlx_impl.t3.inference.fast_decode import (attend_appended, attend_appended_unfused, cuda_attend_applies,
-                                                   rope_tables)
+    from mlx_impl.t3.inference.cuda_kernels import cuda_attend_applies
+    from mlx_impl.t3.inference.fused_layers import rope_tables
+    from mlx_impl.t3.inference.graph_step import attend_appended, attend_appended_unfused
     from parity.metrics import compare
 
     rows = []
@@ -212,13 +216,13 @@ def attend_appended_check(rope_module, seed: int = 0) -> dict:
 
 
 def gemv_check(t3, seed: int = 0) -> dict:
-    """The graph step's custom product kernels (fast_decode.gemv) against MLX ops on the same
+    """The graph step's custom product kernels (cuda_kernels.gemv) against MLX ops on the same
     device, with T3's layer-0 weights: norm + qkv, o + residual, norm + gate / up, SwiGLU + down +
     residual, final norm + head; B = 2 rows."""
     import mlx.core as mx
     import numpy as np
 
-    from mlx_impl.t3.inference.fast_decode import gemv, gemv_applies
+    from mlx_impl.t3.inference.cuda_kernels import gemv, gemv_applies
     from parity.metrics import compare
 
     layer, B = t3.tfmr.layers[0], 2
@@ -264,7 +268,7 @@ def weight_groups(variants):
 def best_variant_args(path: Path) -> str:
     """bench_pipeline.py's --mlx-dtype/--mlx-step for the fastest fused variant of a results file."""
     rows = [r for r in json.loads(path.read_text())["results"] if VARIANTS.get(r["variant"], (0, False))[1]]
-    _, _, dtype, step_kind = VARIANTS[max(rows, key=lambda r: r["tokens_per_s"])["variant"]]
+    _, _, dtype, step_kind, _ = VARIANTS[max(rows, key=lambda r: r["tokens_per_s"])["variant"]]
     return f"--mlx-dtype {dtype} --mlx-step {step_kind}"
 
 
@@ -302,7 +306,7 @@ def main():
         gemv = gemv_check(t3)
         print(json.dumps({"gemv_check": gemv}), flush=True)
     for group in weight_groups(args.variants):
-        fast, fused, dtype, _ = VARIANTS[group[0]]
+        fast, fused, dtype, _, _ = VARIANTS[group[0]]
         t3.use_fast_decode = fast
         if fused:
             t3.fuse_projections()

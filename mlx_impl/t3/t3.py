@@ -21,6 +21,7 @@ from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.models.llama import LlamaModel
 
 from .inference import fast_decode
+from .inference.fused_layers import fuse_projections
 from .inference.sampling import (
     Draw,
     MinPLogitsWarper,
@@ -50,7 +51,7 @@ def _ensure_BOT_EOT(text_tokens: np.ndarray, hp: T3Config) -> None:
 class T3(nn.Module):
     # Decode with inference/fast_decode.py where no per-step hook or forced tokens are asked for.
     use_fast_decode = True
-    compile_steps = "auto"  # fast_decode's one-token step: "auto", "graph", "layers" or "plain" (inference/fast_decode.make_step)
+    compile_steps = "auto"  # fast_decode's one-token step: "auto", "graph", "layers" or "plain" (inference/step_kinds.py)
 
     def __init__(self, hp: Optional[T3Config] = None):
         super().__init__()
@@ -135,9 +136,9 @@ class T3(nn.Module):
     # ------------------------------------------------------------ backbone
 
     def fuse_projections(self) -> "T3":
-        """q/k/v and gate/up as single matrix products (inference/fast_decode.py); call after the
+        """q/k/v and gate/up as single matrix products (inference/fused_layers.py); call after the
         weights are loaded and before any quantization. Bit-identical logits on the CPU."""
-        fast_decode.fuse_projections(self.tfmr)
+        fuse_projections(self.tfmr)
         return self
 
     def make_cache(self) -> list:

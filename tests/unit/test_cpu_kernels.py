@@ -298,12 +298,12 @@ def test_rms_norm_kernel_is_mx_fast_rms_norm_at_t3_width():
 
 @pytest.mark.parametrize("L, offset", [(1, 0), (1, 99), (1, 1234), (86, 0), (3, 17)])
 def test_rope_kernel_is_mx_fast_rope(L, offset):
-    """fast_decode.rope (the rotation kernel with MLX's cos / sin tables) is bit-identical to
+    """fused_layers.rope (the rotation kernel with MLX's cos / sin tables) is bit-identical to
     mlx-lm's Llama3RoPE (mx.fast.rope) on the fused q/k heads (a strided view), for an int offset
     and for a scalar int32 array (the compiled step's)."""
     from mlx_lm.models.rope_utils import initialize_rope
 
-    from mlx_impl.t3.inference.fast_decode import rope
+    from mlx_impl.t3.inference.fused_layers import rope
 
     module = initialize_rope(64, 500000.0, False, {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
                                                    "original_max_position_embeddings": 8192, "rope_type": "llama3"}, 131072)

@@ -531,11 +531,11 @@ def test_fused_projections_with_cpu_kernels(models, inputs, monkeypatch):
     causal attention included): float32 rounding apart from MLX's ops (measured on this small model:
     125.4 dB, max |diff| 7.6e-6 on logits up to ~8; MLX's ops against the original reach ~116 dB on
     the full model, t3.logits_min_p), and the same tokens as the original's loop."""
-    from mlx_impl.t3.inference import fast_decode
+    from mlx_impl.t3.inference import fused_layers
 
     ref, m, _, _ = models
     spy = SpyKernels(cpu_kernels)
-    monkeypatch.setattr(fast_decode, "cpu_kernels", spy)
+    monkeypatch.setattr(fused_layers, "cpu_kernels", spy)
     fused, a, b = fused_and_plain_logits(models, inputs)
     n = len(fused.tfmr.layers)
     assert spy.calls == {"attention": n, "swiglu": n, "rope": n}, spy.calls
@@ -568,7 +568,8 @@ def assert_fast_tokens_equal_original(ref, m, inputs):
 def test_compiled_step_equals_the_plain_step(models, inputs):
     """fast_decode's compiled one-token step (CompiledStep): the logits of 12 steps equal the plain
     model call's bit for bit on the CPU, and the decoded tokens equal the original's."""
-    from mlx_impl.t3.inference.fast_decode import CompiledStep, make_step
+    from mlx_impl.t3.inference.layer_step import CompiledStep
+    from mlx_impl.t3.inference.step_kinds import make_step
 
     ref, _, state, cfg = models
     m, embeds, plain_cache, cache = fused_after_prefill(state, cfg, inputs)
@@ -585,7 +586,8 @@ def test_graph_step_matches_the_plain_step(models, inputs):
     buffers grown mid-decode here) against the plain model call: float32 rounding apart (its
     attention is MLX ops over the masked capacity plus the new key, not the attention kernel), and
     the decoded tokens equal the original's."""
-    from mlx_impl.t3.inference.fast_decode import GraphStep, make_step
+    from mlx_impl.t3.inference.graph_step import GraphStep
+    from mlx_impl.t3.inference.step_kinds import make_step
 
     ref, _, state, cfg = models
     m, embeds, plain_cache, cache = fused_after_prefill(state, cfg, inputs)
@@ -603,7 +605,8 @@ def test_graph_step_matches_the_plain_step(models, inputs):
 
 
 def test_compiled_step_kinds_checked(models, inputs):
-    from mlx_impl.t3.inference.fast_decode import CompiledStep, make_step
+    from mlx_impl.t3.inference.layer_step import CompiledStep
+    from mlx_impl.t3.inference.step_kinds import make_step
 
     _, m, state, cfg = models  # m is not fused
     assert m.compile_steps == "auto"  # the default: "layers" on the CPU
@@ -620,3 +623,26 @@ def test_compiled_step_kinds_checked(models, inputs):
     fused = load_t3(state, T3Config(704, llama_config=cfg)).fuse_projections()
     with pytest.raises(ValueError, match="one-token steps"):
         CompiledStep(fused)(mx.zeros((2, 2, fused.dim)), fused.make_cache())
+
+
+def test_a_step_factory_builds_the_step(models, inputs):
+    """T3.compile_steps may be a factory (t3, capacity) -> step, the way benchmarks/t3_step_ablations.py
+    runs its variants of the graph step; on the CPU this one runs the same ops as the default."""
+    from mlx_impl.t3.inference.graph_step import GraphStep
+    from mlx_impl.t3.inference.step_kinds import make_step
+
+    class MLXOpsOnly(GraphStep):
+        def attention_in_kernel(self, x, head_dim, capacity):
+            return False
+
+        def products_in_kernels(self, x):
+            return False
+
+    _, _, state, cfg = models
+    m = load_t3(state, T3Config(704, llama_config=cfg)).fuse_projections()
+    m.compile_steps = MLXOpsOnly
+    step = make_step(m, capacity=50)
+    assert type(step) is MLXOpsOnly and step.capacity_hint == 50
+    ablated = fast_tokens(m, inputs, GreedyDraw(), n_steps=20)
+    m.compile_steps = "graph"
+    np.testing.assert_array_equal(ablated, fast_tokens(m, inputs, GreedyDraw(), n_steps=20))
