@@ -133,26 +133,30 @@ def load_mlx_layout(model_dir: Path):
     return ve, t3, s3gen
 
 
+def read_state_dict(path: Path) -> Dict[str, np.ndarray]:
+    """One of the hub's weight files as numpy arrays, bfloat16 tensors widened to float32 (numpy
+    has no bfloat16); a malformed or empty file is an error naming it."""
+    weights = _read_safetensors(path)
+    if not weights:
+        raise ModelLoadError(f"safetensors file holds no tensors: {path}")
+    return {k: np.asarray(v.astype(mx.float32) if v.dtype == mx.bfloat16 else v) for k, v in weights.items()}
+
+
 def load_hub_layout(model_dir: Path):
     """Modules from the hub's PyTorch files, converted on the fly."""
-    from parity.checkpoint_dir import read_safetensors
-
     from .convert.s3gen import load_s3gen
     from .convert.t3 import load_t3
     from .convert.voice_encoder import load_voice_encoder
 
     def load(loader, name):
         path = model_dir / name
+        state = read_state_dict(path)
         try:
-            return loader(read_safetensors(path))
+            return loader(state)
         except ConversionError as e:
             raise ModelLoadError(f"{path}: {e}") from None
         except KeyError as e:
             raise ModelLoadError(f"{path}: missing source tensor {e}") from None
-        except Exception as e:
-            if type(e).__name__ == "ParityError":
-                raise ModelLoadError(str(e)) from None
-            raise
 
     ve = load(load_voice_encoder, "ve.safetensors")
     t3 = load(load_t3, "t3_cfg.safetensors")
@@ -192,7 +196,7 @@ def load_tokenizer(path: Path):
 def load_conds(path: Path):
     """The built-in voice (conds.safetensors or the original's conds.pt); a malformed one is an
     error naming it."""
-    from .tts import Conditionals
+    from .conditionals import Conditionals
 
     try:
         conds = Conditionals.load(path)

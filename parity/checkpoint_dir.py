@@ -88,13 +88,35 @@ def read_safetensors(path: Path) -> Dict[str, np.ndarray]:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise ParityError(f"malformed safetensors file {path}: {e}") from None
-    except Exception as e:  # bf16 tensors cannot be read by numpy: go through torch
+    except Exception as e:  # numpy has no bfloat16: read the file's bytes here, bfloat16 widened to float32
         try:
-            from safetensors.torch import load_file as load_torch
-
-            state = {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in load_torch(str(path)).items()}
+            state = _read_widening_bfloat16(path)
         except Exception:
             raise ParityError(f"malformed safetensors file {path}: {e}") from None
     if not state:
         raise ParityError(f"safetensors file holds no tensors: {path}")
+    return state
+
+
+_NUMPY_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
+                 "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+
+
+def _read_widening_bfloat16(path: Path) -> Dict[str, np.ndarray]:
+    """A safetensors file (8-byte header length, JSON header, data) as numpy arrays; a bfloat16
+    tensor becomes the float32 with the same upper 16 bits (exact)."""
+    data = Path(path).read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8: 8 + n])
+    body = memoryview(data)[8 + n:]
+    state = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = t["data_offsets"]
+        if t["dtype"] == "BF16":
+            a = (np.frombuffer(body[begin:end], dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+        else:
+            a = np.frombuffer(body[begin:end], dtype=np.dtype(_NUMPY_DTYPES[t["dtype"]]).newbyteorder("<"))
+        state[name] = a.reshape(t["shape"]).copy()
     return state

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import ROOT
 from .errors import ParityError
-from .synthetic import DEFAULT_CKPT, resolve_checkpoint  # noqa: F401 (resolve_checkpoint: used by mlx_impl's CLIs)
+from .synthetic import DEFAULT_CKPT, resolve_checkpoint
 
 
 def _ckpt_arg(p):
@@ -105,37 +105,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _register_optional(sub):
-    """Subcommands living in their own modules register themselves here."""
+    """Subcommands living in their own modules register themselves here; `convert` and `tts` are
+    mlx_impl's standalone commands (`python -m mlx_impl.convert`, `python -m mlx_impl.generate`)
+    with the synthetic checkpoint as their default folder."""
     import importlib
 
+    from mlx_impl import generate
+    from mlx_impl.cli import DefaultFolder
+    from mlx_impl.convert import cli as convert
+
     for mod_name in ("parity.report", "parity.tolerance_notes", "parity.bisect", "parity.pack", "parity.coverage",
-                     "parity.precision", "mlx_impl.convert.cli", "mlx_impl.tts_cli"):
+                     "parity.precision"):
         importlib.import_module(mod_name).register(sub)
+    synthetic = DefaultFolder(DEFAULT_CKPT, ensure=lambda: resolve_checkpoint(None))
+    for name, command in (("convert", convert), ("tts", generate)):
+        p = sub.add_parser(name, help=command.HELP, description=command.DESCRIPTION)
+        command.add_arguments(p, synthetic, default_help="$CHATTERBOX_CKPT or the synthetic checkpoint, created if missing")
 
 
 def main(argv=None) -> int:
+    from mlx_impl.cli import run_command
     from mlx_impl.validate import UsageError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     args = build_parser().parse_args([a for a in argv if a != "--debug"])
-    try:
-        args.fn(args)
-    except (ParityError, UsageError) as e:
-        if debug:
-            import traceback
-
-            traceback.print_exc()
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        if debug:
-            import traceback
-
-            traceback.print_exc()
-        print("interrupted (Ctrl-C)", file=sys.stderr)
-        return 130
-    return 0
+    return run_command(args.fn, args, debug=debug, errors=(ParityError, UsageError))
 
 
 if __name__ == "__main__":

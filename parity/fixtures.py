@@ -173,18 +173,11 @@ def replace_dir(tmp: Path, final: Path) -> None:
 
 
 def _to_numpy(value) -> np.ndarray:
-    try:
-        import torch
-
-        if isinstance(value, torch.Tensor):
-            value = value.detach().cpu()
-            if value.dtype == torch.int64:
-                value = value.to(torch.int32)
-            if value.dtype in (torch.bfloat16, torch.float16):
-                value = value.float()
-            return value.contiguous().numpy().copy()
-    except ImportError:
-        pass
+    if hasattr(value, "detach"):  # a torch tensor (reference/ writes them), through its own methods
+        value = value.detach().cpu()
+        if value.is_floating_point() and value.element_size() == 2:  # bfloat16 / float16: numpy reads float32
+            value = value.float()
+        value = value.contiguous().numpy()
     a = np.asarray(value)
     if a.dtype == np.int64:
         a = a.astype(np.int32)

@@ -1,4 +1,9 @@
-"""`chatterbox-parity convert`: the hub's PyTorch files -> the single-file MLX layout.
+"""The hub's PyTorch files -> the single-file MLX layout:
+
+    python -m mlx_impl.convert --checkpoint DIR --out DIR [--force] [--dtype float16] [--quantize-t3 4]
+
+The checkpoint: --checkpoint, else $CHATTERBOX_CKPT. `chatterbox-parity convert` is this command
+with the harness's synthetic checkpoint as the default.
 
 Output folder: model.safetensors (prefixes ve., t3., s3gen., s3_tokenizer.), config.json,
 tokenizer.json, conds.safetensors (the built-in voice, when the checkpoint has conds.pt).
@@ -13,13 +18,16 @@ nothing is left behind.
 """
 from __future__ import annotations
 
+import argparse
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 from collections import Counter
+from functools import partial
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 import mlx.core as mx
 import numpy as np
@@ -27,6 +35,8 @@ import numpy as np
 from . import s3gen as s3gen_conv
 from . import t3 as t3_conv
 from . import voice_encoder as ve_conv
+from ..cli import MODEL_ENV, DefaultFolder, folder_source, main_of
+from ..load import HUB_FILES, build_modules, load_conds, load_tokenizer, read_state_dict, split_prefixes
 from ..validate import UsageError, check_out_dir, safetensors_header
 from .common import ConversionError, load_strict
 
@@ -77,8 +87,6 @@ def check_assignment(weights: Dict[str, np.ndarray], text_vocab: int, renamed: D
 
 
 def _assign(weights: Dict[str, np.ndarray], text_vocab: int):
-    from ..load import build_modules, split_prefixes
-
     parts = split_prefixes(weights, "converted weights")
     ve, t3, s3gen = build_modules({"t3": {"text_tokens_dict_size": text_vocab}})
     s3 = dict(parts["s3gen."])
@@ -97,43 +105,66 @@ def quantized_t3(t3, bits: int) -> Dict[str, mx.array]:
     return {"t3." + k: v for k, v in tree_flatten(t3.parameters())}
 
 
-def _checkpoint(args):
-    """The checkpoint folder (created when it is the missing synthetic default); errors say where
-    its path came from."""
-    from parity.cli import DEFAULT_CKPT, resolve_checkpoint
-    from parity.errors import ParityError
-
-    env = os.environ.get("CHATTERBOX_CKPT")
-    source = "--checkpoint" if args.checkpoint else ("set by CHATTERBOX_CKPT" if env else "default")
-    path = Path(args.checkpoint or env or DEFAULT_CKPT)
-    check_out_dir(args.out, force=args.force, protect=[path], cli=True)
+def checkpoint_folder(args, default: Optional[DefaultFolder] = None) -> Path:
+    """The checkpoint folder: --checkpoint, else $CHATTERBOX_CKPT, else `default` (made to exist
+    here); --out is checked first, against it. Errors say where its path came from."""
+    path, source = folder_source(args.checkpoint, "--checkpoint", default)
+    check_out_dir(args.out, force=args.force, protect=[Path(path)], cli=True)
+    if source == "default":
+        default.ensure()
     try:
-        return resolve_checkpoint(args.checkpoint)
-    except ParityError as e:
+        return open_checkpoint(Path(path))
+    except UsageError as e:
         raise UsageError(f"{e} ({source})" if source != "--checkpoint" else str(e)) from None
 
 
-def check_sources(ckpt):
+def open_checkpoint(path: Path) -> Path:
+    """`path`, a folder holding the hub's files (conds.pt optional)."""
+    if not path.is_dir():
+        raise UsageError(f"checkpoint folder not found: {path}")
+    for name in HUB_FILES:
+        if not (path / name).is_file():
+            raise UsageError(f"checkpoint file missing: {path / name}")
+    return path
+
+
+def conds_file(ckpt: Path) -> Optional[Path]:
+    return ckpt / "conds.pt" if (ckpt / "conds.pt").is_file() else None
+
+
+def check_sources(ckpt: Path):
     """Every file read before any conversion work: the weight files' headers against their sizes,
     the tokenizer.json and conds.pt that are copied (each must load)."""
-    from ..load import load_conds, load_tokenizer
-
     for name in SOURCE_FILES.values():
-        safetensors_header(ckpt.file(name))
-    load_tokenizer(ckpt.file("tokenizer.json"))
-    return load_conds(ckpt.conds_path) if ckpt.conds_path is not None else None
+        safetensors_header(ckpt / name)
+    load_tokenizer(ckpt / "tokenizer.json")
+    return load_conds(conds_file(ckpt)) if conds_file(ckpt) is not None else None
 
 
-def cmd_convert(args):
-    ckpt = _checkpoint(args)
+def file_hashes(ckpt: Path) -> Dict[str, str]:
+    """sha256 of each source file (the converted folder's config.json records them)."""
+    names = list(HUB_FILES) + (["conds.pt"] if conds_file(ckpt) is not None else [])
+    return {n: _sha256(ckpt / n) for n in names}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cmd_convert(args, default: Optional[DefaultFolder] = None):
+    ckpt = checkpoint_folder(args, default)
     conds = check_sources(ckpt)
-    states = {c: ckpt.state(c) for c in ("ve", "t3", "s3gen")}
+    states = {c: read_state_dict(ckpt / name) for c, name in SOURCE_FILES.items()}
     try:
         weights, ignored, n_source = convert_state(states)
         text_vocab = int(weights["t3.text_emb.weight"].shape[0])
         t3 = check_assignment(weights, text_vocab, s3gen_conv.source_names(states["s3gen"]))
     except ConversionError as e:
-        raise UsageError(f"conversion of {ckpt.path} failed: {e}") from None
+        raise UsageError(f"conversion of {ckpt} failed: {e}") from None
 
     dtype = DTYPES[args.dtype]
     out: Dict[str, mx.array] = {k: mx.array(v).astype(dtype) if np.issubdtype(v.dtype, np.floating) else mx.array(v)
@@ -151,13 +182,13 @@ def cmd_convert(args):
         "t3": {"text_tokens_dict_size": text_vocab, "speech_tokens_dict_size": 8194, "llama_config_name": "Llama_520M"},
         "sample_rates": {"s3_tokenizer": 16000, "s3gen": 24000},
         "conditioning_lengths": {"t3_prompt_samples_16k": 6 * 16000, "s3gen_reference_samples_24k": 10 * 24000},
-        "source": {"checkpoint": str(ckpt.path), "files_sha256": ckpt.file_hashes()},
+        "source": {"checkpoint": str(ckpt), "files_sha256": file_hashes(ckpt)},
     }
-    write_folder(args.out, ckpt, out, config, conds)
+    write_folder(args.out, ckpt / "tokenizer.json", out, config, conds)
     print_summary(out, ignored, n_source, args, config)
 
 
-def write_folder(dest: Path, ckpt, out, config, conds) -> None:
+def write_folder(dest: Path, tokenizer_json: Path, out, config, conds) -> None:
     """The converted folder written beside `dest` under a hidden name, then swapped into place (an
     existing `dest`, checked empty or --force, is removed only after); nothing left on failure."""
     made = [p for p in reversed(dest.parents) if not p.exists()]
@@ -167,7 +198,7 @@ def write_folder(dest: Path, ckpt, out, config, conds) -> None:
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
         mx.save_safetensors(str(tmp / "model.safetensors"), out, metadata={"format": "mlx"})
         (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
-        shutil.copyfile(ckpt.file("tokenizer.json"), tmp / "tokenizer.json")
+        shutil.copyfile(tokenizer_json, tmp / "tokenizer.json")
         if conds is not None:
             conds.save(tmp / "conds.safetensors")
         tmp.chmod(0o755)
@@ -218,14 +249,17 @@ def print_summary(out, ignored, n_source, args, config):
     print("unassigned MLX parameters: 0, unconsumed source tensors outside the ignore list: 0")
 
 
-def register(sub):
-    p = sub.add_parser("convert", help="convert the hub's PyTorch checkpoint to the single-file MLX layout",
-                       description="The hub's PyTorch files -> model.safetensors + config.json + tokenizer.json "
-                                   "(+ conds.safetensors) in the MLX layout (docs/CONVERTER.md). Every input file is "
-                                   "checked first; an error is one line, exit status 2, and nothing is written.")
+HELP = "convert the hub's PyTorch checkpoint to the single-file MLX layout"
+DESCRIPTION = ("The hub's PyTorch files -> model.safetensors + config.json + tokenizer.json (+ conds.safetensors) in "
+               "the MLX layout (docs/CONVERTER.md). Every input file is checked first; an error is one line, exit "
+               "status 2, and nothing is written.")
+
+
+def add_arguments(p, default: Optional[DefaultFolder] = None, default_help: str = f"${MODEL_ENV}") -> None:
+    """The command's options on parser `p`; it runs with `default` as the checkpoint where neither
+    --checkpoint nor $CHATTERBOX_CKPT names one (`default_help` says what that is)."""
     p.add_argument("--checkpoint", type=Path, default=None, metavar="DIR",
-                   help="checkpoint folder in the hub's layout (default: $CHATTERBOX_CKPT or the synthetic one, "
-                        "created if missing)")
+                   help=f"checkpoint folder in the hub's layout (default: {default_help})")
     p.add_argument("--out", type=Path, required=True, metavar="DIR",
                    help="output folder: new or empty (a non-empty one only with --force)")
     p.add_argument("--force", action="store_true",
@@ -235,4 +269,16 @@ def register(sub):
     p.add_argument("--quantize-t3", type=int, choices=(4, 8), default=None, metavar="{4,8}",
                    help=f"quantize T3's transformer to 4 or 8 bits (group size {QUANT_GROUP_SIZE}); default: not "
                         "quantized")
-    p.set_defaults(fn=cmd_convert)
+    p.set_defaults(fn=partial(cmd_convert, default=default))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m mlx_impl.convert", description=DESCRIPTION)
+    add_arguments(p)
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+    return p
+
+
+def main(argv=None) -> int:
+    return main_of(build_parser, argv)
+

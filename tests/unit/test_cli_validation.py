@@ -343,7 +343,7 @@ def test_failed_synthesis_keeps_the_old_output(world, capsys, monkeypatch, tmp_p
 
 
 def test_write_audio_failure_leaves_nothing(tmp_path, monkeypatch):
-    from mlx_impl import tts_cli
+    from mlx_impl import generate
 
     out = tmp_path / "o.wav"
     out.write_bytes(b"old")
@@ -354,7 +354,7 @@ def test_write_audio_failure_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sf, "write", broken_write)
     with pytest.raises(UsageError, match="No space left"):
-        tts_cli.write_audio(out, np.zeros(10, np.float32), 24000, "WAV")
+        generate.write_audio(out, np.zeros(10, np.float32), 24000, "WAV")
     assert out.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["o.wav"]
 
 
@@ -400,12 +400,11 @@ def test_convert_env_checkpoint_error_names_the_variable(world, capsys, monkeypa
 
 def test_convert_write_folder_replaces_only_when_complete(tmp_path, monkeypatch):
     import shutil
-    from types import SimpleNamespace
 
     from mlx_impl.convert import cli as conv
 
     ck = _hub_checkpoint(tmp_path / "ck")
-    ckpt = SimpleNamespace(file=lambda n: ck / n)
+    tokenizer = ck / "tokenizer.json"
     dest = tmp_path / "out"
     dest.mkdir()
     (dest / "keep.txt").write_text("precious")
@@ -414,17 +413,17 @@ def test_convert_write_folder_replaces_only_when_complete(tmp_path, monkeypatch)
     real_copy = shutil.copyfile
     monkeypatch.setattr(shutil, "copyfile", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left")))
     with pytest.raises(UsageError, match="No space left"):
-        conv.write_folder(dest, ckpt, weights, {}, None)
+        conv.write_folder(dest, tokenizer, weights, {}, None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck", "out"] and (dest / "keep.txt").exists()
 
     monkeypatch.setattr(shutil, "copyfile", real_copy)
-    conv.write_folder(dest, ckpt, weights, {"a": 1}, None)
+    conv.write_folder(dest, tokenizer, weights, {"a": 1}, None)
     assert sorted(p.name for p in dest.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck", "out"]
     # a new folder under new parents; a failure removes the parents it made
     monkeypatch.setattr(shutil, "copyfile", lambda *a, **k: (_ for _ in ()).throw(OSError(13, "Permission denied")))
     with pytest.raises(UsageError):
-        conv.write_folder(tmp_path / "a" / "b" / "c", ckpt, weights, {}, None)
+        conv.write_folder(tmp_path / "a" / "b" / "c", tokenizer, weights, {}, None)
     assert not (tmp_path / "a").exists()
 
 

@@ -1,4 +1,11 @@
-"""`chatterbox-parity tts`: text (+ a voice clip) -> 24 kHz audio (WAV or FLAC), with the MLX pipeline.
+"""Text (+ a voice clip) -> 24 kHz speech (WAV or FLAC) with the MLX pipeline, like mlx-lm's
+`python -m mlx_lm.generate`:
+
+    python -m mlx_impl.generate --model DIR|REPO --text "Hello there." --out out.wav [--voice ref.wav]
+
+The model: --model (a folder in the MLX layout from `python -m mlx_impl.convert` or in the hub's
+layout, or a hub repo id), else $CHATTERBOX_CKPT. `chatterbox-parity tts` is this command with the
+harness's synthetic checkpoint as the default.
 
 Every argument and input file is checked before the weights load (`check_tts_args`, with the rules
 of mlx_impl/validate.py): a bad one is one error line naming it (validate.UsageError, exit status
@@ -7,13 +14,16 @@ under a hidden name, then renamed into place).
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
+from .cli import FROM_ENV, MODEL_ENV, DefaultFolder, folder_source, main_of
 from .validate import (
     DEFAULTS,
     SPEECH_POSITIONS,
@@ -42,8 +52,9 @@ class TTSPlan:
     voice: Optional[Path]
 
 
-def check_tts_args(args) -> TTSPlan:
-    """Every check that needs no weights, cheapest first; raises UsageError naming what is wrong."""
+def check_tts_args(args, default: Optional[DefaultFolder] = None) -> TTSPlan:
+    """Every check that needs no weights, cheapest first; raises UsageError naming what is wrong.
+    The model folder: --model, else $CHATTERBOX_CKPT, else `default` (made to exist here)."""
     from .load import check_model_dir, resolve_model_dir
     from .tts import punc_norm
 
@@ -61,12 +72,14 @@ def check_tts_args(args) -> TTSPlan:
         for w in warnings:
             print(f"warning: {w}", file=sys.stderr)
 
-    model_dir, source = _model_source(args)
+    model_dir, source = folder_source(args.model, "--model", default)
+    if source == "default":
+        default.ensure()
     try:
         model_dir = resolve_model_dir(model_dir)
         files = check_model_dir(model_dir)
     except UsageError as e:
-        raise UsageError(f"{e} ({source})" if source == "set by CHATTERBOX_CKPT" else str(e)) from None
+        raise UsageError(f"{e} ({source})" if source == FROM_ENV else str(e)) from None
     if args.voice is None and files.conds is None:
         raise UsageError(f"{model_dir} has no built-in voice (conds.pt / conds.safetensors): pass --voice")
     tokens = files.tokenizer.text_to_tokens(punc_norm(args.text))
@@ -76,31 +89,19 @@ def check_tts_args(args) -> TTSPlan:
     return TTSPlan(model_dir, files, out_format, args.voice)
 
 
-def _model_source(args):
-    """(model folder or repo id, where it came from)."""
-    if args.model:
-        return args.model, "--model"
-    env = os.environ.get("CHATTERBOX_CKPT")
-    if env:
-        return env, "set by CHATTERBOX_CKPT"
-    from parity.cli import resolve_checkpoint  # the synthetic checkpoint, created when missing
-
-    return resolve_checkpoint(None).path, "default"
-
-
-def cmd_tts(args):
-    plan = check_tts_args(args)
+def cmd_tts(args, default: Optional[DefaultFolder] = None):
+    plan = check_tts_args(args, default)
 
     import mlx.core as mx
     import numpy as np
     from tqdm import tqdm
 
-    from .load import load_pipeline
+    from . import load
     from .t3.inference.sampling import GreedyDraw, MLXDraw
     from .tts import ChatterboxTTS
 
     t0 = time.time()
-    tts = load_pipeline(plan.model_dir, ChatterboxTTS, files=plan.files)
+    tts = load.load_pipeline(plan.model_dir, ChatterboxTTS, files=plan.files)
     if plan.voice is not None:
         tts.prepare_conditionals(str(plan.voice), exaggeration=args.exaggeration)
     mx.random.seed(args.seed)
@@ -154,11 +155,14 @@ def write_audio(out: Path, audio, sr: int, fmt: str) -> None:
             tmp.unlink()
 
 
-def register(sub):
-    p = sub.add_parser("tts", help="synthesise speech with the MLX pipeline (24 kHz WAV or FLAC)",
-                       description="Text (+ a reference voice clip) -> speech at 24 kHz with the MLX pipeline. Every "
-                                   "argument and file is checked before the model loads; an error is one line, exit "
-                                   "status 2, and nothing is written.")
+HELP = "synthesise speech with the MLX pipeline (24 kHz WAV or FLAC)"
+DESCRIPTION = ("Text (+ a reference voice clip) -> speech at 24 kHz with the MLX pipeline. Every argument and file "
+               "is checked before the model loads; an error is one line, exit status 2, and nothing is written.")
+
+
+def add_arguments(p, default: Optional[DefaultFolder] = None, default_help: str = f"${MODEL_ENV}") -> None:
+    """The command's options on parser `p`; it runs with `default` as the model folder where neither
+    --model nor $CHATTERBOX_CKPT names one (`default_help` says what that is)."""
     d = DEFAULTS
     p.add_argument("--text", required=True,
                    help=f"the text to speak (at most {TEXT_POSITIONS - 2} tokens after tokenisation: the model's text "
@@ -171,7 +175,7 @@ def register(sub):
                    help="output file, .wav or .flac (16-bit PCM, 24 kHz); replaced only when synthesis succeeds")
     p.add_argument("--model", "--checkpoint", dest="model", default=None, metavar="DIR|REPO",
                    help="model folder (MLX layout from `convert`, or the hub's layout) or hub repo id (default: "
-                        "$CHATTERBOX_CKPT or the synthetic checkpoint, created if missing)")
+                        f"{default_help})")
     p.add_argument("--exaggeration", type=float, default=d["exaggeration"], metavar="X",
                    help=f"emotion exaggeration, {help_range('exaggeration')}")
     p.add_argument("--cfg-weight", type=float, default=d["cfg_weight"], metavar="W",
@@ -192,4 +196,19 @@ def register(sub):
     p.add_argument("--seed", type=int, default=0, metavar="N",
                    help="MLX random seed for the sampling, in [0, 2**64 - 1]; default %(default)s")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(fn=cmd_tts)
+    p.set_defaults(fn=partial(cmd_tts, default=default))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m mlx_impl.generate", description=DESCRIPTION)
+    add_arguments(p)
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+    return p
+
+
+def main(argv=None) -> int:
+    return main_of(build_parser, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

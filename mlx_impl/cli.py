@@ -1,0 +1,67 @@
+"""What mlx_impl's command-line entry points (`python -m mlx_impl.generate`, `python -m
+mlx_impl.convert`) share: where the model folder comes from, and how a command ends on an error
+(one line `error: ...`, exit status 2; `--debug` adds the traceback; Ctrl-C: exit status 130)."""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Tuple
+
+from .validate import UsageError
+
+MODEL_ENV = "CHATTERBOX_CKPT"
+FROM_ENV = f"set by {MODEL_ENV}"
+
+
+@dataclass
+class DefaultFolder:
+    """The folder a command uses when neither its option nor $CHATTERBOX_CKPT names one (none in
+    mlx_impl; the parity harness's CLI passes its synthetic checkpoint): its path, and `ensure()`,
+    which makes it exist (called only once the cheap checks passed)."""
+    path: Path
+    ensure: Callable[[], None]
+
+
+def folder_source(value, option: str, default: Optional[DefaultFolder]) -> Tuple[str, str]:
+    """(the folder, or a hub repo id, named by `option`, else $CHATTERBOX_CKPT, else `default`;
+    where it came from: the option's name, FROM_ENV or "default")."""
+    if value:
+        return str(value), option
+    env = os.environ.get(MODEL_ENV)
+    if env:
+        return env, FROM_ENV
+    if default is None:
+        raise UsageError(f"no model folder: pass {option} or set {MODEL_ENV}")
+    return str(default.path), "default"
+
+
+def run_command(fn, args, *, debug: bool, errors=(UsageError,)) -> int:
+    """fn(args) -> exit status: 0, 2 after one `error: ...` line for a user-facing error (`errors`),
+    130 on Ctrl-C; `debug` prints the traceback first."""
+    try:
+        fn(args)
+    except errors as e:
+        _traceback(debug)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        _traceback(debug)
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _traceback(debug: bool) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+
+
+def main_of(build_parser, argv=None) -> int:
+    """A standalone entry point: parse `argv` (default sys.argv[1:]) with build_parser() (which
+    has a --debug flag) and run the parsed command (`args.fn`)."""
+    args = build_parser().parse_args(argv)
+    return run_command(args.fn, args, debug=args.debug)
