@@ -70,6 +70,12 @@ class Registry:
     stages: List[str]
     checkpoints: Dict[str, Checkpoint]
     cumulative: Dict[str, Dict[str, Tolerance]] = field(default_factory=dict)  # mode -> checkpoint -> tolerance
+    defaults: Dict[str, Dict[str, Tolerance]] = field(default_factory=dict)  # precision -> kind -> tolerance
+
+    def default(self, kind: str, precision: str = "fp32") -> Tolerance:
+        """The tolerance a checkpoint of `kind` ("float" or "int") takes without an entry of its own:
+        the goal unit tests hold MLX's modules to as well."""
+        return self.defaults[precision][kind]
 
     def tolerance_of(self, label: str, precision: str = "fp32") -> Optional[Tolerance]:
         """The tolerance a result label names: "<mode>:<checkpoint>" (cumulative) or a checkpoint."""
@@ -132,4 +138,5 @@ def load(path: Path = REGISTRY_FILE) -> Registry:
             if t.get("snr_db", 100.0) < 100.0 and not ("measured" in t and "reason" in t):
                 raise ValueError(f"{path}: cumulative.{mode}.'{name}' is looser than 100 dB: give 'measured' and 'reason'")
         cumulative[mode] = {name: _tolerance(t) for name, t in entries.items()}
-    return Registry(stages=stages, checkpoints=checkpoints, cumulative=cumulative)
+    defaults = {prec: {kind: _tolerance(t) for kind, t in data["defaults"][prec].items()} for prec in PRECISIONS}
+    return Registry(stages=stages, checkpoints=checkpoints, cumulative=cumulative, defaults=defaults)

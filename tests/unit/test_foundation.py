@@ -26,6 +26,9 @@ def test_registry_is_consistent():
     # the fp32 goals of the issues
     assert reg["flow.mu"].tolerance("fp32").snr_db >= 100
     assert reg["t3.speech_tokens"].tolerance("fp32").exact == 1.0
+    # the defaults the unit tests read (registry.default) are the ones checkpoints without an entry take
+    assert reg.default("float").snr_db == reg["flow.mu"].tolerance("fp32").snr_db == 100.0
+    assert reg.default("int", "bf16").exact == reg["s3tok.prompt_tokens"].tolerance("bf16").exact
 
 
 def test_tolerance_override_needs_reason(tmp_path):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from parity import registry
+
 torch = pytest.importorskip("torch")
 import mlx.core as mx  # noqa: E402
 
@@ -17,7 +19,7 @@ from mlx_impl.s3tokenizer import utils as mlx_utils  # noqa: E402
 from parity.metrics import compare  # noqa: E402
 from kernel_spy import SpyKernels  # noqa: E402
 
-SNR_MIN = 100.0
+SNR_MIN = registry.load().default("float").snr_db  # the registry's float goal
 SMALL = dict(n_audio_state=256, n_audio_head=4, n_audio_layer=2)  # head dim 64, as the RoPE table needs
 TINY = dict(n_audio_state=128, n_audio_head=2, n_audio_layer=1)
 
