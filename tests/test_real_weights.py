@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 REAL = os.environ.get("CHATTERBOX_REAL_CKPT")
-pytestmark = pytest.mark.skipif(
-    not REAL, reason="not run: CHATTERBOX_REAL_CKPT is not set (real weights cannot be downloaded here)")
+pytestmark = [pytest.mark.needs_real_weights, pytest.mark.skipif(
+    not REAL, reason="not run: CHATTERBOX_REAL_CKPT is not set (real weights cannot be downloaded here)")]
 
 
 @pytest.fixture(scope="module")
