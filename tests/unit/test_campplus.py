@@ -14,32 +14,18 @@ from chatterbox.models.s3gen import xvector as ref_xv
 from mlx_impl.convert.campplus import IGNORED, ignored_keys, load_campplus, module_type, sanitize
 from mlx_impl.convert.common import ConversionError
 from mlx_impl.s3gen import xvector as xv
+from parity import registry
 from parity.metrics import compare
+from signals import speech_like as _speech_like
 
-SNR_DB = 100.0
+SNR_DB = registry.load().default("float").snr_db  # the registry's float goal
 COSINE = 0.999999
 SR = 16000
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def torch_single_thread():
-    """The 2-core machine is shared: torch's thread pool oversubscribes it."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
-    """Harmonic 'voice' with a gliding pitch, syllable-like bursts and pauses, a low noise floor."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(SR * seconds)) / SR
-    f0 = 110 + 50 * np.sin(2 * np.pi * (0.5 + 0.1 * seed) * t)
-    phase = 2 * np.pi * np.cumsum(f0) / SR
-    voice = sum(np.sin(k * phase) / k for k in range(1, 12))
-    env = np.clip(np.sin(2 * np.pi * (0.8 + 0.05 * seed) * t) * 2, 0, 1) ** 2
-    x = 0.2 * voice * env + 1e-3 * rng.standard_normal(t.size) + 0.01  # + a DC offset
-    return x.astype(np.float32)
+def speech_like(seconds: float, seed: int = 0):
+    return _speech_like(seconds, SR, seed, dc=0.01)  # with a DC offset (the fbank removes its mean)
 
 
 def randomize_batchnorms(model: torch.nn.Module, seed: int) -> int:

@@ -9,32 +9,16 @@ import torch
 
 from mlx_impl.s3gen.utils.mel import (hann_window, librosa_mel_fn, mel_spectrogram, reflect_pad,
                                       torch_hann_window)
+from parity import registry
 from parity.metrics import compare
+from signals import speech_like as _speech_like
 
-SNR_DB = 100.0
-
-
-def speech_like(seconds: float, sr: int, seed: int = 0) -> np.ndarray:
-    """Harmonic 'voice' with a gliding pitch, syllable-like bursts, pauses and a low noise floor."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(sr * seconds)) / sr
-    f0 = 120 + 40 * np.sin(2 * np.pi * 0.7 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / sr
-    voice = sum(np.sin(k * phase) / k for k in range(1, 12))
-    env = np.clip(np.sin(2 * np.pi * 0.9 * t) * 2, 0, 1) ** 2
-    x = 0.2 * voice * env + 1e-3 * rng.standard_normal(t.size)
-    x[: int(0.3 * sr)] *= 0.01
-    return x.astype(np.float32)
+SNR_DB = registry.load().default("float").snr_db  # the registry's float goal
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def torch_single_thread():
-    """The 2-core machine is shared: torch's thread pool oversubscribes it (a first LSTM call took
-    17 s with the default threads, 0.05 s with one)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def speech_like(seconds: float, sr: int, seed: int = 0):
+    return _speech_like(seconds, sr, seed, f0=(120, 40, 0.7), env_rate=0.9, lead=0.3, lead_gain=0.01)
 
 
 @pytest.mark.parametrize("sr,n_fft,n_mels,fmin,fmax", [

@@ -17,37 +17,19 @@ from mlx_impl.convert.voice_encoder import load_voice_encoder, sanitize
 from mlx_impl.voice_encoder import VoiceEncConfig, VoiceEncoder
 from mlx_impl.voice_encoder import voice_encoder as ve
 from mlx_impl.voice_encoder.melspec import mel_basis, melspectrogram
+from parity import registry
 from parity.metrics import compare
+from signals import speech_like as _speech_like
 
-SNR_DB = 100.0
+SNR_DB = registry.load().default("float").snr_db  # the registry's float goal
 COSINE = 0.999999
 SR = 16000
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
-def speech_like(seconds: float, seed: int = 0, lead=0.4, tail=0.5) -> np.ndarray:
-    """Harmonic 'voice' with a gliding pitch, syllable-like bursts and pauses, a low noise floor,
-    and near-silent lead and tail for the trim to cut."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(SR * seconds)) / SR
-    f0 = 110 + 50 * np.sin(2 * np.pi * (0.5 + 0.1 * seed) * t)
-    phase = 2 * np.pi * np.cumsum(f0) / SR
-    voice = sum(np.sin(k * phase) / k for k in range(1, 12))
-    env = np.clip(np.sin(2 * np.pi * (0.8 + 0.05 * seed) * t) * 2, 0, 1) ** 2
-    x = 0.2 * voice * env + 1e-3 * rng.standard_normal(t.size)
-    x[: int(lead * SR)] *= 0.001
-    if tail:
-        x[-int(tail * SR):] *= 0.001
-    return x.astype(np.float32)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def torch_single_thread():
-    """The 2-core machine is shared: torch's thread pool oversubscribes it (a first LSTM call took
-    17 s with the default threads, 0.05 s with one)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def speech_like(seconds: float, seed: int = 0, lead=0.4, tail=0.5):
+    """Near-silent lead and tail for the trim to cut."""
+    return _speech_like(seconds, SR, seed, lead=lead, tail=tail)
 
 
 @pytest.fixture(scope="module")
