@@ -1,5 +1,5 @@
-"""`chatterbox-parity tts` writes a playable 24 kHz wav whose length is the original S3Gen's for
-the same tokens."""
+"""`chatterbox-parity tts` and `python -m mlx_impl.generate` write a playable 24 kHz wav whose
+length is the original S3Gen's for the same tokens."""
 import subprocess
 import sys
 
@@ -11,13 +11,14 @@ from tests.conftest import parity_session
 pytestmark = pytest.mark.reference
 
 
-def test_tts_command_writes_a_playable_wav_of_the_reference_length(tmp_path):
+@pytest.mark.parametrize("command", [["parity.cli", "tts"], ["mlx_impl.generate"]], ids=["chatterbox-parity", "standalone"])
+def test_tts_command_writes_a_playable_wav_of_the_reference_length(tmp_path, command):
     import soundfile as sf
     import torch
 
     s = parity_session()
     out = tmp_path / "out.wav"
-    r = subprocess.run([sys.executable, "-m", "parity.cli", "tts", "--text", "Hello there.", "--out", str(out),
+    r = subprocess.run([sys.executable, "-m", *command, "--text", "Hello there.", "--out", str(out),
                         "--model", str(s.ckpt.path), "--greedy", "--max-new-tokens", "40", "--quiet"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
