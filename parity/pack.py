@@ -683,9 +683,9 @@ def build_pack(out: Path, cases: Optional[List[str]] = None, *, t3_steps: int = 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     tmp.chmod(0o755)
     try:
-        from tests.conftest import parity_session
+        from .session import ParitySession
 
-        session = parity_session()
+        session = ParitySession.create(log=log)
         sets = {}
         for name in cases:
             log(f"[pack] case {name}")

@@ -8,8 +8,6 @@ stale (keyed by checkpoint identity and export version). Environment:
 """
 from __future__ import annotations
 
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -18,39 +16,30 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from parity import registry  # noqa: E402
-from parity.cases import load_cases  # noqa: E402
 
-_SESSION = None
+SESSION = pytest.StashKey[object]()
 
 
-def parity_session():
-    global _SESSION
-    if _SESSION is None:
-        from parity.session import ParitySession
+@pytest.fixture(scope="session")
+def parity_session(request):
+    """The parity run of this pytest session: checkpoint, fixtures (exported when missing or stale),
+    MLX outputs and results; the terminal summary reads its results."""
+    from parity.session import ParitySession
 
-        _SESSION = ParitySession.create(log=lambda msg: print(f"\n[parity] {msg}", flush=True))
-    return _SESSION
-
-
-def parity_params():
-    reg = registry.load()
-    out = []
-    for case in load_cases():
-        for cp in reg.ordered():
-            if cp.compared:  # recorded random draws are replay inputs, reference-only tensors measurements
-                out.append(pytest.param(case, cp.name, id=f"{case}-{cp.name}"))
-    return out
+    session = ParitySession.create(log=lambda msg: print(f"\n[parity] {msg}", flush=True))
+    request.config.stash[SESSION] = session
+    return session
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    if _SESSION is None or not _SESSION.results:
+    session = config.stash.get(SESSION, None)
+    if session is None or not session.results:
         return
     from parity.summary import summary_table, write_results
 
     tr = terminalreporter
     tr.section("parity: checkpoint -> status -> measured error -> tolerance")
-    for line in summary_table(_SESSION):
+    for line in summary_table(session):
         tr.write_line(line)
-    path = write_results(_SESSION)
+    path = write_results(session)
     tr.write_line(f"results written to {path}")

@@ -28,15 +28,14 @@ def patched(module, name, value):
 
 
 @pytest.fixture(scope="module")
-def env():
+def env(parity_session):
     pytest.importorskip("torch")
     pytest.importorskip("chatterbox")
     from parity.cases import load_cases
     from parity.fixtures import Fixture, fixture_dir
     from parity.session import staleness
-    from tests.conftest import parity_session
 
-    s = parity_session()
+    s = parity_session
     if staleness(s.fx_root, load_cases()[CASE], s.ckpt) is None:
         fx = Fixture.open(fixture_dir(s.fx_root, CASE))  # current: no need to check (and export) every case
     else:

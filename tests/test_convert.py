@@ -5,12 +5,11 @@ import pytest
 from mlx_impl.convert.cli import PUBLISHED_COUNTS, SOURCE_FILES, check_assignment, convert_state
 from mlx_impl.convert import s3gen as s3gen_conv
 from mlx_impl.convert.common import ConversionError
-from tests.conftest import parity_session
 
 
 @pytest.fixture(scope="module")
-def states():
-    ck = parity_session().ckpt
+def states(parity_session):
+    ck = parity_session.ckpt
     return {c: ck.state(c) for c in ("ve", "t3", "s3gen")}
 
 

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from parity.cases import get_case
-from tests.conftest import parity_session
 
 pytestmark = pytest.mark.reference
 CLI = [sys.executable, "-m", "parity.cli"]
@@ -20,10 +19,10 @@ def _short_case(n=6):
     return dataclasses.replace(c, params={**c.params, "max_new_tokens": n})
 
 
-def test_export_twice_is_bit_identical(tmp_path):
+def test_export_twice_is_bit_identical(tmp_path, parity_session):
     from reference.export import export_case
 
-    s = parity_session()
+    s = parity_session
     tts = s._original()
     a = export_case(s.ckpt, _short_case(), out_root=tmp_path / "a", tts=tts, log=lambda m: None)
     b = export_case(s.ckpt, _short_case(), out_root=tmp_path / "b", tts=tts, log=lambda m: None)
@@ -33,13 +32,13 @@ def test_export_twice_is_bit_identical(tmp_path):
         assert (a / f).read_bytes() == (b / f).read_bytes(), f"{f} differs between two exports"
 
 
-def test_synthetic_checkpoint_loads_in_original_and_generates():
+def test_synthetic_checkpoint_loads_in_original_and_generates(parity_session):
     """ChatterboxTTS.from_local(DIR, 'cpu') loads the synthetic checkpoint unmodified and
     generate() returns audio. generate() hard-codes 1000 T3 steps: only that bound is lowered."""
     import torch
     from chatterbox.tts import ChatterboxTTS
 
-    s = parity_session()
+    s = parity_session
     tts = s._original()  # reference.export.load_original: ChatterboxTTS.from_local(DIR, "cpu")
     assert isinstance(tts, ChatterboxTTS)
     tts.conds = type(tts.conds).load(s.ckpt.path / "conds.pt")  # built-in voice from conds.pt
@@ -59,8 +58,7 @@ def _run_cli(args, tmp_path):
     return subprocess.run(CLI + args, capture_output=True, text=True, env=env, cwd=tmp_path)
 
 
-def _linked_checkpoint(tmp_path, drop=None, corrupt=None):
-    src = parity_session().ckpt.path
+def _linked_checkpoint(src, tmp_path, drop=None, corrupt=None):
     d = tmp_path / "ckpt"
     d.mkdir()
     for f in src.iterdir():
@@ -74,7 +72,8 @@ def _linked_checkpoint(tmp_path, drop=None, corrupt=None):
 
 
 @pytest.mark.parametrize("problem", ["missing_file", "corrupt_safetensors", "unreadable_audio", "empty_text"])
-def test_bad_input_gives_one_clear_error_and_no_fixture(tmp_path, problem):
+def test_bad_input_gives_one_clear_error_and_no_fixture(tmp_path, problem, parity_session):
+    ckpt = parity_session.ckpt.path
     out = tmp_path / "fx"
     args = ["export", "--case", "stereo_44k", "--out", str(out)]
     expect = {
@@ -82,15 +81,15 @@ def test_bad_input_gives_one_clear_error_and_no_fixture(tmp_path, problem):
         "unreadable_audio": "garbage.wav", "empty_text": "empty text",
     }[problem]
     if problem == "missing_file":
-        args += ["--checkpoint", str(_linked_checkpoint(tmp_path, drop="t3_cfg.safetensors"))]
+        args += ["--checkpoint", str(_linked_checkpoint(ckpt, tmp_path, drop="t3_cfg.safetensors"))]
     elif problem == "corrupt_safetensors":
-        args += ["--checkpoint", str(_linked_checkpoint(tmp_path, corrupt="s3gen.safetensors"))]
+        args += ["--checkpoint", str(_linked_checkpoint(ckpt, tmp_path, corrupt="s3gen.safetensors"))]
     elif problem == "unreadable_audio":
         bad = tmp_path / "garbage.wav"
         bad.write_bytes(b"RIFF this is not audio")
-        args += ["--checkpoint", str(parity_session().ckpt.path), "--audio", str(bad)]
+        args += ["--checkpoint", str(ckpt), "--audio", str(bad)]
     else:
-        args += ["--checkpoint", str(parity_session().ckpt.path), "--text", "   "]
+        args += ["--checkpoint", str(ckpt), "--text", "   "]
     r = _run_cli(args, tmp_path)
     assert r.returncode != 0
     lines = [l for l in r.stderr.splitlines() if l.strip()]

@@ -25,15 +25,14 @@ PACKED_CASES = ["espeak_22k"]
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(tmp_path_factory, parity_session):
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the machine is shared (2 cores)
-    from tests.conftest import parity_session
 
     for case in PACKED_CASES:
-        parity_session().fixture(case)  # exported when missing
+        parity_session.fixture(case)  # exported when missing
     out = tmp_path_factory.mktemp("pack") / "pack"
     try:
         P.build_pack(out, cases=PACKED_CASES, log=lambda m: print(m))
@@ -126,14 +125,13 @@ def test_roles_tolerances_and_meaning_from_registry(built):
     assert set(tiny) == set(P.TINY_STAGES)
 
 
-def test_case_components_equal_the_fixtures(built):
-    from tests.conftest import parity_session
+def test_case_components_equal_the_fixtures(built, parity_session):
 
     out, m = built
     cases = [k for k, s in m["sets"].items() if s["kind"] == "case"]
     assert sorted(cases) == sorted(PACKED_CASES)
     for name in cases:
-        fx = parity_session().fixture(name)
+        fx = parity_session.fixture(name)
         assert set(m["sets"][name]["components"]) == set(registry.load().stages)
         for stage, comp in m["sets"][name]["components"].items():
             arrays = load(out / comp["file"])

@@ -6,17 +6,16 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import parity_session
 
 pytestmark = pytest.mark.reference
 
 
 @pytest.mark.parametrize("command", [["parity.cli", "tts"], ["mlx_impl.generate"]], ids=["chatterbox-parity", "standalone"])
-def test_tts_command_writes_a_playable_wav_of_the_reference_length(tmp_path, command):
+def test_tts_command_writes_a_playable_wav_of_the_reference_length(tmp_path, command, parity_session):
     import soundfile as sf
     import torch
 
-    s = parity_session()
+    s = parity_session
     out = tmp_path / "out.wav"
     r = subprocess.run([sys.executable, "-m", *command, "--text", "Hello there.", "--out", str(out),
                         "--model", str(s.ckpt.path), "--greedy", "--max-new-tokens", "40", "--quiet"],

@@ -5,7 +5,6 @@ import pytest
 from parity import registry
 from parity.cases import load_cases
 from parity.session import NOT_IMPLEMENTED
-from tests.conftest import parity_session
 
 
 def _params():
@@ -16,8 +15,8 @@ def _params():
 
 @pytest.mark.parity
 @pytest.mark.parametrize("case,mode,checkpoint", _params())
-def test_cumulative(case, mode, checkpoint):
-    res = parity_session().run_cumulative(case, mode, checkpoint)
+def test_cumulative(case, mode, checkpoint, parity_session):
+    res = parity_session.run_cumulative(case, mode, checkpoint)
     if res.status == NOT_IMPLEMENTED:
         pytest.xfail(f"not implemented: {res.message}")
     assert res.status == "passed", f"{case}/{mode}/{checkpoint}: {res.status}: {res.message}"

@@ -22,7 +22,6 @@ import pytest
 from parity import flips, registry
 from parity.cases import load_cases
 from parity.metrics import check, compare
-from tests.conftest import parity_session
 
 MODES = ("sampled", "greedy")
 
@@ -32,12 +31,12 @@ def _params():
 
 
 @pytest.fixture(scope="session")
-def tts():
+def tts(parity_session):
     """One full-size pipeline loaded as users load it, shared by every case (after the fixtures exist:
     an export loads the original model, which is released before this one is loaded)."""
     from mlx_impl.tts import ChatterboxTTS
 
-    session = parity_session()
+    session = parity_session
     for case in load_cases():
         session.fixture(case)
     return ChatterboxTTS.from_pretrained(str(session.ckpt.path))
@@ -70,13 +69,13 @@ def _generate(tts, fx, ref_tokens: np.ndarray, draw, max_new_tokens: int, **repl
 
 @pytest.mark.parity
 @pytest.mark.parametrize("case,mode", _params())
-def test_generate(tts, case, mode):
+def test_generate(tts, case, mode, parity_session):
     import mlx.core as mx
 
     from mlx_impl.t3.inference import GreedyDraw, ReplayDraw
 
     reg = registry.load()
-    fx = parity_session().fixture(case)
+    fx = parity_session.fixture(case)
     prefix = "t3" if mode == "sampled" else "t3_greedy"
     ref_tokens = fx.tensor(f"{prefix}.speech_tokens").reshape(-1)
     if mode == "sampled":
