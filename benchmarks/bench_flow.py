@@ -60,12 +60,13 @@ def main(argv=None) -> dict:
     import numpy as np
     import torch
 
-    from mlx_impl import cpu_kernels
+    from mlx_impl import backend
     from mlx_impl.convert.common import load_strict
     from mlx_impl.convert.flow import sanitize
     from mlx_impl.s3gen.flow import build_causal_flow
     from parity.metrics import compare
 
+    backend.apply_mlx_defaults()
     torch.manual_seed(args.seed)
     ref = build_original_flow().eval()
     if args.ckpt:
@@ -127,7 +128,7 @@ def main(argv=None) -> dict:
         "n_timesteps": args.n_timesteps, "audio_seconds": audio_s, "repeats": args.repeats,
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "machine": platform.machine(), "load_avg_1m": os.getloadavg()[0],
-        "mlx_version": mx.__version__, "torch_version": torch.__version__, "wide_blas": cpu_kernels.wide_blas(),
+        "mlx_version": mx.__version__, "torch_version": torch.__version__, "wide_blas": backend.wide_blas(),
         "output_snr_db": compare(outs["torch"], outs["mlx"]).snr_db,
     }
     for name, ts in times.items():

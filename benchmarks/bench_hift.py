@@ -92,9 +92,11 @@ def main(argv=None) -> dict:
     import torch
     from torch.distributions.uniform import Uniform
 
-    from mlx_impl import cpu_kernels, ops
+    from mlx_impl import backend
     from mlx_impl.convert.hift import build_hift, strip_prefix
     from parity.metrics import compare
+
+    backend.apply_mlx_defaults()
 
     torch.manual_seed(args.seed)
     ref = build_original_hift()
@@ -167,12 +169,12 @@ def main(argv=None) -> dict:
         "what": "HiFTGenerator.inference (F0 predictor + NSF source + decode + iSTFT), fp32 CPU",
         "weights": args.ckpt or f"seeded random (seed {args.seed})",
         "n_mel_frames": args.n_mel, "audio_seconds": audio_s, "repeats": args.repeats,
-        "mlx_device": str(mx.default_device()), "mlx_conv_forms": "native" if ops.use_native() else "im2col/matmul",
+        "mlx_device": str(mx.default_device()), "mlx_conv_forms": "native" if backend.on_gpu() else "im2col/matmul",
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "machine": platform.machine(), "load_avg_1m": os.getloadavg()[0],
         "mlx_version": mx.__version__, "torch_version": torch.__version__,
         "openblas_core": openblas_core(), "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
-        "wide_blas": cpu_kernels.wide_blas(),
+        "wide_blas": backend.wide_blas(),
         "output_snr_db": round(compare(outs["torch"], outs["mlx"]).snr_db, 1),
     }
     for name, ts in times.items():

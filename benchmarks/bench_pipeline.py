@@ -100,11 +100,13 @@ def worker_mlx(ckpt_dir: str, case_name: str, n_tokens: int, uniforms, device: s
     import mlx.core as mx
     import numpy as np
 
+    from mlx_impl import backend
     from mlx_impl.load import set_half_precision
     from mlx_impl.t3.inference.sampling import ReplayDraw
     from mlx_impl.tts import ChatterboxTTS, SPEECH_VOCAB_SIZE
     from parity.cases import get_case
 
+    backend.apply_mlx_defaults()
     mx.set_default_device(mx.gpu if device == "gpu" else mx.cpu)
     case = get_case(case_name)
     tts = ChatterboxTTS.from_pretrained(ckpt_dir)
@@ -268,10 +270,10 @@ def device_name(args) -> str:
 
         return (f"GPU: {torch.cuda.get_device_name(0)} (torch {torch.__version__}, MLX {mx.__version__} CUDA "
                 f"backend, MLX dtype {args.mlx_dtype}, T3 step {args.mlx_step or 'default'})")
-    from mlx_impl import cpu_kernels
+    from mlx_impl import backend
 
     return (f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; MLX {mx.__version__} "
-            f"on {mx.default_device()}, BLAS {mlx_blas()}, S3Gen's products: {cpu_kernels.wide_blas()}")
+            f"on {mx.default_device()}, BLAS {mlx_blas()}, S3Gen's products: {backend.wide_blas()}")
 
 
 def mlx_blas() -> str:

@@ -111,8 +111,10 @@ def main(argv=None) -> int:
     import mlx.core as mx
     import torch
 
+    from mlx_impl import backend
     from mlx_impl.convert.t3 import load_t3
 
+    backend.apply_mlx_defaults()
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     if args.ckpt:

@@ -15,7 +15,8 @@ random draws (MLX's generator, fixed seed), CFG on. Usage:
     python benchmarks/bench_t3_steps.py [--checkpoint DIR] [--device cpu|gpu] [--tokens 200] [--rounds 3]
         [--variants fused layers bf16 bf16-layers] [--out reports/out/bench_t3_steps_gpu.json]
     python benchmarks/bench_t3_steps.py --best RESULTS.json   # bench_pipeline's MLX options for the fastest
-MLX_MAX_OPS_PER_BUFFER (CUDA backend: kernels per CUDA graph) is read from the environment.
+MLX_MAX_OPS_PER_BUFFER (CUDA backend: kernels per CUDA graph) is read from the environment
+(default: mlx_impl.backend.apply_mlx_defaults()'s).
 """
 from __future__ import annotations
 
@@ -289,6 +290,9 @@ def main():
         return
     import mlx.core as mx
 
+    from mlx_impl import backend
+
+    backend.apply_mlx_defaults()
     mx.set_default_device(mx.gpu if args.device == "gpu" else mx.cpu)
     if args.checkpoint is None:
         from parity.synthetic import resolve_checkpoint

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Builds the float32 CPU kernels (mlx_impl/cpu_kernels, docs/MLX_CPU.md) into
-# mlx_impl/cpu_kernels/_kernels*.so for the MLX of .venv. Without them MLX runs the same math as
+# Builds the float32 CPU kernels (mlx_impl/backend/kernels/*.cpp, docs/MLX_CPU.md) into
+# mlx_impl/backend/kernels/_kernels*.so for the MLX of .venv. Without them MLX runs the same math as
 # chains of its own (slower) operations. Usage: scripts/build_cpu_kernels.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${VENV_PY:-.venv/bin/python}
-SRC=mlx_impl/cpu_kernels
+SRC=mlx_impl/backend/kernels
 BUILD=build/cpu_kernels
 for tool in cmake c++; do
   command -v $tool >/dev/null || { echo "[cpu_kernels] $tool not found: not built" >&2; exit 1; }
@@ -18,4 +18,4 @@ cmake -S "$SRC" -B "$BUILD" -DPython_EXECUTABLE="$(cd "$(dirname "$PY")" && pwd)
 so=$(ls "$BUILD"/_kernels*.so)
 tmp="$SRC/.$(basename "$so").tmp"
 cp "$so" "$tmp" && mv -f "$tmp" "$SRC/$(basename "$so")"
-"$PY" -c "from mlx_impl import cpu_kernels as k; assert k.available(), k.why_unavailable(); print('[cpu_kernels] built:', k.library_path())"
+"$PY" -c "from mlx_impl.backend import native as k; assert k.available(), k.why_unavailable(); print('[cpu_kernels] built:', k.library_path())"

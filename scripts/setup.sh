@@ -80,11 +80,15 @@ if [ "$(uname -s)" = Linux ]; then
   say "OpenBLAS core type: $($VENV/bin/python -c 'import os; print(os.environ.get("OPENBLAS_CORETYPE", "auto"))')"
 fi
 
-# --- float32 CPU kernels for MLX's CPU backend (mlx_impl/cpu_kernels; Linux): without them the
+# --- float32 CPU kernels for MLX's CPU backend (mlx_impl/backend/kernels; Linux): without them the
 # flow runs its softmax/GELU/LayerNorm as chains of MLX's scalar kernels, ~2.3x slower
+kernels_stale() {  # not built, or a source newer than the build
+  local so; so=$(ls mlx_impl/backend/kernels/_kernels*.so 2>/dev/null | head -1)
+  [ -z "$so" ] || [ -n "$(find mlx_impl/backend/kernels \( -name '*.cpp' -o -name '*.h' -o -name CMakeLists.txt \) -newer "$so" | head -1)" ]
+}
 if [ "$(uname -s)" = Linux ]; then
-  if [ -f mlx_impl/cpu_kernels/kernels.cpp ] && { [ "${FORCE_CPU_KERNELS:-0}" = 1 ] || ! $VENV/bin/python -c "from mlx_impl import cpu_kernels as k; assert k.available()" 2>/dev/null \
-       || [ mlx_impl/cpu_kernels/kernels.cpp -nt "$(ls mlx_impl/cpu_kernels/_kernels*.so 2>/dev/null | head -1)" ]; }; then
+  if [ -d mlx_impl/backend/kernels ] && { [ "${FORCE_CPU_KERNELS:-0}" = 1 ] || kernels_stale \
+       || ! $VENV/bin/python -c "from mlx_impl.backend import native as k; assert k.available()" 2>/dev/null; }; then
     say "building the CPU kernels (scripts/build_cpu_kernels.sh)"
     VENV_PY=$VENV/bin/python bash scripts/build_cpu_kernels.sh || say "WARNING: CPU kernels not built: MLX falls back to its own (slower) ops"
   fi

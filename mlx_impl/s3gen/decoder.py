@@ -8,10 +8,10 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from .. import backend
 from .matcha.decoder import (Block1D, Downsample1D, ResnetBlock1D, SinusoidalPosEmb, TimestepEmbedding,
                              Upsample1D)
 from .matcha.transformer import BasicTransformerBlock
-from ..cpu_kernels.layers import LayerNorm
 from .transformer.convolution import Conv1d
 from .utils.mask import add_optional_chunk_mask
 
@@ -42,7 +42,7 @@ class CausalBlock1D(Block1D):
     def __init__(self, dim: int, dim_out: int):
         nn.Module.__init__(self)
         self.conv = CausalConv1d(dim, dim_out, 3)
-        self.norm = LayerNorm(dim_out)
+        self.norm = backend.LayerNorm(dim_out)
 
 
 class CausalResnetBlock1D(ResnetBlock1D):
@@ -145,18 +145,11 @@ class ConditionalDecoder(nn.Module):
         return mask_to_bias(attn_mask, x.dtype)[:, None]
 
     def __call__(self, x, mask, mu, t, spks=None, cond=None, r=None):
-        """x, mu, cond (B, 80, T); mask (B, 1, T); t (B,); spks (B, 80) -> (B, 80, T)."""
-        for out in self.blocks(x, mask, mu, t, spks, cond):
-            pass
-        return out
+        """x, mu, cond (B, 80, T); mask (B, 1, T); t (B,); spks (B, 80) -> (B, 80, T).
 
-    def blocks(self, x, mask, mu, t, spks=None, cond=None):
-        """The forward pass as a generator: yields the hidden state after each resnet and each
-        transformer block (lazy arrays), and last the (B, 80, T) output. Lets a caller interleave
-        the graphs of independent batches (flow_matching runs the CFG halves on two CPU streams:
-        MLX queues a bounded number of tasks, so a graph built whole for one stream would keep
-        the other stream idle). Every host sync (the attention masks' all-true test) happens
-        before the first yield."""
+        Each resnet's and transformer block's output is an interleave point: where the flow runs
+        the conditional and unconditional halves at once (`backend.parallel_batch`), their graphs
+        are queued block by block, in turn."""
         t = self.time_mlp(self.time_embeddings(t).astype(t.dtype))
 
         parts = [x, mu]
@@ -173,29 +166,27 @@ class ConditionalDecoder(nn.Module):
 
         hiddens = []
         for level, block in enumerate(self.down_blocks):
-            h = yield from self._level(block, h, masks[level], biases[level], t)
+            h = self._level(block, h, masks[level], biases[level], t)
             hiddens.append(h)
             h = block.downsample(h * masks[level])
         mask_mid, bias_mid = masks[len(self.down_blocks) - 1], biases[len(self.down_blocks) - 1]
 
         for block in self.mid_blocks:
-            h = yield from self._level(block, h, mask_mid, bias_mid, t)
+            h = self._level(block, h, mask_mid, bias_mid, t)
 
         for level, block in zip(reversed(range(len(self.up_blocks))), self.up_blocks):
             mask_up = masks[level]
             skip = hiddens.pop()
             h = mx.concatenate([h[:, : skip.shape[1]], skip], axis=-1)
-            h = yield from self._level(block, h, mask_up, biases[level], t)
+            h = self._level(block, h, mask_up, biases[level], t)
             h = block.upsample(h * mask_up)
         h = self.final_block(h, mask_up)
         output = self.final_proj(h * mask_up)
-        yield (output * mask_cl).transpose(0, 2, 1)
+        return (output * mask_cl).transpose(0, 2, 1)
 
     def _level(self, block, h, mask, bias, t):
-        """A down / mid / up block's resnet and transformer blocks, yielding after each."""
-        h = block.resnet(h, mask, t)
-        yield h
+        """A down / mid / up block's resnet and transformer blocks."""
+        h = backend.interleave_point(block.resnet(h, mask, t))
         for transformer in block.transformer_blocks:
-            h = transformer(h, attention_mask=bias, timestep=t)
-            yield h
+            h = backend.interleave_point(transformer(h, attention_mask=bias, timestep=t))
         return h

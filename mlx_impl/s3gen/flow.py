@@ -7,6 +7,7 @@ from typing import Optional
 import mlx.core as mx
 import mlx.nn as nn
 
+from .. import backend
 from .configs import CFM_PARAMS
 from .decoder import ConditionalDecoder
 from .flow_matching import CausalConditionalCFM
@@ -52,6 +53,7 @@ class CausalMaskedDiffWithXvec(nn.Module):
         self.decoder = decoder
         self.token_mel_ratio = token_mel_ratio
         self.pre_lookahead_len = pre_lookahead_len
+        backend.use_wide_blas(self)  # the encoder's and estimator's many-row products
 
     # the sub-stages, each a parity checkpoint of its own
     def speaker_embedding(self, embedding: mx.array) -> mx.array:

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from typing import List, Optional, Tuple
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-from mlx.utils import tree_flatten
 
-from .. import cpu_kernels
-from ..ops import Conv1d, ConvTranspose1d, sin_squared
-from .transformer.activation import run_two_streams
+from .. import backend
+from ..ops import Conv1d, ConvTranspose1d
 
 
 def get_padding(kernel_size: int, dilation: int = 1) -> int:
@@ -42,9 +41,7 @@ class Snake(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         alpha = mx.exp(self.alpha) if self.alpha_logscale else self.alpha
-        if cpu_kernels.applies_to(x) and alpha.dtype == mx.float32:
-            return cpu_kernels.kernels().snake(x, alpha)  # the same formula in one pass
-        return x + (1.0 / (alpha + self.no_div_by_zero)) * sin_squared(x * alpha)
+        return backend.snake(x, alpha, self.no_div_by_zero)
 
 
 class ResBlock(nn.Module):
@@ -284,22 +281,25 @@ class HiFTGenerator(nn.Module):
         """mel x (B, 80, T) and source s (B, 1, L) -> magnitude, phase (B, n_fft // 2 + 1, n_frames),
         the arguments of the original's _istft.
 
-        The original's order of operations, with independent pieces run on two CPU streams at once
-        (`run_two_streams`; on a GPU one after the other): stage 0's upsampling beside its source
-        branch (source_downs + source_resblocks), then in each stage the three resblocks and the next
-        stage's source branch (which needs only the source's STFT), split over the streams by their
-        multiply counts. The resblocks' outputs are summed in the original's order."""
+        The original's order of operations, with independent pieces run as parallel lanes
+        (`backend.parallel_lanes`: two CPU streams at once; on a GPU one after the other): stage 0's
+        upsampling beside its source branch (source_downs + source_resblocks), then in each stage the
+        three resblocks beside the next stage's source branch, which needs only the source's STFT.
+        The resblocks' outputs are summed in the original's order."""
         s_stft = self._stft_channels_last(s.squeeze(1))  # (B, n_frames, 2 * n_bins)
         x = self.conv_pre(x.transpose(0, 2, 1))
-        x, si = run_two_streams(_as_steps(self._upsample, 0, x), _as_steps(self._source_branch, 0, s_stft))
+        x, si = backend.parallel_lanes([partial(self._upsample, 0, x), partial(self._source_branch, 0, s_stft)])
         for i in range(self.num_upsamples):
             if i > 0:
                 x = self._upsample(i, x)
             x = x + si
-            jobs = [(self.resblocks[i * self.num_kernels + j], x) for j in range(self.num_kernels)]
+            resblocks = self.resblocks[i * self.num_kernels:(i + 1) * self.num_kernels]
+            jobs = [partial(block, x) for block in resblocks]
+            costs = [backend.multiply_count(x.shape[1], block) for block in resblocks]
             if i + 1 < self.num_upsamples:
-                jobs.append((None, i + 1))  # the next stage's source branch
-            outs = self._run_jobs(jobs, s_stft)
+                jobs.append(partial(self._source_branch, i + 1, s_stft))
+                costs.append(self._source_branch_cost(i + 1, s_stft))
+            outs = backend.parallel_lanes(jobs, costs)
             if i + 1 < self.num_upsamples:
                 si = outs.pop()
             xs = None
@@ -324,33 +324,9 @@ class HiFTGenerator(nn.Module):
         """Stage i's source signal: source_downs[i] then source_resblocks[i]."""
         return self.source_resblocks[i](self.source_downs[i](s_stft))
 
-    def _run_jobs(self, jobs, s_stft):
-        """Outputs of independent jobs — (resblock, input) or (None, stage) for a source branch —
-        in their order, run as two sequences on two streams: longest first onto the less loaded
-        stream, by multiply count (weights x frames)."""
-        def cost(job):
-            block, arg = job
-            if block is None:
-                frames = s_stft.shape[1] // self.source_downs[arg].stride
-                return frames * (_n_weights(self.source_downs[arg]) + _n_weights(self.source_resblocks[arg]))
-            return arg.shape[1] * _n_weights(block)
-
-        lanes, load = ([], []), [0, 0]
-        for k in sorted(range(len(jobs)), key=lambda k: -cost(jobs[k])):
-            lane = 0 if load[0] <= load[1] else 1
-            lanes[lane].append(k)
-            load[lane] += cost(jobs[k])
-
-        def run(order):
-            outs = {}
-            for k in order:
-                block, arg = jobs[k]
-                outs[k] = yield from (_as_steps(self._source_branch, arg, s_stft) if block is None
-                                      else _as_steps(block, arg))
-            return outs
-
-        a, b = run_two_streams(run(lanes[0]), run(lanes[1]))
-        return [{**a, **b}[k] for k in range(len(jobs))]
+    def _source_branch_cost(self, i: int, s_stft: mx.array) -> int:
+        frames = s_stft.shape[1] // self.source_downs[i].stride
+        return backend.multiply_count(frames, self.source_downs[i], self.source_resblocks[i])
 
     def decode(self, x: mx.array, s: mx.array) -> mx.array:
         """mel x (B, 80, T), source s (B, 1, L) -> waveform (B, L), clamped to +-audio_limit."""
@@ -383,17 +359,6 @@ class HiFTGenerator(nn.Module):
             n = cache_source.shape[2]
             s = mx.concatenate([cache_source.astype(s.dtype), s[:, :, n:]], axis=2)
         return self.decode(speech_feat, s), s
-
-
-def _as_steps(fn, *args):
-    """fn(*args) as a one-step generator (for run_two_streams)."""
-    out = fn(*args)
-    yield out
-    return out
-
-
-def _n_weights(module: nn.Module) -> int:
-    return sum(v.size for k, v in tree_flatten(module.parameters()) if k.endswith("weight"))
 
 
 # ---------------------------------------------------------------------- (i)STFT helpers

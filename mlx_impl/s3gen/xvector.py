@@ -18,7 +18,8 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ..ops import conv1d_im2col, use_native
+from .. import backend
+from ..backend import conv1d_im2col, conv2d_im2col
 from .utils.mel import frame, power_spectrum, torch_hann_window
 
 # ---------------------------------------------------------------- torchaudio.compliance.kaldi.fbank
@@ -128,24 +129,9 @@ def extract_feature(audio) -> Tuple[mx.array, List[int], List[int]]:
 
 # ---------------------------------------------------------------- convolutions (im2col on the CPU)
 
-def conv2d_im2col(x: mx.array, weight: mx.array, stride=(1, 1), padding=(0, 0)) -> mx.array:
-    """mx.conv2d (groups=1, no dilation) as im2col + matmul. x: (B, H, W, I), weight: (O, KH, KW, I)."""
-    out_ch, kh, kw, in_ch = weight.shape
-    (sh, sw), (ph, pw) = stride, padding
-    if ph or pw:
-        x = mx.pad(x, [(0, 0), (ph, ph), (pw, pw), (0, 0)])
-    h_out = (x.shape[1] - kh) // sh + 1
-    w_out = (x.shape[2] - kw) // sw + 1
-    cols = mx.concatenate([
-        x[:, i : i + (h_out - 1) * sh + 1 : sh, j : j + (w_out - 1) * sw + 1 : sw, :]
-        for i in range(kh) for j in range(kw)
-    ], axis=-1)
-    return cols @ weight.reshape(out_ch, kh * kw * in_ch).T
-
-
 class Conv1d(nn.Conv1d):
     def __call__(self, x):
-        if not use_native() and self.groups == 1 and self.weight.shape[1] > 1:
+        if not backend.on_gpu() and self.groups == 1 and self.weight.shape[1] > 1:
             y = conv1d_im2col(x, self.weight, self.stride, self.padding, self.dilation)
             return y + self.bias if "bias" in self else y
         return super().__call__(x)
@@ -153,7 +139,7 @@ class Conv1d(nn.Conv1d):
 
 class Conv2d(nn.Conv2d):
     def __call__(self, x):
-        if not use_native() and self.groups == 1 and self.dilation in (1, (1, 1)) and self.weight.shape[1:3] != (1, 1):
+        if not backend.on_gpu() and self.groups == 1 and self.dilation in (1, (1, 1)) and self.weight.shape[1:3] != (1, 1):
             y = conv2d_im2col(x, self.weight, self.stride, self.padding)
             return y + self.bias if "bias" in self else y
         return super().__call__(x)

@@ -1,6 +1,6 @@
-"""mlx_impl.cpu_kernels (the compiled float32 CPU kernels) against torch and against the MLX
-arithmetic forms they replace (mlx_impl/s3gen/transformer/activation.py). Without the build they
-show as expected failures naming the reason, never as passes."""
+"""The compiled float32 CPU kernels (mlx_impl/backend/native.py, kernels/*.cpp) against torch and
+against the MLX arithmetic forms they replace (mlx_impl/backend/elementwise.py). Without the build
+they show as expected failures naming the reason, never as passes."""
 from __future__ import annotations
 
 import math
@@ -11,14 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mlx_impl import cpu_kernels
-from mlx_impl.cpu_kernels import layers
-from mlx_impl.s3gen.transformer import activation
+from mlx_impl import backend
+from mlx_impl.backend import convolution, elementwise, lanes, layers, native
 
 from kernel_spy import SpyKernels
 
-pytestmark = pytest.mark.xfail(not cpu_kernels.available(), strict=True,
-                               reason=f"CPU kernels not available: {cpu_kernels.why_unavailable()}")
+pytestmark = pytest.mark.xfail(not native.available(), strict=True,
+                               reason=f"CPU kernels not available: {native.why_unavailable()}")
 
 # Errors against float64 truth on the inputs below, measured (kernel / torch's own float32):
 #   normwise max|err| / max|y|:           exp 7.4e-9 / 7.4e-9, sigmoid 8.9e-8 / 8.9e-8,
@@ -52,11 +51,11 @@ def _truth(name: str, x: np.ndarray) -> np.ndarray:
 
 
 FALLBACK = {
-    "exp": activation._exp_compiled,
-    "sigmoid": activation._sigmoid_cpu,
-    "silu": activation._silu_cpu,
-    "mish": activation._mish_cpu,
-    "gelu": activation._gelu_cpu,
+    "exp": elementwise._exp_compiled,
+    "sigmoid": elementwise._sigmoid_cpu,
+    "silu": elementwise._silu_cpu,
+    "mish": elementwise._mish_cpu,
+    "gelu": elementwise._gelu_cpu,
 }
 
 
@@ -64,14 +63,14 @@ FALLBACK = {
 def test_unary_kernel_against_float64_and_the_arithmetic_form(name):
     x = _inputs()
     truth = _truth(name, x)
-    out = np.array(getattr(cpu_kernels.kernels(), name)(mx.array(x))).astype(np.float64)
+    out = np.array(getattr(native.kernels(), name)(mx.array(x))).astype(np.float64)
     assert np.isfinite(out).all(), name
     normwise = np.abs(out - truth).max() / np.abs(truth).max()
     big = np.abs(truth) > 1e-3
-    elementwise = (np.abs(out - truth)[big] / np.abs(truth)[big]).max()
-    print(f"{name}: normwise {normwise:.2e}, elementwise (|y| > 1e-3) {elementwise:.2e}")
+    relative = (np.abs(out - truth)[big] / np.abs(truth)[big]).max()
+    print(f"{name}: normwise {normwise:.2e}, elementwise (|y| > 1e-3) {relative:.2e}")
     assert normwise <= NORMWISE_TOL, (name, normwise)
-    assert elementwise <= ELEMENTWISE_TOL[name], (name, elementwise)
+    assert relative <= ELEMENTWISE_TOL[name], (name, relative)
     # the same formula as the MLX fallback, up to fused multiply-adds
     fallback = np.array(FALLBACK[name](mx.array(x))).astype(np.float64)
     assert np.abs(out - fallback).max() / np.abs(truth).max() <= NORMWISE_TOL, name
@@ -80,7 +79,7 @@ def test_unary_kernel_against_float64_and_the_arithmetic_form(name):
 @pytest.mark.parametrize("name", sorted(FALLBACK))
 def test_unary_kernel_at_the_float32_extremes(name):
     x = np.array([3e38, -3e38, np.inf, -np.inf], np.float32)
-    out = np.array(getattr(cpu_kernels.kernels(), name)(mx.array(x)))
+    out = np.array(getattr(native.kernels(), name)(mx.array(x)))
     expect = {"exp": [np.inf, 0, np.inf, 0], "sigmoid": [1, 0, 1, 0], "silu": [3e38, -0.0, np.inf, np.nan],
               "mish": [3e38, -0.0, np.inf, np.nan], "gelu": [3e38, -0.0, np.inf, np.nan]}[name]
     ref = torch.from_numpy(x)
@@ -95,7 +94,7 @@ def test_softmax_kernel_matches_torch_including_masked_entries():
     x[0, 0, :, 100:] = -np.inf  # partly masked rows
     x[1, 2, 5, :] = -np.inf  # a fully masked row gives NaN, as torch's
     ref = torch.softmax(torch.from_numpy(x), dim=-1).numpy()
-    out = np.array(cpu_kernels.kernels().softmax(mx.array(x)))
+    out = np.array(native.kernels().softmax(mx.array(x)))
     assert np.isnan(out[1, 2, 5]).all() and np.isnan(ref[1, 2, 5]).all()
     keep = ~np.isnan(ref)
     assert np.array_equal(keep, ~np.isnan(out))
@@ -110,7 +109,7 @@ def test_layer_norm_kernel_matches_torch():
     w, b = rng.standard_normal(256).astype(np.float32), rng.standard_normal(256).astype(np.float32)
     for eps in (1e-5, 1e-12):
         ref = F.layer_norm(torch.from_numpy(x), (256,), torch.from_numpy(w), torch.from_numpy(b), eps).numpy()
-        out = np.array(cpu_kernels.kernels().layer_norm(mx.array(x), mx.array(w), mx.array(b), eps))
+        out = np.array(native.kernels().layer_norm(mx.array(x), mx.array(w), mx.array(b), eps))
         assert np.abs(out - ref).max() <= 4e-6 * np.abs(ref).max(), eps
 
 
@@ -123,7 +122,7 @@ def test_swiglu_kernel_against_float64_and_mlx_lm():
     rng = np.random.default_rng(4)
     gate_up = (rng.standard_normal((3, 5, 2 * 96)) * 6).astype(np.float32)
     gate_up[0, 0, :96] = _inputs()[-96:]  # the SiLU edge cases
-    out = np.array(cpu_kernels.kernels().swiglu(mx.array(gate_up)))
+    out = np.array(native.kernels().swiglu(mx.array(gate_up)))
     g, u = gate_up[..., :96].astype(np.float64), gate_up[..., 96:].astype(np.float64)
     truth = g / (1 + np.exp(-g)) * u
     assert out.shape == (3, 5, 96)
@@ -132,13 +131,13 @@ def test_swiglu_kernel_against_float64_and_mlx_lm():
     ref = np.array(swiglu(*mx.split(mx.array(gate_up), [96], axis=-1)))
     assert (np.abs(out - ref)[big] / np.abs(truth)[big]).max() <= 8e-7  # the two errors above
     with pytest.raises(ValueError, match="swiglu: an even last axis"):
-        cpu_kernels.kernels().swiglu(mx.zeros((2, 7)))
+        native.kernels().swiglu(mx.zeros((2, 7)))
 
 
 def test_kernels_take_strided_inputs_and_run_on_the_callers_stream():
     rng = np.random.default_rng(3)
     x = mx.array(rng.standard_normal((4, 64, 33)).astype(np.float32))
-    k = cpu_kernels.kernels()
+    k = native.kernels()
     strided = x.transpose(0, 2, 1)[:, ::2]
     np.testing.assert_array_equal(np.array(k.gelu(strided)), np.array(k.gelu(mx.array(np.array(strided)))))
     with mx.stream(mx.new_stream(mx.cpu)):
@@ -148,7 +147,7 @@ def test_kernels_take_strided_inputs_and_run_on_the_callers_stream():
 
 
 def test_kernels_reject_bad_input_by_name():
-    k = cpu_kernels.kernels()
+    k = native.kernels()
     with pytest.raises(ValueError, match="gelu: float32 input expected"):
         k.gelu(mx.zeros((3,), dtype=mx.float16))
     with pytest.raises(ValueError, match="layer_norm: weight and bias"):
@@ -159,23 +158,23 @@ def test_kernels_reject_bad_input_by_name():
 
 def test_the_flow_uses_the_kernels_on_the_cpu(monkeypatch):
     x = mx.array(_inputs())
-    real, calls = cpu_kernels.kernels(), []
+    real, calls = native.kernels(), []
 
     class Spy:
         def __getattr__(self, name):
             calls.append(name)
             return getattr(real, name)
 
-    monkeypatch.setattr(cpu_kernels, "kernels", Spy)
-    np.testing.assert_array_equal(np.array(activation.gelu(x)), np.array(real.gelu(x)))
+    monkeypatch.setattr(elementwise, "kernels", Spy)
+    np.testing.assert_array_equal(np.array(backend.gelu(x)), np.array(real.gelu(x)))
     s = x[:54000].reshape(-1, 100)
-    np.testing.assert_array_equal(np.array(activation.softmax(s)), np.array(real.softmax(s)))
+    np.testing.assert_array_equal(np.array(backend.softmax(s)), np.array(real.softmax(s)))
     assert calls == ["gelu", "softmax"], calls
     monkeypatch.undo()
     ln = layers.LayerNorm(16)
     y = mx.array(np.random.default_rng(4).standard_normal((5, 16)).astype(np.float32))
     np.testing.assert_array_equal(np.array(ln(y)),
-                                  np.array(cpu_kernels.kernels().layer_norm(y, ln.weight, ln.bias, ln.eps)))
+                                  np.array(native.kernels().layer_norm(y, ln.weight, ln.bias, ln.eps)))
 
 
 @pytest.mark.parametrize("bias_shape", [None, (2, 1, 1, 301), (2, 1, 300, 301), (1, 4, 300, 301)])
@@ -191,7 +190,7 @@ def test_attention_kernel_matches_torch_sdpa(bias_shape):
         bias = np.where(rng.random(bias_shape) < 0.2, -1e10, rng.standard_normal(bias_shape)).astype(np.float32)
     ref = F.scaled_dot_product_attention(*(torch.from_numpy(np.array(a)) for a in (q, k, v)), scale=D ** -0.5,
                                          attn_mask=None if bias is None else torch.from_numpy(bias))
-    out = np.array(cpu_kernels.kernels().attention(q, k, v, D ** -0.5, None if bias is None else mx.array(bias)))
+    out = np.array(native.kernels().attention(q, k, v, D ** -0.5, None if bias is None else mx.array(bias)))
     ref = ref.numpy().transpose(0, 2, 1, 3)
     err = np.abs(out - ref).max()
     print(bias_shape, err)
@@ -200,7 +199,7 @@ def test_attention_kernel_matches_torch_sdpa(bias_shape):
 
 
 def test_attention_kernel_rejects_bad_shapes_and_strides():
-    k = cpu_kernels.kernels()
+    k = native.kernels()
     q = mx.zeros((1, 2, 5, 8))
     with pytest.raises(ValueError, match=r"attention: q \(B, H, T, D\)"):
         k.attention(q, mx.zeros((1, 2, 6, 4)), mx.zeros((1, 2, 6, 4)), 1.0)
@@ -220,7 +219,7 @@ def _mlx_blas_is_mkl() -> bool:
 
 
 def test_stream_blas_threads_setting_is_accepted():
-    k = cpu_kernels.kernels()
+    k = native.kernels()
     with mx.stream(mx.new_stream(mx.cpu)):
         # True exactly where MKL is MLX's BLAS (its thread-local setting exists), else nothing to set
         assert k.set_stream_blas_threads(1) == _mlx_blas_is_mkl()
@@ -233,12 +232,12 @@ def test_one_blas_thread_covers_work_evaluated_inside_only():
     """one_blas_thread sets MKL's threads in each stream's queue order: work evaluated inside the
     block runs on one thread, a lazy graph evaluated after it on the default (the flow's estimator
     therefore queues its halves inside, test_flow)."""
-    k = cpu_kernels.kernels()
+    k = native.kernels()
     default = k.stream_blas_threads().item()
     if default == -1:
         pytest.skip("not Intel MKL: the setting is a no-op (set_stream_blas_threads returns False)")
     side = mx.new_stream(mx.cpu)
-    with cpu_kernels.one_blas_thread((mx.default_stream(mx.cpu), side)):
+    with lanes.one_blas_thread((mx.default_stream(mx.cpu), side)):
         inside = k.stream_blas_threads()
         with mx.stream(side):
             inside_side = k.stream_blas_threads()
@@ -257,7 +256,7 @@ def test_linear_kernel_matches_mlx_linear():
         out = np.array(lin(x))
         np.testing.assert_allclose(out, ref, rtol=0, atol=5e-7)  # measured <= 2.4e-7: one rounding of the bias add
     with pytest.raises(ValueError, match="linear: x"):
-        cpu_kernels.kernels().linear(x, mx.zeros((20, 47)))
+        native.kernels().linear(x, mx.zeros((20, 47)))
 
 
 def test_snake_kernel_matches_the_hift_snake_formula(monkeypatch):
@@ -270,11 +269,11 @@ def test_snake_kernel_matches_the_hift_snake_formula(monkeypatch):
     snake.alpha = mx.array(rng.uniform(0.2, 3.0, 64).astype(np.float32))
     x = mx.array((rng.standard_normal((1, 7200, 64)) * 3).astype(np.float32))
     out = np.array(snake(x))
-    monkeypatch.setattr(cpu_kernels, "applies_to", lambda x: False)
+    monkeypatch.setattr(elementwise, "applies_to", lambda x: False)
     ref = np.array(snake(x))
     assert np.abs(out - ref).max() <= 2e-6  # measured 1.2e-6 (1 ulp of |y| ~ 10: fused multiply-adds)
     with pytest.raises(ValueError, match="snake: x"):
-        cpu_kernels.kernels().snake(x, mx.ones((63,)))
+        native.kernels().snake(x, mx.ones((63,)))
 
 
 def test_rms_norm_kernel_is_mx_fast_rms_norm_at_t3_width():
@@ -282,9 +281,9 @@ def test_rms_norm_kernel_is_mx_fast_rms_norm_at_t3_width():
     at other widths within float32 rounding; the drop-in layer falls back off the CPU kernels."""
     x = mx.random.normal((2, 9, 1024), key=mx.random.key(0)) * 3
     w = mx.random.normal((1024,), key=mx.random.key(1))
-    assert np.array_equal(np.array(cpu_kernels.kernels().rms_norm(x, w, 1e-5)), np.array(mx.fast.rms_norm(x, w, 1e-5)))
+    assert np.array_equal(np.array(native.kernels().rms_norm(x, w, 1e-5)), np.array(mx.fast.rms_norm(x, w, 1e-5)))
     x80, w80 = x[..., :80], w[:80]
-    np.testing.assert_allclose(np.array(cpu_kernels.kernels().rms_norm(x80, w80, 1e-5)),
+    np.testing.assert_allclose(np.array(native.kernels().rms_norm(x80, w80, 1e-5)),
                                np.array(mx.fast.rms_norm(x80, w80, 1e-5)), rtol=1e-6, atol=1e-6)
     import mlx.nn as nn
 
@@ -293,7 +292,7 @@ def test_rms_norm_kernel_is_mx_fast_rms_norm_at_t3_width():
     layer = layers.RMSNorm.like(ref)
     assert np.array_equal(np.array(layer(x)), np.array(ref(x)))
     with pytest.raises(ValueError, match="rms_norm"):
-        cpu_kernels.kernels().rms_norm(x, w[:10], 1e-5)
+        native.kernels().rms_norm(x, w[:10], 1e-5)
 
 
 @pytest.mark.parametrize("L, offset", [(1, 0), (1, 99), (1, 1234), (86, 0), (3, 17)])
@@ -312,7 +311,7 @@ def test_rope_kernel_is_mx_fast_rope(L, offset):
     assert np.array_equal(np.array(rope(module, heads, offset)), want)
     assert np.array_equal(np.array(rope(module, heads, mx.array(offset, dtype=mx.int32))), want)
     with pytest.raises(ValueError, match="rope"):
-        cpu_kernels.kernels().rope(heads, mx.zeros((L, 31)), mx.zeros((L, 31)))
+        native.kernels().rope(heads, mx.zeros((L, 31)), mx.zeros((L, 31)))
 
 
 def test_depthwise_kernel_is_the_shift_sum(monkeypatch):
@@ -322,15 +321,15 @@ def test_depthwise_kernel_is_the_shift_sum(monkeypatch):
 
     x = mx.pad(mx.random.normal((2, 250, 1280), key=mx.random.key(0)), [(0, 0), (15, 15), (0, 0)])
     w = mx.random.normal((1280, 31, 1), key=mx.random.key(1))
-    spy = SpyKernels(cpu_kernels)
-    monkeypatch.setattr(model_v2, "cpu_kernels", spy)
+    spy = SpyKernels(native)
+    monkeypatch.setattr(convolution, "kernels", spy.kernels)
     got = model_v2.depthwise_conv1d(x, w)
     assert spy.calls == {"depthwise_conv1d": 1}, spy.calls
-    monkeypatch.setattr(spy, "applies_to", lambda a: False)
+    monkeypatch.setattr(convolution, "applies_to", lambda a: False)
     want = model_v2.depthwise_conv1d(x, w)
     assert got.shape == (2, 250, 1280) and mx.array_equal(got, want)
     with pytest.raises(ValueError, match="depthwise_conv1d"):
-        cpu_kernels.kernels().depthwise_conv1d(x, mx.zeros((31, 64)))
+        native.kernels().depthwise_conv1d(x, mx.zeros((31, 64)))
 
 
 # --------------------------------------------------------------------------- the wide BLAS
@@ -342,16 +341,16 @@ def test_the_wide_blas_is_loaded_where_the_set_up_installs_openblas():
     import sys
 
     if not sys.platform.startswith("linux") or ctypes.util.find_library("openblas") is None:
-        pytest.xfail(f"no libopenblas on this machine: {cpu_kernels.wide_blas()}")
-    if "on an Intel CPU" in cpu_kernels.wide_blas():
-        pytest.xfail(cpu_kernels.wide_blas())  # by design: MKL keeps S3Gen's products there
-    assert cpu_kernels.wide_blas_loaded(), cpu_kernels.wide_blas()
-    assert "libopenblas" in cpu_kernels.wide_blas()
+        pytest.xfail(f"no libopenblas on this machine: {native.wide_blas()}")
+    if "on an Intel CPU" in native.wide_blas():
+        pytest.xfail(native.wide_blas())  # by design: MKL keeps S3Gen's products there
+    assert native.wide_blas_loaded(), native.wide_blas()
+    assert "libopenblas" in native.wide_blas()
 
 
 def _needs_wide_blas():
-    if not cpu_kernels.wide_blas_loaded():
-        pytest.xfail(f"wide BLAS not loaded: {cpu_kernels.wide_blas()}")
+    if not native.wide_blas_loaded():
+        pytest.xfail(f"wide BLAS not loaded: {native.wide_blas()}")
 
 
 @pytest.mark.parametrize("c_in, c_out, k, stride, padding, dilation, T", [
@@ -365,9 +364,7 @@ def test_conv1d_kernel_matches_mx_conv1d(c_in, c_out, k, stride, padding, dilati
     """The wide-BLAS conv1d (blocks of 256 output rows, a product per tap; im2col below 32 input
     channels) against float64 truth
     (torch's conv1d in double), batch 2, with and without bias, as accurate as MLX's native
-    convolution; ops.conv1d's fast form takes it."""
-    from mlx_impl import ops
-
+    convolution; backend.conv1d's fast form takes it."""
     _needs_wide_blas()
     rng = np.random.default_rng(8)
     x = rng.standard_normal((2, T, c_in)).astype(np.float32)
@@ -378,20 +375,20 @@ def test_conv1d_kernel_matches_mx_conv1d(c_in, c_out, k, stride, padding, dilati
         truth = F.conv1d(torch.from_numpy(x).double().transpose(1, 2), torch.from_numpy(w).double().permute(0, 2, 1),
                          None if bias is None else torch.from_numpy(bias).double(), stride=stride,
                          padding=padding, dilation=dilation).transpose(1, 2).numpy()
-        out = np.array(cpu_kernels.kernels().conv1d(X, W, None if bias is None else B, stride, padding, dilation))
-        native = mx.conv1d(X, W, stride=stride, padding=padding, dilation=dilation)
-        native = np.array(native if bias is None else native + B)
+        out = np.array(native.kernels().conv1d(X, W, None if bias is None else B, stride, padding, dilation))
+        mlx_conv = mx.conv1d(X, W, stride=stride, padding=padding, dilation=dilation)
+        mlx_conv = np.array(mlx_conv if bias is None else mlx_conv + B)
         assert out.shape == truth.shape
-        err, native_err = (np.abs(y - truth).max() / np.abs(truth).max() for y in (out, native))
+        err, native_err = (np.abs(y - truth).max() / np.abs(truth).max() for y in (out, mlx_conv))
         # measured: kernel 0.7-3.1e-7, MLX native 2.0-8.2e-7, torch float32 1.8-6.0e-7 (normwise;
         # one product over all K C_in inputs, im2col, gave 6.9e-7 at 64 channels, k 11: per-tap sums)
         assert err <= 6e-7, (err, native_err)
-    fast = np.array(ops.conv1d(X, W, B, stride=stride, padding=padding, dilation=dilation, impl=ops.FAST))
-    np.testing.assert_array_equal(fast, np.array(cpu_kernels.kernels().conv1d(X, W, B, stride, padding, dilation)))
+    fast = np.array(backend.conv1d(X, W, B, stride=stride, padding=padding, dilation=dilation, impl=backend.FAST))
+    np.testing.assert_array_equal(fast, np.array(native.kernels().conv1d(X, W, B, stride, padding, dilation)))
 
 
 def test_conv1d_kernel_rejects_bad_input_by_name():
-    kern = cpu_kernels.kernels()
+    kern = native.kernels()
     with pytest.raises(ValueError, match=r"conv1d: x \(B, T, C_in\)"):
         kern.conv1d(mx.zeros((1, 10, 4)), mx.zeros((3, 3, 5)))
     with pytest.raises(ValueError, match="too short for kernel 7"):
@@ -412,11 +409,11 @@ def test_wide_linear_and_attention_against_float64_and_the_thread_split():
     rng = np.random.default_rng(9)
     x = rng.standard_normal((1, 905, 256)).astype(np.float32)
     w = (rng.standard_normal((1024, 256)) / 16).astype(np.float32)
-    lin = layers.WideLinear(256, 1024)
+    lin = layers.use_wide_blas(layers.Linear(256, 1024))
     lin.weight = mx.array(w)
     truth = x.astype(np.float64) @ w.astype(np.float64).T + np.array(lin.bias, np.float64)
     two_threads = np.array(lin(mx.array(x)))
-    with cpu_kernels.one_blas_thread([mx.default_stream(mx.cpu)]):
+    with lanes.one_blas_thread([mx.default_stream(mx.cpu)]):
         one_thread = lin(mx.array(x))
         mx.eval(one_thread)
     mlx_blas = super(layers.Linear, lin).__call__(mx.array(x))
@@ -427,10 +424,10 @@ def test_wide_linear_and_attention_against_float64_and_the_thread_split():
     q, k, v = (rng.standard_normal((1, 8, 300, 64)).astype(np.float32) for _ in range(3))
     truth = F.scaled_dot_product_attention(*(torch.from_numpy(a).double() for a in (q, k, v)), scale=0.125)
     truth = truth.numpy().transpose(0, 2, 1, 3)
-    kern = cpu_kernels.kernels()
+    kern = native.kernels()
     q, k, v = mx.array(q), mx.array(k), mx.array(v)
     wide = np.array(kern.attention(q, k, v, 0.125, None, True))
-    with cpu_kernels.one_blas_thread([mx.default_stream(mx.cpu)]):
+    with lanes.one_blas_thread([mx.default_stream(mx.cpu)]):
         wide_one = kern.attention(q, k, v, 0.125, None, True)
         mx.eval(wide_one)
     mkl = kern.attention(q, k, v, 0.125)
@@ -440,8 +437,6 @@ def test_wide_linear_and_attention_against_float64_and_the_thread_split():
 
 
 def test_conv_transpose_through_the_wide_blas_matches_mx_conv_transpose1d():
-    from mlx_impl import ops
-
     _needs_wide_blas()
     rng = np.random.default_rng(10)
     x = mx.array(rng.standard_normal((1, 300, 64)).astype(np.float32))
@@ -450,8 +445,8 @@ def test_conv_transpose_through_the_wide_blas_matches_mx_conv_transpose1d():
     truth = F.conv_transpose1d(torch.from_numpy(np.array(x)).double().transpose(1, 2),
                                torch.from_numpy(np.array(w)).double().permute(2, 0, 1), torch.from_numpy(np.array(b)).double(),
                                stride=5, padding=3).transpose(1, 2).numpy()
-    out = ops.conv_transpose1d(x, w, b, stride=5, padding=3, impl=ops.FAST)
-    native = mx.conv_transpose1d(x, w, stride=5, padding=3) + b
+    out = backend.conv_transpose1d(x, w, b, stride=5, padding=3, impl=backend.FAST)
+    mlx_conv = mx.conv_transpose1d(x, w, stride=5, padding=3) + b
     assert out.shape == truth.shape
     # measured normwise: 1.4e-7 (MLX's native convolution 3.2e-7)
-    assert _normwise(out, truth) <= 6e-7, (_normwise(out, truth), _normwise(native, truth))
+    assert _normwise(out, truth) <= 6e-7, (_normwise(out, truth), _normwise(mlx_conv, truth))

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from mlx_impl import cpu_kernels
+from mlx_impl import backend
+from mlx_impl.backend import native
 from mlx_impl.convert.common import ConversionError, load_strict
 from mlx_impl.convert.flow import sanitize
 from mlx_impl.s3gen.flow import build_causal_flow
@@ -145,12 +146,14 @@ def test_cpu_math_matches_torch():
     large inputs) against torch, float32."""
     import torch.nn.functional as F
 
-    from mlx_impl.s3gen.transformer import activation as A
+    from mlx_impl.backend import sdpa as A
+    from mlx_impl.backend.lanes import whole_on_stream
 
     g = torch.Generator().manual_seed(9)
     big = torch.randn(2, 300, 1024, generator=g) * 4  # above the two-stream threshold
-    for name, m_fn, t_fn in [("exp", A.exp, torch.exp), ("gelu", A.gelu, F.gelu), ("mish", A.mish, F.mish),
-                             ("silu", A.silu, F.silu), ("sigmoid", A.sigmoid, torch.sigmoid)]:
+    for name, m_fn, t_fn in [("exp", backend.exp, torch.exp), ("gelu", backend.gelu, F.gelu),
+                             ("mish", backend.mish, F.mish), ("silu", backend.silu, F.silu),
+                             ("sigmoid", backend.sigmoid, torch.sigmoid)]:
         x = big.clamp(max=80.0) if name == "exp" else big
         s = snr(t_fn(x).numpy(), m_fn(t2m(x)))
         print(f"{name} SNR {s:.1f} dB")
@@ -163,15 +166,15 @@ def test_cpu_math_matches_torch():
         mb = None if b is None else t2m(b)
         outs = {"attention": A.attention(t2m(q), t2m(k), t2m(v), 64 ** -0.5, mb),
                 "MLX ops": A._attention_ops(t2m(q), t2m(k), t2m(v), 64 ** -0.5, mb).transpose(0, 2, 1, 3)}
-        with A.whole_on_stream(mx.default_stream(mx.cpu)):  # one stream, no split of the heads
+        with whole_on_stream(mx.default_stream(mx.cpu)):  # one stream, no split of the heads
             outs["attention, one stream"] = A.attention(t2m(q), t2m(k), t2m(v), 64 ** -0.5, mb)
         for what, out in outs.items():
             s = snr(ref.transpose(1, 2).numpy(), out)
             print(f"{what} (bias={b is not None}) SNR {s:.1f} dB")
             assert s >= 120.0, what
     x = torch.randn(3, 7, 50, generator=g) * 5
-    assert snr(torch.softmax(x, -1).numpy(), A.softmax(t2m(x), axis=-1)) >= 130.0
-    assert snr(torch.softmax(x, 1).numpy(), A.softmax(t2m(x), axis=1)) >= 130.0
+    assert snr(torch.softmax(x, -1).numpy(), backend.softmax(t2m(x), axis=-1)) >= 130.0
+    assert snr(torch.softmax(x, 1).numpy(), backend.softmax(t2m(x), axis=1)) >= 130.0
 
 
 @pytest.mark.parametrize("norm,causal", [("batch_norm", False), ("layer_norm", True)])
@@ -243,31 +246,31 @@ def test_estimator(models, lengths):
     assert s >= SNR_MIN
 
 
-@pytest.mark.xfail(not cpu_kernels.available(), strict=True, reason="CPU kernels not built")
+@pytest.mark.xfail(not native.available(), strict=True, reason="CPU kernels not built")
 def test_cfg_halves_on_two_streams_with_one_blas_thread_each(models, monkeypatch):
-    """On the CPU, CausalConditionalCFM._estimate runs the CFG halves on two streams, their graphs
-    queued block by block while one BLAS thread per stream is set: every block's products see one
-    thread (read in queue order by a probe), and the result equals the estimator on the 2B batch."""
+    """On the CPU, solve_euler runs the estimator's CFG halves on two lanes (backend.parallel_batch),
+    their graphs queued block by block (the decoder's interleave points) while one BLAS thread per
+    stream is set: every block's products see one thread (read in queue order by a probe), and the
+    result equals the estimator on the 2B batch."""
     ref, mlx_flow, _ = models
-    cfm = mlx_flow.decoder
+    estimator = mlx_flow.decoder.estimator
     g = torch.Generator().manual_seed(4)
     t = 120
     inputs = [t2m(a) for a in (torch.randn(2, 80, t, generator=g), torch.ones(2, 1, t), torch.randn(2, 80, t, generator=g),
                                torch.rand(2, generator=g), torch.randn(2, 80, generator=g), torch.randn(2, 80, t, generator=g))]
     inputs[2][1:], inputs[4][1:], inputs[5][1:] = 0, 0, 0  # the unconditional half
-    whole = cfm.estimator(*inputs)
-    probes, blocks = [], cfm.estimator.blocks
+    whole = estimator(*inputs)
+    probes, interleave_point = [], backend.interleave_point
 
-    def probed_blocks(*a, **k):
-        for h in blocks(*a, **k):
-            probes.append(cpu_kernels.kernels().stream_blas_threads())
-            yield h + 0 * probes[-1].astype(h.dtype)  # evaluated in the stream's order with h
+    def probed(h):
+        probes.append(native.kernels().stream_blas_threads())
+        return interleave_point(h + 0 * probes[-1].astype(h.dtype))  # evaluated in the stream's order with h
 
-    monkeypatch.setattr(cfm.estimator, "blocks", probed_blocks)
-    both = cfm._estimate(1, *inputs)
+    monkeypatch.setattr(backend, "interleave_point", probed)
+    both = backend.parallel_batch(estimator, *inputs)
     mx.eval(both, probes)
-    expect = 1 if cpu_kernels.kernels().stream_blas_threads().item() != -1 else -1  # -1: not MKL
-    assert len(probes) == 2 * (14 + 14 * 4 + 1) and {p.item() for p in probes} == {expect}
+    expect = 1 if native.kernels().stream_blas_threads().item() != -1 else -1  # -1: not MKL
+    assert len(probes) == 2 * (14 + 14 * 4) and {p.item() for p in probes} == {expect}
     np.testing.assert_allclose(np.array(both), np.array(whole), rtol=1e-5, atol=1e-5)
 
 

@@ -14,9 +14,9 @@ import torch
 
 from mlx_impl.convert.common import ConversionError
 from mlx_impl.convert.hift import build_hift, sanitize
-from mlx_impl import cpu_kernels
+from mlx_impl import backend
+from mlx_impl.backend import lanes, native
 from mlx_impl.s3gen import hifigan as mh
-from mlx_impl.s3gen.transformer.activation import drain, run_two_streams
 from parity.metrics import compare
 
 SNR_MIN = 100.0
@@ -181,33 +181,22 @@ def test_magnitude_phase_from_reference_source(ref, mlx_model):
     assert s_mag >= SNR_MIN and s_ph >= SNR_MIN
 
 
-@pytest.mark.xfail(not cpu_kernels.available(), strict=True, reason="CPU kernels not built")
+@pytest.mark.xfail(not native.available(), strict=True, reason="CPU kernels not built")
 def test_decode_on_two_streams_equals_one_stream(ref, mlx_model, monkeypatch):
-    """On the CPU decode_spectrum runs independent pieces (resblocks, source branches) on two
-    streams: both streams get work in every stage, and the spectrum is bit-identical to running
+    """On the CPU decode_spectrum runs independent pieces (resblocks, source branches) as two lanes
+    on two streams: both lanes get work in every stage, and the spectrum is bit-identical to running
     the same pieces one after the other on one stream."""
     mel, source = mx.array(ref["mel"]), mx.array(ref["source"])
-    lanes = []
+    split, parallel_lanes = [], backend.parallel_lanes
 
-    def counting(steps):
-        n = 0
-        while True:
-            try:
-                item = next(steps)
-            except StopIteration as stop:
-                lanes[-1].append(n)
-                return stop.value
-            n += 1
-            yield item
+    def spy(jobs, costs=None):
+        split.append(lanes._balance(costs if costs is not None else [1] * len(jobs)))
+        return parallel_lanes(jobs, costs)
 
-    def spy(first, second):
-        lanes.append([])
-        return run_two_streams(counting(first), counting(second))
-
-    monkeypatch.setattr(mh, "run_two_streams", spy)
+    monkeypatch.setattr(backend, "parallel_lanes", spy)
     two = mlx_model.decode_spectrum(mel, source)
-    assert len(lanes) == mlx_model.num_upsamples + 1 and all(a > 0 and b > 0 for a, b in lanes)
-    monkeypatch.setattr(mh, "run_two_streams", lambda first, second: (drain(first), drain(second)))
+    assert len(split) == mlx_model.num_upsamples + 1 and all(a and b for a, b in split), split
+    monkeypatch.setattr(backend, "parallel_lanes", lambda jobs, costs=None: [job() for job in jobs])
     one = mlx_model.decode_spectrum(mel, source)
     for a, b in zip(two, one):
         assert np.array_equal(np.array(a), np.array(b))

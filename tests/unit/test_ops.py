@@ -1,5 +1,6 @@
-"""mlx_impl.ops: the CPU-fast convolution forms against MLX's native ops and against torch,
-on the vocoder's shapes (kernel, stride, dilation, padding; short time axes to stay fast)."""
+"""The backend's CPU convolution forms (mlx_impl/backend/convolution.py) and Snake's sin^2 against
+MLX's native ops and against torch, on the vocoder's shapes (kernel, stride, dilation, padding;
+short time axes to stay fast); mlx_impl.ops' Conv1d / ConvTranspose1d modules."""
 from __future__ import annotations
 
 import math
@@ -10,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mlx_impl import ops
+from mlx_impl import backend, ops
 from mlx_impl.convert.common import conv1d as conv1d_layout
 from mlx_impl.convert.common import conv_transpose1d as conv_transpose1d_layout
 
@@ -72,8 +73,8 @@ def test_conv1d_fast_form(name, cin, cout, k, stride, pad, dil, T):
     xm = mx.array(x.numpy().transpose(0, 2, 1))
     wm = mx.array(conv1d_layout(w.numpy()))
     bm = mx.array(b.numpy())
-    fast = np.array(ops.conv1d(xm, wm, bm, stride, pad, dil, impl=ops.FAST))
-    native = np.array(ops.conv1d(xm, wm, bm, stride, pad, dil, impl=ops.NATIVE))
+    fast = np.array(backend.conv1d(xm, wm, bm, stride, pad, dil, impl=backend.FAST))
+    native = np.array(backend.conv1d(xm, wm, bm, stride, pad, dil, impl=backend.NATIVE))
     _check(f"conv1d {name}", ref, fast, native)
 
 
@@ -90,8 +91,8 @@ def test_conv_transpose1d_fast_form(name, cin, cout, k, stride, T):
     xm = mx.array(x.numpy().transpose(0, 2, 1))
     wm = mx.array(conv_transpose1d_layout(w.numpy()))
     bm = mx.array(b.numpy())
-    fast = np.array(ops.conv_transpose1d(xm, wm, bm, stride, pad, impl=ops.FAST))
-    native = np.array(ops.conv_transpose1d(xm, wm, bm, stride, pad, impl=ops.NATIVE))
+    fast = np.array(backend.conv_transpose1d(xm, wm, bm, stride, pad, impl=backend.FAST))
+    native = np.array(backend.conv_transpose1d(xm, wm, bm, stride, pad, impl=backend.NATIVE))
     _check(f"conv_transpose1d {name}", ref, fast, native)
 
 
@@ -103,16 +104,16 @@ def test_layout_is_by_module_type_not_shape():
     w = torch.randn(8, 8, 8, generator=g)  # I == O == K
     ref = F.conv_transpose1d(x, w, stride=4, padding=2).numpy().transpose(0, 2, 1)
     xm = mx.array(x.numpy().transpose(0, 2, 1))
-    right = np.array(ops.conv_transpose1d(xm, mx.array(conv_transpose1d_layout(w.numpy())), None, 4, 2))
-    wrong = np.array(ops.conv_transpose1d(xm, mx.array(conv1d_layout(w.numpy())), None, 4, 2))
+    right = np.array(backend.conv_transpose1d(xm, mx.array(conv_transpose1d_layout(w.numpy())), None, 4, 2))
+    wrong = np.array(backend.conv_transpose1d(xm, mx.array(conv1d_layout(w.numpy())), None, 4, 2))
     assert snr_db(ref, right) >= SNR_DB
     assert snr_db(ref, wrong) < 20.0
 
 
 def test_device_choice_and_modules():
-    assert ops.use_native() == (mx.default_device().type == mx.DeviceType.gpu)
+    assert backend.on_gpu() == (mx.default_device().type == mx.DeviceType.gpu)
     with pytest.raises(ValueError):
-        ops.conv1d(mx.zeros((1, 4, 2)), mx.zeros((2, 1, 2)), impl="naive")
+        backend.conv1d(mx.zeros((1, 4, 2)), mx.zeros((2, 1, 2)), impl="naive")
     conv = ops.Conv1d(4, 3, 3, padding=2, dilation=2)
     convt = ops.ConvTranspose1d(3, 2, 4, stride=2, padding=1)
     assert conv.weight.shape == (3, 3, 4) and conv.bias.shape == (3,)
@@ -127,8 +128,8 @@ def test_sin_squared_fast_form(scale):
     """Snake's sin^2 from arithmetic (CPU) against float64, torch's and MLX's native sin."""
     y = (np.random.default_rng(int(scale * 10)).standard_normal(200_000) * scale).astype(np.float32)
     exact = np.sin(y.astype(np.float64)) ** 2
-    fast = np.array(ops.sin_squared(mx.array(y), impl=ops.FAST))
-    native = np.array(ops.sin_squared(mx.array(y), impl=ops.NATIVE))
+    fast = np.array(backend.sin_squared(mx.array(y), impl=backend.FAST))
+    native = np.array(backend.sin_squared(mx.array(y), impl=backend.NATIVE))
     torch_ = (torch.sin(torch.from_numpy(y)) ** 2).numpy()
     s_fast, s_native, s_torch = snr_db(exact, fast), snr_db(exact, native), snr_db(exact, torch_)
     err_fast, err_torch = np.abs(fast - exact).max(), np.abs(torch_ - exact).max()

@@ -9,9 +9,8 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ..transformer.activation import mish, silu
+from ... import backend
 from ..transformer.convolution import Conv1d
-
 
 
 @lru_cache(maxsize=8)
@@ -45,7 +44,7 @@ class Block1D(nn.Module):
         self.norm = nn.GroupNorm(groups, dim_out, pytorch_compatible=True)
 
     def __call__(self, x: mx.array, mask: mx.array) -> mx.array:
-        return mish(self.norm(self.conv(x * mask))) * mask
+        return backend.mish(self.norm(self.conv(x * mask))) * mask
 
 
 class ResnetBlock1D(nn.Module):
@@ -61,7 +60,7 @@ class ResnetBlock1D(nn.Module):
     def __call__(self, x: mx.array, mask: mx.array, time_emb: mx.array) -> mx.array:
         """x (B, T, dim), mask (B, T, 1), time_emb (B, time_emb_dim)"""
         h = self.block1(x, mask)
-        h = h + self.mlp(mish(time_emb))[:, None, :]
+        h = h + self.mlp(backend.mish(time_emb))[:, None, :]
         h = self.block2(h, mask)
         return h + self.res_conv(x * mask)
 
@@ -87,7 +86,7 @@ class TimestepEmbedding(nn.Module):
         self.linear_2 = nn.Linear(time_embed_dim, out_dim if out_dim is not None else time_embed_dim)
 
     def __call__(self, sample: mx.array) -> mx.array:
-        return self.linear_2(silu(self.linear_1(sample)))
+        return self.linear_2(backend.silu(self.linear_1(sample)))
 
 
 class Upsample1D(nn.Module):

@@ -6,9 +6,8 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from ...cpu_kernels.layers import LayerNorm
-from ...cpu_kernels.layers import WideLinear as Linear
-from ..transformer.activation import attention, gelu
+from ... import backend
+from ...backend import LayerNorm, Linear
 
 
 class Attention(nn.Module):
@@ -42,7 +41,7 @@ class Attention(nn.Module):
         bias = None
         if attention_mask is not None:
             bias = attention_mask if attention_mask.ndim == 4 else attention_mask[:, None]
-        o = attention(q, k, v, self.scale, bias)  # (B, T, heads, dim_head)
+        o = backend.attention(q, k, v, self.scale, bias)  # (B, T, heads, dim_head)
         return self.to_out(o.reshape(b, t, -1))
 
 
@@ -56,7 +55,7 @@ class GELU(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         x = self.proj(x)
-        return nn.gelu_approx(x) if self.approximate == "tanh" else gelu(x)
+        return nn.gelu_approx(x) if self.approximate == "tanh" else backend.gelu(x)
 
 
 class FeedForward(nn.Module):

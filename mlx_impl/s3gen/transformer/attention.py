@@ -6,8 +6,8 @@ import math
 import mlx.core as mx
 import mlx.nn as nn
 
-from ...cpu_kernels.layers import WideLinear as Linear
-from .activation import softmax, softmax_matmul
+from ... import backend
+from ...backend import Linear
 
 
 class MultiHeadedAttention(nn.Module):
@@ -38,10 +38,10 @@ class MultiHeadedAttention(nn.Module):
         if mask is not None and mask.shape[-1] > 0:
             keep = mask[:, None, :, : scores.shape[-1]]
             scores = mx.where(keep, scores, -mx.inf)
-            attn = mx.where(keep, softmax(scores, axis=-1), 0.0)
+            attn = mx.where(keep, backend.softmax(scores, axis=-1), 0.0)
             x = attn @ value
         else:
-            x = softmax_matmul(scores, value)
+            x = backend.softmax_matmul(scores, value)
         x = x.transpose(0, 2, 1, 3)
         return self.linear_out(x.reshape(x.shape[0], -1, self.h * self.d_k))
 

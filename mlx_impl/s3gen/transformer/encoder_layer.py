@@ -4,7 +4,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from ...cpu_kernels.layers import LayerNorm
+from ...backend import LayerNorm
 
 
 class ConformerEncoderLayer(nn.Module):

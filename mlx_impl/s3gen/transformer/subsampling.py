@@ -4,8 +4,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from ...cpu_kernels.layers import LayerNorm
-from ...cpu_kernels.layers import WideLinear as Linear
+from ...backend import LayerNorm, Linear
 
 
 class LinearNoSubsampling(nn.Module):

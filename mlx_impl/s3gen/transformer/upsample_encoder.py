@@ -8,8 +8,8 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from ...backend import LayerNorm
 from ..utils.mask import add_optional_chunk_mask, make_pad_mask
-from ...cpu_kernels.layers import LayerNorm
 from .activation import ACTIVATIONS
 from .attention import ATTENTION_CLASSES
 from .convolution import Conv1d, ConvolutionModule

@@ -1,4 +1,4 @@
-"""Drop-in `nn.Linear` / `nn.LayerNorm` / `nn.RMSNorm` that run one kernel of `mlx_impl.cpu_kernels` on the CPU
+"""Drop-in `nn.Linear` / `nn.LayerNorm` / `nn.RMSNorm` that run one kernel (native.py) on the CPU
 (float32, kernels built) and MLX's own layer otherwise (GPU, other dtypes, kernels absent). Same
 parameters and names as MLX's layers, so weights load unchanged."""
 from __future__ import annotations
@@ -6,29 +6,32 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from . import applies_to, kernels
+from .native import applies_to, kernels
 
 
 class Linear(nn.Linear):
     """x @ W^T + b. MLX's CPU addmm first broadcasts the bias into the output with a strided copy
     (0.5 ms of a 1.5 ms (350, 256) x (256, 1024) product here); the kernel adds it after the product
-    (same values up to one rounding of the bias add). The product runs through MLX's BLAS."""
+    (same values up to one rounding of the bias add). The product runs through MLX's BLAS, or
+    through the wide BLAS once `use_wide_blas` has set `wide_blas`."""
 
-    wide = False
+    wide_blas = False
 
     def __call__(self, x: mx.array) -> mx.array:
         if not applies_to(x) or self.weight.dtype != mx.float32:
             return super().__call__(x)
-        return kernels().linear(x, self.weight, self["bias"] if "bias" in self else None, self.wide)
+        return kernels().linear(x, self.weight, self["bias"] if "bias" in self else None, self.wide_blas)
 
 
-class WideLinear(Linear):
-    """Linear whose product runs through the wide BLAS (`wide_blas()`: OpenBLAS with the CPU's
-    AVX-512 kernels, 2.1x MKL's speed on AMD for S3Gen's (905, 256) x (256, 1024)): for S3Gen's
-    many-row products. T3 and the S3 tokenizer keep `Linear` (MLX's BLAS): their outputs are
-    compared token for token, and a BLAS's rounding is part of those numbers."""
-
-    wide = True
+def use_wide_blas(model: nn.Module) -> nn.Module:
+    """Sends the products of every `Linear` in `model` through the wide BLAS (`native.wide_blas()`:
+    OpenBLAS with the CPU's AVX-512 kernels, 2.1x MKL's speed on AMD for S3Gen's (905, 256) x
+    (256, 1024)): for S3Gen's many-row products. T3 and the S3 tokenizer keep MLX's BLAS: their
+    outputs are compared token for token, and a BLAS's rounding is part of those numbers."""
+    for _, module in model.named_modules():
+        if isinstance(module, Linear):
+            module.wide_blas = True
+    return model
 
 
 class LayerNorm(nn.LayerNorm):
@@ -58,4 +61,3 @@ class RMSNorm(nn.RMSNorm):
         if not applies_to(x) or self.weight.dtype != mx.float32:
             return super().__call__(x)
         return kernels().rms_norm(x, self.weight, self.eps)
-

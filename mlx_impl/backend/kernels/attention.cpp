@@ -1,0 +1,123 @@
+// Attention, softmax(q k^T * scale + bias) v, per head and block of query rows in cache (BLAS
+// products, the softmax in between, no T x T array in memory).
+#include "common.h"
+#include "elementwise.h"
+#include "kernels.h"
+#include "wide_blas.h"
+
+namespace ck {
+namespace {
+
+constexpr int64_t kQueryBlock = 128;  // query rows per block: scores of 128 x S floats stay in L2
+
+// Additive bias broadcast to (B, H, T, S): strides of broadcast axes are 0.
+struct Bias4 {
+  const float* data = nullptr;
+  int64_t sb = 0, sh = 0, st = 0;
+};
+
+// One head's attention for query rows [t0, t0 + rows): scores in `scores` (rows x S), the
+// softmax's exp and sums, then the product with v into out (rows of H * D floats).
+void attention_block(bool wide, const float* qb, int64_t q_sn, const float* kb, int64_t k_sn, const float* vb,
+                     int64_t v_sn, const float* bias_rows, int64_t bias_st, float* ob, int64_t out_stride,
+                     int64_t rows, int64_t S, int64_t D, float scale, float* scores, float* inv_sums) {
+  sgemm(wide, kTrans, rows, S, D, scale, qb, q_sn, kb, k_sn, 0.0f, scores, S);
+  if (bias_rows)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* br = bias_rows + r * bias_st;
+      float* sr = scores + r * S;
+      for (int64_t j = 0; j < S; ++j) sr[j] += br[j];
+    }
+  // softmax's exp and sums; the division by the sum is applied to the D outputs of each row after
+  // the product with v (a pass over rows x D instead of rows x S)
+  for (int64_t r = 0; r < rows; ++r) {
+    float* sr = scores + r * S;
+    inv_sums[r] = 1.0f / exp_shifted_sum(sr, sr, S, row_max(sr, S));
+  }
+  sgemm(wide, kNoTrans, rows, D, S, 1.0f, scores, S, vb, v_sn, 0.0f, ob, out_stride);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < D; ++j) ob[r * out_stride + j] *= inv_sums[r];
+}
+
+// Heads (and query blocks) in order. One-token steps (T == 1, decoding) split the heads over the
+// stream's threads: there the work is reading the KV cache, memory-bound, and one core reads at
+// about half the machine's bandwidth (inside the parallel region the BLAS runs one thread). So do
+// products through the wide BLAS, which runs one thread.
+void attention_heads(bool wide, Operand4 q, Operand4 k, Operand4 v, Bias4 bias, float* out, int64_t B,
+                     int64_t H, int64_t T, int64_t S, int64_t D, float scale) {
+  int64_t block = std::min(T, kQueryBlock);
+  wide = wide && wide_blas_loaded() && T > 1;
+  int threads = (T == 1 || wide) && B * H > 1 ? static_cast<int>(stream_threads()) : 1;
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> scores(static_cast<size_t>(block * S));
+    std::vector<float> inv_sums(static_cast<size_t>(block));
+#pragma omp for schedule(static)
+    for (int64_t bh = 0; bh < B * H; ++bh) {
+      int64_t b = bh / H, h = bh % H;
+      for (int64_t t0 = 0; t0 < T; t0 += kQueryBlock) {
+        int64_t rows = std::min(kQueryBlock, T - t0);
+        const float* br = bias.data ? bias.data + b * bias.sb + h * bias.sh + t0 * bias.st : nullptr;
+        // out is (B, T, H, D): row t of head h at ((b T + t) H + h) D
+        attention_block(wide, q.data + b * q.sb + h * q.sh + t0 * q.sn, q.sn, k.data + b * k.sb + h * k.sh, k.sn,
+                        v.data + b * v.sb + h * v.sh, v.sn, br, bias.st, out + ((b * T + t0) * H + h) * D,
+                        H * D, rows, S, D, scale, scores.data(), inv_sums.data());
+      }
+    }
+  }
+}
+
+
+class AttentionKernel : public CpuPrimitive {
+ public:
+  AttentionKernel(mx::Stream s, float scale, bool wide) : CpuPrimitive(s), scale_(scale), wide_(wide) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    const auto &q = inputs[0], &k = inputs[1], &v = inputs[2];
+    for (int i = 0; i < 3; ++i)
+      if (inputs[i].strides().back() != 1 && inputs[i].shape().back() != 1)
+        throw std::invalid_argument("attention: q, k, v with a unit-stride last axis expected");
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    Bias4 bias;
+    if (inputs.size() == 4) {
+      const auto& bb = inputs[3];
+      bias = {bb.data<float>(), broadcast_stride(bb, 0), broadcast_stride(bb, 1), broadcast_stride(bb, 2)};
+    }
+    auto& enc = encoder(inputs, out);
+    enc.dispatch([qo = operand(q), ko = operand(k), vo = operand(v), bias, dst = out.data<float>(),
+                  B = q.shape(0), H = q.shape(1), T = q.shape(2), S = k.shape(2), D = q.shape(3),
+                  scale = scale_, wide = wide_]() {
+      attention_heads(wide, qo, ko, vo, bias, dst, B, H, T, S, D, scale);
+    });
+  }
+  const char* name() const override { return "CpuKernelAttention"; }
+
+ private:
+  float scale_;
+  bool wide_;
+};
+
+}  // namespace
+
+mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale,
+                    std::optional<mx::array> bias, bool wide) {
+  for (const auto* a : {&q, &k, &v}) check_input(*a, "attention");
+  if (q.ndim() != 4 || k.ndim() != 4 || v.ndim() != 4 || k.shape() != v.shape() ||
+      q.shape(0) != k.shape(0) || q.shape(1) != k.shape(1) || q.shape(3) != k.shape(3))
+    throw std::invalid_argument("attention: q (B, H, T, D), k and v (B, H, S, D) expected");
+  auto s = cpu_stream("attention");
+  int B = q.shape(0), H = q.shape(1), T = q.shape(2), S = k.shape(2), D = q.shape(3);
+  std::vector<mx::array> in = {q, k, v};
+  if (bias) {
+    check_input(*bias, "attention");
+    const auto& bs = bias->shape();
+    bool ok = bias->ndim() == 4 && bs[3] == S;
+    for (int i = 0; i < 3 && ok; ++i) ok = bs[i] == 1 || bs[i] == q.shape(i);
+    if (!ok) throw std::invalid_argument("attention: bias of shape (B|1, H|1, T|1, S) expected");
+    in.push_back(mx::contiguous(*bias, false, s));  // broadcast axes are read with stride 0
+  }
+  return mx::array({B, T, H, D}, mx::float32,
+                   std::make_shared<AttentionKernel>(s, scale, wide), in);
+}
+
+}  // namespace ck

@@ -1,0 +1,124 @@
+"""mlx_impl.backend: the one device decision, MLX's settings applied only on request, the lanes that
+run independent work on both CPU cores, and the layering (model files reach the CPU forms through
+the backend only)."""
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlx_impl import backend
+from mlx_impl.backend import device, lanes, native
+
+ROOT = Path(__file__).resolve().parents[2]
+MLX_IMPL = ROOT / "mlx_impl"
+
+
+def test_importing_mlx_impl_changes_no_environment_variable():
+    """Importing the package and its backend changes nothing; importing the pipeline sets none of
+    MLX's settings (third-party libraries it imports may set their own)."""
+    code = ("import os; before = dict(os.environ); import mlx_impl, mlx_impl.backend; "
+            "print(sorted(set(os.environ.items()) ^ set(before.items()))); import mlx_impl.tts; "
+            "print(sorted(name for name in os.environ if name.startswith('MLX_')))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLX_")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["[]", "[]"], out.stdout
+
+
+def test_apply_mlx_defaults_keeps_what_the_user_set(monkeypatch):
+    monkeypatch.delenv("MLX_MAX_OPS_PER_BUFFER", raising=False)
+    monkeypatch.setenv("MLX_ENABLE_TF32", "1")
+    backend.apply_mlx_defaults()
+    assert os.environ["MLX_MAX_OPS_PER_BUFFER"] == device.MLX_DEFAULTS["MLX_MAX_OPS_PER_BUFFER"]
+    assert os.environ["MLX_ENABLE_TF32"] == "1"
+
+
+def test_the_device_decision_and_the_forms():
+    assert backend.on_gpu() == (mx.default_device().type == mx.DeviceType.gpu)
+    assert device.resolve_form(None) == (backend.NATIVE if backend.on_gpu() else backend.FAST)
+    with pytest.raises(ValueError, match="impl must be"):
+        device.resolve_form("naive")
+
+
+def test_the_old_cpu_kernels_names_are_the_backends():
+    from mlx_impl import cpu_kernels
+    from mlx_impl.cpu_kernels.layers import RMSNorm
+
+    assert cpu_kernels.kernels is native.kernels and cpu_kernels.applies_to is native.applies_to
+    assert cpu_kernels.layers is backend.layers and RMSNorm is backend.RMSNorm
+    assert cpu_kernels.one_blas_thread is lanes.one_blas_thread
+
+
+def test_balance_puts_the_longest_job_first_onto_the_less_loaded_lane():
+    assert lanes._balance([1, 1]) == ([0], [1])
+    assert lanes._balance([5, 7, 11, 9]) == ([2, 0], [3, 1])
+    assert lanes._balance([3]) == ([0], [])
+
+
+def test_parallel_lanes_returns_each_jobs_output_in_order_bit_identical_to_one_stream():
+    rng = np.random.default_rng(0)
+    xs = [mx.array(rng.standard_normal((300, 256)).astype(np.float32)) for _ in range(5)]
+    w = mx.array(rng.standard_normal((256, 256)).astype(np.float32))
+    jobs = [lambda x=x: backend.gelu(x @ w) + x for x in xs]
+    seq = [job() for job in jobs]
+    par = backend.parallel_lanes(jobs, costs=[1, 5, 2, 4, 3])
+    assert all(np.array_equal(np.array(a), np.array(b)) for a, b in zip(par, seq))
+
+
+def test_interleave_points_are_recorded_only_while_a_lane_is_built():
+    x = mx.ones((3,))
+    assert backend.interleave_point(x) is x and lanes._interleave_points is None
+    seen = []
+
+    def job():
+        h = backend.interleave_point(x + 1)
+        seen.append(list(lanes._interleave_points))
+        return backend.interleave_point(h * 2)
+
+    out, points = lanes._build(job, mx.default_stream(mx.cpu))
+    assert len(seen[0]) == 1 and len(points) == 3 and points[-1] is out
+    assert lanes._interleave_points is None
+
+
+def test_parallel_batch_equals_the_call_on_the_whole_batch():
+    rng = np.random.default_rng(1)
+    a, b = (mx.array(rng.standard_normal((4, 50, 64)).astype(np.float32)) for _ in range(2))
+    fn = lambda x, y: backend.softmax(x @ y.swapaxes(1, 2)) @ y  # rows independent
+    assert np.array_equal(np.array(backend.parallel_batch(fn, a, b)), np.array(fn(a, b)))
+
+
+def _imports(path: Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            yield ("." * node.level) + (node.module or "")
+
+
+def test_layering():
+    """The backend imports nothing above it (only mlx, numpy and itself); the model packages import
+    no parity / reference / tests; only the modules that still use the old name import
+    mlx_impl.cpu_kernels; only backend/device.py asks for the device (T3's fast decode still does too,
+    until it moves to backend.on_cuda)."""
+    outside = {"__future__", "contextlib", "itertools", "math", "mlx", "numpy", "os", "typing"}
+    for path in (MLX_IMPL / "backend").rglob("*.py"):
+        for name in _imports(path):
+            inside = name.startswith(".") and not name.startswith("..")
+            assert inside or name.split(".")[0] in outside, (path.name, name)
+    for package in ("s3gen", "s3tokenizer", "t3", "voice_encoder", "tokenizers"):
+        for path in (MLX_IMPL / package).rglob("*.py"):
+            rel = path.relative_to(MLX_IMPL).as_posix()
+            for name in _imports(path):
+                assert name.split(".")[0] not in ("parity", "reference", "tests"), (rel, name)
+                if "cpu_kernels" in name:
+                    assert rel.startswith("t3/inference/") or rel == "s3tokenizer/model.py", (rel, name)
+    for path in MLX_IMPL.rglob("*.py"):
+        rel = path.relative_to(MLX_IMPL).as_posix()
+        if "default_device()" in path.read_text():
+            assert rel == "backend/device.py" or rel.startswith("t3/inference/"), rel
