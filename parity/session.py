@@ -102,7 +102,7 @@ class ParitySession:
 
     @classmethod
     def create(cls, ckpt_path=None, fx_root=None, **kw) -> "ParitySession":
-        from .cli import resolve_checkpoint
+        from .synthetic import resolve_checkpoint
 
         ckpt = resolve_checkpoint(ckpt_path, create_synthetic=reference_available())
         return cls(ckpt=ckpt, fx_root=Path(fx_root or default_fixture_root()), **kw)
