@@ -95,7 +95,8 @@ def read_safetensors(path: Path) -> Dict[str, np.ndarray]:
             raise ParityError(f"malformed safetensors file {path}: {e}") from None
     if not state:
         raise ParityError(f"safetensors file holds no tensors: {path}")
-    return state
+    # where a package has registered a numpy bfloat16 (ml_dtypes), load_file returns it: widen it too
+    return {k: v.astype(np.float32) if v.dtype.name == "bfloat16" else v for k, v in state.items()}
 
 
 _NUMPY_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
