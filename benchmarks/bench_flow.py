@@ -25,27 +25,6 @@ sys.path.insert(0, str(ROOT))
 TOKEN_RATE = 25  # speech tokens per second of audio
 
 
-def build_original_flow():
-    from chatterbox.models.s3gen.configs import CFM_PARAMS
-    from chatterbox.models.s3gen.decoder import ConditionalDecoder
-    from chatterbox.models.s3gen.flow import CausalMaskedDiffWithXvec
-    from chatterbox.models.s3gen.flow_matching import CausalConditionalCFM
-    from chatterbox.models.s3gen.transformer.upsample_encoder import UpsampleConformerEncoder
-
-    encoder = UpsampleConformerEncoder(
-        output_size=512, attention_heads=8, linear_units=2048, num_blocks=6, dropout_rate=0.1,
-        positional_dropout_rate=0.1, attention_dropout_rate=0.1, normalize_before=True, input_layer='linear',
-        pos_enc_layer_type='rel_pos_espnet', selfattention_layer_type='rel_selfattn', input_size=512,
-        use_cnn_module=False, macaron_style=False,
-    )
-    estimator = ConditionalDecoder(
-        in_channels=320, out_channels=80, causal=True, channels=[256], dropout=0.0, attention_head_dim=64,
-        n_blocks=4, num_mid_blocks=12, num_heads=8, act_fn='gelu', meanflow=False,
-    )
-    decoder = CausalConditionalCFM(spk_emb_dim=80, cfm_params=CFM_PARAMS, estimator=estimator)
-    return CausalMaskedDiffWithXvec(encoder=encoder, decoder=decoder)
-
-
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-prompt", type=int, default=100, help="prompt speech tokens (mel frames = 2x)")
@@ -65,10 +44,11 @@ def main(argv=None) -> dict:
     from mlx_impl.convert.flow import sanitize
     from mlx_impl.s3gen.flow import build_causal_flow
     from parity.metrics import compare
+    from reference.builders import original_flow
 
     backend.apply_mlx_defaults()
     torch.manual_seed(args.seed)
-    ref = build_original_flow().eval()
+    ref = original_flow().eval()
     if args.ckpt:
         from parity.checkpoint_dir import CheckpointDir
 

@@ -32,34 +32,6 @@ sys.path.insert(0, str(ROOT))
 MEL_RATE = 50  # mel frames per second of audio (24 kHz, 480 samples per frame)
 
 
-def build_original_hift():
-    from chatterbox.models.s3gen.f0_predictor import ConvRNNF0Predictor
-    from chatterbox.models.s3gen.hifigan import HiFTGenerator
-
-    return HiFTGenerator(
-        sampling_rate=24000,
-        upsample_rates=[8, 5, 3],
-        upsample_kernel_sizes=[16, 11, 7],
-        source_resblock_kernel_sizes=[7, 7, 11],
-        source_resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5], [1, 3, 5]],
-        f0_predictor=ConvRNNF0Predictor(),
-    ).eval()
-
-
-def randomize(model, seed: int) -> None:
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("alpha") or name.endswith("original0"):
-                p.mul_(0.5 + torch.rand(p.shape, generator=g))
-            elif name.endswith("bias"):
-                p.add_(0.02 * torch.randn(p.shape, generator=g))
-        model.f0_predictor.classifier.weight.mul_(4000.0)
-        model.f0_predictor.classifier.bias.fill_(40.0)
-
-
 def openblas_core() -> str:
     """The OpenBLAS core of the BLAS that MLX's CPU backend loaded (or 'unknown')."""
     import ctypes
@@ -95,18 +67,19 @@ def main(argv=None) -> dict:
     from mlx_impl import backend
     from mlx_impl.convert.hift import build_hift, strip_prefix
     from parity.metrics import compare
+    from reference.builders import original_hift, randomize_hift
 
     backend.apply_mlx_defaults()
 
     torch.manual_seed(args.seed)
-    ref = build_original_hift()
+    ref = original_hift()
     if args.ckpt:
         from parity.checkpoint_dir import CheckpointDir
 
         state = strip_prefix(CheckpointDir.open(args.ckpt).state("s3gen"), "mel2wav.")
         ref.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
     else:
-        randomize(ref, args.seed + 1)
+        randomize_hift(ref, args.seed + 1)
         state = {k: v.detach().numpy().copy() for k, v in ref.state_dict().items()}
     model = build_hift(state)
     mx.eval(model.parameters())

@@ -22,39 +22,11 @@ from mlx_impl.s3gen.matcha.decoder import SinusoidalPosEmb
 from mlx_impl.s3gen.transformer.attention import rel_shift
 from mlx_impl.s3gen.transformer.embedding import EspnetRelPositionalEncoding
 from mlx_impl.s3gen.utils.mask import make_pad_mask
-from parity.metrics import compare
+from compare_helpers import snr
+from parity import registry
+from reference.builders import original_flow as build_original_flow
 
-SNR_MIN = 100.0
-
-
-def snr(ref, out) -> float:
-    ref, out = np.asarray(ref), np.asarray(out)
-    m = compare(ref, out)
-    assert not m.length_mismatch, f"shape {m.shape_out} != {m.shape_ref}"
-    assert m.nonfinite_mismatch == 0, f"{m.nonfinite_mismatch} non-finite entries differ"
-    return m.snr_db
-
-
-def build_original_flow():
-    """CausalMaskedDiffWithXvec exactly as chatterbox.models.s3gen.s3gen.S3Token2Mel builds it."""
-    from chatterbox.models.s3gen.configs import CFM_PARAMS
-    from chatterbox.models.s3gen.decoder import ConditionalDecoder
-    from chatterbox.models.s3gen.flow import CausalMaskedDiffWithXvec
-    from chatterbox.models.s3gen.flow_matching import CausalConditionalCFM
-    from chatterbox.models.s3gen.transformer.upsample_encoder import UpsampleConformerEncoder
-
-    encoder = UpsampleConformerEncoder(
-        output_size=512, attention_heads=8, linear_units=2048, num_blocks=6, dropout_rate=0.1,
-        positional_dropout_rate=0.1, attention_dropout_rate=0.1, normalize_before=True, input_layer='linear',
-        pos_enc_layer_type='rel_pos_espnet', selfattention_layer_type='rel_selfattn', input_size=512,
-        use_cnn_module=False, macaron_style=False,
-    )
-    estimator = ConditionalDecoder(
-        in_channels=320, out_channels=80, causal=True, channels=[256], dropout=0.0, attention_head_dim=64,
-        n_blocks=4, num_mid_blocks=12, num_heads=8, act_fn='gelu', meanflow=False,
-    )
-    decoder = CausalConditionalCFM(spk_emb_dim=80, cfm_params=CFM_PARAMS, estimator=estimator)
-    return CausalMaskedDiffWithXvec(encoder=encoder, decoder=decoder)
+SNR_MIN = registry.load().default("float").snr_db  # the registry's float goal
 
 
 def randomize(model: torch.nn.Module, seed: int) -> None:

@@ -17,48 +17,13 @@ from mlx_impl.convert.hift import build_hift, sanitize
 from mlx_impl import backend
 from mlx_impl.backend import lanes, native
 from mlx_impl.s3gen import hifigan as mh
-from parity.metrics import compare
+from compare_helpers import snr
+from parity import registry
+from reference.builders import original_hift as build_original_hift
+from reference.builders import randomize_hift as randomize
 
-SNR_MIN = 100.0
+SNR_MIN = registry.load().default("float").snr_db  # the registry's float goal
 N_MEL = 32
-
-
-def snr(ref, out) -> float:
-    ref, out = np.asarray(ref), np.asarray(out)
-    m = compare(ref, out)
-    assert not m.length_mismatch, f"shape {m.shape_out} != {m.shape_ref}"
-    assert m.nonfinite_mismatch == 0, f"{m.nonfinite_mismatch} non-finite entries differ"
-    return m.snr_db
-
-
-def build_original_hift():
-    """HiFTGenerator exactly as chatterbox.models.s3gen.s3gen.S3Token2Wav builds it."""
-    from chatterbox.models.s3gen.f0_predictor import ConvRNNF0Predictor
-    from chatterbox.models.s3gen.hifigan import HiFTGenerator
-
-    return HiFTGenerator(
-        sampling_rate=24000,
-        upsample_rates=[8, 5, 3],
-        upsample_kernel_sizes=[16, 11, 7],
-        source_resblock_kernel_sizes=[7, 7, 11],
-        source_resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5], [1, 3, 5]],
-        f0_predictor=ConvRNNF0Predictor(),
-    ).eval()
-
-
-def randomize(model: torch.nn.Module, seed: int) -> None:
-    """Perturb every weight-norm gain, Snake alpha and bias (default init leaves gains at ||v||,
-    alphas at 1), and scale the F0 classifier so that F0 spans unvoiced (< 10 Hz) and voiced
-    values of a few hundred Hz."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("alpha") or name.endswith("original0"):
-                p.mul_(0.5 + torch.rand(p.shape, generator=g))
-            elif name.endswith("bias"):
-                p.add_(0.02 * torch.randn(p.shape, generator=g))
-        model.f0_predictor.classifier.weight.mul_(4000.0)
-        model.f0_predictor.classifier.bias.fill_(40.0)
 
 
 class Recorder:
