@@ -60,6 +60,16 @@ def _traceback(debug: bool) -> None:
         traceback.print_exc()
 
 
+def standalone_parser(prog: str, description: str, add_arguments) -> "argparse.ArgumentParser":
+    """The parser of a standalone entry point: the command's options and --debug."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    add_arguments(p)
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+    return p
+
+
 def main_of(build_parser, argv=None) -> int:
     """A standalone entry point: parse `argv` (default sys.argv[1:]) with build_parser() (which
     has a --debug flag) and run the parsed command (`args.fn`)."""

@@ -23,7 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import Optional
 
-from .cli import FROM_ENV, MODEL_ENV, DefaultFolder, folder_source, main_of
+from .cli import FROM_ENV, MODEL_ENV, DefaultFolder, folder_source, main_of, standalone_parser
 from .validate import (
     DEFAULTS,
     SPEECH_POSITIONS,
@@ -200,10 +200,7 @@ def add_arguments(p, default: Optional[DefaultFolder] = None, default_help: str 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mlx_impl.generate", description=DESCRIPTION)
-    add_arguments(p)
-    p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
-    return p
+    return standalone_parser("python -m mlx_impl.generate", DESCRIPTION, add_arguments)
 
 
 def main(argv=None) -> int:

@@ -35,7 +35,7 @@ import numpy as np
 from . import s3gen as s3gen_conv
 from . import t3 as t3_conv
 from . import voice_encoder as ve_conv
-from ..cli import MODEL_ENV, DefaultFolder, folder_source, main_of
+from ..cli import MODEL_ENV, DefaultFolder, folder_source, main_of, standalone_parser
 from ..load import HUB_FILES, build_modules, load_conds, load_tokenizer, read_state_dict, split_prefixes
 from ..validate import UsageError, check_out_dir, safetensors_header
 from .common import ConversionError, load_strict
@@ -273,10 +273,7 @@ def add_arguments(p, default: Optional[DefaultFolder] = None, default_help: str 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mlx_impl.convert", description=DESCRIPTION)
-    add_arguments(p)
-    p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
-    return p
+    return standalone_parser("python -m mlx_impl.convert", DESCRIPTION, add_arguments)
 
 
 def main(argv=None) -> int:
