@@ -122,9 +122,12 @@ class ChatterboxTTS:
     def from_pretrained(cls, path_or_repo_id: str = REPO_ID) -> "ChatterboxTTS":
         """A local folder (the MLX single-file layout, model.safetensors + config.json, or the hub's
         PyTorch layout, converted on the fly), or a hub repo id resolved through huggingface_hub's
-        cache (downloaded where a network exists)."""
+        cache (downloaded where a network exists). Applies MLX's settings for this model first
+        (backend.apply_mlx_defaults: read at MLX's first evaluation; a value the user set wins)."""
+        from .backend import apply_mlx_defaults
         from .load import load_pipeline, resolve_model_dir
 
+        apply_mlx_defaults()
         return load_pipeline(resolve_model_dir(path_or_repo_id), cls)
 
     # ------------------------------------------------------------------ conditioning
