@@ -77,19 +77,25 @@ def note_for(label: str, run: dict) -> str:
 
 
 def refresh_text(text: str, notes: Dict[str, str]) -> tuple:
-    """`text` (the registry) with the `measured` line of each table in `notes` replaced; returns
-    (new text, labels replaced). A table's label is its checkpoint, or "<mode>:<checkpoint>"."""
-    out, done, label = [], [], None
+    """`text` (the registry) with the `measured` value of each table in `notes` replaced by a one-line
+    note (a multi-line one included); returns (new text, labels replaced). A table's label is its
+    checkpoint, or "<mode>:<checkpoint>"."""
+    out, done, label, skipping = [], [], None, False
     for line in text.splitlines(keepends=True):
+        if skipping:  # the rest of a replaced multi-line note
+            skipping = '"""' not in line
+            continue
         h = _HEADER.match(line.strip())
         if h:
             label = h.group(3) if h.group(2) is None else f"{h.group(2)}:{h.group(3)}"
         elif line.startswith("["):
             label = None
-        if label in notes and line.startswith("measured"):
-            if not _MEASURED.match(line.strip()):
-                raise ParityError(f"{registry.REGISTRY_FILE}: the measured note of '{label}' is not a one-line "
-                                  "string: make it one before refreshing")
+        if label in notes and re.match(r"measured\s*=", line):
+            value = line.split("=", 1)[1].strip()
+            if value.startswith('"""'):
+                skipping = value.count('"""') == 1
+            elif not _MEASURED.match(line.strip()):
+                raise ParityError(f"{registry.REGISTRY_FILE}: cannot read the measured note of '{label}'")
             line = f"measured = {json.dumps(notes[label], ensure_ascii=False)}\n"
             done.append(label)
         out.append(line)

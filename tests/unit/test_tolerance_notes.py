@@ -38,10 +38,12 @@ def test_refresh_replaces_only_the_named_tables_measured_lines():
     assert 'measured = "other mode"' in text and '"""kept"""' in text and 'reason = "kept too"' in text
 
 
-def test_a_multiline_measured_note_is_refused():
-    bad = TOML.replace('measured = "old note"', 'measured = """old\nnote"""')
-    with pytest.raises(ParityError, match="not a one-line"):
-        tolerance_notes.refresh_text(bad, {"t3.logits_min_p": "new"})
+def test_a_multiline_measured_note_becomes_one_line():
+    multi = TOML.replace('measured = "old note"', 'measured = """old\nnote, line 2"""')
+    text, done = tolerance_notes.refresh_text(multi, {"t3.logits_min_p": "new"})
+    assert done == ["t3.logits_min_p"] and 'measured = "new"\nreason = """kept"""' in text and "line 2" not in text
+    with pytest.raises(ParityError, match="cannot read"):
+        tolerance_notes.refresh_text(TOML.replace('measured = "old note"', "measured = 3"), {"t3.logits_min_p": "x"})
 
 
 def test_note_gives_date_commit_machine_and_every_case():
