@@ -319,3 +319,79 @@ def test_greedy_margin_is_the_smallest_perturbation_that_moves_the_argmax():
         top = int(np.argmax(z))
         assert all(int(np.argmax(z + 0.999 * m * c)) == top for c in corners)
         assert any(int(np.argmax(z + 1.001 * m * c)) != top for c in corners)
+
+
+# ---------------------------------------------------------------------------- e2e after a flip
+
+
+class FakeE2EFixture(FakeFixture):
+    """A case whose reference decoded N tokens (no SOS/EOS: every token goes to S3Gen)."""
+    params = {"exaggeration": 0.5, "max_new_tokens": N, "temperature": 0.8, "cfg_weight": 0.5,
+              "repetition_penalty": 1.2, "min_p": 0.05, "top_p": 1.0, "n_cfm_timesteps": 2}
+    case = {"text": "hello"}
+    name = "fake"
+
+    def audio_path(self):
+        return "unused.wav"
+
+
+class FakePipeline:
+    """Stands in for the MLX ChatterboxTTS: T3 decodes `tokens` (reporting `scaled` logits per step),
+    S3Gen records the tokens it is given and returns the reference's own mel and waveform."""
+
+    def __init__(self, fx, tokens, scaled):
+        import types
+
+        self.fx, self.tokens, self.scaled, self.s3gen_tokens = fx, tokens, scaled, []
+        self.t3 = types.SimpleNamespace(inference=self._t3)
+        self.s3gen = types.SimpleNamespace(inference=self._s3gen, tokenizer=types.SimpleNamespace(
+            forward=lambda wavs: (np.zeros((1, 4), np.int32), None)))
+
+    def prepare_conditionals(self, path, exaggeration, trace):
+        import types
+
+        trace.update(wav_24k=np.zeros(8, np.float32), wav_16k=np.zeros(6, np.float32))
+        z = np.zeros((1, 4), np.float32)
+        return types.SimpleNamespace(t3=types.SimpleNamespace(speaker_emb=z, cond_prompt_speech_tokens=z),
+                                     gen={"prompt_feat": z, "prompt_token": z, "embedding": z})
+
+    def text_tokens(self, text):
+        return np.zeros((2, 3), np.int32)
+
+    def _t3(self, *, on_step, max_new_tokens, **kw):
+        for i in range(min(max_new_tokens, self.tokens.shape[1])):
+            on_step(i, {"logits_temp": self.scaled[i]})
+        return self.tokens
+
+    def _s3gen(self, speech, ref_dict, n_cfm_timesteps, trace, **replay):
+        self.s3gen_tokens.append(np.asarray(speech))
+        trace["output_mel"] = self.fx.tensor("flow.output_mel")
+        return self.fx.tensor("hift.wav"), None
+
+
+def test_e2e_after_a_justified_flip_compares_s3gen_on_the_reference_tokens(monkeypatch):
+    """Yesterday a flip made flow.output_mel and hift.wav 'not comparable' (S3Gen ran on other tokens,
+    or not at all); now S3Gen runs on the reference's tokens and they are compared."""
+    from parity.stages import cumulative
+
+    margins = np.full(N, 1.0)
+    margins[5] = small()
+    ref = reference(margins)
+    rng = np.random.default_rng(1)
+    ref.update({"flow.speech_tokens": ref["t3.speech_tokens"].copy(), "t3.uniform_draws": rng.uniform(size=N),
+                "flow.start_noise": np.zeros((1, 80, 4), np.float32), "hift.sine_phase": np.zeros((1, 9, 1), np.float32),
+                "hift.sine_noise": np.zeros((1, 9, 4), np.float32),
+                "flow.output_mel": rng.normal(size=(1, 80, 6)).astype(np.float32),
+                "hift.wav": rng.normal(size=(1, 100)).astype(np.float32)})
+    fx = FakeE2EFixture(ref)
+    out_run = run_output(ref, [5], teacher_forced=False, logit_err=small())
+    fake = FakePipeline(fx, out_run["t3.speech_tokens"], out_run["t3.logits_temp"])
+    monkeypatch.setattr(cumulative, "_pipeline", lambda ckpt: fake)
+    out = cumulative.run_e2e(fx, None)
+    assert len(fake.s3gen_tokens) == 1
+    np.testing.assert_array_equal(fake.s3gen_tokens[0], ref["flow.speech_tokens"])  # the reference's, not MLX's
+    results = {name: evaluate(fx, out, name=name, mode="e2e")
+               for name in ("t3.speech_tokens", "flow.speech_tokens", "flow.output_mel", "hift.wav")}
+    assert all(r.status == "passed" for r in results.values()), {k: (r.status, r.message) for k, r in results.items()}
+    assert "step 5" in results["t3.speech_tokens"].message
+    assert "S3Gen ran on the reference's tokens" in results["hift.wav"].message
