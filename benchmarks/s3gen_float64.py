@@ -80,13 +80,13 @@ def original_in(fx: Fixture, ckpt: Path, dtype) -> dict:
 
 
 def mlx_worker(case: str, out_path: str) -> None:
-    from mlx_impl import cpu_kernels
+    from mlx_impl.backend import native
     from parity.synthetic import resolve_checkpoint
     from parity.stages.cumulative import run_s3gen
 
     fx = Fixture.open(fixture_dir(None, case))
     out = run_s3gen(fx, resolve_checkpoint(None, create_synthetic=False))
-    np.savez(out_path, **{k: np.asarray(out[k]) for k in OUTPUTS}, blas=np.array(cpu_kernels.wide_blas()))
+    np.savez(out_path, **{k: np.asarray(out[k]) for k in OUTPUTS}, blas=np.array(native.wide_blas()))
 
 
 def mlx_variant(case: str, variant: str) -> dict:

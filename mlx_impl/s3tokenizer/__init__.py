@@ -1,6 +1,6 @@
 """MLX port of the S3 speech tokenizer: the pip `s3tokenizer` package (model.py = V1, model_v2.py = V2,
 utils.py) and Chatterbox's subclass (s3tokenizer.py, chatterbox/models/s3tokenizer/). Standalone: it
-imports nothing of Chatterbox (on the CPU it uses `mlx_impl.cpu_kernels` for GELU, LayerNorm, the
+imports nothing of Chatterbox (on the CPU it uses `mlx_impl.backend` for GELU, LayerNorm, the
 attention softmax and V2's FSMN depthwise convolution where built; see model.py).
 
 Loading weights: `from_pretrained(path_or_repo_id)` reads a local folder or file, or a Hugging Face

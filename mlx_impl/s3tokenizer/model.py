@@ -13,8 +13,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from .. import cpu_kernels
-from ..cpu_kernels import layers
+from ..backend import layers, native
 from .utils import make_non_pad_mask, mask_to_bias, merge_tokenized_segments
 
 # Constants of the long-audio path (identical in V1 and V2): 30 s windows, 4 s overlap.
@@ -37,20 +36,20 @@ class ModelConfig:
     use_sdpa: bool = False
 
 
-# On the CPU (float32, kernels built) `mlx_impl.cpu_kernels` replaces MLX's ops: MLX's Linux CPU
+# On the CPU (float32, kernels built) `mlx_impl.backend` replaces MLX's ops: MLX's Linux CPU
 # erf / softmax / layer norm are chains of scalar passes (erf GELU of (1, 250, 5120): 51 ms, the
 # kernel 1.2 ms); on a GPU MLX's own ops are used.
-_cpu_kernels_apply = cpu_kernels.applies_to
+_cpu_kernels_apply = native.applies_to
 
 
 def gelu(x: mx.array) -> mx.array:
     """Exact (erf) GELU, torch's nn.GELU() / F.gelu."""
-    return cpu_kernels.kernels().gelu(x) if _cpu_kernels_apply(x) else nn.gelu(x)
+    return native.kernels().gelu(x) if _cpu_kernels_apply(x) else nn.gelu(x)
 
 
 def softmax(x: mx.array) -> mx.array:
     """Softmax over the last axis."""
-    return cpu_kernels.kernels().softmax(x) if _cpu_kernels_apply(x) else mx.softmax(x, axis=-1)
+    return native.kernels().softmax(x) if _cpu_kernels_apply(x) else mx.softmax(x, axis=-1)
 
 
 class GELU(nn.Module):

@@ -1,4 +1,4 @@
-"""A stand-in for the `mlx_impl.cpu_kernels` module that runs the real kernels and counts the
+"""A stand-in for the `mlx_impl.backend.native` module that runs the real kernels and counts the
 calls by kernel name (tests check which model paths go through the kernels)."""
 from __future__ import annotations
 

@@ -46,15 +46,6 @@ def test_the_device_decision_and_the_forms():
         device.resolve_form("naive")
 
 
-def test_the_old_cpu_kernels_names_are_the_backends():
-    from mlx_impl import cpu_kernels
-    from mlx_impl.cpu_kernels.layers import RMSNorm
-
-    assert cpu_kernels.kernels is native.kernels and cpu_kernels.applies_to is native.applies_to
-    assert cpu_kernels.layers is backend.layers and RMSNorm is backend.RMSNorm
-    assert cpu_kernels.one_blas_thread is lanes.one_blas_thread
-
-
 def test_balance_puts_the_longest_job_first_onto_the_less_loaded_lane():
     assert lanes._balance([1, 1]) == ([0], [1])
     assert lanes._balance([5, 7, 11, 9]) == ([2, 0], [3, 1])
@@ -103,9 +94,8 @@ def _imports(path: Path):
 
 def test_layering():
     """The backend imports nothing above it (only mlx, numpy and itself); the model packages import
-    no parity / reference / tests; only the modules that still use the old name import
-    mlx_impl.cpu_kernels; only backend/device.py asks for the device (T3's fast decode still does too,
-    until it moves to backend.on_cuda)."""
+    no parity / reference / tests; none imports the old mlx_impl.cpu_kernels; only backend/device.py
+    asks for the device (T3's fast decode still does too, until it moves to backend.on_cuda)."""
     outside = {"__future__", "contextlib", "itertools", "math", "mlx", "numpy", "os", "typing"}
     for path in (MLX_IMPL / "backend").rglob("*.py"):
         for name in _imports(path):
@@ -116,8 +106,7 @@ def test_layering():
             rel = path.relative_to(MLX_IMPL).as_posix()
             for name in _imports(path):
                 assert name.split(".")[0] not in ("parity", "reference", "tests"), (rel, name)
-                if "cpu_kernels" in name:
-                    assert rel.startswith("t3/inference/") or rel == "s3tokenizer/model.py", (rel, name)
+                assert "cpu_kernels" not in name, (rel, name)
     for path in MLX_IMPL.rglob("*.py"):
         rel = path.relative_to(MLX_IMPL).as_posix()
         if "default_device()" in path.read_text():

@@ -349,25 +349,25 @@ def test_depthwise_shift_sum_equals_native_grouped_conv():
 
 
 # ----------------------------------------------------------------------------- CPU kernels
-@pytest.mark.xfail(not __import__("mlx_impl.cpu_kernels", fromlist=["available"]).available(), strict=True,
+@pytest.mark.xfail(not __import__("mlx_impl.backend.native", fromlist=["available"]).available(), strict=True,
                    reason="CPU kernels not built (scripts/build_cpu_kernels.sh)")
 def test_cpu_kernel_path_is_used_and_matches_mlx_ops(monkeypatch):
-    """On the CPU with `mlx_impl.cpu_kernels` built, GELU (convs + MLPs), LayerNorm and the attention
+    """On the CPU with the backend's kernels built, GELU (convs + MLPs), LayerNorm and the attention
     softmax go through the kernels; they agree with MLX's own ops (the fallback, and the GPU path) to
     float32 rounding, and the tokens are the same."""
     import mlx.nn as nn
 
-    from mlx_impl import cpu_kernels
+    from mlx_impl.backend import native
 
     assert mx.default_device() == mx.cpu, "the tests run on the CPU"
     _, out = _v2_pair()
     mel, mel_len = _mels([400, 333, 61])
     mel, mel_len = mx.array(mel.numpy()), mx.array(mel_len.numpy())
 
-    from mlx_impl.cpu_kernels import layers
+    from mlx_impl.backend import layers
 
-    spy = SpyKernels(cpu_kernels)
-    monkeypatch.setattr(mlx_v1, "cpu_kernels", spy)
+    spy = SpyKernels(native)
+    monkeypatch.setattr(mlx_v1, "native", spy)
     monkeypatch.setattr(layers, "kernels", spy.kernels)  # LayerNorm, Linear
     h_k, _ = out.encoder(mel, mel_len)
     code_k = out.quantizer.encode(h_k)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from mlx_impl import cpu_kernels
+from mlx_impl.backend import native
 from mlx_impl.convert.common import ConversionError, load_strict
 from mlx_impl.convert.t3 import load_t3, sanitize
 from mlx_impl.t3 import T3, T3Cond, T3Config
@@ -512,7 +512,7 @@ def fused_and_plain_logits(models, inputs):
 
 def test_fused_projections_bit_identical(models, inputs, monkeypatch):
     """On MLX's own ops (no CPU kernels) fusing q/k/v and gate/up changes no bit."""
-    monkeypatch.setattr(cpu_kernels, "applies_to", lambda x: False)
+    monkeypatch.setattr(native, "applies_to", lambda x: False)
     _, m, state, cfg = models
     fused, a, b = fused_and_plain_logits(models, inputs)
     assert mx.array_equal(a, b), float(mx.abs(a - b).max())
@@ -527,7 +527,7 @@ def test_fused_projections_bit_identical(models, inputs, monkeypatch):
         q.fuse_projections()
 
 
-@pytest.mark.xfail(not cpu_kernels.available(), reason="CPU kernels not built", strict=True)
+@pytest.mark.xfail(not native.available(), reason="CPU kernels not built", strict=True)
 def test_fused_projections_with_cpu_kernels(models, inputs, monkeypatch):
     """With the CPU kernels the fused layers run the attention, SwiGLU and RoPE kernels (the prefill's
     causal attention included): float32 rounding apart from MLX's ops (measured on this small model:
@@ -536,8 +536,8 @@ def test_fused_projections_with_cpu_kernels(models, inputs, monkeypatch):
     from mlx_impl.t3.inference import fused_layers
 
     ref, m, _, _ = models
-    spy = SpyKernels(cpu_kernels)
-    monkeypatch.setattr(fused_layers, "cpu_kernels", spy)
+    spy = SpyKernels(native)
+    monkeypatch.setattr(fused_layers, "native", spy)
     fused, a, b = fused_and_plain_logits(models, inputs)
     n = len(fused.tfmr.layers)
     assert spy.calls == {"attention": n, "swiglu": n, "rope": n}, spy.calls

@@ -3,7 +3,7 @@ counterpart).
 
 `fuse_projections(tfmr)` concatenates q/k/v and gate/up weights so that each layer runs two matrix
 products fewer (same dot products; the kernels may block them differently). RoPE and the attention
-run cpu_kernels' single-pass kernels on the CPU (float32, kernels built) and MLX's ops elsewhere.
+run the backend's single-pass kernels on the CPU (float32, kernels built) and MLX's ops elsewhere.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import mlx.nn as nn
 from mlx_lm.models.activations import swiglu
 from mlx_lm.models.base import scaled_dot_product_attention
 
-from ... import cpu_kernels
-from ...cpu_kernels.layers import RMSNorm
+from ...backend import native
+from ...backend.layers import RMSNorm
 
 
 class FusedAttention(nn.Module):
@@ -62,8 +62,8 @@ class FusedMLP(nn.Module):
 
     def activation(self, gate_up):
         """silu(gate) * up of the fused rows."""
-        if cpu_kernels.applies_to(gate_up):  # one pass over the fused rows (MLX reads the halves strided)
-            return cpu_kernels.kernels().swiglu(gate_up)
+        if native.applies_to(gate_up):  # one pass over the fused rows (MLX reads the halves strided)
+            return native.kernels().swiglu(gate_up)
         gate, up = mx.split(gate_up, [self.hidden], axis=-1)
         return swiglu(gate, up)
 
@@ -83,7 +83,7 @@ def is_fused(tfmr) -> bool:
 
 def fuse_projections(tfmr) -> None:
     """In place: every layer of mlx-lm's LlamaModel gets FusedAttention and FusedMLP, and its
-    RMSNorms (and the final one) run as one CPU kernel where it applies (cpu_kernels.layers)."""
+    RMSNorms (and the final one) run as one CPU kernel where it applies (backend.layers)."""
     for layer in tfmr.layers:
         if not isinstance(layer.self_attn, FusedAttention):
             layer.self_attn = FusedAttention(layer.self_attn)
@@ -109,12 +109,12 @@ def rope(rope_module, x: mx.array, offset, tables=None) -> mx.array:
     scheduler task in a one-token step)."""
     if kernel_rope_applies(rope_module, x):
         cos, sin = tables if tables is not None else rope_tables(rope_module, offset, x.shape[2])
-        return cpu_kernels.kernels().rope(x, cos, sin)
+        return native.kernels().rope(x, cos, sin)
     return rope_module(x, offset=offset)
 
 
 def kernel_rope_applies(rope_module, x) -> bool:
-    return cpu_kernels.applies_to(x) and rope_tables_apply(rope_module, x.shape[-1])
+    return native.applies_to(x) and rope_tables_apply(rope_module, x.shape[-1])
 
 
 def rope_tables_apply(rope_module, head_dim: int) -> bool:
@@ -132,13 +132,13 @@ def rope_tables(rope_module, offset, length: int):
 
 def attend(q, k, v, scale: float, mask, cache) -> mx.array:
     """Attention of (B, H, L, D) queries over the cache's (B, H, S, D) keys and values -> (B, L, H*D).
-    On the CPU (float32, kernels built) with no mask or the causal one: cpu_kernels' attention
+    On the CPU (float32, kernels built) with no mask or the causal one: the backend's attention
     kernel (MLX's CPU SDPA is a chain of operations: 0.38 vs 0.21 ms per layer of a decode step,
     7.5 ms per layer of a 2 x 86-position prefill). Otherwise mlx-lm's scaled_dot_product_attention."""
     B, _, L, _ = q.shape
-    if cpu_kernels.applies_to(q) and (mask is None or (isinstance(mask, str) and mask == "causal")):
+    if native.applies_to(q) and (mask is None or (isinstance(mask, str) and mask == "causal")):
         bias = causal_bias(L, k.shape[2]) if mask == "causal" and L > 1 else None
-        return cpu_kernels.kernels().attention(q, k, v, scale, bias).reshape(B, L, -1)
+        return native.kernels().attention(q, k, v, scale, bias).reshape(B, L, -1)
     out = scaled_dot_product_attention(q, k, v, cache=cache, scale=scale, mask=mask)
     # (B, H, 1, D) is already laid out as (B, 1, H*D): a reshape, not a transposing copy
     return out.reshape(B, L, -1) if L == 1 else out.transpose(0, 2, 1, 3).reshape(B, L, -1)
