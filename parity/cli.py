@@ -115,7 +115,7 @@ def _register_optional(sub):
     from mlx_impl.convert import cli as convert
 
     for mod_name in ("parity.report", "parity.tolerance_notes", "parity.bisect", "parity.pack", "parity.coverage",
-                     "parity.precision"):
+                     "parity.precision", "parity.mutate"):
         importlib.import_module(mod_name).register(sub)
     synthetic = DefaultFolder(DEFAULT_CKPT, ensure=lambda: resolve_checkpoint(None))
     for name, command in (("convert", convert), ("tts", generate)):

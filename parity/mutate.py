@@ -1,0 +1,366 @@
+"""`chatterbox-parity mutate`: how many real porting bugs the parity checks catch.
+
+Each mutation of the catalogue (parity/mutations.py) is patched into the MLX implementation at run
+time and undone after. Under it the parity checks of the stages it touches run as the parity tests
+run them (parity/session.py, the registry's tolerances): isolated mode for those stages, then
+cumulative mode (e2e, or s3gen for a flow / HiFT mutation) on one case. A mutation is caught when a
+check that passes without it fails with it. The first failing checkpoint is named in pipeline order
+(the registry's; isolated before cumulative), with its measured value and tolerance, and `bisect`
+(parity/bisect.py) runs where the mutation's stage has an entry. A mutation that no check catches is
+measured against the unmutated MLX outputs: when none moved beyond float32 rounding it is listed as
+numerically invisible, apart from the misses.
+
+Writes reports/out/mutations.{json,md}; a run of the whole catalogue also writes the record
+reports/mutations.json. Exit status 1 when a visible mutation was missed.
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from . import ROOT, registry
+from .errors import ParityError
+from .fixtures import write_text_atomic
+from .metrics import compare
+from .mutations import CATALOGUE, Mutation, by_name
+
+OUT_DIR = ROOT / "reports" / "out"
+RECORD = ROOT / "reports" / "mutations.json"
+S3GEN_STAGES = {"flow", "hift"}
+ROUNDING_SNR_DB = 130.0  # an output this close to the unmutated MLX output moved by float32 rounding only
+
+
+# ============================================================================ model instances
+class MutationContext:
+    """The loaded MLX model instances a patch of weights or attributes must reach: the isolated stage
+    runners' (parity/stages/) and, when cumulative mode runs, the pipeline's (a copy of S3Gen and
+    the VoiceEncoder; T3 is shared)."""
+
+    def __init__(self, ckpt, with_pipeline: bool):
+        self.ckpt = ckpt
+        self.with_pipeline = with_pipeline
+
+    def pipeline(self):
+        from .stages.cumulative import _pipeline
+
+        return _pipeline(self.ckpt)
+
+    def models(self, kind: str) -> list:
+        from .stages import embed_ref_speaker, flow, hift, s3tok, t3_cond, ve
+
+        isolated = {
+            "ve": lambda: ve.load_ve_model(self.ckpt), "s3tok": lambda: s3tok.load_tokenizer(self.ckpt),
+            "campplus": lambda: embed_ref_speaker.load_campplus_model(self.ckpt),
+            "flow": lambda: flow.load_flow(self.ckpt), "hift": lambda: hift.model(self.ckpt),
+            "t3": lambda: t3_cond.load_t3_model(self.ckpt),
+        }
+        if kind not in isolated:
+            raise KeyError(f"unknown model kind '{kind}' (one of: {', '.join(isolated)})")
+        out = [isolated[kind]()]
+        if self.with_pipeline:
+            tts = self.pipeline()
+            shared = {"ve": tts.ve, "s3tok": tts.s3gen.tokenizer, "campplus": tts.s3gen.speaker_encoder,
+                      "flow": tts.s3gen.flow, "hift": tts.s3gen.mel2wav, "t3": tts.t3}[kind]
+            if all(shared is not m for m in out):
+                out.append(shared)
+        return out
+
+
+# ============================================================================ one mutation
+@dataclass
+class Check:
+    label: str  # "<checkpoint>" (isolated) or "<mode>:<checkpoint>"
+    status: str
+    measured: str
+    tolerance: str
+    message: str = ""
+
+
+@dataclass
+class Outcome:
+    name: str
+    source: str
+    case: str
+    stages: List[str]
+    caught: bool
+    invisible: Optional[str]  # why it is numerically invisible (a miss that moves no output), else None
+    first_failing_checkpoint: Optional[str]
+    measured: Optional[str]
+    tolerance: Optional[str]
+    bisect: str
+    failing: List[str] = field(default_factory=list)  # every caught check, in pipeline order
+    moved: str = ""  # how far the mutation moved MLX's own outputs (for misses)
+    error: str = ""
+    seconds: float = 0.0
+
+
+def planned_checks(m: Mutation) -> List[tuple]:
+    """(mode or None, checkpoint) in pipeline order: the isolated checks of the mutation's stages,
+    then cumulative mode (s3gen for flow / HiFT mutations, e2e otherwise)."""
+    reg = registry.load()
+    isolated = [(None, cp.name) for cp in reg.ordered() if cp.stage in m.stages and cp.compared]
+    mode = "s3gen" if set(m.stages) <= S3GEN_STAGES else "e2e"
+    return isolated + [(mode, name) for name in reg.cumulative[mode]]
+
+
+def pipeline_position(label: str) -> tuple:
+    mode, _, name = label.rpartition(":")
+    names = [c.name for c in registry.load().ordered()]
+    return (names.index(name) if name in names else len(names), 1 if mode else 0)
+
+
+def _label(mode: Optional[str], name: str) -> str:
+    return f"{mode}:{name}" if mode else name
+
+
+def measured_text(res) -> str:
+    kind = registry.load()[res.checkpoint.rpartition(":")[2]].kind
+    if res.metrics is None:
+        return f"{res.status}: {res.message.splitlines()[0][:160] if res.message else ''}"
+    m = res.metrics
+    if m.length_mismatch:
+        return f"shape {list(m.shape_out)} != reference {list(m.shape_ref)}"
+    if kind == "int":
+        return f"exact {m.exact:.4f}" + (f" (first mismatch at {m.first_mismatch})" if m.first_mismatch is not None else "")
+    snr = "inf" if m.snr_db == math.inf else f"{m.snr_db:.1f}"
+    extra = f", {m.nonfinite_mismatch} non-finite entries differ" if m.nonfinite_mismatch else ""
+    return f"SNR {snr} dB, cos {m.cosine:.6f}{extra}"
+
+
+def run_checks(session, case: str, checks: Sequence[tuple]) -> Dict[str, Check]:
+    out = {}
+    for mode, name in checks:
+        res = session.run_cumulative(case, mode, name) if mode else session.run_checkpoint(case, name)
+        out[_label(mode, name)] = Check(res.checkpoint, res.status, measured_text(res), res.tolerance, res.message)
+    return out
+
+
+def output_movement(base: dict, mutated: dict) -> tuple:
+    """(moved beyond float32 rounding?, description): the mutated MLX outputs against the unmutated ones."""
+    worst, n, moved = math.inf, 0, False
+    for key, outs in mutated.items():
+        ref = base.get(key)
+        if isinstance(outs, Exception) or isinstance(ref, Exception) or ref is None:
+            return True, f"{key[1]}: the run {'failed' if isinstance(outs, Exception) else 'differs'}"
+        for name, a in outs.items():
+            if not isinstance(a, np.ndarray) or name not in ref:
+                continue
+            n += 1
+            b = np.asarray(ref[name])
+            if a.shape != b.shape:
+                return True, f"{name}: shape {list(a.shape)} != {list(b.shape)} unmutated"
+            if np.issubdtype(a.dtype, np.integer):
+                moved = moved or not np.array_equal(a, b)
+                continue
+            snr = compare(b, a).snr_db
+            worst = min(worst, snr)
+            moved = moved or snr < ROUNDING_SNR_DB
+    text = "bit-identical" if worst == math.inf and not moved else f"lowest SNR {worst:.1f} dB"
+    return moved, f"{n} outputs against the unmutated MLX run: {text}"
+
+
+# ============================================================================ the runner
+class Runner:
+    def __init__(self, ckpt, fx_root: Path, *, do_bisect: bool = True, log=print):
+        from .session import ParitySession
+
+        self.ckpt, self.log, self.do_bisect = ckpt, log, do_bisect
+        quiet = lambda msg: log(f"  [parity] {msg}")
+        self.base = ParitySession(ckpt=ckpt, fx_root=fx_root, log=quiet)
+        self.mutated = ParitySession(ckpt=ckpt, fx_root=fx_root, log=quiet)
+        self.mutated.fixtures = self.base.fixtures  # one copy of the fixtures
+        self._original = None
+
+    def original(self):
+        if self._original is None:
+            self._original = self.base._original()
+        return self._original
+
+    def run(self, m: Mutation, case: Optional[str] = None, cumulative: bool = True) -> Outcome:
+        t0 = time.time()
+        case = case or m.case
+        checks = [c for c in planned_checks(m) if cumulative or c[0] is None]
+        ctx = MutationContext(self.ckpt, with_pipeline=cumulative)
+        if cumulative:
+            ctx.pipeline()  # loaded before the patch, so that a weight patch reaches it
+        base = run_checks(self.base, case, checks)
+        self.mutated.outputs.clear()
+        self.mutated.results.clear()
+        with m.patch(ctx):
+            mutated = run_checks(self.mutated, case, checks)
+            finding = self._bisect(m, case)
+        out = self._outcome(m, case, base, mutated, finding)
+        if not out.caught:
+            keys = {k for k in self.mutated.outputs if k[0] == case}
+            moved, out.moved = output_movement({k: self.base.outputs.get(k) for k in keys},
+                                               {k: self.mutated.outputs[k] for k in keys})
+            if not moved:
+                out.invisible = f"no output moves beyond float32 rounding ({out.moved}, case {case})"
+        self.mutated.outputs.clear()
+        out.seconds = round(time.time() - t0, 1)
+        return out
+
+    def _bisect(self, m: Mutation, case: str) -> str:
+        if m.bisect is None:
+            return f"n/a: {m.bisect_na}"
+        if not self.do_bisect:
+            return "not run (--no-bisect)"
+        from .bisect import bisect
+
+        try:
+            f = bisect(m.bisect, self.base.fixture(case), ckpt=self.ckpt, tts=self.original(),
+                       max_len=m.bisect_max_len)
+        except Exception as e:  # reported in the record, the catalogue goes on
+            return f"error: {e!r}"[:300]
+        if f.kind == "none":
+            return f"{m.bisect}: no divergence"
+        if f.kind == "module":
+            return f"{m.bisect}: module `{f.module}`"
+        return f"{m.bisect}: between `{f.previous or 'the stage input'}` and `{f.module or 'the stage output'}`"
+
+    @staticmethod
+    def _outcome(m: Mutation, case: str, base: Dict[str, Check], mutated: Dict[str, Check], finding: str) -> Outcome:
+        failing = sorted((label for label, c in mutated.items()
+                          if c.status != "passed" and base[label].status == "passed"), key=pipeline_position)
+        first = mutated[failing[0]] if failing else None
+        errors = [f"{label}: {c.message.splitlines()[0]}" for label, c in mutated.items() if c.status == "error"]
+        return Outcome(name=m.name, source=m.source, case=case, stages=list(m.stages), caught=bool(failing),
+                       invisible=None, first_failing_checkpoint=failing[0] if failing else None,
+                       measured=first.measured if first else None, tolerance=first.tolerance if first else None,
+                       bisect=finding, failing=failing, error="; ".join(errors)[:500])
+
+
+# ============================================================================ output
+def score(outcomes: List[Outcome]) -> dict:
+    visible = [o for o in outcomes if o.invisible is None]
+    return {"caught": sum(o.caught for o in outcomes), "total": len(outcomes),
+            "invisible": len(outcomes) - len(visible), "visible": len(visible),
+            "missed": [o.name for o in visible if not o.caught]}
+
+
+def record(outcomes: List[Outcome], seconds: float, argv: dict) -> dict:
+    from .summary import git_commit
+
+    return {"meta": {"time": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()), "git_commit": git_commit(),
+                     "machine": {"platform": platform.platform(), "cpus": __import__("os").cpu_count()},
+                     "seconds": round(seconds, 1), "selection": argv},
+            "score": score(outcomes), "mutations": [asdict(o) for o in outcomes]}
+
+
+def markdown(rec: dict) -> str:
+    s = rec["score"]
+    lines = ["# Mutation score", "",
+             f"{s['caught']} of {s['total']} mutations caught ({s['visible']} visible, {s['invisible']} numerically "
+             f"invisible); missed: {', '.join(s['missed']) or 'none'}. Run time {rec['meta']['seconds'] / 60:.1f} min "
+             f"(commit `{rec['meta']['git_commit'][:12]}`, `chatterbox-parity mutate`).", "",
+             "| mutation | case | caught | first failing checkpoint | measured | tolerance | bisect |",
+             "|---|---|---|---|---|---|---|"]
+    for o in rec["mutations"]:
+        caught = "yes" if o["caught"] else ("invisible" if o["invisible"] else "**MISSED**")
+        lines.append(f"| {o['name']} | {o['case']} | {caught} | {o['first_failing_checkpoint'] or '-'} | "
+                     f"{o['measured'] or o['moved'] or '-'} | {o['tolerance'] or '-'} | {o['bisect']} |")
+    invisible = [o for o in rec["mutations"] if o["invisible"]]
+    if invisible:
+        lines += ["", "Numerically invisible (listed apart; not a miss):", ""]
+        lines += [f"- {o['name']}: {o['invisible']}" for o in invisible]
+    return "\n".join(lines) + "\n"
+
+
+def signature_rows(rec: dict) -> List[str]:
+    """For porters (the fixture pack's README): per mutation, the checkpoint that fails first and how."""
+    rows = ["| symptom: first failing checkpoint | how (measured / tolerance) | also fails | likely cause |",
+            "|---|---|---|---|"]
+    for o in sorted(rec["mutations"], key=lambda o: pipeline_position(o["first_failing_checkpoint"] or "~")):
+        if not o["caught"]:
+            continue
+        others = [f for f in o["failing"][1:4]]
+        more = f" (+{len(o['failing']) - 4})" if len(o["failing"]) > 4 else ""
+        rows.append(f"| `{o['first_failing_checkpoint']}` | {o['measured']} / {o['tolerance']} | "
+                    f"{', '.join(f'`{f}`' for f in others) + more or '-'} | {o['source']} (`{o['name']}`) |")
+    return rows
+
+
+def write_outputs(rec: dict, out_dir: Path, full: bool) -> List[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(rec, indent=1, default=str) + "\n"
+    paths = [out_dir / "mutations.json", out_dir / "mutations.md"]
+    write_text_atomic(paths[0], text)
+    write_text_atomic(paths[1], markdown(rec))
+    if full:
+        write_text_atomic(RECORD, text)
+        paths.append(RECORD)
+    return paths
+
+
+def load_record() -> Optional[dict]:
+    """The latest mutation run: reports/out/mutations.json, else the committed reports/mutations.json."""
+    for path in (OUT_DIR / "mutations.json", RECORD):
+        if path.is_file():
+            return json.loads(path.read_text())
+    return None
+
+
+# ============================================================================ CLI
+def select(only: Optional[List[str]]) -> List[Mutation]:
+    if not only:
+        return list(CATALOGUE)
+    names = [n.strip() for item in only for n in item.split(",") if n.strip()]
+    known = by_name()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ParityError(f"--only: unknown mutation '{unknown[0]}' (`chatterbox-parity mutate --list` lists them)")
+    return [known[n] for n in names]
+
+
+def cmd_mutate(args):
+    from .cases import load_cases
+    from .fixtures import default_fixture_root
+    from .synthetic import resolve_checkpoint
+
+    if args.list:
+        for m in CATALOGUE:
+            print(f"{m.name}\t{','.join(m.stages)}\t{m.case}\t{m.source}")
+        return
+    chosen = select(args.only)
+    if args.case is not None and args.case not in load_cases():
+        raise ParityError(f"--case: unknown case '{args.case}' (one of: {', '.join(load_cases())})")
+    ckpt = resolve_checkpoint(args.checkpoint)
+    runner = Runner(ckpt, Path(args.fixtures or default_fixture_root()), do_bisect=not args.no_bisect)
+    t0, outcomes = time.time(), []
+    for i, m in enumerate(chosen, 1):
+        o = runner.run(m, case=args.case)
+        outcomes.append(o)
+        verdict = "caught" if o.caught else ("invisible" if o.invisible else "MISSED")
+        print(f"[{i}/{len(chosen)}] {m.name}: {verdict} {o.first_failing_checkpoint or ''} "
+              f"{o.measured or o.moved} ({o.seconds:.0f} s) bisect: {o.bisect}", flush=True)
+    full = not args.only and args.case is None and args.out is None
+    rec = record(outcomes, time.time() - t0, {"only": args.only, "case": args.case})
+    for p in write_outputs(rec, Path(args.out or OUT_DIR), full):
+        print(f"wrote {p}")
+    s = rec["score"]
+    print(f"mutation score: {s['caught']}/{s['total']} caught, {s['invisible']} invisible, "
+          f"missed: {', '.join(s['missed']) or 'none'} ({rec['meta']['seconds'] / 60:.1f} min)")
+    if s["missed"]:
+        raise SystemExit(1)
+
+
+def register(sub):
+    p = sub.add_parser("mutate", help="run the mutation catalogue: which real porting bugs the parity checks catch")
+    p.add_argument("--only", action="append", metavar="NAME",
+                   help="run only these mutations (repeat it, or NAME,NAME); see --list")
+    p.add_argument("--case", default=None, help="run every selected mutation on this case instead of its own")
+    p.add_argument("--list", action="store_true", help="print the catalogue, one mutation a line, and exit")
+    p.add_argument("--no-bisect", action="store_true", help="skip bisect (it loads the original model)")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="checkpoint folder (hub layout); default: $CHATTERBOX_CKPT or the synthetic one")
+    p.add_argument("--fixtures", type=Path, default=None, help="fixture root (default: fixtures/)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default reports/out; the whole catalogue there also writes reports/mutations.json)")
+    p.set_defaults(fn=cmd_mutate)
