@@ -259,3 +259,74 @@ def load_pipeline(model_dir: Path, cls, files: Optional[ModelFiles] = None):
     if not is_quantized(t3.tfmr):
         t3.fuse_projections()
     return cls(t3, s3gen, ve, files.tokenizer, conds=files.conds)
+
+
+# ----------------------------------------------------------------------------- voice conversion
+# ChatterboxVC.from_local reads s3gen.safetensors (+ an optional conds.pt, whose `gen` part is the
+# built-in target voice); an MLX-layout folder serves too (its s3gen. and s3_tokenizer. tensors).
+VC_HUB_FILE = "s3gen.safetensors"
+
+
+@dataclass
+class VCModelFiles:
+    """What `check_vc_model_dir` read: the layout and the built-in target voice (or None)."""
+    path: Path
+    kind: str  # "mlx" or "hub"
+    ref_dict: Optional[dict]
+
+
+def check_vc_model_dir(model_dir: Path) -> VCModelFiles:
+    """A VC model folder checked without loading the weights: the weight file's header against its
+    size, the built-in voice. Each error names its file."""
+    from .validate import safetensors_header
+
+    model_dir = Path(model_dir)
+    if (model_dir / "model.safetensors").is_file():
+        kind, path = "mlx", model_dir / "model.safetensors"
+    elif (model_dir / VC_HUB_FILE).is_file():
+        kind, path = "hub", model_dir / VC_HUB_FILE
+    else:
+        raise ModelLoadError(f"{model_dir}: neither model.safetensors (MLX layout) nor {VC_HUB_FILE} (the hub's layout)")
+    try:
+        header = safetensors_header(path)
+    except UsageError as e:
+        raise ModelLoadError(str(e)) from None
+    if kind == "mlx" and not any(k.startswith("s3gen.") for k in header):
+        raise ModelLoadError(f"{path}: no s3gen. tensors (S3Gen is what voice conversion runs)")
+    conds = None
+    for name in ("conds.safetensors", "conds.pt"):
+        if (model_dir / name).is_file():
+            conds = load_conds(model_dir / name)
+            break
+    return VCModelFiles(model_dir, kind, conds.gen if conds is not None else None)
+
+
+def load_s3gen_only(model_dir: Path, kind: str):
+    """The MLX S3Token2Wav (S3 tokenizer included) of a model folder, strictly."""
+    from .convert.s3gen import load_s3gen
+    from .s3gen.s3gen import S3Token2Wav
+
+    if kind == "hub":
+        path = model_dir / VC_HUB_FILE
+        try:
+            return load_s3gen(read_state_dict(path))
+        except ConversionError as e:
+            raise ModelLoadError(f"{path}: {e}") from None
+        except KeyError as e:
+            raise ModelLoadError(f"{path}: missing source tensor {e}") from None
+    path = model_dir / "model.safetensors"
+    parts = split_prefixes(_read_safetensors(path), str(path))
+    weights = dict(parts["s3gen."])
+    weights.update({"tokenizer." + k: v for k, v in parts["s3_tokenizer."].items()})
+    s3gen = S3Token2Wav()
+    try:
+        load_strict(s3gen, {k: np.asarray(v) if v.dtype != mx.bfloat16 else v for k, v in weights.items()}, what="s3gen")
+    except ConversionError as e:
+        raise ModelLoadError(f"{path}: {e}") from None
+    s3gen.eval()
+    return s3gen
+
+
+def load_vc(model_dir: Path, cls, files: Optional[VCModelFiles] = None):
+    files = files if files is not None else check_vc_model_dir(model_dir)
+    return cls(load_s3gen_only(model_dir, files.kind), ref_dict=files.ref_dict)

@@ -172,12 +172,44 @@ class VoiceInfo:
         return self.samples / self.sample_rate
 
 
-def check_voice(path, *, cli: bool = False) -> Tuple[VoiceInfo, List[str]]:
+def check_voice(path, *, cli: bool = False, option: str = "voice") -> Tuple[VoiceInfo, List[str]]:
     """The reference clip readable by soundfile, non-empty, finite and long enough for the
-    conditioning. Returns its description and warnings (a very short clip the original accepts)."""
+    conditioning. Returns its description and warnings (a very short clip the original accepts).
+    `option`: the argument that named it (voice; target_voice for voice conversion)."""
+    name = option_name(option, cli)
+    info = read_clip(path, name)
+    n24 = -(-info.samples * 24000 // info.sample_rate)  # librosa's resampled length (ceil)
+    if n24 < MIN_VOICE_SAMPLES_24K:
+        raise UsageError(f"{name} {info.path}: {info.seconds * 1000:.1f} ms is too short; the conditioning needs more "
+                         f"than {(MIN_VOICE_SAMPLES_24K - 1) / 24:.0f} ms (S3Gen's reference mel)")
+    warnings = []
+    if info.seconds < SHORT_VOICE_S:
+        warnings.append(f"{name} {info.path} is only {info.seconds:.2f} s long; the conditioning uses up to 6 s (T3 "
+                        f"prompt) and 10 s (S3Gen reference), so the voice match will be weak")
+    return info, warnings
+
+
+# Voice conversion's source clip: at least one S3 token (25 per second: 4 log-mel frames of 160
+# samples at 16 kHz), else S3Gen has nothing to convert.
+MIN_SOURCE_SAMPLES_16K = 640
+
+
+def check_source(path, *, cli: bool = False) -> VoiceInfo:
+    """The clip to convert (ChatterboxVC.generate's `audio`): readable, non-empty, finite, at least
+    one speech token long."""
+    name = option_name("audio" if not cli else "source", cli)
+    info = read_clip(path, name)
+    n16 = -(-info.samples * 16000 // info.sample_rate)
+    if n16 < MIN_SOURCE_SAMPLES_16K:
+        raise UsageError(f"{name} {info.path}: {info.seconds * 1000:.1f} ms is too short; voice conversion needs at "
+                         f"least {MIN_SOURCE_SAMPLES_16K / 16:.0f} ms (one speech token)")
+    return info
+
+
+def read_clip(path, name: str) -> VoiceInfo:
+    """An audio file readable by soundfile, with samples, all finite; errors name it as `name`."""
     import soundfile as sf
 
-    name = option_name("voice", cli)
     p = Path(path)
     if p.is_dir():
         raise UsageError(f"{name} {p}: is a folder, not an audio file")
@@ -195,15 +227,7 @@ def check_voice(path, *, cli: bool = False) -> Tuple[VoiceInfo, List[str]]:
     if not np.isfinite(y).all():
         bad = int((~np.isfinite(y)).sum())
         raise UsageError(f"{name} {p}: {bad} samples are NaN or infinite")
-    n24 = -(-info.samples * 24000 // info.sample_rate)  # librosa's resampled length (ceil)
-    if n24 < MIN_VOICE_SAMPLES_24K:
-        raise UsageError(f"{name} {p}: {info.seconds * 1000:.1f} ms is too short; the conditioning needs more than "
-                         f"{(MIN_VOICE_SAMPLES_24K - 1) / 24:.0f} ms (S3Gen's reference mel)")
-    warnings = []
-    if info.seconds < SHORT_VOICE_S:
-        warnings.append(f"{name} {p} is only {info.seconds:.2f} s long; the conditioning uses up to 6 s (T3 prompt) "
-                        f"and 10 s (S3Gen reference), so the voice match will be weak")
-    return info, warnings
+    return info
 
 
 def _first_line(e: BaseException) -> str:

@@ -1,4 +1,5 @@
-"""Parity cases (fixtures/cases.toml): reference audio + text + generation parameters + seed."""
+"""Parity cases (fixtures/cases.toml): reference audio + text + generation parameters + seed; and the
+voice-conversion cases (source clip + target voice + seed)."""
 from __future__ import annotations
 
 import tomllib
@@ -55,3 +56,54 @@ def get_case(name: str) -> Case:
     if name not in cases:
         raise ParityError(f"unknown case '{name}' (known: {', '.join(cases)})")
     return cases[name]
+
+
+# ----------------------------------------------------------------------------- voice conversion
+VC_PARAM_KEYS = ("n_cfm_timesteps",)
+
+
+@dataclass(frozen=True)
+class VCCase:
+    """A ChatterboxVC case: `source` converted to the voice of `target_voice`."""
+    name: str
+    source: str  # paths relative to the repository root (or absolute)
+    target_voice: str
+    seed: int
+    params: Dict[str, float]
+    about: str = ""
+    model = "vc"
+
+    @property
+    def source_path(self) -> Path:
+        return _repo_path(self.source)
+
+    @property
+    def target_path(self) -> Path:
+        return _repo_path(self.target_voice)
+
+    def as_manifest(self) -> dict:
+        return {
+            "name": self.name, "about": self.about, "seed": self.seed,
+            "source": self.source, "source_sha256": sha256_file(self.source_path),
+            "target_voice": self.target_voice, "target_voice_sha256": sha256_file(self.target_path),
+            "params": dict(self.params),
+        }
+
+
+def _repo_path(p: str) -> Path:
+    p = Path(p)
+    return p if p.is_absolute() else ROOT / p
+
+
+def load_vc_cases(path: Path = CASES_FILE) -> Dict[str, VCCase]:
+    data = tomllib.loads(Path(path).read_text())
+    defaults = data.get("vc_defaults", {})
+    cases = {}
+    for name, c in data.get("vc_cases", {}).items():
+        params = {k: c.get(k, defaults.get(k)) for k in VC_PARAM_KEYS}
+        missing = [k for k in ("source", "target_voice", "seed") if k not in c] + [k for k, v in params.items() if v is None]
+        if missing:
+            raise ParityError(f"{path}: VC case '{name}' lacks {missing}")
+        cases[name] = VCCase(name=name, source=c["source"], target_voice=c["target_voice"], seed=int(c["seed"]),
+                             params=params, about=c.get("about", ""))
+    return cases

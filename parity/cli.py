@@ -32,25 +32,32 @@ def cmd_export(args):
     import shutil
     import tempfile
 
-    from parity.cases import get_case, load_cases
     from parity.fixtures import Fixture, diff_fixtures, fixture_dir
-    from parity.session import staleness
+    from parity.session import all_cases, case_model, staleness
     from reference.export import export_case, load_original, validate_case_inputs
+    from reference.export_vc import export_vc_case, load_original_vc, validate_vc_case_inputs
 
     ckpt = resolve_checkpoint(args.checkpoint)
-    names = list(load_cases()) if args.case == "all" else [args.case]
-    cases = [get_case(n) for n in names]
+    known = all_cases()
+    names = list(known) if args.case == "all" else [args.case]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ParityError(f"--case {unknown[0]}: unknown case (known: {', '.join(known)}, all)")
+    cases = [known[n] for n in names]
     if args.text is not None or args.audio is not None:
         if len(cases) != 1:
             raise ParityError("--text/--audio override one case: name it with --case")
+        if case_model(cases[0]) != "tts":
+            raise ParityError(f"--text/--audio override an English case; '{cases[0].name}' is a voice-conversion case")
         cases = [dataclasses.replace(cases[0], text=args.text if args.text is not None else cases[0].text,
                                      audio=str(args.audio.resolve()) if args.audio else cases[0].audio)]
     if args.max_new_tokens is not None:
-        cases = [dataclasses.replace(c, params={**c.params, "max_new_tokens": args.max_new_tokens}) for c in cases]
+        cases = [dataclasses.replace(c, params={**c.params, "max_new_tokens": args.max_new_tokens})
+                 if case_model(c) == "tts" else c for c in cases]
     for case in cases:
-        validate_case_inputs(case)
+        (validate_vc_case_inputs if case_model(case) == "vc" else validate_case_inputs)(case)
     ckpt.validate()
-    tts = None
+    tts = vc = None
     for case in cases:
         target = fixture_dir(args.out, case.name)
         why = staleness(args.out or target.parent, case, ckpt)
@@ -61,9 +68,14 @@ def cmd_export(args):
         if args.regen and (target / "manifest.json").is_file():
             old_copy = Path(tempfile.mkdtemp(prefix="fixture-old-")) / case.name
             shutil.copytree(target, old_copy)
-        tts = tts or load_original(ckpt)
         try:
-            out = export_case(ckpt, case, out_root=args.out, tts=tts)
+            if case_model(case) == "vc":
+                tts = None  # one original model at a time (memory)
+                vc = vc or load_original_vc(ckpt)
+                out = export_vc_case(ckpt, case, out_root=args.out, vc=vc)
+            else:
+                tts = tts or load_original(ckpt)
+                out = export_case(ckpt, case, out_root=args.out, tts=tts)
             if old_copy is not None:
                 print(f"[{case.name}] changes against the previous fixture:")
                 for line in diff_fixtures(Fixture.open(old_copy), Fixture.open(out)):
@@ -90,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="run the ORIGINAL model on a case and write its reference fixtures")
     _ckpt_arg(p)
-    p.add_argument("--case", default="all", help="case name from fixtures/cases.toml, or 'all'")
+    p.add_argument("--case", default="all",
+                   help="case name from fixtures/cases.toml (an English or a voice-conversion vc_* case), or 'all'")
     p.add_argument("--out", type=Path, default=None, help="fixture root (default: fixtures/)")
     p.add_argument("--text", default=None, help="override the case's text")
     p.add_argument("--audio", type=Path, default=None, help="override the case's reference audio file")
@@ -105,12 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _register_optional(sub):
-    """Subcommands living in their own modules register themselves here; `convert` and `tts` are
-    mlx_impl's standalone commands (`python -m mlx_impl.convert`, `python -m mlx_impl.generate`)
-    with the synthetic checkpoint as their default folder."""
+    """Subcommands living in their own modules register themselves here; `convert`, `tts` and `vc`
+    are mlx_impl's standalone commands (`python -m mlx_impl.convert`, `python -m mlx_impl.generate`,
+    `python -m mlx_impl.vc_cli`) with the synthetic checkpoint as their default folder."""
     import importlib
 
-    from mlx_impl import generate
+    from mlx_impl import generate, vc_cli
     from mlx_impl.cli import DefaultFolder
     from mlx_impl.convert import cli as convert
 
@@ -118,7 +131,7 @@ def _register_optional(sub):
                      "parity.precision", "parity.mutate"):
         importlib.import_module(mod_name).register(sub)
     synthetic = DefaultFolder(DEFAULT_CKPT, ensure=lambda: resolve_checkpoint(None))
-    for name, command in (("convert", convert), ("tts", generate)):
+    for name, command in (("convert", convert), ("tts", generate), ("vc", vc_cli)):
         p = sub.add_parser(name, help=command.HELP, description=command.DESCRIPTION)
         command.add_arguments(p, synthetic, default_help="$CHATTERBOX_CKPT or the synthetic checkpoint, created if missing")
 

@@ -9,6 +9,7 @@ from typing import Dict, List, Optional
 
 REGISTRY_FILE = Path(__file__).with_name("checkpoints.toml")
 PRECISIONS = ("fp32", "fp16", "bf16", "q4")
+DEFAULT_MODEL = "tts"  # the English ChatterboxTTS: the registry's `stages`; other models under [models.<name>]
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Checkpoint:
     random: bool = False
     implemented: bool = True  # False: no MLX implementation yet, an expected failure "not implemented"
     reference_only: bool = False  # the reference's own measurement used by a verdict: stored, never compared
+    model: str = DEFAULT_MODEL  # the model whose cases export and compare it (the model of its stage)
     tolerances: Dict[str, Tolerance] = field(default_factory=dict, compare=False, hash=False)
 
     def tolerance(self, precision: str = "fp32") -> Tolerance:
@@ -67,10 +69,11 @@ class Checkpoint:
 
 @dataclass(frozen=True)
 class Registry:
-    stages: List[str]
+    stages: List[str]  # the English model's stages (tts)
     checkpoints: Dict[str, Checkpoint]
     cumulative: Dict[str, Dict[str, Tolerance]] = field(default_factory=dict)  # mode -> checkpoint -> tolerance
     defaults: Dict[str, Dict[str, Tolerance]] = field(default_factory=dict)  # precision -> kind -> tolerance
+    models: Dict[str, List[str]] = field(default_factory=dict)  # model -> its stages, in order (tts first)
 
     def default(self, kind: str, precision: str = "fp32") -> Tolerance:
         """The tolerance a checkpoint of `kind` ("float" or "int") takes without an entry of its own:
@@ -89,8 +92,17 @@ class Registry:
         return [c for c in self.checkpoints.values() if c.stage == stage]
 
     def ordered(self) -> List[Checkpoint]:
-        order = {s: i for i, s in enumerate(self.stages)}
+        """Every checkpoint, by stage: the English model's stages, then each other model's."""
+        order = {s: i for i, s in enumerate(s for stages in self.models.values() for s in stages)}
         return sorted(self.checkpoints.values(), key=lambda c: order[c.stage])
+
+    def of_model(self, model: str = DEFAULT_MODEL) -> List[Checkpoint]:
+        """The checkpoints of one model (its cases' fixtures hold them), by stage."""
+        return [c for c in self.ordered() if c.model == model]
+
+    def mode_model(self, mode: str) -> str:
+        """The model a cumulative mode runs (the model of its checkpoints)."""
+        return self.checkpoints[next(iter(self.cumulative[mode]))].model
 
     def __getitem__(self, name: str) -> Checkpoint:
         return self.checkpoints[name]
@@ -104,10 +116,14 @@ def _tolerance(d: dict) -> Tolerance:
 def load(path: Path = REGISTRY_FILE) -> Registry:
     data = tomllib.loads(Path(path).read_text())
     stages = list(data["stages"])
+    models = {DEFAULT_MODEL: stages, **{m: list(d["stages"]) for m, d in data.get("models", {}).items()}}
+    model_of = {s: m for m, ss in models.items() for s in ss}
+    if len(model_of) != sum(len(ss) for ss in models.values()):
+        raise ValueError(f"{path}: a stage is listed under two models")
     overrides = data.get("tolerances", {})
     checkpoints = {}
     for name, c in data["checkpoints"].items():
-        if c["stage"] not in stages:
+        if c["stage"] not in model_of:
             raise ValueError(f"{path}: checkpoint '{name}' has unknown stage '{c['stage']}'")
         if c["kind"] not in ("float", "int"):
             raise ValueError(f"{path}: checkpoint '{name}' has unknown kind '{c['kind']}'")
@@ -123,7 +139,7 @@ def load(path: Path = REGISTRY_FILE) -> Registry:
         checkpoints[name] = Checkpoint(
             name=name, stage=c["stage"], kind=c["kind"], source=c["source"], layout=c["layout"],
             random=bool(c.get("random", False)), implemented=bool(c.get("implemented", True)),
-            reference_only=bool(c.get("reference_only", False)), tolerances=tols,
+            reference_only=bool(c.get("reference_only", False)), model=model_of[c["stage"]], tolerances=tols,
         )
     for prec, entries in overrides.items():
         for name in entries:
@@ -137,6 +153,8 @@ def load(path: Path = REGISTRY_FILE) -> Registry:
         for name, t in entries.items():
             if t.get("snr_db", 100.0) < 100.0 and not ("measured" in t and "reason" in t):
                 raise ValueError(f"{path}: cumulative.{mode}.'{name}' is looser than 100 dB: give 'measured' and 'reason'")
+        if len({checkpoints[name].model for name in entries}) > 1:
+            raise ValueError(f"{path}: cumulative mode '{mode}' mixes the checkpoints of several models")
         cumulative[mode] = {name: _tolerance(t) for name, t in entries.items()}
     defaults = {prec: {kind: _tolerance(t) for kind, t in data["defaults"][prec].items()} for prec in PRECISIONS}
-    return Registry(stages=stages, checkpoints=checkpoints, cumulative=cumulative, defaults=defaults)
+    return Registry(stages=stages, checkpoints=checkpoints, cumulative=cumulative, defaults=defaults, models=models)

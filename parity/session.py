@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from . import flips, registry
-from .cases import Case, load_cases
+from .cases import Case, load_cases, load_vc_cases
 from .checkpoint_dir import CheckpointDir
 from .errors import ParityError
 from .fixtures import Fixture, default_fixture_root, fixture_dir
@@ -29,12 +29,30 @@ def reference_available() -> bool:
     return True
 
 
-def export_version() -> Optional[str]:
+def export_version(model: str = "tts") -> Optional[str]:
     try:
-        from reference.export import EXPORT_VERSION
+        if model == "vc":
+            from reference.export_vc import VC_EXPORT_VERSION as EXPORT_VERSION
+        else:
+            from reference.export import EXPORT_VERSION
     except ImportError:
         return None
     return EXPORT_VERSION
+
+
+# the manifest fields of a case that make its fixture stale when they change, per model
+CASE_KEYS = {"tts": ("text", "seed", "audio_sha256", "params"),
+             "vc": ("seed", "source_sha256", "target_voice_sha256", "params")}
+
+
+def case_model(case) -> str:
+    """The model a case runs: a VCCase says "vc", an English Case has no `model`."""
+    return getattr(case, "model", "tts")
+
+
+def all_cases() -> dict:
+    """Every case of fixtures/cases.toml: the English model's, then the VC ones."""
+    return {**load_cases(), **load_vc_cases()}
 
 
 def staleness(fx_root: Path, case: Case, ckpt: CheckpointDir) -> Optional[str]:
@@ -45,14 +63,15 @@ def staleness(fx_root: Path, case: Case, ckpt: CheckpointDir) -> Optional[str]:
     m = json.loads(mpath.read_text())
     if m.get("checkpoint", {}).get("identity") != ckpt.identity():
         return "made with another checkpoint"
-    ver = export_version()
+    model = case_model(case)
+    ver = export_version(model)
     if ver is not None and m.get("export_version") != ver:
         return f"export version {m.get('export_version')} != {ver}"
-    missing = [c.name for c in registry.load().checkpoints.values() if c.name not in m.get("tensors", {})]
+    missing = [c.name for c in registry.load().of_model(model) if c.name not in m.get("tensors", {})]
     if missing:
         return f"lacks {len(missing)} registered checkpoints ({missing[0]}, ...)"
     want = case.as_manifest()
-    for key in ("text", "seed", "audio_sha256", "params"):
+    for key in CASE_KEYS[model]:
         if m["case"].get(key) != want[key]:
             return f"case {key} changed"
     return None
@@ -120,10 +139,10 @@ class ParitySession:
         import gc
 
         stale = {}
-        for name, case in load_cases().items():
+        for name, case in all_cases().items():
             why = staleness(self.fx_root, case, self.ckpt)
             if why is not None and not reference_available():
-                if why != "missing" and export_version() is None:
+                if why != "missing" and export_version(case_model(case)) is None:
                     continue  # MLX-only machine: use fixtures made elsewhere as they are
                 raise ParityError(
                     f"fixture {fixture_dir(self.fx_root, name)} is {why} and the reference stack "
@@ -134,12 +153,20 @@ class ParitySession:
         if not stale:
             return
         from reference.export import export_case
+        from reference.export_vc import export_vc_case, load_original_vc
 
         for name, (case, why) in stale.items():
             self.log(f"exporting reference fixture '{name}' ({why})")
-            export_case(self.ckpt, case, out_root=self.fx_root, tts=self._original(), log=self.log)
-        self._tts = None
+            if case_model(case) == "vc":
+                self._tts = None  # one original model at a time (memory)
+                self._vc = self._vc or load_original_vc(self.ckpt)
+                export_vc_case(self.ckpt, case, out_root=self.fx_root, vc=self._vc, log=self.log)
+            else:
+                export_case(self.ckpt, case, out_root=self.fx_root, tts=self._original(), log=self.log)
+        self._tts = self._vc = None
         gc.collect()
+
+    _vc = None
 
     _tts = None
 

@@ -6,6 +6,7 @@
          on the reference's tokens with MLX's conditioning, so that flow and HiFT are still compared.
   s3gen  from the reference's speech tokens and conditioning to the waveform (flow -> HiFT), with
          the recorded flow noise and SineGen draws.
+  vc     voice conversion (ChatterboxVC) from the source and target files (vc_cumulative.py).
 Compared in tests/parity/test_cumulative.py against [cumulative.<mode>] tolerances of the registry.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from .. import flips
 
-MODES = ("e2e", "s3gen")
+MODES = ("e2e", "s3gen", "vc")  # vc: ChatterboxVC end to end (vc_cumulative.py)
 
 
 _PIPELINES: dict = {}
@@ -113,4 +114,6 @@ def run_e2e(fx, ckpt) -> dict:
 
 
 def run(fx, ckpt, mode: str) -> dict:
-    return {"e2e": run_e2e, "s3gen": run_s3gen}[mode](fx, ckpt)
+    from . import vc_cumulative
+
+    return {"e2e": run_e2e, "s3gen": run_s3gen, "vc": vc_cumulative.run}[mode](fx, ckpt)

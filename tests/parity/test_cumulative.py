@@ -1,16 +1,18 @@
 """Cumulative mode: MLX chained end to end (e2e: from the raw audio file; s3gen: from the
-reference's tokens), against the reference, with the [cumulative.<mode>] tolerances."""
+reference's tokens; vc: ChatterboxVC from the source and target files), against the reference, with
+the [cumulative.<mode>] tolerances. A mode runs on the cases of its model."""
 import pytest
 
 from parity import registry
-from parity.cases import load_cases
-from parity.session import NOT_IMPLEMENTED
+from parity.session import NOT_IMPLEMENTED, all_cases, case_model
 
 
 def _params():
     reg = registry.load()
-    return [pytest.param(case, mode, name, id=f"{case}-{mode}-{name}")
-            for mode, entries in reg.cumulative.items() for case in load_cases() for name in entries]
+    return [pytest.param(name, mode, cp, id=f"{name}-{mode}-{cp}")
+            for mode, entries in reg.cumulative.items()
+            for name, case in all_cases().items() if case_model(case) == reg.mode_model(mode)
+            for cp in entries]
 
 
 @pytest.mark.parity

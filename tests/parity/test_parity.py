@@ -1,18 +1,19 @@
-"""One test per (case, checkpoint) of parity/checkpoints.toml: MLX (isolated mode) vs the reference."""
+"""One test per (case, checkpoint) of parity/checkpoints.toml: MLX (isolated mode) vs the reference.
+Each model's cases meet that model's checkpoints: the English cases the tts ones, the vc_* cases the
+vc.* ones (voice conversion)."""
 import pytest
 
 from parity import registry
-from parity.cases import load_cases
-from parity.session import NOT_IMPLEMENTED
+from parity.session import NOT_IMPLEMENTED, all_cases, case_model
 
 
 def parity_params():
     reg = registry.load()
     out = []
-    for case in load_cases():
-        for cp in reg.ordered():
+    for name, case in all_cases().items():
+        for cp in reg.of_model(case_model(case)):
             if cp.compared:  # recorded random draws are replay inputs, reference-only tensors measurements
-                out.append(pytest.param(case, cp.name, id=f"{case}-{cp.name}"))
+                out.append(pytest.param(name, cp.name, id=f"{name}-{cp.name}"))
     return out
 
 

@@ -16,7 +16,7 @@ def test_registry_is_consistent():
     reg = registry.load()
     assert len(reg.checkpoints) >= 50
     for cp in reg.checkpoints.values():
-        assert cp.stage in reg.stages and cp.source and cp.layout
+        assert cp.stage in reg.models[cp.model] and cp.source and cp.layout
         for prec in registry.PRECISIONS:
             tol = cp.tolerance(prec)
             if cp.kind == "int":
