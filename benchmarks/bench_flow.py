@@ -14,9 +14,7 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +37,7 @@ def main(argv=None) -> dict:
     import numpy as np
     import torch
 
+    from benchmarks.alternating import alternate, ratios, side_summary
     from mlx_impl import backend
     from mlx_impl.convert.common import load_strict
     from mlx_impl.convert.flow import sanitize
@@ -90,15 +89,7 @@ def main(argv=None) -> dict:
         mx.eval(out)
         return np.array(out)
 
-    times = {"torch": [], "mlx": []}
-    cpu_times = {"torch": [], "mlx": []}
-    outs = {}
-    for _ in range(args.repeats):
-        for name, fn in (("torch", run_torch), ("mlx", run_mlx)):
-            t0, c0 = time.perf_counter(), time.process_time()
-            outs[name] = fn()
-            times[name].append(time.perf_counter() - t0)
-            cpu_times[name].append(time.process_time() - c0)
+    times, cpu_times, outs = alternate({"torch": run_torch, "mlx": run_mlx}, args.repeats)
 
     audio_s = args.n_tokens / TOKEN_RATE
     result = {
@@ -111,18 +102,11 @@ def main(argv=None) -> dict:
         "mlx_version": mx.__version__, "torch_version": torch.__version__, "wide_blas": backend.wide_blas(),
         "output_snr_db": compare(outs["torch"], outs["mlx"]).snr_db,
     }
-    for name, ts in times.items():
-        result[name] = {
-            "seconds": [round(t, 3) for t in ts],
-            "min_s": round(min(ts), 3), "median_s": round(statistics.median(ts), 3),
-            "s_per_audio_s_min": round(min(ts) / audio_s, 3),
-            "s_per_audio_s_median": round(statistics.median(ts) / audio_s, 3),
-            "cpu_seconds": [round(t, 3) for t in cpu_times[name]],
-        }
-    result["mlx_over_torch_min"] = round(min(times["mlx"]) / min(times["torch"]), 3)
+    for name in times:
+        result[name] = side_summary(times[name], cpu_times[name], audio_s)
+    result.update(ratios(times, cpu_times))
     result["note"] = ("wall time on a shared machine: other processes slow both sides; runs alternate, "
                       "compare min (least disturbed) and median")
-    result["mlx_over_torch_median"] = round(statistics.median(times["mlx"]) / statistics.median(times["torch"]), 3)
     print(json.dumps(result, indent=1))
     return result
 

@@ -21,9 +21,7 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +62,7 @@ def main(argv=None) -> dict:
     import torch
     from torch.distributions.uniform import Uniform
 
+    from benchmarks.alternating import alternate, ratios, side_summary
     from mlx_impl import backend
     from mlx_impl.convert.hift import build_hift, strip_prefix
     from parity.metrics import compare
@@ -126,16 +125,11 @@ def main(argv=None) -> dict:
     run_torch(mel, capture=True)  # captures the draws (untimed)
     m_phase, m_noise = mx.array(draws["phase"].numpy()), mx.array(draws["noise"].numpy())
 
-    times = {"torch": [], "mlx": []}
-    cpu_times = {"torch": [], "mlx": []}
-    outs = {}
-    for _ in range(args.repeats):
-        for name, fn in (("torch", lambda: run_torch(mel)), ("mlx", lambda: run_mlx(m_mel))):
-            torch.manual_seed(args.seed + 3)  # the same draws on every torch run
-            t0, c0 = time.perf_counter(), time.process_time()
-            outs[name] = fn()
-            times[name].append(time.perf_counter() - t0)
-            cpu_times[name].append(time.process_time() - c0)
+    def same_draws():  # the same draws on every torch run
+        torch.manual_seed(args.seed + 3)
+
+    times, cpu_times, outs = alternate(
+        {"torch": lambda: run_torch(mel), "mlx": lambda: run_mlx(m_mel)}, args.repeats, before_each=same_draws)
 
     audio_s = args.n_mel / MEL_RATE
     result = {
@@ -150,19 +144,9 @@ def main(argv=None) -> dict:
         "wide_blas": backend.wide_blas(),
         "output_snr_db": round(compare(outs["torch"], outs["mlx"]).snr_db, 1),
     }
-    for name, ts in times.items():
-        result[name] = {
-            "seconds": [round(t, 3) for t in ts],
-            "min_s": round(min(ts), 3), "median_s": round(statistics.median(ts), 3),
-            "s_per_audio_s_min": round(min(ts) / audio_s, 3),
-            "s_per_audio_s_median": round(statistics.median(ts) / audio_s, 3),
-            "cpu_seconds": [round(t, 3) for t in cpu_times[name]],
-            "cpu_s_per_audio_s_median": round(statistics.median(cpu_times[name]) / audio_s, 3),
-        }
-    result["mlx_over_torch_min"] = round(min(times["mlx"]) / min(times["torch"]), 3)
-    result["mlx_over_torch_median"] = round(statistics.median(times["mlx"]) / statistics.median(times["torch"]), 3)
-    result["mlx_over_torch_cpu_median"] = round(
-        statistics.median(cpu_times["mlx"]) / statistics.median(cpu_times["torch"]), 3)
+    for name in times:
+        result[name] = side_summary(times[name], cpu_times[name], audio_s)
+    result.update(ratios(times, cpu_times))
     print(json.dumps(result, indent=1))
     return result
 
