@@ -2,8 +2,9 @@
 
 Each mutation of the catalogue (parity/mutations.py) is patched into the MLX implementation at run
 time and undone after. Under it the parity checks of the stages it touches run as the parity tests
-run them (parity/session.py, the registry's tolerances): isolated mode for those stages, then
-cumulative mode (e2e, or s3gen for a flow / HiFT mutation) on one case. A mutation is caught when a
+run them (parity/session.py, the registry's tolerances): isolated mode for those stages, then, when
+those miss it (or always, with --cumulative always), cumulative mode (e2e, or s3gen for a flow / HiFT
+mutation) on one case. A mutation is caught when a
 check that passes without it fails with it. The first failing checkpoint is named in pipeline order
 (the registry's; isolated before cumulative), with its measured value and tolerance, and `bisect`
 (parity/bisect.py) runs where the mutation's stage has an entry. A mutation that no check catches is
@@ -168,9 +169,10 @@ def output_movement(base: dict, mutated: dict) -> tuple:
 
 # ============================================================================ the runner
 class Runner:
-    def __init__(self, ckpt, fx_root: Path, *, do_bisect: bool = True, log=print):
+    def __init__(self, ckpt, fx_root: Path, *, do_bisect: bool = True, log=None):
         from .session import ParitySession
 
+        log = log or (lambda msg: print(msg, flush=True))
         self.ckpt, self.log, self.do_bisect = ckpt, log, do_bisect
         quiet = lambda msg: log(f"  [parity] {msg}")
         self.base = ParitySession(ckpt=ckpt, fx_root=fx_root, log=quiet)
@@ -183,19 +185,28 @@ class Runner:
             self._original = self.base._original()
         return self._original
 
-    def run(self, m: Mutation, case: Optional[str] = None, cumulative: bool = True) -> Outcome:
+    def run(self, m: Mutation, case: Optional[str] = None, cumulative: str = "if-missed") -> Outcome:
+        """cumulative: "always", "if-missed" (only when the isolated checks did not catch it: the
+        first failing checkpoint lies in the mutation's own stages, which isolated mode checks first)
+        or "never"."""
         t0 = time.time()
         case = case or m.case
-        checks = [c for c in planned_checks(m) if cumulative or c[0] is None]
-        ctx = MutationContext(self.ckpt, with_pipeline=cumulative)
-        if cumulative:
+        isolated = [c for c in planned_checks(m) if c[0] is None]
+        chained = [c for c in planned_checks(m) if c[0] is not None] if cumulative != "never" else []
+        ctx = MutationContext(self.ckpt, with_pipeline=bool(chained))
+        if chained:
             ctx.pipeline()  # loaded before the patch, so that a weight patch reaches it
-        base = run_checks(self.base, case, checks)
         self.mutated.outputs.clear()
         self.mutated.results.clear()
+        base = run_checks(self.base, case, isolated)
         with m.patch(ctx):
-            mutated = run_checks(self.mutated, case, checks)
-            finding = self._bisect(m, case)
+            mutated = run_checks(self.mutated, case, isolated)
+        caught = any(c.status != "passed" and base[k].status == "passed" for k, c in mutated.items())
+        if chained and (cumulative == "always" or not caught):
+            base.update(run_checks(self.base, case, chained))
+            with m.patch(ctx):
+                mutated.update(run_checks(self.mutated, case, chained))
+        finding = f"n/a: {m.bisect_na}" if m.bisect is None else "not run"
         out = self._outcome(m, case, base, mutated, finding)
         if not out.caught:
             keys = {k for k in self.mutated.outputs if k[0] == case}
@@ -207,11 +218,31 @@ class Runner:
         out.seconds = round(time.time() - t0, 1)
         return out
 
-    def _bisect(self, m: Mutation, case: str) -> str:
-        if m.bisect is None:
-            return f"n/a: {m.bisect_na}"
+    def bisect_all(self, pairs: List[tuple]) -> None:
+        """Bisect every (mutation, outcome) whose stage has a bisect entry, under its patch again. Runs
+        after the parity checks, with MLX's T3 and the cumulative pipeline released first: the
+        original model that bisect runs beside MLX takes ~5 GB (t3_cond, which needs MLX's T3
+        again, goes last)."""
+        todo = sorted([(m, o) for m, o in pairs if m.bisect], key=lambda p: p[0].bisect == "t3_cond")
+        if not todo:
+            return
         if not self.do_bisect:
-            return "not run (--no-bisect)"
+            for _, o in todo:
+                o.bisect = "not run (--no-bisect)"
+            return
+        release_t3_and_pipeline()
+        ctx = MutationContext(self.ckpt, with_pipeline=False)
+        for m, o in todo:
+            t0 = time.time()
+            try:
+                with m.patch(ctx):
+                    o.bisect = self._bisect(m, o.case)
+            except Exception as e:  # a patch that does not apply to the isolated models alone
+                o.bisect = f"error: {e!r}"[:300]
+            o.seconds = round(o.seconds + time.time() - t0, 1)
+            self.log(f"  bisect {m.name}: {o.bisect}")
+
+    def _bisect(self, m: Mutation, case: str) -> str:
         from .bisect import bisect
 
         try:
@@ -235,6 +266,19 @@ class Runner:
                        invisible=None, first_failing_checkpoint=failing[0] if failing else None,
                        measured=first.measured if first else None, tolerance=first.tolerance if first else None,
                        bisect=finding, failing=failing, error="; ".join(errors)[:500])
+
+
+def release_t3_and_pipeline() -> None:
+    import gc
+
+    import mlx.core as mx
+
+    from .stages import cumulative, t3_cond
+
+    cumulative._PIPELINES.clear()
+    t3_cond._load_t3.cache_clear()
+    gc.collect()
+    mx.clear_cache()
 
 
 # ============================================================================ output
@@ -335,13 +379,18 @@ def cmd_mutate(args):
     runner = Runner(ckpt, Path(args.fixtures or default_fixture_root()), do_bisect=not args.no_bisect)
     t0, outcomes = time.time(), []
     for i, m in enumerate(chosen, 1):
-        o = runner.run(m, case=args.case)
+        try:
+            o = runner.run(m, case=args.case, cumulative=args.cumulative)
+        except Exception as e:  # a patch that does not apply: recorded, the catalogue goes on
+            o = Outcome(m.name, m.source, args.case or m.case, list(m.stages), False, None, None, None, None,
+                        "not run", error=f"the patch failed: {e!r}"[:500])
         outcomes.append(o)
         verdict = "caught" if o.caught else ("invisible" if o.invisible else "MISSED")
         print(f"[{i}/{len(chosen)}] {m.name}: {verdict} {o.first_failing_checkpoint or ''} "
-              f"{o.measured or o.moved} ({o.seconds:.0f} s) bisect: {o.bisect}", flush=True)
+              f"{o.measured or o.moved} ({o.seconds:.0f} s)", flush=True)
+    runner.bisect_all(list(zip(chosen, outcomes)))
     full = not args.only and args.case is None and args.out is None
-    rec = record(outcomes, time.time() - t0, {"only": args.only, "case": args.case})
+    rec = record(outcomes, time.time() - t0, {"only": args.only, "case": args.case, "cumulative": args.cumulative})
     for p in write_outputs(rec, Path(args.out or OUT_DIR), full):
         print(f"wrote {p}")
     s = rec["score"]
@@ -358,6 +407,8 @@ def register(sub):
     p.add_argument("--case", default=None, help="run every selected mutation on this case instead of its own")
     p.add_argument("--list", action="store_true", help="print the catalogue, one mutation a line, and exit")
     p.add_argument("--no-bisect", action="store_true", help="skip bisect (it loads the original model)")
+    p.add_argument("--cumulative", choices=("if-missed", "always", "never"), default="if-missed",
+                   help="cumulative mode: only for a mutation the isolated checks miss (default), always, never")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="checkpoint folder (hub layout); default: $CHATTERBOX_CKPT or the synthetic one")
     p.add_argument("--fixtures", type=Path, default=None, help="fixture root (default: fixtures/)")

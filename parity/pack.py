@@ -179,6 +179,22 @@ Shapes must be equal. Integer tensors: exact-match rate = mean(out == ref) over 
 
 
 # ----------------------------------------------------------------------------- manifest entries
+def signature_section() -> str:
+    """The README's table for a failing port: per mutation of `chatterbox-parity mutate` (a bug a
+    real port made), which checkpoint fails first and how (from the latest mutation record)."""
+    from .mutate import load_record, signature_rows
+
+    rec = load_record()
+    if rec is None:
+        return ""
+    return ("\n## Failure signatures: which checkpoint fails first, for which bug\n"
+            "Each row is a bug that a real port of Chatterbox made, planted in the MLX reference "
+            "(`chatterbox-parity mutate`, case named in its record) and run through these fixtures in isolation "
+            "(each step fed the reference's input; end to end where isolation did not catch it). Find your port's first failing checkpoint "
+            "(in pipeline order) and its value; the rows with the same symptom name the likely causes.\n\n"
+            + "\n".join(signature_rows(rec)) + "\n")
+
+
 def tolerance_dict(cp) -> dict:
     out = {}
     for prec, tol in cp.tolerances.items():
@@ -713,7 +729,7 @@ def build_pack(out: Path, cases: Optional[List[str]] = None, *, t3_steps: int = 
                 manifest["files"][str(p.relative_to(tmp))] = p.stat().st_size
         manifest["total_bytes"] = sum(manifest["files"].values())
         validate_manifest(manifest)
-        (tmp / "README.md").write_text(README_TEXT)
+        (tmp / "README.md").write_text(README_TEXT + signature_section())
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=_json_default) + "\n")
         for p in tmp.rglob("*"):
             p.chmod(0o755 if p.is_dir() else 0o644)

@@ -192,10 +192,34 @@ def extra_sections() -> List[tuple]:
     """Other reports that live beside this one (benchmarks, precision matrix, coverage, resamplers)."""
     out = []
     for path in sorted(OUT_DIR.glob("*.md")):
-        if path.name in ("report.md",):
+        if path.name in ("report.md", "mutations.md"):  # mutations: a section of its own
             continue
         out.append((path.stem, path.read_text()))
     return out
+
+
+def mutation_section() -> tuple:
+    """(Markdown, HTML) of the latest mutation run (`chatterbox-parity mutate`): the score and, per
+    mutation, whether it was caught and by which checkpoint first."""
+    from .mutate import load_record, markdown
+
+    rec = load_record()
+    if rec is None:
+        text = "no mutation run yet (`chatterbox-parity mutate`)"
+        return f"## Mutation score\n\n{text}", f"<h2>Mutation score</h2><p>{text}</p>"
+    s = rec["score"]
+    head = (f"{s['caught']} / {s['total']} caught ({s['invisible']} numerically invisible; missed: "
+            f"{', '.join(s['missed']) or 'none'}), {rec['meta']['seconds'] / 60:.1f} min")
+    rows = "".join(
+        f'<tr style="background:{STATUS_COLOURS["passed" if o["caught"] else ("not implemented" if o["invisible"] else "failed")]}">'
+        f"<td>{html.escape(o['name'])}</td><td>{o['case']}</td><td>{'yes' if o['caught'] else ('invisible' if o['invisible'] else 'MISSED')}</td>"
+        f"<td>{html.escape(o['first_failing_checkpoint'] or '-')}</td><td>{html.escape(o['measured'] or o['invisible'] or o['moved'] or '-')}</td>"
+        f"<td>{html.escape(o['tolerance'] or '-')}</td><td>{html.escape(o['bisect'])}</td><td>{html.escape(o['source'])}</td></tr>"
+        for o in rec["mutations"])
+    page = (f"<h2>Mutation score: {s['caught']} / {s['total']}</h2><p>{html.escape(head)}</p><table><tr><th>mutation</th>"
+            "<th>case</th><th>caught</th><th>first failing checkpoint</th><th>measured</th><th>tolerance</th>"
+            f"<th>bisect</th><th>source</th></tr>{rows}</table>")
+    return markdown(rec), page
 
 
 def _loose_tolerance_rows(run: dict) -> List[tuple]:
@@ -238,6 +262,9 @@ def write_report(run: dict, history: List[dict], regressions: List[dict], out_di
            "| checkpoint | tolerance | recorded (`measured` in the registry) | this run |", "|---|---|---|---|"]
     md += [f"| {label} | {tol} | {note} | {now} |" for label, tol, note, now in loose]
 
+    mutation_md, mutation_html = mutation_section()
+    md += ["", mutation_md]
+
     figs = [("error along the pipeline", plot_snr_by_checkpoint(run))]
     for case in cases:
         figs += [(f"{case}: {title}", png) for title, png in plot_tensors(case, out_dir / "tensors")]
@@ -261,6 +288,7 @@ def write_report(run: dict, history: List[dict], regressions: List[dict], out_di
                 "<th>tolerance</th><th>recorded (<code>measured</code> in the registry)</th><th>this run</th></tr>" +
                 "".join(f"<tr><td>{html.escape(label)}</td><td>{html.escape(tol)}</td><td>{html.escape(note)}</td>"
                         f"<td>{html.escape(now)}</td></tr>" for label, tol, note, now in loose) + "</table>")
+    page.append(mutation_html)
     page.append("<h2>Checkpoints, in pipeline order</h2><table><tr><th>checkpoint</th><th>case</th><th>status</th>"
                 "<th>measured</th><th>tolerance</th><th>SNR trend</th></tr>" + "".join(rows) + "</table>")
     for title, png in figs:

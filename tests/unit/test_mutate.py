@@ -1,0 +1,230 @@
+"""The machinery of `chatterbox-parity mutate` (parity/mutate.py, parity/mutations.py): the catalogue
+is well formed, every patch changes the MLX implementation while it is active and leaves it exactly
+as it was afterwards (also on an error), --list prints one mutation a line, a bad --only or --case
+gives one error line and exit status 2, and the record's verdicts are computed as documented.
+No weights load; patches that need model instances get tiny ones."""
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+import pkgutil
+import sys
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+
+import mlx_impl
+from parity import bisect, cli, mutate, registry
+from parity.cases import load_cases
+from parity.mutations import CATALOGUE, by_name, patched, weights
+
+
+def _import_all_mlx_impl():
+    for info in pkgutil.walk_packages(mlx_impl.__path__, "mlx_impl."):
+        if info.name.startswith("mlx_impl.backend.") or info.name.endswith("__main__"):
+            continue
+        try:
+            importlib.import_module(info.name)
+        except ImportError:
+            pass
+
+
+def implementation_state() -> dict:
+    """(module, name) / (class, name) -> id of the object: every global of mlx_impl's modules and
+    every attribute in the __dict__ of their classes."""
+    state = {}
+    for name, mod in list(sys.modules.items()):
+        if not name.startswith("mlx_impl") or mod is None:
+            continue
+        for attr, value in vars(mod).items():
+            state[(name, attr)] = id(value)
+            if inspect.isclass(value) and value.__module__ == name:
+                for cattr, cvalue in vars(value).items():
+                    state[(f"{name}.{attr}", cattr)] = id(cvalue)
+    from mlx_impl import audio
+
+    state.update({("DEFAULT_METHOD", k): v for k, v in audio.DEFAULT_METHOD.items()})
+    return state
+
+
+# ---------------------------------------------------------------- tiny model instances
+def _tiny_hift():
+    from mlx_impl.s3gen.hifigan import HiFTConfig, HiFTGenerator
+
+    cfg = HiFTConfig(base_channels=8, upsample_rates=[2], upsample_kernel_sizes=[4], resblock_kernel_sizes=[3],
+                     resblock_dilation_sizes=[[1]], source_resblock_kernel_sizes=[3],
+                     source_resblock_dilation_sizes=[[1]])
+    return HiFTGenerator(cfg)
+
+
+class TinyContext:
+    """ctx.models(kind) with tiny stand-ins of the kinds whose patches change attributes or weights."""
+
+    def __init__(self):
+        from mlx_impl.voice_encoder.voice_encoder import VoiceEncoder
+
+        self._models = {"hift": [_tiny_hift()], "ve": [VoiceEncoder()]}
+
+    def models(self, kind):
+        if kind not in self._models:
+            pytest.skip(f"no tiny stand-in for '{kind}'")
+        return self._models[kind]
+
+
+# ---------------------------------------------------------------- the catalogue
+def test_catalogue_is_well_formed():
+    reg = registry.load()
+    assert len(CATALOGUE) >= 40
+    assert len(by_name()) == len(CATALOGUE)  # names unique
+    for m in CATALOGUE:
+        assert m.stages and set(m.stages) <= set(reg.stages), m.name
+        assert m.case in load_cases(), m.name
+        assert m.source, m.name
+        assert (m.bisect in bisect.STAGES) if m.bisect else m.bisect_na, m.name
+
+
+@pytest.mark.parametrize("name", [m.name for m in CATALOGUE])
+def test_patch_changes_the_implementation_and_restores_it(name):
+    """Each patch that needs no loaded model moves some global, class attribute or setting of mlx_impl
+    while active; afterwards every one of them is the same object as before."""
+    m = by_name()[name]
+    _import_all_mlx_impl()
+    ctx = TinyContext()
+    before = implementation_state()
+    try:
+        with m.patch(ctx):
+            inside = implementation_state()
+            tiny_state = {k: [p.__dict__.copy() for p in ms] for k, ms in ctx._models.items()}
+    except pytest.skip.Exception:
+        raise
+    assert implementation_state() == before, f"{name} left mlx_impl changed"
+    moved = inside != before or any(
+        any(d != p.__dict__ for d, p in zip(tiny_state[k], ctx._models[k])) for k in tiny_state)
+    changed_weights = name in ("ve_lstm_gate_order",)  # weights are checked in their own test
+    assert moved or changed_weights or _changes_instances(name), f"{name} changed nothing while active"
+
+
+def _changes_instances(name):
+    """Patches that set attributes on model instances (restored in the test below)."""
+    return name.startswith(("hift_resblock", "hift_snake", "hift_voiced", "hift_no_audio", "ve_no_final"))
+
+
+def test_instance_and_weight_patches_restore_the_model_on_error():
+    ctx = TinyContext()
+    hift, ve = ctx.models("hift")[0], ctx.models("ve")[0]
+    snakes = [m for _, m in hift.named_modules() if type(m).__name__ == "Snake"]
+    wx = np.array(ve.lstm.layers[0].Wx)
+    with pytest.raises(RuntimeError):
+        with by_name()["hift_snake_logscale"].patch(ctx), by_name()["ve_lstm_gate_order"].patch(ctx):
+            assert all(s.alpha_logscale for s in snakes)
+            assert not np.array_equal(np.array(ve.lstm.layers[0].Wx), wx)
+            raise RuntimeError("a failing check")
+    assert not any(s.alpha_logscale for s in snakes)
+    np.testing.assert_array_equal(np.array(ve.lstm.layers[0].Wx), wx)
+
+
+def test_weights_patch_checks_what_it_hits():
+    lin = nn.Linear(3, 2)
+    with pytest.raises(LookupError, match="expected 2"):
+        with weights([lin], r"bias$", mx.zeros_like, expect=2):
+            pass
+    bias = np.array(lin.bias)
+    with weights([lin], r"bias$", mx.zeros_like, expect=1):
+        assert not np.any(np.array(lin.bias))
+    np.testing.assert_array_equal(np.array(lin.bias), bias)
+
+
+def test_patched_restores_a_module_global():
+    from mlx_impl.s3gen import hifigan
+
+    original = hifigan.leaky_relu
+    with by_name()["hift_final_leaky_slope"].patch(TinyContext()):
+        assert float(hifigan.leaky_relu(mx.array(-1.0))) == pytest.approx(-0.1)
+    assert hifigan.leaky_relu is original
+    assert float(hifigan.leaky_relu(mx.array(-1.0))) == pytest.approx(-0.01)
+    with pytest.raises(AttributeError, match="no attribute"):
+        with patched(hifigan, "no_such_name", 1):
+            pass
+
+
+# ---------------------------------------------------------------- the command line
+def test_list_prints_one_mutation_a_line(capsys):
+    assert cli.main(["mutate", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == [m.name for m in CATALOGUE]
+
+
+@pytest.mark.parametrize("argv,named", [(["--only", "no_such_mutation"], "--only"),
+                                        (["--only", "hift_no_trim_fade,nope"], "--only"),
+                                        (["--case", "no_such_case"], "--case")])
+def test_bad_selection_is_one_error_line(argv, named, capsys):
+    assert cli.main(["mutate", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and named in err[0]
+
+
+# ---------------------------------------------------------------- verdicts and records
+def test_first_failing_checkpoint_is_in_pipeline_order():
+    labels = ["s3gen:hift.wav", "hift.wav", "flow.output_mel", "e2e:flow.output_mel", "text.tokens"]
+    assert sorted(labels, key=mutate.pipeline_position) == [
+        "text.tokens", "flow.output_mel", "e2e:flow.output_mel", "hift.wav", "s3gen:hift.wav"]
+
+
+def test_caught_only_by_checks_that_pass_unmutated():
+    m = by_name()["hift_no_trim_fade"]
+    ok, bad = (mutate.Check("x", s, "m", "t") for s in ("passed", "failed"))
+    base = {"hift.wav": ok, "hift.f0": bad}
+    out = mutate.Runner._outcome(m, "espeak_22k", base, {"hift.wav": bad, "hift.f0": bad}, "n/a")
+    assert out.caught and out.first_failing_checkpoint == "hift.wav" and out.failing == ["hift.wav"]
+    out = mutate.Runner._outcome(m, "espeak_22k", base, {"hift.wav": ok, "hift.f0": bad}, "n/a")
+    assert not out.caught and out.first_failing_checkpoint is None
+
+
+def test_output_movement_separates_rounding_from_change():
+    a = np.linspace(-1, 1, 1000).astype(np.float32)
+    key = ("espeak_22k", "parity.stages.hift")
+    same = mutate.output_movement({key: {"hift.wav": a}}, {key: {"hift.wav": a.copy()}})
+    assert same[0] is False and "bit-identical" in same[1]
+    rounding = mutate.output_movement({key: {"hift.wav": a}}, {key: {"hift.wav": np.nextafter(a, 2)}})
+    assert rounding[0] is False
+    moved = mutate.output_movement({key: {"hift.wav": a}}, {key: {"hift.wav": a * 1.001}})
+    assert moved[0] is True
+    tokens = mutate.output_movement({key: {"t": np.arange(4)}}, {key: {"t": np.array([0, 1, 2, 2])}})
+    assert tokens[0] is True
+
+
+def _fake_record():
+    outs = [mutate.Outcome("a_mut", "port A", "espeak_22k", ["hift"], True, None, "hift.wav", "SNR 20.0 dB, cos 0.9",
+                           "SNR>=100dB", "hift: module `conv_post`", ["hift.wav", "s3gen:hift.wav"]),
+            mutate.Outcome("b_mut", "port B", "espeak_22k", ["hift"], False, "no output moves", None, None, None,
+                           "n/a: x", moved="bit-identical"),
+            mutate.Outcome("c_mut", "port C", "espeak_22k", ["flow"], False, None, None, None, None, "n/a: x",
+                           moved="lowest SNR 90 dB")]
+    return mutate.record(outs, 65.0, {"only": None, "case": None})
+
+
+def test_record_score_markdown_and_signatures():
+    rec = _fake_record()
+    assert rec["score"] == {"caught": 1, "total": 3, "invisible": 1, "visible": 2, "missed": ["c_mut"]}
+    for o in rec["mutations"]:
+        assert {"name", "source", "caught", "invisible", "first_failing_checkpoint", "measured", "tolerance",
+                "bisect"} <= set(o)
+    md = mutate.markdown(rec)
+    assert "1 of 3 mutations caught" in md and "**MISSED**" in md and "b_mut: no output moves" in md
+    rows = mutate.signature_rows(rec)
+    assert len(rows) == 3 and "`hift.wav`" in rows[2] and "`s3gen:hift.wav`" in rows[2] and "port A" in rows[2]
+
+
+def test_outputs_are_written_and_the_report_shows_the_score(tmp_path, monkeypatch):
+    from parity import report
+
+    rec = _fake_record()
+    monkeypatch.setattr(mutate, "RECORD", tmp_path / "record.json")
+    paths = mutate.write_outputs(rec, tmp_path / "out", full=False)
+    assert [p.name for p in paths] == ["mutations.json", "mutations.md"] and not (tmp_path / "record.json").exists()
+    monkeypatch.setattr(mutate, "OUT_DIR", tmp_path / "out")
+    md, page = report.mutation_section()
+    assert "Mutation score: 1 / 3" in page and "MISSED" in page and "1 of 3 mutations caught" in md
