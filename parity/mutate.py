@@ -5,7 +5,8 @@ time and undone after. Under it the parity checks of the stages it touches run a
 run them (parity/session.py, the registry's tolerances): isolated mode for those stages, then, when
 those miss it (or always, with --cumulative always), cumulative mode (e2e, or s3gen for a flow / HiFT
 mutation) on one case. A mutation is caught when a
-check that passes without it fails with it. The first failing checkpoint is named in pipeline order
+check that passes without it fails with it, or, inside every tolerance, when the report's regression
+rule (parity/regressions.py, on which `make parity` fails) sees the move against the unmutated run. The first failing checkpoint is named in pipeline order
 (the registry's; isolated before cumulative), with its measured value and tolerance, and `bisect`
 (parity/bisect.py) runs where the mutation's stage has an entry. A mutation that no check catches is
 measured against the unmutated MLX outputs: when none moved beyond float32 rounding it is listed as
@@ -82,6 +83,27 @@ class Check:
     measured: str
     tolerance: str
     message: str = ""
+    metrics: dict = field(default_factory=dict)  # the tracked metrics (snr_db, cosine, exact) of parity/regressions.py
+
+
+def regression(label: str, base: Check, mutated: Check) -> Optional[str]:
+    """How `mutated` regressed from `base` (both passing) by the report's history rule, which
+    `make parity` fails on (parity/regressions.py: an SNR below by more than the checkpoint's
+    regression margin, 3 dB by default, a cosine or token agreement lower at all); None if it did not."""
+    from .regressions import TRACKED, _capped
+
+    if base.status != "passed" or mutated.status != "passed":
+        return None
+    tol = registry.load().tolerance_of(label)
+    margin = tol.regression_margin_db if tol is not None and tol.regression_margin_db is not None else TRACKED["snr_db"]
+    b, m = base.metrics, mutated.metrics
+    if b.get("snr_db") is not None and m.get("snr_db") is not None and _capped(b["snr_db"]) - _capped(m["snr_db"]) > margin:
+        return f"SNR {m['snr_db']:.1f} dB, unmutated {b['snr_db']:.1f} dB (report's regression margin {margin:g} dB)"
+    if b.get("cosine") is not None and m.get("cosine") is not None and b["cosine"] - m["cosine"] > TRACKED["cosine"]:
+        return f"cos {m['cosine']:.9f}, unmutated {b['cosine']:.9f}"
+    if b.get("exact") is not None and m.get("exact") is not None and m["exact"] < b["exact"]:
+        return f"exact {m['exact']:.4f}, unmutated {b['exact']:.4f}"
+    return None
 
 
 @dataclass
@@ -91,6 +113,7 @@ class Outcome:
     case: str
     stages: List[str]
     caught: bool
+    caught_by: str  # "tolerance" (a registry tolerance fails), "regression" (the report's regression rule), ""
     invisible: Optional[str]  # why it is numerically invisible (a miss that moves no output), else None
     first_failing_checkpoint: Optional[str]
     measured: Optional[str]
@@ -139,7 +162,10 @@ def run_checks(session, case: str, checks: Sequence[tuple]) -> Dict[str, Check]:
     out = {}
     for mode, name in checks:
         res = session.run_cumulative(case, mode, name) if mode else session.run_checkpoint(case, name)
-        out[_label(mode, name)] = Check(res.checkpoint, res.status, measured_text(res), res.tolerance, res.message)
+        tracked = {k: getattr(res.metrics, k) for k in ("snr_db", "cosine", "exact")
+                   if res.metrics is not None and getattr(res.metrics, k) is not None}
+        out[_label(mode, name)] = Check(res.checkpoint, res.status, measured_text(res), res.tolerance, res.message,
+                                        tracked)
     return out
 
 
@@ -201,7 +227,8 @@ class Runner:
         base = run_checks(self.base, case, isolated)
         with m.patch(ctx):
             mutated = run_checks(self.mutated, case, isolated)
-        caught = any(c.status != "passed" and base[k].status == "passed" for k, c in mutated.items())
+        caught = any(c.status != "passed" and base[k].status == "passed" or regression(k, base[k], c)
+                     for k, c in mutated.items())
         if chained and (cumulative == "always" or not caught):
             base.update(run_checks(self.base, case, chained))
             with m.patch(ctx):
@@ -260,12 +287,18 @@ class Runner:
     def _outcome(m: Mutation, case: str, base: Dict[str, Check], mutated: Dict[str, Check], finding: str) -> Outcome:
         failing = sorted((label for label, c in mutated.items()
                           if c.status != "passed" and base[label].status == "passed"), key=pipeline_position)
+        caught_by, measured = "tolerance", {label: mutated[label].measured for label in failing}
+        if not failing:  # inside every tolerance: does the report's regression rule (make parity) see it?
+            measured = {label: r for label, c in mutated.items() if (r := regression(label, base[label], c))}
+            failing, caught_by = sorted(measured, key=pipeline_position), "regression"
         first = mutated[failing[0]] if failing else None
         errors = [f"{label}: {c.message.splitlines()[0]}" for label, c in mutated.items() if c.status == "error"]
         return Outcome(name=m.name, source=m.source, case=case, stages=list(m.stages), caught=bool(failing),
-                       invisible=None, first_failing_checkpoint=failing[0] if failing else None,
-                       measured=first.measured if first else None, tolerance=first.tolerance if first else None,
-                       bisect=finding, failing=failing, error="; ".join(errors)[:500])
+                       caught_by=caught_by if failing else "", invisible=None,
+                       first_failing_checkpoint=failing[0] if failing else None,
+                       measured=measured[failing[0]] if failing else None,
+                       tolerance=(first.tolerance if caught_by == "tolerance" else "report regression rule")
+                       if first else None, bisect=finding, failing=failing, error="; ".join(errors)[:500])
 
 
 def release_t3_and_pipeline() -> None:
@@ -285,6 +318,7 @@ def release_t3_and_pipeline() -> None:
 def score(outcomes: List[Outcome]) -> dict:
     visible = [o for o in outcomes if o.invisible is None]
     return {"caught": sum(o.caught for o in outcomes), "total": len(outcomes),
+            "caught_by_regression_rule": sum(o.caught_by == "regression" for o in outcomes),
             "invisible": len(outcomes) - len(visible), "visible": len(visible),
             "missed": [o.name for o in visible if not o.caught]}
 
@@ -301,13 +335,15 @@ def record(outcomes: List[Outcome], seconds: float, argv: dict) -> dict:
 def markdown(rec: dict) -> str:
     s = rec["score"]
     lines = ["# Mutation score", "",
-             f"{s['caught']} of {s['total']} mutations caught ({s['visible']} visible, {s['invisible']} numerically "
+             f"{s['caught']} of {s['total']} mutations caught ({s['caught_by_regression_rule']} of them only by the "
+             f"report's regression rule, inside every tolerance; {s['visible']} visible, {s['invisible']} numerically "
              f"invisible); missed: {', '.join(s['missed']) or 'none'}. Run time {rec['meta']['seconds'] / 60:.1f} min "
              f"(commit `{rec['meta']['git_commit'][:12]}`, `chatterbox-parity mutate`).", "",
              "| mutation | case | caught | first failing checkpoint | measured | tolerance | bisect |",
              "|---|---|---|---|---|---|---|"]
     for o in rec["mutations"]:
-        caught = "yes" if o["caught"] else ("invisible" if o["invisible"] else "**MISSED**")
+        caught = ({"regression": "yes (regression rule)"}.get(o["caught_by"], "yes") if o["caught"]
+                  else ("invisible" if o["invisible"] else "**MISSED**"))
         lines.append(f"| {o['name']} | {o['case']} | {caught} | {o['first_failing_checkpoint'] or '-'} | "
                      f"{o['measured'] or o['moved'] or '-'} | {o['tolerance'] or '-'} | {o['bisect']} |")
     invisible = [o for o in rec["mutations"] if o["invisible"]]
@@ -382,7 +418,7 @@ def cmd_mutate(args):
         try:
             o = runner.run(m, case=args.case, cumulative=args.cumulative)
         except Exception as e:  # a patch that does not apply: recorded, the catalogue goes on
-            o = Outcome(m.name, m.source, args.case or m.case, list(m.stages), False, None, None, None, None,
+            o = Outcome(m.name, m.source, args.case or m.case, list(m.stages), False, "", None, None, None, None,
                         "not run", error=f"the patch failed: {e!r}"[:500])
         outcomes.append(o)
         verdict = "caught" if o.caught else ("invisible" if o.invisible else "MISSED")

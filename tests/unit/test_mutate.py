@@ -175,12 +175,26 @@ def test_first_failing_checkpoint_is_in_pipeline_order():
 
 def test_caught_only_by_checks_that_pass_unmutated():
     m = by_name()["hift_no_trim_fade"]
-    ok, bad = (mutate.Check("x", s, "m", "t") for s in ("passed", "failed"))
+    ok, bad = (mutate.Check("x", s, "m", "t", metrics={"snr_db": 120.0}) for s in ("passed", "failed"))
     base = {"hift.wav": ok, "hift.f0": bad}
     out = mutate.Runner._outcome(m, "espeak_22k", base, {"hift.wav": bad, "hift.f0": bad}, "n/a")
-    assert out.caught and out.first_failing_checkpoint == "hift.wav" and out.failing == ["hift.wav"]
+    assert out.caught and out.caught_by == "tolerance" and out.first_failing_checkpoint == "hift.wav"
+    assert out.failing == ["hift.wav"]
     out = mutate.Runner._outcome(m, "espeak_22k", base, {"hift.wav": ok, "hift.f0": bad}, "n/a")
-    assert not out.caught and out.first_failing_checkpoint is None
+    assert not out.caught and out.first_failing_checkpoint is None and out.caught_by == ""
+
+
+def test_regression_rule_catches_a_move_inside_tolerance():
+    """The report's history rule: an SNR down by more than 3 dB (or the checkpoint's margin)."""
+    m = by_name()["hift_no_trim_fade"]
+    check = lambda snr: mutate.Check("x", "passed", "m", "t", metrics={"snr_db": snr, "cosine": 1.0})
+    base = {"hift.f0": check(124.0), "s3gen:hift.wav": check(75.0)}
+    out = mutate.Runner._outcome(m, "espeak_22k", base, {"hift.f0": check(110.0), "s3gen:hift.wav": check(62.0)}, "")
+    assert out.caught and out.caught_by == "regression" and out.failing == ["hift.f0"]
+    assert "unmutated 124.0 dB" in out.measured
+    # within the margins (3 dB; 15 dB for s3gen:hift.wav, the registry's regression_margin_db): not caught
+    out = mutate.Runner._outcome(m, "espeak_22k", base, {"hift.f0": check(122.0), "s3gen:hift.wav": check(62.0)}, "")
+    assert not out.caught
 
 
 def test_output_movement_separates_rounding_from_change():
@@ -197,18 +211,20 @@ def test_output_movement_separates_rounding_from_change():
 
 
 def _fake_record():
-    outs = [mutate.Outcome("a_mut", "port A", "espeak_22k", ["hift"], True, None, "hift.wav", "SNR 20.0 dB, cos 0.9",
-                           "SNR>=100dB", "hift: module `conv_post`", ["hift.wav", "s3gen:hift.wav"]),
-            mutate.Outcome("b_mut", "port B", "espeak_22k", ["hift"], False, "no output moves", None, None, None,
+    outs = [mutate.Outcome("a_mut", "port A", "espeak_22k", ["hift"], True, "tolerance", None, "hift.wav",
+                           "SNR 20.0 dB, cos 0.9", "SNR>=100dB", "hift: module `conv_post`",
+                           ["hift.wav", "s3gen:hift.wav"]),
+            mutate.Outcome("b_mut", "port B", "espeak_22k", ["hift"], False, "", "no output moves", None, None, None,
                            "n/a: x", moved="bit-identical"),
-            mutate.Outcome("c_mut", "port C", "espeak_22k", ["flow"], False, None, None, None, None, "n/a: x",
+            mutate.Outcome("c_mut", "port C", "espeak_22k", ["flow"], False, "", None, None, None, None, "n/a: x",
                            moved="lowest SNR 90 dB")]
     return mutate.record(outs, 65.0, {"only": None, "case": None})
 
 
 def test_record_score_markdown_and_signatures():
     rec = _fake_record()
-    assert rec["score"] == {"caught": 1, "total": 3, "invisible": 1, "visible": 2, "missed": ["c_mut"]}
+    assert rec["score"] == {"caught": 1, "total": 3, "caught_by_regression_rule": 0, "invisible": 1, "visible": 2,
+                            "missed": ["c_mut"]}
     for o in rec["mutations"]:
         assert {"name", "source", "caught", "invisible", "first_failing_checkpoint", "measured", "tolerance",
                 "bisect"} <= set(o)
