@@ -88,17 +88,21 @@ class Check:
 
 def regression(label: str, base: Check, mutated: Check) -> Optional[str]:
     """How `mutated` regressed from `base` (both passing) by the report's history rule, which
-    `make parity` fails on (parity/regressions.py: an SNR below by more than the checkpoint's
-    regression margin, 3 dB by default, a cosine or token agreement lower at all); None if it did not."""
-    from .regressions import TRACKED, _capped
+    `make parity` fails on (parity/regressions.py against_history: bit-exactness lost, an SNR below
+    130 dB and below by more than the checkpoint's regression margin, 3 dB by default, a cosine down by
+    more than 1e-6, a token agreement down); None if it did not."""
+    from .regressions import FLOAT32_NOISE_DB, TRACKED, _capped
 
     if base.status != "passed" or mutated.status != "passed":
         return None
     tol = registry.load().tolerance_of(label)
     margin = tol.regression_margin_db if tol is not None and tol.regression_margin_db is not None else TRACKED["snr_db"]
     b, m = base.metrics, mutated.metrics
-    if b.get("snr_db") is not None and m.get("snr_db") is not None and _capped(b["snr_db"]) - _capped(m["snr_db"]) > margin:
-        return f"SNR {m['snr_db']:.1f} dB, unmutated {b['snr_db']:.1f} dB (report's regression margin {margin:g} dB)"
+    if b.get("snr_db") is not None and m.get("snr_db") is not None:
+        if math.isinf(b["snr_db"]) and not math.isinf(m["snr_db"]):
+            return f"SNR {m['snr_db']:.1f} dB, bit-identical unmutated (the report's bit-exactness rule)"
+        if m["snr_db"] < FLOAT32_NOISE_DB and _capped(b["snr_db"]) - m["snr_db"] > margin:
+            return f"SNR {m['snr_db']:.1f} dB, unmutated {b['snr_db']:.1f} dB (report's regression margin {margin:g} dB)"
     if b.get("cosine") is not None and m.get("cosine") is not None and b["cosine"] - m["cosine"] > TRACKED["cosine"]:
         return f"cos {m['cosine']:.9f}, unmutated {b['cosine']:.9f}"
     if b.get("exact") is not None and m.get("exact") is not None and m["exact"] < b["exact"]:

@@ -195,6 +195,12 @@ def test_regression_rule_catches_a_move_inside_tolerance():
     # within the margins (3 dB; 15 dB for s3gen:hift.wav, the registry's regression_margin_db): not caught
     out = mutate.Runner._outcome(m, "espeak_22k", base, {"hift.f0": check(122.0), "s3gen:hift.wav": check(62.0)}, "")
     assert not out.caught
+    # float32 rounding: a drop that stays at or above 130 dB is not one; lost bit-exactness always is
+    base = {"hift.f0": check(145.0), "audio.wav_24k": check(math.inf)}
+    out = mutate.Runner._outcome(m, "espeak_22k", base, {"hift.f0": check(131.0), "audio.wav_24k": check(math.inf)}, "")
+    assert not out.caught
+    out = mutate.Runner._outcome(m, "espeak_22k", base, {"hift.f0": check(145.0), "audio.wav_24k": check(150.0)}, "")
+    assert out.caught and out.failing == ["audio.wav_24k"] and "bit-identical" in out.measured
 
 
 def test_output_movement_separates_rounding_from_change():
