@@ -250,3 +250,14 @@ def test_outputs_are_written_and_the_report_shows_the_score(tmp_path, monkeypatc
     monkeypatch.setattr(mutate, "OUT_DIR", tmp_path / "out")
     md, page = report.mutation_section()
     assert "Mutation score: 1 / 3" in page and "MISSED" in page and "1 of 3 mutations caught" in md
+
+
+def test_pack_readme_gets_the_signature_table(monkeypatch):
+    from parity import pack
+
+    rec = _fake_record()
+    monkeypatch.setattr(mutate, "load_record", lambda: rec)
+    text = pack.signature_section()
+    assert "## Failure signatures" in text and "| `hift.wav` | SNR 20.0 dB, cos 0.9 / SNR>=100dB |" in text
+    monkeypatch.setattr(mutate, "load_record", lambda: None)
+    assert pack.signature_section() == ""
