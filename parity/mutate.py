@@ -12,8 +12,8 @@ rule (parity/regressions.py, on which `make parity` fails) sees the move against
 measured against the unmutated MLX outputs: when none moved beyond float32 rounding it is listed as
 numerically invisible, apart from the misses.
 
-Writes reports/out/mutations.{json,md}; a run of the whole catalogue also writes the record
-reports/mutations.json. Exit status 1 when a visible mutation was missed.
+Writes reports/out/mutations.{json,md} (after each mutation, then complete with bisect's findings);
+a run of the whole catalogue also writes the record reports/mutations.json. Exit status 1 when a visible mutation was missed.
 """
 from __future__ import annotations
 
@@ -428,6 +428,8 @@ def cmd_mutate(args):
         verdict = "caught" if o.caught else ("invisible" if o.invisible else "MISSED")
         print(f"[{i}/{len(chosen)}] {m.name}: {verdict} {o.first_failing_checkpoint or ''} "
               f"{o.measured or o.moved} ({o.seconds:.0f} s)", flush=True)
+        partial = record(outcomes, time.time() - t0, {"only": args.only, "case": args.case, "partial": True})
+        write_outputs(partial, Path(args.out or OUT_DIR), full=False)  # what is done so far, if the run stops
     runner.bisect_all(list(zip(chosen, outcomes)))
     full = not args.only and args.case is None and args.out is None
     rec = record(outcomes, time.time() - t0, {"only": args.only, "case": args.case, "cumulative": args.cumulative})
