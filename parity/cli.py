@@ -21,10 +21,13 @@ def _ckpt_arg(p):
 
 
 def cmd_checkpoint_synth(args):
-    from reference.synth_checkpoint import make_synthetic_checkpoint
+    if args.model == "turbo":
+        from reference.synth_turbo_checkpoint import make_synthetic_turbo_checkpoint as make
+    else:
+        from reference.synth_checkpoint import make_synthetic_checkpoint as make
 
-    out = make_synthetic_checkpoint(args.out, seed=args.seed)
-    print(f"wrote synthetic checkpoint {out}")
+    out = make(args.out, seed=args.seed)
+    print(f"wrote synthetic {args.model} checkpoint {out}")
 
 
 def cmd_export(args):
@@ -98,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "tokenizer.json, conds.pt)")
     p.add_argument("--seed", type=int, default=0, metavar="N",
                    help="torch seed of the random weights; default %(default)s")
+    p.add_argument("--model", choices=("tts", "turbo"), default="tts",
+                   help="tts: ChatterboxTTS's files (default); turbo: ChatterboxTurboTTS's (ve.safetensors, "
+                        "t3_turbo_v1.safetensors, s3gen_meanflow.safetensors, a GPT-2-style tokenizer, conds.pt; "
+                        "reference/synth_turbo_checkpoint.py). Voice conversion reads the tts files.")
     p.set_defaults(fn=cmd_checkpoint_synth)
 
     p = sub.add_parser("export", help="run the ORIGINAL model on a case and write its reference fixtures")
