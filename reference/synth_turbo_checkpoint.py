@@ -10,7 +10,8 @@ instantiated with a fixed seed and saved in the ResembleAI/chatterbox-turbo file
                               tokenizer's mel filters and window too, unlike the English s3gen.safetensors)
   vocab.json, merges.txt, added_tokens.json, special_tokens_map.json, tokenizer_config.json
                               a GPT-2-style byte-level BPE of 50276 entries (reference/gpt2_tokenizer.py)
-  conds.pt                    the built-in voice: the original's prepare_conditionals on a > 5 s clip
+  conds.pt                    the built-in voice: the original's prepare_conditionals on very_long_16k.wav (47 s:
+                              the full 375-token T3 prompt)
   synthetic.json              seeds, tensor counts, init fixes
 
 The English init fix applies (reference/synth_checkpoint.py INIT_FIXES): without it the F0 predictor
@@ -30,9 +31,11 @@ from parity import ROOT
 from parity.fixtures import replace_dir
 
 from .gpt2_tokenizer import write_gpt2_tokenizer
-from .synth_checkpoint import DEFAULT_VOICE, INIT_FIXES, SYNTH_MANIFEST, _apply_init_fixes, _save
+from .synth_checkpoint import INIT_FIXES, SYNTH_MANIFEST, _apply_init_fixes, _save
 
 DEFAULT_TURBO_CKPT = ROOT / "checkpoints" / "synthetic-turbo-s0"
+# the built-in voice: longer than Turbo's 15 s T3 prompt (375 tokens, ENC_COND_LEN) and 10 s S3Gen cut
+DEFAULT_TURBO_VOICE = ROOT / "fixtures" / "inputs" / "very_long_16k.wav"
 TURBO_INIT_FIXES = {
     "flow.decoder.estimator.time_embed_mixer": (
         "weight[:, D:] ~ N(0, 1/D) (D = 1024, the time embedding width). The original's init "
@@ -66,7 +69,8 @@ def turbo_hp():
     return hp
 
 
-def make_synthetic_turbo_checkpoint(out_dir=DEFAULT_TURBO_CKPT, seed: int = 0, voice_clip: Path = DEFAULT_VOICE) -> Path:
+def make_synthetic_turbo_checkpoint(out_dir=DEFAULT_TURBO_CKPT, seed: int = 0,
+                                    voice_clip: Path = DEFAULT_TURBO_VOICE) -> Path:
     import torch
     from chatterbox.models.s3gen import S3Gen
     from chatterbox.models.t3 import T3
@@ -119,6 +123,14 @@ def make_synthetic_turbo_checkpoint(out_dir=DEFAULT_TURBO_CKPT, seed: int = 0, v
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def ensure_turbo_checkpoint(path=DEFAULT_TURBO_CKPT) -> Path:
+    """The synthetic Turbo checkpoint folder, built (seed 0) when missing."""
+    path = Path(path)
+    if not (path / SYNTH_MANIFEST).is_file():
+        make_synthetic_turbo_checkpoint(path, seed=0)
+    return path
 
 
 if __name__ == "__main__":
