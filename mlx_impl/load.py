@@ -57,7 +57,19 @@ def layout(model_dir: Path) -> str:
         return "hub"
     missing = [f for f in HUB_FILES if not (model_dir / f).is_file()]
     raise ModelLoadError(f"{model_dir}: neither model.safetensors (MLX layout) nor the hub's files "
-                         f"(missing: {', '.join(missing)})")
+                         f"(missing: {', '.join(missing)}){turbo_note(model_dir)}")
+
+
+TURBO_FILES = ("t3_turbo_v1.safetensors", "s3gen_meanflow.safetensors")
+
+
+def turbo_note(model_dir: Path) -> str:
+    """What an error about a missing file adds when the folder holds Chatterbox Turbo's files."""
+    found = [f for f in TURBO_FILES if (model_dir / f).is_file()]
+    if not found:
+        return ""
+    return (f"; it holds Chatterbox Turbo's {', '.join(found)}: a Turbo checkpoint, which this loader does not "
+            "read (Turbo is not ported to MLX yet)")
 
 
 def split_prefixes(weights: Dict[str, mx.array], source: str) -> Dict[str, Dict[str, mx.array]]:
@@ -286,7 +298,8 @@ def check_vc_model_dir(model_dir: Path) -> VCModelFiles:
     elif (model_dir / VC_HUB_FILE).is_file():
         kind, path = "hub", model_dir / VC_HUB_FILE
     else:
-        raise ModelLoadError(f"{model_dir}: neither model.safetensors (MLX layout) nor {VC_HUB_FILE} (the hub's layout)")
+        raise ModelLoadError(f"{model_dir}: neither model.safetensors (MLX layout) nor {VC_HUB_FILE} (the hub's layout)"
+                             f"{turbo_note(model_dir)}")
     try:
         header = safetensors_header(path)
     except UsageError as e:

@@ -172,3 +172,23 @@ def test_vc_python_bad_clips_name_the_argument(world):
         vc.generate(str(world["root"] / "clips" / "nothere.wav"))
     with pytest.raises(UsageError, match=r"^target_voice_path .*short\.wav: .* too short"):
         vc.generate(str(world["root"] / "clips" / "good.wav"), target_voice_path=str(world["root"] / "clips" / "short.wav"))
+
+
+@pytest.mark.parametrize("command", ["tts", "vc"])
+def test_turbo_folder_given_to_the_english_or_vc_loader_is_named(tmp_path, no_load, capsys, monkeypatch, command):
+    """A Chatterbox Turbo folder (t3_turbo_v1 / s3gen_meanflow, no t3_cfg / s3gen) handed to `tts` or
+    `vc`: one error line naming the missing file and saying it is a Turbo checkpoint."""
+    monkeypatch.setattr(load_mod, "load_pipeline", lambda *a, **k: pytest.fail("loaded"))
+    d = tmp_path / "turbo"
+    d.mkdir()
+    for f in ("ve.safetensors", "t3_turbo_v1.safetensors", "s3gen_meanflow.safetensors"):
+        _safetensors(d / f, {"x": np.zeros(2, np.float32)})
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, np.zeros(16000, np.float32), 16000)
+    args = (["tts", "--text", "Hi.", "--voice", str(clip)] if command == "tts"
+            else ["vc", "--source", str(clip), "--target-voice", str(clip)])
+    before = snapshot(tmp_path)
+    rc, _, err = run_cli(args + ["--quiet", "--out", str(tmp_path / "o.wav"), "--model", str(d)], capsys)
+    missing = "t3_cfg.safetensors" if command == "tts" else "s3gen.safetensors"
+    assert_one_error_line(rc, err, [str(d), missing, "Chatterbox Turbo", "t3_turbo_v1.safetensors"])
+    assert snapshot(tmp_path) == before
