@@ -383,6 +383,25 @@ def write_outputs(rec: dict, out_dir: Path, full: bool) -> List[Path]:
     return paths
 
 
+def merged_into_record(rec: dict) -> dict:
+    """The committed record with this run's mutations replaced (a mutation fixed or added since the
+    whole catalogue ran); the score is recomputed, and the meta says which entries are newer."""
+    if not RECORD.is_file():
+        raise ParityError(f"--update-record: no record {RECORD} yet: run the whole catalogue first")
+    old = json.loads(RECORD.read_text())
+    fresh = {o["name"]: o for o in rec["mutations"]}
+    order = [m.name for m in CATALOGUE]
+    entries = {o["name"]: o for o in old["mutations"] if o["name"] in order}
+    entries.update(fresh)
+    merged = dict(old)
+    merged["mutations"] = [entries[n] for n in order if n in entries]
+    merged["score"] = score([Outcome(**o) for o in merged["mutations"]])
+    merged["meta"] = {**old["meta"], "updated": old["meta"].get("updated", []) + [
+        {"time": rec["meta"]["time"], "git_commit": rec["meta"]["git_commit"], "mutations": sorted(fresh),
+         "seconds": rec["meta"]["seconds"]}]}
+    return merged
+
+
 def load_record() -> Optional[dict]:
     """The latest mutation run: reports/out/mutations.json, else the committed reports/mutations.json."""
     for path in (OUT_DIR / "mutations.json", RECORD):
@@ -433,6 +452,9 @@ def cmd_mutate(args):
     runner.bisect_all(list(zip(chosen, outcomes)))
     full = not args.only and args.case is None and args.out is None
     rec = record(outcomes, time.time() - t0, {"only": args.only, "case": args.case, "cumulative": args.cumulative})
+    if args.update_record:
+        rec = merged_into_record(rec)
+        full = True
     for p in write_outputs(rec, Path(args.out or OUT_DIR), full):
         print(f"wrote {p}")
     s = rec["score"]
@@ -449,6 +471,8 @@ def register(sub):
     p.add_argument("--case", default=None, help="run every selected mutation on this case instead of its own")
     p.add_argument("--list", action="store_true", help="print the catalogue, one mutation a line, and exit")
     p.add_argument("--no-bisect", action="store_true", help="skip bisect (it loads the original model)")
+    p.add_argument("--update-record", action="store_true",
+                   help="replace these mutations' entries in reports/mutations.json (after fixing or adding one)")
     p.add_argument("--cumulative", choices=("if-missed", "always", "never"), default="if-missed",
                    help="cumulative mode: only for a mutation the isolated checks miss (default), always, never")
     p.add_argument("--checkpoint", type=Path, default=None,

@@ -261,3 +261,23 @@ def test_pack_readme_gets_the_signature_table(monkeypatch):
     assert "## Failure signatures" in text and "| `hift.wav` | SNR 20.0 dB, cos 0.9 / SNR>=100dB |" in text
     monkeypatch.setattr(mutate, "load_record", lambda: None)
     assert pack.signature_section() == ""
+
+
+def test_update_record_replaces_entries_and_rescores(tmp_path, monkeypatch):
+    import json
+
+    old = _fake_record()
+    old["mutations"][2]["name"] = CATALOGUE[2].name  # c_mut stands for a catalogue entry, missed
+    for o, m in zip(old["mutations"], CATALOGUE[:2]):
+        o["name"] = m.name
+    monkeypatch.setattr(mutate, "RECORD", tmp_path / "record.json")
+    (tmp_path / "record.json").write_text(json.dumps(old))
+    fixed = mutate.Outcome(CATALOGUE[2].name, "port C", "espeak_22k", ["flow"], True, "tolerance", None, "flow.mu",
+                           "SNR 10 dB", "SNR>=100dB", "n/a: x", ["flow.mu"])
+    merged = mutate.merged_into_record(mutate.record([fixed], 5.0, {}))
+    assert [o["name"] for o in merged["mutations"]] == [m.name for m in CATALOGUE[:3]]
+    assert merged["score"]["caught"] == 2 and merged["score"]["missed"] == []
+    assert merged["meta"]["updated"][0]["mutations"] == [CATALOGUE[2].name]
+    monkeypatch.setattr(mutate, "RECORD", tmp_path / "none.json")
+    with pytest.raises(mutate.ParityError, match="--update-record"):
+        mutate.merged_into_record(mutate.record([fixed], 5.0, {}))
