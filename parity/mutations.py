@@ -359,7 +359,8 @@ def _stats_pool(var_eps: float, ddof: int):
 @contextlib.contextmanager
 def _campplus_train_mode(ctx):
     """BatchNorm with the batch's statistics: train mode (its running statistics, which training
-    mode updates, are restored after)."""
+    mode updates, are restored after). The last BatchNorm, over the pooled (1, 1024) statistics, keeps
+    inference mode: one value per channel has no batch statistics (torch raises there too)."""
     from mlx.utils import tree_flatten
 
     models = ctx.models("campplus")
@@ -367,6 +368,7 @@ def _campplus_train_mode(ctx):
     try:
         for m in models:
             m.train()
+            m.xvector.dense.eval()
         yield
     finally:
         for m, params in saved:
