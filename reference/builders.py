@@ -4,8 +4,8 @@ HiFT weights exercise every parameter."""
 from __future__ import annotations
 
 
-def original_flow():
-    """CausalMaskedDiffWithXvec exactly as chatterbox.models.s3gen.s3gen.S3Token2Mel builds it."""
+def original_flow(meanflow: bool = False):
+    """CausalMaskedDiffWithXvec exactly as chatterbox.models.s3gen.s3gen.S3Token2Mel(meanflow) builds it."""
     from chatterbox.models.s3gen.configs import CFM_PARAMS
     from chatterbox.models.s3gen.decoder import ConditionalDecoder
     from chatterbox.models.s3gen.flow import CausalMaskedDiffWithXvec
@@ -20,7 +20,7 @@ def original_flow():
     )
     estimator = ConditionalDecoder(
         in_channels=320, out_channels=80, causal=True, channels=[256], dropout=0.0, attention_head_dim=64,
-        n_blocks=4, num_mid_blocks=12, num_heads=8, act_fn='gelu', meanflow=False,
+        n_blocks=4, num_mid_blocks=12, num_heads=8, act_fn='gelu', meanflow=meanflow,
     )
     decoder = CausalConditionalCFM(spk_emb_dim=80, cfm_params=CFM_PARAMS, estimator=estimator)
     return CausalMaskedDiffWithXvec(encoder=encoder, decoder=decoder)

@@ -88,8 +88,6 @@ class ConditionalDecoder(nn.Module):
                  attention_head_dim=64, n_blocks=4, num_mid_blocks=12, num_heads=8, act_fn="gelu",
                  meanflow=False):
         super().__init__()
-        if meanflow:
-            raise NotImplementedError("meanflow decoder (time_embed_mixer)")
         channels = tuple(channels)
         self.meanflow = meanflow
         self.in_channels = in_channels
@@ -135,6 +133,10 @@ class ConditionalDecoder(nn.Module):
         self.final_block = CausalBlock1D(channels[-1], channels[-1]) if causal else Block1D(channels[-1], channels[-1])
         self.final_proj = Conv1d(channels[-1], out_channels, 1)
 
+        self.time_embed_mixer = None
+        if self.meanflow:  # intmeanflow.get_intmeanflow_time_mixer: [t_emb, r_emb] -> time_embed_dim
+            self.time_embed_mixer = nn.Linear(time_embed_dim * 2, time_embed_dim, bias=False)
+
     def _attention_bias(self, x: mx.array, mask: mx.array):
         """mask (B, T, 1) -> the (B, 1, 1, T) additive bias the original builds from (B, 1, T), or
         None when it is all zeros (adding 0 changes nothing)."""
@@ -151,6 +153,10 @@ class ConditionalDecoder(nn.Module):
         the conditional and unconditional halves at once (`backend.parallel_batch`), their graphs
         are queued block by block, in turn."""
         t = self.time_mlp(self.time_embeddings(t).astype(t.dtype))
+
+        if self.meanflow:  # r: the end time of the MeanFlow step
+            r = self.time_mlp(self.time_embeddings(r).astype(t.dtype))
+            t = self.time_embed_mixer(mx.concatenate([t, r], axis=1))
 
         parts = [x, mu]
         if spks is not None:

@@ -85,11 +85,25 @@ class CausalConditionalCFM(ConditionalCFM):
         """mu (B, 80, T), mask (B, 1, T), spks (B, 80), cond (B, 80, T) -> ((B, 80, T), None).
         `noise`: the start noise z (B, 80, T); drawn with mx.random.normal when None. As in the
         original, `temperature` is not applied."""
-        if meanflow:
-            raise NotImplementedError("meanflow (basic_euler without CFG)")
         z = noise if noise is not None else mx.random.normal(mu.shape, dtype=mu.dtype)
         if noised_mels is not None:
             prompt_len = mu.shape[2] - noised_mels.shape[2]
             z = mx.concatenate([z[..., :prompt_len], noised_mels], axis=-1)
-        t_span = t_span_schedule(n_timesteps, self.t_scheduler)
+        t_span = t_span_schedule(n_timesteps, "linear" if meanflow else self.t_scheduler)
+        # the MeanFlow models are distilled with CFG: no CFG batch (the original's note)
+        if meanflow:
+            return self.basic_euler(z, t_span, mu, mask, spks, cond, on_step=on_step), None
         return self.solve_euler(z, t_span, mu, mask, spks, cond, on_step=on_step), None
+
+    def basic_euler(self, x, t_span, mu, mask, spks, cond,
+                    on_step: Optional[Callable[[int, mx.array], None]] = None) -> mx.array:
+        """MeanFlow's Euler steps (Chatterbox Turbo's S3Gen): one estimator pass a step, which also
+        sees the step's end time r; x += (r - t) * dxdt. `on_step(i, dxdt)` sees step i's output."""
+        for i in range(len(t_span) - 1):
+            t, r = np.float32(t_span[i]), np.float32(t_span[i + 1])
+            dxdt = self.estimator(x, mask, mu, mx.array(np.array([t])), spks, cond, r=mx.array(np.array([r])))
+            if on_step is not None:
+                on_step(i, dxdt)
+            x = x + mx.array(np.float32(r - t)) * dxdt
+            mx.eval(x)
+        return x

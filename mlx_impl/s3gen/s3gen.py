@@ -78,13 +78,17 @@ class S3Token2Mel(nn.Module):
     def flow_inference(self, speech_tokens, ref_dict: dict, n_cfm_timesteps: Optional[int] = None,
                        finalize: bool = True, noise: Optional[mx.array] = None,
                        trace: Optional[dict] = None) -> mx.array:
-        """(1, T) tokens -> (1, 80, 2T) mel. `noise`: the CFM start noise to replay."""
+        """(1, T) tokens -> (1, 80, 2T) mel. `noise`: the CFM start noise to replay (with MeanFlow: the
+        whole start the Euler steps get, the original's second draw, noised_mels, already in it)."""
         n_cfm_timesteps = n_cfm_timesteps or (2 if self.meanflow else 10)
         speech_tokens = mx.array(np.atleast_2d(np.asarray(speech_tokens)).astype(np.int32))
         token_lens = mx.array([speech_tokens.shape[1]], dtype=mx.int32)
+        noised_mels = None
+        if self.meanflow and noise is None:  # the original draws the generated frames' start apart
+            noised_mels = mx.random.normal((1, 80, speech_tokens.shape[-1] * 2))
         mels, _ = self.flow.inference(
             token=speech_tokens, token_len=token_lens, finalize=finalize, n_timesteps=n_cfm_timesteps,
-            meanflow=self.meanflow, noise=noise, trace=trace, **ref_dict)
+            noised_mels=noised_mels, meanflow=self.meanflow, noise=noise, trace=trace, **ref_dict)
         return mels
 
 
