@@ -52,3 +52,44 @@ def test_turbo_synthetic_checkpoint_generates_audio(turbo):
     assert wav.shape == (1, 960 * (n_speech + 3))  # the three S3GEN_SIL tokens generate() appends
     assert torch.isfinite(wav).all() and float(wav.std()) > 0
     assert bool((f0[0] > 10.0).any()), "no voiced frame: SineGen's sine branch unexercised"
+
+
+def test_turbo_s3gen_meanflow_matches_the_original(turbo):
+    """The MLX S3Gen(meanflow=True) on the synthetic s3gen_meanflow.safetensors against the original's
+    s3gen.inference(n_cfm_timesteps=2), as generate() calls it (tokens + three S3GEN_SIL, the built-in
+    voice), the original's draws (the start basic_euler gets, SineGen's phase and noise) replayed."""
+    import mlx.core as mx
+    import numpy as np
+    import torch
+
+    from mlx_impl.convert.s3gen import load_s3gen
+    from mlx_impl.load import read_state_dict
+    from parity import registry
+    from parity.metrics import compare
+    from reference.export import record_s3gen
+    from reference.recording import Recorder, wrap_method
+    from reference.synth_turbo_checkpoint import ensure_turbo_checkpoint
+
+    g = torch.Generator().manual_seed(11)
+    tokens = torch.cat([torch.randint(0, 6561, (40,), generator=g), torch.full((3,), 4299)])
+    rec, start = Recorder(), []
+    torch.manual_seed(12)
+    with record_s3gen(turbo, rec), wrap_method(turbo.s3gen.flow.decoder, "basic_euler",
+                                               before=lambda x, *a, **k: start.append(x.clone())):
+        wav_ref, _ = turbo.s3gen.inference(speech_tokens=tokens, ref_dict=dict(turbo.conds.gen), n_cfm_timesteps=2)
+    assert len(start) == 1 and len(rec.lists["flow.estimator"]) == 2
+
+    mlx_s3gen = load_s3gen(read_state_dict(ensure_turbo_checkpoint() / "s3gen_meanflow.safetensors"), meanflow=True)
+    ref = {k: (mx.array(v.numpy()) if torch.is_tensor(v) else v) for k, v in turbo.conds.gen.items()}
+    ref["prompt_token"] = ref["prompt_token"].astype(mx.int32)
+    trace = {}
+    wav, _ = mlx_s3gen.inference(tokens.numpy()[None], ref_dict=ref, flow_noise=mx.array(start[0].numpy()),
+                                 sine_phase=mx.array(rec.values["hift.sine_phase"].numpy()),
+                                 sine_noise=mx.array(rec.values["hift.sine_noise"].numpy()), trace=trace)
+    reg = registry.load()
+    mel_snr = compare(rec.values["flow.output_mel"].numpy(), np.array(trace["output_mel"]), "float").snr_db
+    wav_snr = compare(wav_ref.numpy(), np.array(wav), "float").snr_db
+    print(f"turbo S3Gen meanflow: mel {mel_snr:.1f} dB, wav {wav_snr:.1f} dB")
+    assert np.asarray(wav).shape == tuple(wav_ref.shape) == (1, 960 * 43)
+    assert mel_snr >= reg.cumulative["s3gen"]["flow.output_mel"].snr_db
+    assert wav_snr >= reg.cumulative["s3gen"]["hift.wav"].snr_db  # the SineGen phase sum (see the registry)

@@ -56,10 +56,11 @@ def source_names(state: Weights) -> Dict[str, str]:
     return {"flow." + flow.mlx_key(k): "flow." + k for k in split(state)["flow."] if flow.mlx_key(k) != k}
 
 
-def load_s3gen(state: Weights):
+def load_s3gen(state: Weights, meanflow: bool = False):
+    """S3Token2Wav from a state dict; meanflow: Chatterbox Turbo's s3gen_meanflow.safetensors."""
     from ..s3gen.s3gen import S3Token2Wav
 
-    model = S3Token2Wav()
+    model = S3Token2Wav(meanflow=meanflow)
     load_strict(model, sanitize(state), what="s3gen")
     model.eval()
     return model
