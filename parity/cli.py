@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 from . import ROOT
+from .activations import register_stats
 from .errors import ParityError
-from .synthetic import DEFAULT_CKPT, resolve_checkpoint
+from .synthetic import DEFAULT_CKPT, INIT_CHOICES, resolve_checkpoint
 
 
 def _ckpt_arg(p):
@@ -26,8 +27,11 @@ def cmd_checkpoint_synth(args):
     else:
         from reference.synth_checkpoint import make_synthetic_checkpoint as make
 
-    out = make(args.out, seed=args.seed)
-    print(f"wrote synthetic {args.model} checkpoint {out}")
+    if args.model == "turbo":
+        out = make(args.out, seed=args.seed)
+    else:
+        out = make(args.out, seed=args.seed, init=args.init)
+    print(f"wrote synthetic {args.model} checkpoint {out}" + (f" (init: {args.init})" if args.model == "tts" else ""))
 
 
 def cmd_export(args):
@@ -105,7 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tts: ChatterboxTTS's files (default); turbo: ChatterboxTurboTTS's (ve.safetensors, "
                         "t3_turbo_v1.safetensors, s3gen_meanflow.safetensors, a GPT-2-style tokenizer, conds.pt; "
                         "reference/synth_turbo_checkpoint.py). Voice conversion reads the tts files.")
+    p.add_argument("--init", choices=INIT_CHOICES, default=INIT_CHOICES[0],
+                   help="(tts) 'exercised': the seeded init changed so that every part of the network works "
+                        "(peaked T3 distributions, distinct speaker embeddings; reference/synth_checkpoint.py "
+                        "EXERCISED); 'default': the modules' own init; default %(default)s")
     p.set_defaults(fn=cmd_checkpoint_synth)
+    register_stats(ck)
 
     p = sub.add_parser("export", help="run the ORIGINAL model on a case and write its reference fixtures")
     _ckpt_arg(p)

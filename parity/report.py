@@ -222,6 +222,14 @@ def mutation_section() -> tuple:
     return markdown(rec), page
 
 
+def activation_section() -> tuple:
+    """(Markdown, HTML): what the synthetic checkpoint's weights exercise, before and after its init
+    recipe (parity/activations.py)."""
+    from .activations import section
+
+    return section()
+
+
 def _loose_tolerance_rows(run: dict) -> List[tuple]:
     from .tolerance_notes import table
 
@@ -264,6 +272,8 @@ def write_report(run: dict, history: List[dict], regressions: List[dict], out_di
 
     mutation_md, mutation_html = mutation_section()
     md += ["", mutation_md]
+    activation_md, activation_html = activation_section()
+    md += ["", activation_md]
 
     figs = [("error along the pipeline", plot_snr_by_checkpoint(run))]
     for case in cases:
@@ -289,6 +299,7 @@ def write_report(run: dict, history: List[dict], regressions: List[dict], out_di
                 "".join(f"<tr><td>{html.escape(label)}</td><td>{html.escape(tol)}</td><td>{html.escape(note)}</td>"
                         f"<td>{html.escape(now)}</td></tr>" for label, tol, note, now in loose) + "</table>")
     page.append(mutation_html)
+    page.append(activation_html)
     page.append("<h2>Checkpoints, in pipeline order</h2><table><tr><th>checkpoint</th><th>case</th><th>status</th>"
                 "<th>measured</th><th>tolerance</th><th>SNR trend</th></tr>" + "".join(rows) + "</table>")
     for title, png in figs:

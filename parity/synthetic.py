@@ -11,6 +11,8 @@ from .checkpoint_dir import CheckpointDir
 from .errors import ParityError
 
 DEFAULT_CKPT = ROOT / "checkpoints" / "synthetic-s0"
+# the synthetic checkpoint's init recipes (reference/synth_checkpoint.py INIT_RECIPES), the default first
+INIT_CHOICES = ("default", "exercised")
 
 
 def resolve_checkpoint(path, create_synthetic: bool = True) -> CheckpointDir:

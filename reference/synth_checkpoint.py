@@ -19,6 +19,7 @@ DEFAULT_VOICE = ROOT / "fixtures" / "inputs" / "espeak_22k_mono.wav"
 # and recomputes them): S3Token2Wav.ignore_state_dict_missing.
 NOT_STORED = ("tokenizer._mel_filters", "tokenizer.window")
 SYNTH_MANIFEST = "synthetic.json"
+DEFAULT_INIT = "default"
 
 # Where the modules' default random init is degenerate for parity purposes, what we change.
 # Checked by the export's activation sanity check (finite, not all-zero, not constant).
@@ -40,6 +41,121 @@ def _apply_init_fixes(s3gen) -> None:
         clf.bias.fill_(40.0)
 
 
+# ----------------------------------------------------------------------------- the "exercised" init
+# Random init leaves parts of the network idle (reference/activation_stats.py measures it): T3's
+# next-token distributions are flat (top-1 probability ~0.002 over 8194 tokens, the stop token never
+# drawn), attention is uniform (normalised entropy ~0.99), the VoiceEncoder and CAMPPlus map every
+# voice to the same embedding (cosine > 0.99). The recipe below changes the seeded weights
+# deterministically, module family by module family; synthetic.json records it.
+INIT_VERSION = 1
+VE_INPUT_GAIN, VE_RECURRENT_GAIN = 8.0, 4.0
+T3_HEAD_GAIN, T3_QK_GAIN = 7.0, 2.5
+T3_STOP_NORM, T3_STOP_RAMP, T3_STOP_RAMP_STEPS, T3_STOP_RAMP_CAP = 4.0, 10.0, 200.0, 1.5
+T3_STOP_DIRECTION_SEED = 1000  # + the checkpoint's seed
+XVECTOR_CENTERING = 0.9
+CALIBRATION_WINDOW_S, CALIBRATION_HOP_S = 2.0, 1.0
+
+INIT_RECIPES = {
+    "default": "the modules' own random init (plus INIT_FIXES)",
+    "exercised": "the modules' own random init, then the changes in EXERCISED (plus INIT_FIXES)",
+}
+EXERCISED = {
+    "ve.lstm": (f"weight_ih_l0 *= {VE_INPUT_GAIN:g}; weight_ih_l1/l2 and weight_hh_l* *= {VE_RECURRENT_GAIN:g}. "
+                "With PyTorch's uniform(+-1/16) init the mel input barely moves the state: every voice, and a "
+                "copy with 13 dB noise, gave the same embedding (cosine > 0.9998)."),
+    "t3.speech_head": (f"weight *= {T3_HEAD_GAIN:g}: logits with a spread like a trained head's (top-1 probability "
+                       "~0.4 at temperature 0.8 instead of ~0.002, uniform being 1/8194)."),
+    "t3.tfmr.layers.*.self_attn.{q,k}_proj": (f"weight *= {T3_QK_GAIN:g} (scores *= {T3_QK_GAIN ** 2:g}): attention "
+                                               "that is not uniform (normalised entropy ~0.99 before)."),
+    "t3 stop token": (f"speech_head.weight[6562] = {T3_STOP_NORM:g} u and speech_pos_emb.emb.weight[i] += "
+                      f"{T3_STOP_RAMP:g} min(i / {T3_STOP_RAMP_STEPS:g}, {T3_STOP_RAMP_CAP:g}) u, u a unit vector "
+                      f"(torch.Generator seed {T3_STOP_DIRECTION_SEED} + seed): the stop token's probability rises "
+                      "along the speech positions, so T3 stops by itself (before: never within min-p's set)."),
+    "s3gen.speaker_encoder.xvector.dense.nonlinear.batchnorm": (
+        f"running_mean = {XVECTOR_CENTERING:g} x the mean and running_var = the variance of its input over "
+        f"{CALIBRATION_WINDOW_S:g} s windows (hop {CALIBRATION_HOP_S:g} s) of the cases' clips at 16 kHz "
+        "(librosa, as prepare_conditionals): the population statistics a trained BatchNorm holds, so that the "
+        "x-vector is not one shared direction (cosine > 0.993 between voices before). Only this last BatchNorm: "
+        "calibrating all 122 made the network amplify a 140 dB input perturbation to 94 dB."),
+}
+
+
+def _exercise_ve(ve) -> None:
+    import torch
+
+    with torch.no_grad():
+        for name, p in ve.lstm.named_parameters():
+            if name == "weight_ih_l0":
+                p.mul_(VE_INPUT_GAIN)
+            elif name.startswith(("weight_ih", "weight_hh")):
+                p.mul_(VE_RECURRENT_GAIN)
+
+
+def _exercise_t3(t3, seed: int) -> None:
+    import torch
+
+    g = torch.Generator().manual_seed(T3_STOP_DIRECTION_SEED + seed)
+    u = torch.randn(t3.dim, generator=g, dtype=torch.float64)
+    u = u / u.norm()
+    with torch.no_grad():
+        t3.speech_head.weight.mul_(T3_HEAD_GAIN)
+        t3.speech_head.weight[t3.hp.stop_speech_token] = (T3_STOP_NORM * u).float()
+        pos = t3.speech_pos_emb.emb.weight
+        ramp = torch.clamp(torch.arange(pos.shape[0], dtype=torch.float64) / T3_STOP_RAMP_STEPS, max=T3_STOP_RAMP_CAP)
+        pos.copy_((pos.double() + T3_STOP_RAMP * ramp[:, None] * u[None, :]).float())
+        for layer in t3.tfmr.layers:
+            layer.self_attn.q_proj.weight.mul_(T3_QK_GAIN)
+            layer.self_attn.k_proj.weight.mul_(T3_QK_GAIN)
+
+
+def calibration_clips():
+    """The cases' clips as prepare_conditionals reads them (librosa, 24 kHz, then 16 kHz)."""
+    import librosa
+
+    from parity.cases import load_cases
+
+    clips = {}
+    for name, case in sorted(load_cases().items()):
+        wav_24k, _ = librosa.load(str(case.audio_path), sr=24000)
+        clips[case.audio] = librosa.resample(wav_24k, orig_sr=24000, target_sr=16000)
+    return clips
+
+
+def _exercise_campplus(campplus) -> None:
+    import torch
+    from chatterbox.models.s3gen.xvector import extract_feature
+
+    win, hop = int(CALIBRATION_WINDOW_S * 16000), int(CALIBRATION_HOP_S * 16000)
+    segs = [torch.from_numpy(w[s:s + win]) for w in calibration_clips().values()
+            for s in range(0, len(w) - win + 1, hop)]
+    feats, _, _ = extract_feature(segs)
+    bn = campplus.xvector.dense.nonlinear.batchnorm
+    seen = []
+    handle = bn.register_forward_hook(lambda m, i, o: seen.append(i[0].detach().double()))
+    with torch.no_grad():
+        campplus(feats)
+        handle.remove()
+        x = seen[0]
+        bn.running_mean.copy_((XVECTOR_CENTERING * x.mean(0)).float())
+        bn.running_var.copy_(x.var(0, unbiased=False).float())
+
+
+def _init_manifest(init: str) -> dict:
+    if init not in INIT_RECIPES:
+        raise ValueError(f"unknown init recipe {init!r} (one of {', '.join(INIT_RECIPES)})")
+    out = {"recipe": init, "about": INIT_RECIPES[init]}
+    if init == "exercised":
+        out.update(version=INIT_VERSION, changes=EXERCISED,
+                   calibration_clips={k: _sha256(ROOT / k) for k in sorted(calibration_clips())})
+    return out
+
+
+def _sha256(path: Path) -> str:
+    from parity.checkpoint_dir import sha256_file
+
+    return sha256_file(path)
+
+
 def _save(module, path: Path, drop=()) -> int:
     from safetensors.torch import save_file
 
@@ -50,9 +166,10 @@ def _save(module, path: Path, drop=()) -> int:
 
 
 def make_synthetic_checkpoint(out_dir, seed: int = 0, voice_clip: Path = DEFAULT_VOICE,
-                              conds_from: Path = None) -> Path:
+                              conds_from: Path = None, init: str = DEFAULT_INIT) -> Path:
     """`conds_from`: copy that conds.pt as the built-in voice instead of running the original's
-    prepare_conditionals (for machines without librosa, e.g. the GPU benchmark's)."""
+    prepare_conditionals (for machines without librosa, e.g. the GPU benchmark's). `init`: a recipe
+    of INIT_RECIPES."""
     import torch
     from chatterbox.models.s3gen import S3Gen
     from chatterbox.models.t3 import T3
@@ -61,17 +178,27 @@ def make_synthetic_checkpoint(out_dir, seed: int = 0, voice_clip: Path = DEFAULT
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    init_manifest = _init_manifest(init)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     tmp.chmod(0o755)
     try:
         counts = {}
         torch.manual_seed(seed)
-        counts["ve.safetensors"] = _save(VoiceEncoder().eval(), tmp / "ve.safetensors")
+        ve = VoiceEncoder().eval()
+        if init == "exercised":
+            _exercise_ve(ve)
+        counts["ve.safetensors"] = _save(ve, tmp / "ve.safetensors")
         torch.manual_seed(seed + 1)
-        counts["t3_cfg.safetensors"] = _save(T3().eval(), tmp / "t3_cfg.safetensors")
+        t3 = T3().eval()
+        if init == "exercised":
+            _exercise_t3(t3, seed)
+        counts["t3_cfg.safetensors"] = _save(t3, tmp / "t3_cfg.safetensors")
+        del t3
         torch.manual_seed(seed + 2)
         s3gen = S3Gen().eval()
         _apply_init_fixes(s3gen)
+        if init == "exercised":
+            _exercise_campplus(s3gen.speaker_encoder)
         counts["s3gen.safetensors"] = _save(s3gen, tmp / "s3gen.safetensors", drop=NOT_STORED)
         del s3gen
         write_tokenizer_json(tmp / "tokenizer.json")
@@ -94,6 +221,7 @@ def make_synthetic_checkpoint(out_dir, seed: int = 0, voice_clip: Path = DEFAULT
                                str(Path(voice_clip).relative_to(ROOT)) if Path(voice_clip).is_relative_to(ROOT)
                                else str(voice_clip)),
             "init_fixes": INIT_FIXES,
+            "init": init_manifest,
             "init_check": "every other checkpoint: finite, non-constant activations with the default init "
                           "(each fixture manifest's 'sanity')",
             "tokenizer": "BPE over characters, 704 entries, [STOP]=0 [UNK]=1 [SPACE]=2 [START]=255 "
