@@ -93,3 +93,43 @@ def test_turbo_s3gen_meanflow_matches_the_original(turbo):
     assert np.asarray(wav).shape == tuple(wav_ref.shape) == (1, 960 * 43)
     assert mel_snr >= reg.cumulative["s3gen"]["flow.output_mel"].snr_db
     assert wav_snr >= reg.cumulative["s3gen"]["hift.wav"].snr_db  # the SineGen phase sum (see the registry)
+
+
+def test_turbo_gpt2_backbone_matches_the_original(turbo):
+    """The MLX GPT-2 backbone (mlx_impl/t3/gpt2.py on mlx-lm's blocks) against T3's HF GPT2Model of the
+    synthetic t3_turbo_v1.safetensors, fed input embeddings as inference_turbo does: a prefill, then
+    three one-token steps on the KV cache."""
+    import mlx.core as mx
+    import numpy as np
+    import torch
+    from chatterbox.models.t3.llama_configs import LLAMA_CONFIGS
+    from mlx_lm.models.cache import make_prompt_cache
+
+    from mlx_impl.convert.common import load_strict
+    from mlx_impl.convert.gpt2 import sanitize
+    from mlx_impl.load import read_state_dict
+    from mlx_impl.t3.gpt2 import GPT2Backbone, gpt2_model_args
+    from parity import registry
+    from parity.metrics import compare
+    from reference.synth_turbo_checkpoint import ensure_turbo_checkpoint
+
+    state = read_state_dict(ensure_turbo_checkpoint() / "t3_turbo_v1.safetensors")
+    tfmr = {k[len("tfmr."):]: v for k, v in state.items() if k.startswith("tfmr.")}
+    model = GPT2Backbone(gpt2_model_args(LLAMA_CONFIGS["GPT2_medium"]))
+    load_strict(model, sanitize(tfmr), what="t3 GPT-2 backbone")
+    g = torch.Generator().manual_seed(21)
+    prefill = 0.5 * torch.randn(1, 30, 1024, generator=g)
+    steps = [0.5 * torch.randn(1, 1, 1024, generator=g) for _ in range(3)]
+
+    out = turbo.t3.tfmr(inputs_embeds=prefill, use_cache=True)
+    ref, pkv = [out[0]], out.past_key_values
+    for e in steps:
+        out = turbo.t3.tfmr(inputs_embeds=e, past_key_values=pkv, use_cache=True)
+        ref.append(out[0])
+        pkv = out.past_key_values
+    cache = make_prompt_cache(model)
+    mine = [model(cache=cache, input_embeddings=mx.array(x.numpy())) for x in [prefill] + steps]
+    goal = registry.load().default("float").snr_db
+    snrs = [compare(r.numpy(), np.array(m), "float").snr_db for r, m in zip(ref, mine)]
+    print("turbo GPT-2 backbone: " + ", ".join(f"{s:.1f} dB" for s in snrs))
+    assert all(s >= goal for s in snrs), snrs
