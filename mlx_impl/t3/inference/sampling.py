@@ -47,6 +47,38 @@ def apply_temperature(scores: mx.array, temperature: float) -> mx.array:
     return scores / temperature if temperature != 1.0 else scores
 
 
+class TopKLogitsWarper:
+    """Scores below the k-th largest set to filter_value (HF's: `scores < topk(scores, k)[0][..., -1]`;
+    ties at the k-th value all kept). Chatterbox Turbo's inference_turbo uses it (top_k 1000)."""
+
+    def __init__(self, top_k: int, filter_value: float = FILTER_VALUE, min_tokens_to_keep: int = 1):
+        if not isinstance(top_k, int) or top_k <= 0:
+            raise ValueError(f"`top_k` has to be a strictly positive integer, but is {top_k}")
+        self.top_k = max(top_k, min_tokens_to_keep)
+        self.filter_value = filter_value
+
+    def __call__(self, input_ids, scores: mx.array) -> mx.array:
+        top_k = min(self.top_k, scores.shape[-1])
+        kth = mx.sort(scores, axis=-1)[..., -top_k][..., None]  # the k-th largest
+        return mx.where(scores < kth, mx.array(self.filter_value, dtype=scores.dtype), scores)
+
+
+def turbo_logits_processors(temperature: float, top_k: int, top_p: float, repetition_penalty: float) -> list:
+    """T3.inference_turbo's processors, in its order and on its conditions: temperature (when > 0
+    and != 1), top-k (when > 0), top-p (when < 1), then the repetition penalty (when != 1), which
+    thus runs on logits already filtered to -inf."""
+    out = []
+    if temperature > 0 and temperature != 1.0:
+        out.append(lambda ids, scores: scores / temperature)
+    if top_k > 0:
+        out.append(TopKLogitsWarper(top_k))
+    if top_p < 1.0:
+        out.append(TopPLogitsWarper(top_p))
+    if repetition_penalty != 1.0:
+        out.append(RepetitionPenaltyLogitsProcessor(repetition_penalty))
+    return out
+
+
 class MinPLogitsWarper:
     """Drop tokens whose probability is below min_p times the top token's; keep >= 1."""
 
