@@ -9,8 +9,8 @@ check that passes without it fails with it, or, inside every tolerance, when the
 rule (parity/regressions.py, on which `make parity` fails) sees the move against the unmutated run. The first failing checkpoint is named in pipeline order
 (the registry's; isolated before cumulative), with its measured value and tolerance, and `bisect`
 (parity/bisect.py) runs where the mutation's stage has an entry. A mutation that no check catches is
-measured against the unmutated MLX outputs: when none moved beyond float32 rounding it is listed as
-numerically invisible, apart from the misses.
+measured against the unmutated MLX outputs: when none moved beyond float32 rounding, on its case and
+(isolated mode) on every other, it is listed as numerically invisible, apart from the misses.
 
 Writes reports/out/mutations.{json,md} (after each mutation, then complete with bisect's findings);
 a run of the whole catalogue also writes the record reports/mutations.json. Exit status 1 when a visible mutation was missed.
@@ -215,10 +215,11 @@ class Runner:
             self._original = self.base._original()
         return self._original
 
-    def run(self, m: Mutation, case: Optional[str] = None, cumulative: str = "if-missed") -> Outcome:
+    def run(self, m: Mutation, case: Optional[str] = None, cumulative: str = "if-missed",
+            every_case: bool = True) -> Outcome:
         """cumulative: "always", "if-missed" (only when the isolated checks did not catch it: the
         first failing checkpoint lies in the mutation's own stages, which isolated mode checks first)
-        or "never"."""
+        or "never". every_case: an invisible mutation is measured on every case (isolated mode)."""
         t0 = time.time()
         case = case or m.case
         isolated = [c for c in planned_checks(m) if c[0] is None]
@@ -246,7 +247,26 @@ class Runner:
             if not moved:
                 out.invisible = f"no output moves beyond float32 rounding ({out.moved}, case {case})"
         self.mutated.outputs.clear()
+        if out.invisible and every_case:
+            out = self._on_every_case(m, out)
         out.seconds = round(time.time() - t0, 1)
+        return out
+
+    def _on_every_case(self, m: Mutation, out: Outcome) -> Outcome:
+        """An invisible mutation must move no output on any case: its isolated checks on the others.
+        Caught on another case, that case's outcome is the mutation's."""
+        from .cases import load_cases
+
+        for other in load_cases():
+            if other == out.case:
+                continue
+            o = self.run(m, case=other, cumulative="never", every_case=False)
+            if o.caught:
+                return o
+            if not o.invisible:
+                out.invisible, out.moved = None, f"{out.moved}; case {other}: {o.moved}"
+                return out
+        out.invisible = out.invisible.replace(f", case {out.case})", ", and likewise on every case)")
         return out
 
     def bisect_all(self, pairs: List[tuple]) -> None:

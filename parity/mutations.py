@@ -818,7 +818,8 @@ CATALOGUE: List[Mutation] = [
              _flow_relpos_swapped, bisect="flow_encoder", bisect_max_len=60),
     Mutation("flow_encoder_layernorm_eps", "LayerNorm eps 1e-5 for the conformer's 1e-12", ("flow",),
              _flow_encoder_ln_eps, bisect="flow_encoder", bisect_max_len=60),
-    Mutation("flow_estimator_layernorm_eps", "LayerNorm eps 1e-6 for 1e-5 in the estimator (issue 19)", ("flow",),
+    Mutation("flow_estimator_layernorm_eps", "LayerNorm eps 1e-6 for 1e-5 in the flow (the encoder's input and "
+             "final norms, the estimator's blocks; issue 19)", ("flow",),
              _layer_norm_eps("flow", 1e-6, lambda m: _is("mlx_impl.backend.LayerNorm")(m) and m.eps == 1e-5),
              bisect_na="mostly the CFM estimator, which has no bisect stage"),
     Mutation("flow_xvector_not_normalized", "x-vector not L2-normalised before spk_embed_affine_layer", ("flow",),
