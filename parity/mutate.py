@@ -416,7 +416,9 @@ def merged_into_record(rec: dict) -> dict:
     merged = dict(old)
     merged["mutations"] = [entries[n] for n in order if n in entries]
     merged["score"] = score([Outcome(**o) for o in merged["mutations"]])
-    merged["meta"] = {**old["meta"], "updated": old["meta"].get("updated", []) + [
+    merged["meta"] = {**old["meta"], "seconds": round(sum(o["seconds"] for o in merged["mutations"]), 1),
+                      "seconds_are": "the sum of the mutations' own times (entries from several runs)",
+                      "updated": old["meta"].get("updated", []) + [
         {"time": rec["meta"]["time"], "git_commit": rec["meta"]["git_commit"], "mutations": sorted(fresh),
          "seconds": rec["meta"]["seconds"]}]}
     return merged
