@@ -69,7 +69,7 @@ def turbo_note(model_dir: Path) -> str:
     if not found:
         return ""
     return (f"; it holds Chatterbox Turbo's {', '.join(found)}: a Turbo checkpoint, which this loader does not "
-            "read (Turbo is not ported to MLX yet)")
+            "read (load it with mlx_impl.tts_turbo.ChatterboxTurboTTS)")
 
 
 def split_prefixes(weights: Dict[str, mx.array], source: str) -> Dict[str, Dict[str, mx.array]]:

@@ -10,7 +10,7 @@ run tests/unit
 run tests/parity --ignore=tests/parity/test_generate.py
 run tests/parity/test_generate.py  # its own full-size pipeline (from_pretrained): a process of its own
 run tests/test_export.py tests/test_convert.py tests/test_tts_cli.py tests/test_real_weights.py
-run tests/test_vc.py tests/test_turbo_checkpoint.py  # voice conversion (the original ChatterboxVC, the MLX vc command); the synthetic Turbo checkpoint
+run tests/test_vc.py tests/test_turbo_checkpoint.py tests/test_turbo_generate.py  # voice conversion (the original ChatterboxVC, the MLX vc command); the synthetic Turbo checkpoint; Turbo generate() against the original
 run tests/test_bisect.py
 run tests/test_pack.py
 exit $status

@@ -39,10 +39,26 @@ LLAMA_520M_CONFIG_DICT = dict(
     use_cache=True,
 )
 
-# The original also lists "GPT2_medium"; T3's English and multilingual checkpoints use LLaMA only,
-# and the GPT-2 path is not ported.
+# Chatterbox Turbo's backbone (T3 builds mlx_impl/t3/gpt2.py's GPT2Backbone for it); the keys
+# the MLX backbone reads are kept, the training-only ones (dropouts, summary heads) left out.
+GPT2_MEDIUM_CONFIG = dict(
+    activation_function="gelu_new",
+    bos_token_id=50256,
+    eos_token_id=50256,
+    layer_norm_epsilon=1e-05,
+    model_type="gpt2",
+    n_ctx=8196,
+    n_embd=1024,
+    hidden_size=1024,
+    n_head=16,
+    n_layer=24,
+    n_positions=8196,
+    vocab_size=50276,
+)
+
 LLAMA_CONFIGS = {
     "Llama_520M": LLAMA_520M_CONFIG_DICT,
+    "GPT2_medium": GPT2_MEDIUM_CONFIG,
 }
 
 

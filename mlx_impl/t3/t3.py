@@ -4,6 +4,10 @@ The backbone is mlx-lm's `LlamaModel` (30 layers, hidden 1024, llama3 RoPE scali
 embeddings, with its KV cache from `make_prompt_cache`. Custom input embeddings (conditioning,
 text and speech tokens with learned absolute positions) and the speech head live here.
 
+Chatterbox Turbo (`hp.llama_config_name = "GPT2_medium"`, `is_gpt`): the GPT-2 medium backbone
+(gpt2.py, its own learned positions), no T3 position embeddings, a speech head with a bias, no CFG,
+and its own decoding loop `inference_turbo`.
+
 Numerics note: the original asks HF for `output_attentions=True` (the multilingual model's
 alignment analyser reads one layer's attention map). With transformers 5.2 and the config's
 `attn_implementation="sdpa"` the English model still runs torch SDPA (HF only warns); MLX runs
@@ -22,6 +26,7 @@ from mlx_lm.models.llama import LlamaModel
 
 from .inference import fast_decode
 from .inference.fused_layers import fuse_projections
+from .gpt2 import GPT2Backbone, gpt2_model_args
 from .inference.sampling import (
     Draw,
     MinPLogitsWarper,
@@ -30,8 +35,9 @@ from .inference.sampling import (
     TopPLogitsWarper,
     apply_temperature,
     cfg_combine,
+    turbo_logits_processors,
 )
-from ..validate import check_max_new_tokens, check_sampling, check_token_ids
+from ..validate import UsageError, check_max_new_tokens, check_sampling, check_token_ids
 from .llama_configs import llama_model_args
 from .modules.cond_enc import T3Cond, T3CondEnc
 from .modules.learned_pos_emb import LearnedPositionEmbeddings
@@ -58,20 +64,27 @@ class T3(nn.Module):
         hp = hp if hp is not None else T3Config.english_only()
         self.hp = hp
         config = hp.backbone_config
-        self.tfmr = LlamaModel(llama_model_args(config))
+        self.is_gpt = config.get("model_type") == "gpt2"
+        if self.is_gpt:
+            self.tfmr = GPT2Backbone(gpt2_model_args(config))
+        else:
+            self.tfmr = LlamaModel(llama_model_args(config))
         self.dim = config["hidden_size"]
 
         self.cond_enc = T3CondEnc(hp)
         self.text_emb = nn.Embedding(hp.text_tokens_dict_size, self.dim)
         self.speech_emb = nn.Embedding(hp.speech_tokens_dict_size, self.dim)
 
-        if hp.input_pos_emb != "learned":
+        self.text_pos_emb = None
+        self.speech_pos_emb = None
+        if hp.input_pos_emb == "learned":
+            self.text_pos_emb = LearnedPositionEmbeddings(hp.max_text_tokens + 2, self.dim)
+            self.speech_pos_emb = LearnedPositionEmbeddings(hp.max_speech_tokens + 2 + 2, self.dim)
+        elif hp.input_pos_emb is not None:
             raise NotImplementedError(f"input_pos_emb {hp.input_pos_emb!r}")
-        self.text_pos_emb = LearnedPositionEmbeddings(hp.max_text_tokens + 2, self.dim)
-        self.speech_pos_emb = LearnedPositionEmbeddings(hp.max_speech_tokens + 2 + 2, self.dim)
 
         self.text_head = nn.Linear(self.dim, hp.text_tokens_dict_size, bias=False)
-        self.speech_head = nn.Linear(self.dim, hp.speech_tokens_dict_size, bias=False)
+        self.speech_head = nn.Linear(self.dim, hp.speech_tokens_dict_size, bias=self.is_gpt)
 
     # ------------------------------------------------------------ embeddings
 
@@ -80,27 +93,30 @@ class T3(nn.Module):
         if t3_cond.cond_prompt_speech_tokens is not None and t3_cond.cond_prompt_speech_emb is None:
             self.check_speech_tokens(t3_cond.cond_prompt_speech_tokens, "the voice's prompt speech tokens")
             tokens = mx.array(t3_cond.cond_prompt_speech_tokens)
-            t3_cond.cond_prompt_speech_emb = self.speech_emb(tokens) + self.speech_pos_emb(tokens)
+            t3_cond.cond_prompt_speech_emb = self.speech_emb(tokens)
+            if not self.is_gpt:
+                t3_cond.cond_prompt_speech_emb = t3_cond.cond_prompt_speech_emb + self.speech_pos_emb(tokens)
         if outputs is not None:
             outputs["cond_prompt_speech_emb"] = t3_cond.cond_prompt_speech_emb
         return self.cond_enc(t3_cond, outputs)  # (B, len_cond, dim)
 
     def prepare_input_embeds(self, *, t3_cond: T3Cond, text_tokens, speech_tokens, cfg_weight: float = 0.0,
                              outputs: Optional[dict] = None):
-        """[cond | text | speech] embeddings (B, len, dim) and len_cond. With CFG, row 1's text
-        embeddings are zeroed before the position embeddings are added."""
+        """[cond | text | speech] embeddings (B, len, dim) and len_cond. With CFG (not on GPT-2),
+        row 1's text embeddings are zeroed before the position embeddings are added."""
         self.check_text_tokens(text_tokens)
         self.check_speech_tokens(speech_tokens, "the initial speech tokens")
         text_tokens = mx.array(text_tokens)
         speech_tokens = mx.array(speech_tokens)
         cond_emb = self.prepare_conditioning(t3_cond, outputs)
         text_emb = self.text_emb(text_tokens)
-        if cfg_weight > 0.0:
+        if cfg_weight > 0.0 and not self.is_gpt:
             row = (mx.arange(text_emb.shape[0]) != 1).astype(text_emb.dtype)  # CFG uncond
             text_emb = text_emb * row[:, None, None]
         speech_emb = self.speech_emb(speech_tokens)
-        text_emb = text_emb + self.text_pos_emb(text_tokens)
-        speech_emb = speech_emb + self.speech_pos_emb(speech_tokens)
+        if self.hp.input_pos_emb == "learned":
+            text_emb = text_emb + self.text_pos_emb(text_tokens)
+            speech_emb = speech_emb + self.speech_pos_emb(speech_tokens)
         len_cond = cond_emb.shape[1]
         if cond_emb.shape[0] != text_emb.shape[0]:
             cond_emb = mx.broadcast_to(cond_emb, (text_emb.shape[0], *cond_emb.shape[1:]))
@@ -112,16 +128,19 @@ class T3(nn.Module):
 
     @property
     def text_positions(self) -> int:
-        return self.text_pos_emb.emb.weight.shape[0]
+        """Rows of the text position table (GPT-2: of the backbone's, which the whole sequence shares)."""
+        return self.text_pos_emb.emb.weight.shape[0] if self.text_pos_emb is not None else self.tfmr.wpe.weight.shape[0]
 
     @property
     def speech_positions(self) -> int:
+        if self.speech_pos_emb is None:
+            return self.tfmr.wpe.weight.shape[0]
         return self.speech_pos_emb.emb.weight.shape[0]
 
     def check_text_tokens(self, text_tokens) -> None:
         """Text token ids within text_emb, their count (with [START]/[STOP]) within text_pos_emb."""
         check_token_ids(text_tokens, vocab=self.text_emb.weight.shape[0], positions=self.text_positions,
-                        what="the text (with [START]/[STOP])")
+                        what="the text" if self.is_gpt else "the text (with [START]/[STOP])")
 
     def check_speech_tokens(self, speech_tokens, what: str) -> None:
         check_token_ids(speech_tokens, vocab=self.speech_emb.weight.shape[0], positions=self.speech_positions, what=what)
@@ -271,3 +290,74 @@ class T3(nn.Module):
             next_embed = self.speech_token_embed(next_token, i + 1)
             logits_step = self.speech_logits(mx.concatenate([next_embed, next_embed]), cache)
         return np.array(predicted, dtype=np.int32)[None]
+
+    # ------------------------------------------------------------ Chatterbox Turbo
+
+    def turbo_step_logits(self, token: int, cache: list) -> mx.array:
+        """Speech-head logits (1, V) of one generated token fed back: speech_emb only (the GPT-2
+        backbone adds its own position at the cache offset)."""
+        return self.speech_logits(self.speech_emb(mx.array([[token]])), cache)
+
+    def inference_turbo(self, t3_cond: T3Cond, text_tokens, temperature: float = 0.8, top_k: int = 1000,
+                        top_p: float = 0.95, repetition_penalty: float = 1.2, max_gen_len: int = 1000,
+                        draw: Optional[Draw] = None, on_token: Optional[Callable[[int, int], None]] = None
+                        ) -> np.ndarray:
+        """Speech tokens (1, n) of Chatterbox Turbo, the trailing stop token removed (the original's
+        T3.inference_turbo): no CFG, one prefill, then up to `max_gen_len` one-token steps on the KV
+        cache. Processors in its order (temperature, top-k, top-p, then the repetition penalty, whose
+        history is the start-of-speech token at the first draw and the generated tokens after); the
+        first draw is never checked for the stop token; an all -inf row ends the loop. `draw` picks
+        each token (default: MLX's generator); `on_token(step, token)` reports progress."""
+        if not self.is_gpt:
+            raise NotImplementedError("inference_turbo runs on the GPT-2 backbone (Chatterbox Turbo's T3)")
+        text_tokens = np.atleast_2d(np.asarray(text_tokens)).astype(np.int32)
+        self.check_text_tokens(text_tokens)
+        draw = draw if draw is not None else MLXDraw()
+        processors = turbo_logits_processors(temperature, top_k, top_p, repetition_penalty)
+        speech_start_token = np.full_like(text_tokens[:, :1], self.hp.start_speech_token)
+        embeds, _ = self.prepare_input_embeds(t3_cond=t3_cond, text_tokens=text_tokens,
+                                              speech_tokens=speech_start_token, cfg_weight=0.0)
+        self.check_turbo_args(temperature=temperature, top_k=top_k, top_p=top_p,
+                              repetition_penalty=repetition_penalty, max_gen_len=max_gen_len, prompt_len=embeds.shape[1])
+
+        def process(ids, logits):
+            for p in processors:
+                logits = p(ids, logits)
+            return logits
+
+        cache = self.make_cache()
+        logits = process(speech_start_token, self.speech_logits(embeds, cache))
+        generated = [self.turbo_draw(logits, draw, 0, on_token)]
+        for i in range(max_gen_len):
+            logits = process(np.array(generated)[None], self.turbo_step_logits(generated[-1], cache))
+            if bool(mx.all(logits == -float("inf"))):
+                print("Warning: All logits are -inf")
+                break
+            generated.append(self.turbo_draw(logits, draw, i + 1, on_token))
+            if generated[-1] == self.hp.stop_speech_token:
+                break
+        if generated and generated[-1] == self.hp.stop_speech_token:
+            generated = generated[:-1]
+        return np.array(generated, dtype=np.int32)[None]
+
+    def check_turbo_args(self, *, temperature, top_k, top_p, repetition_penalty, max_gen_len, prompt_len) -> None:
+        """inference_turbo's options in range (a temperature <= 0 or a top_k <= 0 turns that processor off,
+        as in the original) and its steps within the backbone's position table."""
+        check_sampling(dict(top_p=top_p, repetition_penalty=repetition_penalty))
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not np.isfinite(temperature):
+            raise UsageError(f"temperature {temperature}: must be a finite number")
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)):
+            raise UsageError(f"top_k {top_k}: must be an integer (<= 0 turns top-k off)")
+        limit = self.tfmr.wpe.weight.shape[0] - prompt_len
+        if isinstance(max_gen_len, bool) or not isinstance(max_gen_len, (int, np.integer)) or not 0 <= max_gen_len <= limit:
+            raise UsageError(f"max_gen_len {max_gen_len}: must be an integer in [0, {limit}] (the GPT-2 backbone's "
+                             f"{self.tfmr.wpe.weight.shape[0]} positions less the prompt's {prompt_len})")
+
+    @staticmethod
+    def turbo_draw(logits: mx.array, draw: Draw, step: int, on_token) -> int:
+        probs = mx.softmax(logits, axis=-1)
+        mx.eval(probs)
+        token = int(draw(probs, step))
+        if on_token is not None:
+            on_token(step, token)
+        return token
