@@ -2,8 +2,8 @@
 modules leave idle on the parity cases (reference/activation_stats.py measures it), and the
 report's before/after table.
 
-reports/activations_before.json: the synthetic checkpoint with the modules' own init ("default");
-reports/activations.json: the default synthetic checkpoint as built now ("exercised" init);
+reports/activations_before.json: the synthetic checkpoint with the modules' own init (`--init default`);
+reports/activations.json: the synthetic checkpoint built with `--init exercised`;
 reports/out/activations.json: the latest `checkpoint stats` run.
 """
 from __future__ import annotations
