@@ -74,7 +74,7 @@ EXERCISED = {
     "s3gen.speaker_encoder.xvector.dense.nonlinear.batchnorm": (
         f"running_mean = {XVECTOR_CENTERING:g} x the mean and running_var = the variance of its input over "
         f"{CALIBRATION_WINDOW_S:g} s windows (hop {CALIBRATION_HOP_S:g} s) of the cases' clips at 16 kHz "
-        "(librosa, as prepare_conditionals): the population statistics a trained BatchNorm holds, so that the "
+        "(librosa, as prepare_conditionals; computed in float64): the population statistics a trained BatchNorm holds, so that the "
         "x-vector is not one shared direction (cosine > 0.993 between voices before). Only this last BatchNorm: "
         "calibrating all 122 made the network amplify a 140 dB input perturbation to 94 dB."),
 }
@@ -132,8 +132,9 @@ def _exercise_campplus(campplus) -> None:
     bn = campplus.xvector.dense.nonlinear.batchnorm
     seen = []
     handle = bn.register_forward_hook(lambda m, i, o: seen.append(i[0].detach().double()))
-    with torch.no_grad():
-        campplus(feats)
+    with torch.no_grad():  # in float64: the statistics do not depend on the machine's thread count or kernels
+        campplus.double()(feats.double())
+        campplus.float()
         handle.remove()
         x = seen[0]
         bn.running_mean.copy_((XVECTOR_CENTERING * x.mean(0)).float())
