@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from .tokenizer_json import CORPUS
+from .tokenizer_json import CORPUS, apply_merge, pair_counts
 
 BASE_VOCAB = 50257  # GPT-2's byte-level BPE, <|endoftext|> last
 EOT = "<|endoftext|>"
@@ -60,27 +60,14 @@ def learn_merges(n_merges: int = N_MERGES) -> List[Tuple[str, str]]:
     splits = {w: list(w) for w in words}
     merges = []
     while len(merges) < n_merges:
-        pairs = Counter()
-        for w, n in words.items():
-            s = splits[w]
-            for a, b in zip(s, s[1:]):
-                pairs[(a, b)] += n
+        pairs = pair_counts(words, splits)
         if not pairs:
             break
         best = min(pairs, key=lambda p: (-pairs[p], p))
         if pairs[best] < 2:
             break
         merges.append(best)
-        for w, s in splits.items():
-            out, i = [], 0
-            while i < len(s):
-                if i + 1 < len(s) and (s[i], s[i + 1]) == best:
-                    out.append(s[i] + s[i + 1])
-                    i += 2
-                else:
-                    out.append(s[i])
-                    i += 1
-            splits[w] = out
+        apply_merge(splits, best)
     return merges
 
 

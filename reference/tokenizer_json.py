@@ -35,30 +35,41 @@ thousands of people gathered in the square to celebrate the end of a long and co
 """.split()
 
 
+def pair_counts(words: Counter, splits: Dict[str, List[str]]) -> Counter:
+    """How often each adjacent pair of symbols occurs over the corpus's words."""
+    pairs = Counter()
+    for w, n in words.items():
+        s = splits[w]
+        for a, b in zip(s, s[1:]):
+            pairs[(a, b)] += n
+    return pairs
+
+
+def apply_merge(splits: Dict[str, List[str]], pair: Tuple[str, str]) -> None:
+    """Joins each adjacent occurrence of `pair` in every word's symbols, left to right."""
+    for w, s in splits.items():
+        out, i = [], 0
+        while i < len(s):
+            if i + 1 < len(s) and (s[i], s[i + 1]) == pair:
+                out.append(s[i] + s[i + 1])
+                i += 2
+            else:
+                out.append(s[i])
+                i += 1
+        splits[w] = out
+
+
 def _learn_merges(n_merges: int) -> List[Tuple[str, str]]:
     words = Counter(CORPUS)
     splits = {w: list(w) for w in words}
     merges = []
     while len(merges) < n_merges:
-        pairs = Counter()
-        for w, n in words.items():
-            s = splits[w]
-            for a, b in zip(s, s[1:]):
-                pairs[(a, b)] += n
+        pairs = pair_counts(words, splits)
         if not pairs:  # corpus fully merged: fill up with letter pairs, in alphabetical order
             return merges + _letter_pairs(merges, n_merges - len(merges))
         best = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))[0]  # ties broken deterministically
         merges.append(best)
-        for w in words:
-            s, out, i = splits[w], [], 0
-            while i < len(s):
-                if i + 1 < len(s) and (s[i], s[i + 1]) == best:
-                    out.append(s[i] + s[i + 1])
-                    i += 2
-                else:
-                    out.append(s[i])
-                    i += 1
-            splits[w] = out
+        apply_merge(splits, best)
     return merges
 
 
