@@ -154,25 +154,27 @@ def read_state_dict(path: Path) -> Dict[str, np.ndarray]:
     return {k: np.asarray(v.astype(mx.float32) if v.dtype == mx.bfloat16 else v) for k, v in weights.items()}
 
 
+def convert_file(loader, path: Path):
+    """`loader` (a converter of the hub's state dict) applied to the weight file `path`; a conversion
+    error or a missing tensor is an error naming the file."""
+    state = read_state_dict(path)
+    try:
+        return loader(state)
+    except ConversionError as e:
+        raise ModelLoadError(f"{path}: {e}") from None
+    except KeyError as e:
+        raise ModelLoadError(f"{path}: missing source tensor {e}") from None
+
+
 def load_hub_layout(model_dir: Path):
     """Modules from the hub's PyTorch files, converted on the fly."""
     from .convert.s3gen import load_s3gen
     from .convert.t3 import load_t3
     from .convert.voice_encoder import load_voice_encoder
 
-    def load(loader, name):
-        path = model_dir / name
-        state = read_state_dict(path)
-        try:
-            return loader(state)
-        except ConversionError as e:
-            raise ModelLoadError(f"{path}: {e}") from None
-        except KeyError as e:
-            raise ModelLoadError(f"{path}: missing source tensor {e}") from None
-
-    ve = load(load_voice_encoder, "ve.safetensors")
-    t3 = load(load_t3, "t3_cfg.safetensors")
-    s3gen = load(load_s3gen, "s3gen.safetensors")
+    ve = convert_file(load_voice_encoder, model_dir / "ve.safetensors")
+    t3 = convert_file(load_t3, model_dir / "t3_cfg.safetensors")
+    s3gen = convert_file(load_s3gen, model_dir / "s3gen.safetensors")
     return ve, t3, s3gen
 
 
@@ -320,13 +322,7 @@ def load_s3gen_only(model_dir: Path, kind: str):
     from .s3gen.s3gen import S3Token2Wav
 
     if kind == "hub":
-        path = model_dir / VC_HUB_FILE
-        try:
-            return load_s3gen(read_state_dict(path))
-        except ConversionError as e:
-            raise ModelLoadError(f"{path}: {e}") from None
-        except KeyError as e:
-            raise ModelLoadError(f"{path}: missing source tensor {e}") from None
+        return convert_file(load_s3gen, model_dir / VC_HUB_FILE)
     path = model_dir / "model.safetensors"
     parts = split_prefixes(_read_safetensors(path), str(path))
     weights = dict(parts["s3gen."])

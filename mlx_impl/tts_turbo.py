@@ -127,24 +127,14 @@ def load_turbo_tokenizer(model_dir: Path):
 
 def load_turbo_weights(model_dir: Path):
     """ve, T3 (GPT-2) and S3Gen (MeanFlow) from the hub's files, converted strictly."""
-    from .convert.common import ConversionError
     from .convert.s3gen import load_s3gen
     from .convert.t3_turbo import load_t3_turbo
     from .convert.voice_encoder import load_voice_encoder
-    from .load import ModelLoadError, read_state_dict
+    from .load import convert_file
 
-    def load(loader, name):
-        path = model_dir / name
-        try:
-            return loader(read_state_dict(path))
-        except ConversionError as e:
-            raise ModelLoadError(f"{path}: {e}") from None
-        except KeyError as e:
-            raise ModelLoadError(f"{path}: missing source tensor {e}") from None
-
-    ve = load(load_voice_encoder, "ve.safetensors")
-    t3 = load(load_t3_turbo, "t3_turbo_v1.safetensors")
-    s3gen = load(lambda state: load_s3gen(state, meanflow=True), "s3gen_meanflow.safetensors")
+    ve = convert_file(load_voice_encoder, model_dir / "ve.safetensors")
+    t3 = convert_file(load_t3_turbo, model_dir / "t3_turbo_v1.safetensors")
+    s3gen = convert_file(lambda state: load_s3gen(state, meanflow=True), model_dir / "s3gen_meanflow.safetensors")
     return ve, t3, s3gen
 
 
