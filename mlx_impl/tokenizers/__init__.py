@@ -1,1 +1,2 @@
-from .tokenizer import EOT, SOT, SPACE, SPECIAL_TOKENS, UNK, EnTokenizer
+from .tokenizer import (EOT, SOT, SPACE, SPECIAL_TOKENS, UNK, ChineseSegmenterError, EnTokenizer, MTLTokenizer,
+                        UncoveredTextError, optional_steps)
