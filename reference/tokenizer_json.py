@@ -80,13 +80,12 @@ def _letter_pairs(taken, n):
     return pairs[:n]
 
 
-def build_vocab() -> Tuple[Dict[str, int], List[Tuple[str, str]]]:
-    n_merges = VOCAB_SIZE - len(LEADING_SPECIALS) - len(CHARS) - 1 - len(TRAILING_SPECIALS)
-    merges = _learn_merges(n_merges)
-    tokens = list(LEADING_SPECIALS) + CHARS + ["".join(m) for m in merges]
+def assemble_vocab(body: List[str], trailing: List[str] = TRAILING_SPECIALS) -> Dict[str, int]:
+    """The released files' id layout: LEADING_SPECIALS, then `body` with [START] at START_ID, then
+    `trailing` (the four BERT-style specials last, in the English file)."""
     vocab: Dict[str, int] = {}
     i = 0
-    for t in tokens:
+    for t in list(LEADING_SPECIALS) + list(body):
         if i == START_ID:
             vocab["[START]"] = i
             i += 1
@@ -94,20 +93,30 @@ def build_vocab() -> Tuple[Dict[str, int], List[Tuple[str, str]]]:
             raise RuntimeError(f"duplicate token {t!r}")
         vocab[t] = i
         i += 1
-    for t in TRAILING_SPECIALS:
+    for t in trailing:
         vocab[t] = i
         i += 1
+    return vocab
+
+
+def build_vocab() -> Tuple[Dict[str, int], List[Tuple[str, str]]]:
+    n_merges = VOCAB_SIZE - len(LEADING_SPECIALS) - len(CHARS) - 1 - len(TRAILING_SPECIALS)
+    merges = _learn_merges(n_merges)
+    vocab = assemble_vocab(CHARS + ["".join(m) for m in merges])
     assert len(vocab) == VOCAB_SIZE and vocab["[START]"] == START_ID and vocab["[STOP]"] == 0
     return vocab, merges
 
 
-def write_tokenizer_json(path: Path) -> None:
+def bpe_json_text(vocab: Dict[str, int], merges: List[Tuple[str, str]], specials: List[str]) -> str:
+    """A `tokenizers` JSON: character BPE with [UNK], whitespace pre-tokenisation, `specials` added."""
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    vocab, merges = build_vocab()
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    specials = LEADING_SPECIALS + ["[START]"] + TRAILING_SPECIALS
     tok.add_special_tokens(specials)
-    data = json.loads(tok.to_str())
-    Path(path).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    return json.dumps(json.loads(tok.to_str()), indent=2, ensure_ascii=False) + "\n"
+
+
+def write_tokenizer_json(path: Path) -> None:
+    vocab, merges = build_vocab()
+    Path(path).write_text(bpe_json_text(vocab, merges, LEADING_SPECIALS + ["[START]"] + TRAILING_SPECIALS))
