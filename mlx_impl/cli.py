@@ -7,7 +7,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 from .validate import UsageError
 
@@ -18,10 +18,23 @@ FROM_ENV = f"set by {MODEL_ENV}"
 @dataclass
 class DefaultFolder:
     """The folder a command uses when neither its option nor $CHATTERBOX_CKPT names one (none in
-    mlx_impl; the parity harness's CLI passes its synthetic checkpoint): its path, and `ensure()`,
-    which makes it exist (called only once the cheap checks passed)."""
+    mlx_impl; the parity harness's CLI passes its synthetic checkpoint), or that a name stands for
+    (the harness's `--model turbo`): its path, `ensure()`, which makes it exist (called only once the
+    cheap checks passed), and the model it holds ("tts" or "turbo"), known before it exists."""
     path: Path
     ensure: Callable[[], None]
+    kind: str = "tts"
+
+
+def pick_folder(value, option: str, default: Optional[DefaultFolder],
+                named: Optional[Dict[str, DefaultFolder]] = None) -> Tuple[str, str, Optional[DefaultFolder]]:
+    """folder_source, where `value` may also be one of the `named` folders' names: (the folder or
+    repo id, where it came from, the DefaultFolder to ensure() before use or None)."""
+    if value is not None and str(value) in (named or {}):
+        folder = named[str(value)]
+        return str(folder.path), f"{option} {value}", folder
+    path, source = folder_source(value, option, default)
+    return path, source, default if source == "default" else None
 
 
 def folder_source(value, option: str, default: Optional[DefaultFolder]) -> Tuple[str, str]:

@@ -4,8 +4,12 @@
     python -m mlx_impl.generate --model DIR|REPO --text "Hello there." --out out.wav [--voice ref.wav]
 
 The model: --model (a folder in the MLX layout from `python -m mlx_impl.convert` or in the hub's
-layout, or a hub repo id), else $CHATTERBOX_CKPT. `chatterbox-parity tts` is this command with the
-harness's synthetic checkpoint as the default.
+layout, or a hub repo id), else $CHATTERBOX_CKPT. The folder's files say which model it is: the
+English ChatterboxTTS, or ChatterboxTurboTTS (t3_turbo_v1.safetensors / s3gen_meanflow.safetensors,
+or an MLX config.json of model_type chatterbox_turbo), each run with its own generate()'s options
+and defaults (an option the model does not have is an error). `chatterbox-parity tts` is this
+command with the harness's synthetic checkpoints: the English one by default, `--model turbo` for
+Turbo's.
 
 Every argument and input file is checked before the weights load (`check_tts_args`, with the rules
 of mlx_impl/validate.py): a bad one is one error line naming it (validate.UsageError, exit status
@@ -18,14 +22,20 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
-from .cli import FROM_ENV, MODEL_ENV, DefaultFolder, folder_source, main_of, standalone_parser
+import numpy as np
+
+from .cli import FROM_ENV, MODEL_ENV, DefaultFolder, main_of, pick_folder, standalone_parser
+from .load import check_model_dir, resolve_model_dir
+from .tts_turbo import check_turbo_dir
 from .validate import (
     DEFAULTS,
+    RULES,
     SPEECH_POSITIONS,
     TEXT_POSITIONS,
     UsageError,
@@ -35,93 +45,175 @@ from .validate import (
     check_text_length,
     check_token_ids,
     check_voice,
-    help_range,
     max_new_tokens_limit,
+    option_name,
 )
 
 SAMPLING_OPTIONS = ("exaggeration", "cfg_weight", "temperature", "repetition_penalty", "min_p", "top_p")
 SEED_RANGE = (0, 2**64 - 1)
+# Chatterbox Turbo: no CFG, no emotion input, no min-p (its generate() warns and ignores them); top-k.
+ENGLISH_ONLY = {"exaggeration": "emotion exaggeration", "cfg_weight": "classifier-free guidance", "min_p": "min-p"}
+# ChatterboxTurboTTS.generate()'s defaults; max_new_tokens: its max_gen_len 1000 steps after the first draw
+TURBO_DEFAULTS = {"temperature": 0.8, "top_p": 0.95, "top_k": 1000, "repetition_penalty": 1.2, "max_new_tokens": 1001}
+TURBO_MIN_VOICE_S = 5.0  # the original asserts a longer clip
 
 
 @dataclass
 class TTSPlan:
-    """What check_tts_args found: the model folder's checked files, the output format, the voice."""
+    """What check_tts_args found: the model folder's checked files, the output format, the voice, the
+    model ("tts": the English ChatterboxTTS, "turbo": ChatterboxTurboTTS) and the options it runs with."""
     model_dir: Path
-    files: object  # load.ModelFiles
+    files: object  # load.ModelFiles or tts_turbo.TurboFiles
     out_format: str
     voice: Optional[Path]
+    kind: str = "tts"
+    options: dict = field(default_factory=dict)
 
 
-def check_tts_args(args, default: Optional[DefaultFolder] = None) -> TTSPlan:
+def check_tts_args(args, default: Optional[DefaultFolder] = None,
+                   named: Optional[Dict[str, DefaultFolder]] = None) -> TTSPlan:
     """Every check that needs no weights, cheapest first; raises UsageError naming what is wrong.
-    The model folder: --model, else $CHATTERBOX_CKPT, else `default` (made to exist here)."""
-    from .load import check_model_dir, resolve_model_dir
-    from .tts import punc_norm
-
+    The model folder: --model (or one of the `named` folders), else $CHATTERBOX_CKPT, else `default`
+    (made to exist here); its files tell the English model from Chatterbox Turbo."""
     if not args.text.strip():
         raise UsageError("--text is empty")
-    check_sampling({k: getattr(args, k) for k in SAMPLING_OPTIONS}, cli=True)
-    check_max_new_tokens(args.max_new_tokens, SPEECH_POSITIONS, cli=True)
+    check_sampling({k: getattr(args, k) for k in SAMPLING_OPTIONS if getattr(args, k) is not None}, cli=True)
     if not SEED_RANGE[0] <= args.seed <= SEED_RANGE[1]:
         raise UsageError(f"--seed {args.seed}: must be an integer in [0, 2**64 - 1]")
     out_format = check_audio_out(args.out, cli=True)
+    voice, warnings = None, []
     if args.voice is not None:
-        _, warnings = check_voice(args.voice, cli=True)
+        voice, warnings = check_voice(args.voice, cli=True)
         if Path(args.out).resolve() == Path(args.voice).resolve():
             raise UsageError(f"--out {args.out}: is the --voice file; write the speech elsewhere")
-        for w in warnings:
-            print(f"warning: {w}", file=sys.stderr)
 
-    model_dir, source = folder_source(args.model, "--model", default)
-    if source == "default":
-        default.ensure()
-    try:
-        model_dir = resolve_model_dir(model_dir)
-        files = check_model_dir(model_dir)
-    except UsageError as e:
-        raise UsageError(f"{e} ({source})" if source == FROM_ENV else str(e)) from None
+    path, source, folder = pick_folder(args.model, "--model", default, named)
+    with naming_the_source(source):
+        kind = folder.kind if folder is not None else model_kind(path)
+    options = turbo_options(args, voice) if kind == "turbo" else english_options(args)
+    for w in warnings if kind == "tts" else ():
+        print(f"warning: {w}", file=sys.stderr)
+    if folder is not None:
+        folder.ensure()
+    with naming_the_source(source):
+        model_dir = resolve_model_dir(path)
+        files = check_turbo_dir(model_dir) if kind == "turbo" else check_model_dir(model_dir)
     if args.voice is None and files.conds is None:
         raise UsageError(f"{model_dir} has no built-in voice (conds.pt / conds.safetensors): pass --voice")
-    tokens = files.tokenizer.text_to_tokens(punc_norm(args.text))
+    if kind == "turbo":
+        check_turbo_text(args.text, files, options["max_new_tokens"], voice is not None)
+    else:
+        check_english_text(args.text, files, model_dir)
+    return TTSPlan(model_dir, files, out_format, args.voice, kind, options)
+
+
+@contextmanager
+def naming_the_source(source: str):
+    """A folder error says where the folder came from when $CHATTERBOX_CKPT named it."""
+    try:
+        yield
+    except UsageError as e:
+        raise UsageError(f"{e} ({source})" if source == FROM_ENV else str(e)) from None
+
+
+def model_kind(path) -> str:
+    """"turbo" for a Chatterbox Turbo folder (its files or its MLX config), else "tts"."""
+    from .tts_turbo import is_turbo_dir
+
+    return "turbo" if is_turbo_dir(resolve_model_dir(path)) else "tts"
+
+
+def english_options(args) -> dict:
+    """The English model's options: the ones given, the original generate()'s defaults elsewhere."""
+    if args.top_k is not None:
+        raise UsageError(f"--top-k {args.top_k}: the English model has no top-k sampling (Chatterbox Turbo's); "
+                         "leave it out")
+    options = {k: DEFAULTS[k] if getattr(args, k) is None else getattr(args, k)
+               for k in SAMPLING_OPTIONS + ("max_new_tokens",)}
+    check_max_new_tokens(options["max_new_tokens"], SPEECH_POSITIONS, cli=True)
+    return options
+
+
+def turbo_options(args, voice) -> dict:
+    """Chatterbox Turbo's options (the ones given, ChatterboxTurboTTS.generate()'s defaults elsewhere);
+    the English model's own options are refused, the voice must be longer than 5 s."""
+    for name, what in ENGLISH_ONLY.items():
+        if getattr(args, name) is not None:
+            raise UsageError(f"{option_name(name, True)} {getattr(args, name)}: Chatterbox Turbo has no {what} (its "
+                             "generate() ignores it); leave it out")
+    options = {k: TURBO_DEFAULTS[k] if getattr(args, k) is None else getattr(args, k) for k in TURBO_DEFAULTS}
+    if options["top_k"] < 0:
+        raise UsageError(f"--top-k {options['top_k']}: must be an integer >= 0 (0 turns top-k off)")
+    if options["max_new_tokens"] < 1:
+        raise UsageError(f"--max-new-tokens {options['max_new_tokens']}: must be an integer >= 1")
+    if voice is not None and not -(-voice.samples * 24000 // voice.sample_rate) > TURBO_MIN_VOICE_S * 24000:
+        raise UsageError(f"--voice {voice.path}: {voice.seconds:.2f} s; Chatterbox Turbo's voice clip must be longer "
+                         f"than {TURBO_MIN_VOICE_S:.0f} s (the original asserts it)")
+    return options
+
+
+def check_english_text(text: str, files, model_dir: Path) -> None:
+    from .tts import punc_norm
+
+    tokens = files.tokenizer.text_to_tokens(punc_norm(text))
     check_text_length(int(tokens.shape[-1]), TEXT_POSITIONS, cli=True)
     check_token_ids(tokens, vocab=files.text_vocab, positions=TEXT_POSITIONS,
                     what=f"--text (tokenised with {model_dir / 'tokenizer.json'})")
-    return TTSPlan(model_dir, files, out_format, args.voice)
 
 
-def cmd_tts(args, default: Optional[DefaultFolder] = None):
-    plan = check_tts_args(args, default)
+def check_turbo_text(text: str, files, max_new_tokens: int, has_voice: bool) -> None:
+    """The text within the GPT-2 tokenizer's length (generate() truncates silently past it) and T3's
+    text table; the decoding steps within the backbone's position table after the prompt."""
+    from .t3.llama_configs import GPT2_MEDIUM_CONFIG
+    from .tts_turbo import punc_norm
+
+    tokenizer = files.tokenizer
+    ids = np.asarray(tokenizer(punc_norm(text)).input_ids)[None]
+    if ids.shape[-1] > tokenizer.model_max_length:
+        raise UsageError(f"--text is {ids.shape[-1]} tokens after tokenisation; Chatterbox Turbo's tokenizer cuts it "
+                         f"at {tokenizer.model_max_length} (the rest would not be spoken): shorten it")
+    positions = GPT2_MEDIUM_CONFIG["n_positions"]
+    check_token_ids(ids, vocab=files.text_vocab, positions=positions,
+                    what=f"--text (tokenised with the GPT-2 tokenizer of {files.path})")
+    n_prompt = 375 if has_voice else int(np.asarray(files.conds.t3.cond_prompt_speech_tokens).shape[-1])
+    prompt = 1 + n_prompt + ids.shape[-1] + 1  # speaker, voice prompt, text, start of speech
+    limit = positions - prompt + 1  # inference_turbo: max_gen_len (draws - 1) <= positions - prompt
+    if max_new_tokens > limit:
+        raise UsageError(f"--max-new-tokens {max_new_tokens}: must be an integer in [1, {limit}] (the GPT-2 backbone's "
+                         f"{positions} positions less the prompt's {prompt}, + 1)")
+
+
+def cmd_tts(args, default: Optional[DefaultFolder] = None, named: Optional[Dict[str, DefaultFolder]] = None):
+    plan = check_tts_args(args, default, named)
 
     import mlx.core as mx
-    import numpy as np
     from tqdm import tqdm
 
-    from . import load
     from .t3.inference.sampling import GreedyDraw, MLXDraw
-    from .tts import ChatterboxTTS
 
     t0 = time.time()
-    tts = load.load_pipeline(plan.model_dir, ChatterboxTTS, files=plan.files)
+    tts = load_model(plan)
     if plan.voice is not None:
-        tts.prepare_conditionals(str(plan.voice), exaggeration=args.exaggeration)
+        if plan.kind == "turbo":
+            tts.prepare_conditionals(str(plan.voice))
+        else:
+            tts.prepare_conditionals(str(plan.voice), exaggeration=plan.options["exaggeration"])
     mx.random.seed(args.seed)
     stop = tts.t3.hp.stop_speech_token
-    bar = tqdm(total=args.max_new_tokens, desc="T3 tokens", unit="tok", disable=args.quiet)
+    max_new_tokens = plan.options["max_new_tokens"]
+    bar = tqdm(total=max_new_tokens, desc="T3 tokens", unit="tok", disable=args.quiet)
     t3_time = []
 
     def on_token(step: int, token: int) -> None:
         bar.update(1)
-        if token == stop or step + 1 >= args.max_new_tokens:  # T3 is done: the bar ends here, at 100%
+        if token == stop or step + 1 >= max_new_tokens:  # T3 is done: the bar ends here, at 100%
             bar.total = step + 1
             bar.close()
             t3_time.append(time.time())
 
     t_gen = time.time()
     try:
-        wav = tts.generate(
-            args.text, exaggeration=args.exaggeration, cfg_weight=args.cfg_weight, temperature=args.temperature,
-            repetition_penalty=args.repetition_penalty, min_p=args.min_p, top_p=args.top_p,
-            max_new_tokens=args.max_new_tokens, draw=GreedyDraw() if args.greedy else MLXDraw(), on_token=on_token)
+        wav = synthesise(tts, plan, args.text, GreedyDraw() if args.greedy else MLXDraw(), on_token)
     finally:
         bar.close()
     audio = np.asarray(wav, dtype=np.float32).reshape(-1)
@@ -130,6 +222,29 @@ def cmd_tts(args, default: Optional[DefaultFolder] = None):
     t3_end = t3_time[0] if t3_time else t_end
     print(f"wrote {args.out}: {len(audio) / tts.sr:.2f} s at {tts.sr} Hz in {t_end - t0:.1f} s "
           f"(T3 {bar.n} tokens {t3_end - t_gen:.1f} s, S3Gen {t_end - t3_end:.1f} s)")
+
+
+def load_model(plan: TTSPlan):
+    """The MLX pipeline of the planned model, from the files check_tts_args checked."""
+    if plan.kind == "turbo":
+        from . import tts_turbo
+
+        return tts_turbo.load_turbo(plan.model_dir, tts_turbo.ChatterboxTurboTTS, files=plan.files)
+    from . import load
+    from .tts import ChatterboxTTS
+
+    return load.load_pipeline(plan.model_dir, ChatterboxTTS, files=plan.files)
+
+
+def synthesise(tts, plan: TTSPlan, text: str, draw, on_token):
+    o = plan.options
+    if plan.kind == "turbo":  # max_gen_len: the steps after the first draw
+        return tts.generate(text, temperature=o["temperature"], top_k=o["top_k"], top_p=o["top_p"],
+                            repetition_penalty=o["repetition_penalty"], max_gen_len=o["max_new_tokens"] - 1,
+                            draw=draw, on_token=on_token)
+    return tts.generate(text, exaggeration=o["exaggeration"], cfg_weight=o["cfg_weight"], temperature=o["temperature"],
+                        repetition_penalty=o["repetition_penalty"], min_p=o["min_p"], top_p=o["top_p"],
+                        max_new_tokens=o["max_new_tokens"], draw=draw, on_token=on_token)
 
 
 def write_audio(out: Path, audio, sr: int, fmt: str) -> None:
@@ -155,48 +270,67 @@ def write_audio(out: Path, audio, sr: int, fmt: str) -> None:
             tmp.unlink()
 
 
-HELP = "synthesise speech with the MLX pipeline (24 kHz WAV or FLAC)"
-DESCRIPTION = ("Text (+ a reference voice clip) -> speech at 24 kHz with the MLX pipeline. Every argument and file "
-               "is checked before the model loads; an error is one line, exit status 2, and nothing is written.")
+HELP = "synthesise speech with the MLX pipeline, English or Turbo (24 kHz WAV or FLAC)"
+DESCRIPTION = ("Text (+ a reference voice clip) -> speech at 24 kHz with the MLX pipeline: the English Chatterbox or "
+               "Chatterbox Turbo, told apart by the model folder's files. Every argument and file is checked before "
+               "the model loads; an error is one line, exit status 2, and nothing is written.")
 
 
-def add_arguments(p, default: Optional[DefaultFolder] = None, default_help: str = f"${MODEL_ENV}") -> None:
+def _sampling_help(what: str, name: str, turbo: str) -> str:
+    """An English sampling option's help: what it is, its range, the English default, Turbo's use."""
+    return f"{what}, {RULES[name].describe()}; default {DEFAULTS[name]} ({turbo})"
+
+
+def add_arguments(p, default: Optional[DefaultFolder] = None, default_help: str = f"${MODEL_ENV}",
+                  named: Optional[Dict[str, DefaultFolder]] = None) -> None:
     """The command's options on parser `p`; it runs with `default` as the model folder where neither
-    --model nor $CHATTERBOX_CKPT names one (`default_help` says what that is)."""
-    d = DEFAULTS
+    --model nor $CHATTERBOX_CKPT names one (`default_help` says what that is), and `named` folders
+    stand for their names given to --model."""
+    limit = max_new_tokens_limit(SPEECH_POSITIONS)
+    names = f"; or one of the names {', '.join(named)}: " + ", ".join(
+        f"{n} = {f.path}" for n, f in named.items()) if named else ""
     p.add_argument("--text", required=True,
-                   help=f"the text to speak (at most {TEXT_POSITIONS - 2} tokens after tokenisation: the model's text "
-                        "position table)")
+                   help=f"the text to speak (English model: at most {TEXT_POSITIONS - 2} tokens after tokenisation, "
+                        "its text position table; Turbo: at most the GPT-2 tokenizer's 1024)")
     p.add_argument("--voice", type=Path, default=None, metavar="AUDIO",
                    help="reference clip, any format libsndfile reads (WAV, FLAC, OGG, MP3), longer than 30 ms, "
-                        "finite samples; up to 6 s (T3) and 10 s (S3Gen) of it are used (default: the model's "
-                        "built-in voice)")
+                        "finite samples; up to 6 s (T3) and 10 s (S3Gen) of it are used; Turbo: longer than 5 s, "
+                        "up to 15 s (T3) and 10 s (S3Gen) used, loudness-normalised to -27 LUFS (default: the "
+                        "model's built-in voice)")
     p.add_argument("--out", type=Path, required=True, metavar="FILE",
                    help="output file, .wav or .flac (16-bit PCM, 24 kHz); replaced only when synthesis succeeds")
     p.add_argument("--model", "--checkpoint", dest="model", default=None, metavar="DIR|REPO",
-                   help="model folder (MLX layout from `convert`, or the hub's layout) or hub repo id (default: "
-                        f"{default_help})")
-    p.add_argument("--exaggeration", type=float, default=d["exaggeration"], metavar="X",
-                   help=f"emotion exaggeration, {help_range('exaggeration')}")
-    p.add_argument("--cfg-weight", type=float, default=d["cfg_weight"], metavar="W",
-                   help=f"classifier-free guidance weight, {help_range('cfg_weight')} (the original cannot run 0)")
-    p.add_argument("--temperature", type=float, default=d["temperature"], metavar="T",
-                   help=f"sampling temperature, {help_range('temperature')}")
-    p.add_argument("--repetition-penalty", type=float, default=d["repetition_penalty"], metavar="R",
-                   help=f"penalty on tokens already drawn, {help_range('repetition_penalty')} (1: none)")
-    p.add_argument("--min-p", type=float, default=d["min_p"], metavar="P",
-                   help=f"drop tokens below this fraction of the top token's probability, {help_range('min_p')}")
-    p.add_argument("--top-p", type=float, default=d["top_p"], metavar="P",
-                   help=f"nucleus sampling mass, {help_range('top_p')} (1: off)")
-    limit = max_new_tokens_limit(SPEECH_POSITIONS)
-    p.add_argument("--max-new-tokens", type=int, default=d["max_new_tokens"], metavar="N",
-                   help=f"most T3 speech tokens (25 per second of audio), in [1, {limit}]; default %(default)s "
-                        "(the original's generate() hard-codes 1000)")
+                   help="model folder: the English model's or Chatterbox Turbo's (t3_turbo_v1.safetensors, "
+                        "s3gen_meanflow.safetensors), in the hub's layout or the MLX layout from `convert`; or a hub "
+                        f"repo id{names} (default: {default_help})")
+    p.add_argument("--exaggeration", type=float, default=None, metavar="X",
+                   help=_sampling_help("emotion exaggeration", "exaggeration", "Turbo has none"))
+    p.add_argument("--cfg-weight", type=float, default=None, metavar="W",
+                   help=_sampling_help("classifier-free guidance weight", "cfg_weight",
+                                       "the original cannot run 0; Turbo has no CFG"))
+    p.add_argument("--temperature", type=float, default=None, metavar="T",
+                   help=_sampling_help("sampling temperature", "temperature", f"Turbo: {TURBO_DEFAULTS['temperature']}"))
+    p.add_argument("--repetition-penalty", type=float, default=None, metavar="R",
+                   help=_sampling_help("penalty on tokens already drawn (1: none)", "repetition_penalty",
+                                       f"Turbo: {TURBO_DEFAULTS['repetition_penalty']}"))
+    p.add_argument("--min-p", type=float, default=None, metavar="P",
+                   help=_sampling_help("drop tokens below this fraction of the top token's probability", "min_p",
+                                       "Turbo has none"))
+    p.add_argument("--top-p", type=float, default=None, metavar="P",
+                   help=_sampling_help("nucleus sampling mass (1: off)", "top_p", f"Turbo: {TURBO_DEFAULTS['top_p']}"))
+    p.add_argument("--top-k", type=int, default=None, metavar="K",
+                   help=f"(Turbo) keep the K most likely tokens before top-p, an integer >= 0 (0: off); default "
+                        f"{TURBO_DEFAULTS['top_k']} (the English model has no top-k)")
+    p.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
+                   help=f"most T3 speech tokens (25 per second of audio); English model: in [1, {limit}], default "
+                        f"{DEFAULTS['max_new_tokens']} (the original's generate() hard-codes 1000); Turbo: at most the "
+                        f"GPT-2 backbone's 8196 positions less the prompt, default {TURBO_DEFAULTS['max_new_tokens']} "
+                        "(its generate()'s max_gen_len 1000 steps after the first draw)")
     p.add_argument("--greedy", action="store_true", help="argmax decoding instead of sampling")
     p.add_argument("--seed", type=int, default=0, metavar="N",
                    help="MLX random seed for the sampling, in [0, 2**64 - 1]; default %(default)s")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(fn=partial(cmd_tts, default=default))
+    p.set_defaults(fn=partial(cmd_tts, default=default, named=named))
 
 
 def build_parser() -> argparse.ArgumentParser:

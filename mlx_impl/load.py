@@ -61,6 +61,7 @@ def layout(model_dir: Path) -> str:
 
 
 TURBO_FILES = ("t3_turbo_v1.safetensors", "s3gen_meanflow.safetensors")
+TURBO_MODEL_TYPE = "chatterbox_turbo"  # config.json's model_type in Turbo's MLX layout
 
 
 def turbo_note(model_dir: Path) -> str:
@@ -70,6 +71,15 @@ def turbo_note(model_dir: Path) -> str:
         return ""
     return (f"; it holds Chatterbox Turbo's {', '.join(found)}: a Turbo checkpoint, which this loader does not "
             "read (load it with mlx_impl.tts_turbo.ChatterboxTurboTTS)")
+
+
+def refuse_turbo_config(model_dir: Path, config: dict) -> None:
+    """An MLX-layout folder converted from Chatterbox Turbo is named as such to the English and VC
+    loaders (its T3 is GPT-2, its S3Gen MeanFlow: loading would fail key by key)."""
+    if config.get("model_type") == TURBO_MODEL_TYPE:
+        raise ModelLoadError(f"{model_dir / 'config.json'}: model_type {TURBO_MODEL_TYPE!r}, a Chatterbox Turbo "
+                             "folder, which this loader does not read (load it with "
+                             "mlx_impl.tts_turbo.ChatterboxTurboTTS)")
 
 
 def split_prefixes(weights: Dict[str, mx.array], source: str) -> Dict[str, Dict[str, mx.array]]:
@@ -124,13 +134,14 @@ def read_config(model_dir: Path) -> dict:
     return config
 
 
-def load_mlx_layout(model_dir: Path):
-    """Modules from model.safetensors + config.json (strict: missing/unexpected keys named)."""
+def load_mlx_layout(model_dir: Path, modules=None):
+    """Modules from model.safetensors + config.json (strict: missing/unexpected keys named);
+    `modules`: (ve, t3, s3gen) to fill, else the English model's, built from config.json."""
     import mlx.nn as nn
 
     config = read_config(model_dir)
     parts = split_prefixes(_read_safetensors(model_dir / "model.safetensors"), str(model_dir / "model.safetensors"))
-    ve, t3, s3gen = build_modules(config)
+    ve, t3, s3gen = modules if modules is not None else build_modules(config)
     q = config.get("quantization", {}).get("t3")
     if q:
         nn.quantize(t3.tfmr, group_size=q["group_size"], bits=q["bits"])
@@ -245,7 +256,7 @@ def check_model_dir(model_dir: Path) -> ModelFiles:
     kind = layout(model_dir)
     try:
         if kind == "mlx":
-            read_config(model_dir)
+            refuse_turbo_config(model_dir, read_config(model_dir))
             path = model_dir / "model.safetensors"
             header = safetensors_header(path)
             text_vocab = tensor_shape(header, "t3.text_emb.weight", path)[0]
@@ -306,6 +317,8 @@ def check_vc_model_dir(model_dir: Path) -> VCModelFiles:
         header = safetensors_header(path)
     except UsageError as e:
         raise ModelLoadError(str(e)) from None
+    if kind == "mlx":
+        refuse_turbo_config(model_dir, read_config(model_dir))
     if kind == "mlx" and not any(k.startswith("s3gen.") for k in header):
         raise ModelLoadError(f"{path}: no s3gen. tensors (S3Gen is what voice conversion runs)")
     conds = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -21,6 +22,8 @@ S3GEN_SIL = 4299  # chatterbox.models.s3gen.const
 SPEECH_VOCAB_SIZE = 6561
 TURBO_WEIGHTS = ("ve.safetensors", "t3_turbo_v1.safetensors", "s3gen_meanflow.safetensors")
 TEXT_VOCAB = 50276
+# the GPT-2 tokenizer's files as AutoTokenizer.from_pretrained(ckpt_dir) reads them
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "added_tokens.json", "special_tokens_map.json", "tokenizer_config.json")
 logger = logging.getLogger(__name__)
 
 
@@ -83,11 +86,49 @@ def norm_loudness(wav: np.ndarray, sr: int, target_lufs: float = -27) -> np.ndar
 # ----------------------------------------------------------------------------- loading
 
 
-def check_turbo_dir(model_dir: Path) -> None:
-    """The Turbo weight files present with sound safetensors headers; an English Chatterbox folder
-    (t3_cfg.safetensors, s3gen.safetensors) is named as such. One ModelLoadError naming the file."""
+@dataclass
+class TurboFiles:
+    """What `check_turbo_dir` read: the cheap parts of a Turbo folder, checked before the weights load."""
+    path: Path
+    kind: str  # "mlx" (model.safetensors from `python -m mlx_impl.convert`) or "hub"
+    tokenizer: object
+    conds: object  # Conditionals or None
+    text_vocab: int  # rows of T3's text token table
+    config: dict  # config.json of the MLX layout ({} for the hub's)
+
+
+def is_turbo_dir(model_dir: Path) -> bool:
+    """The folder holds Chatterbox Turbo: the hub's t3_turbo_v1 / s3gen_meanflow files, or an MLX
+    layout whose config.json names model_type chatterbox_turbo."""
+    from .load import TURBO_FILES, TURBO_MODEL_TYPE, read_config
+
+    model_dir = Path(model_dir)
+    if (model_dir / "model.safetensors").is_file():
+        return read_config(model_dir).get("model_type") == TURBO_MODEL_TYPE
+    return any((model_dir / f).is_file() for f in TURBO_FILES)
+
+
+def check_turbo_dir(model_dir: Path) -> TurboFiles:
+    """Every file of a Turbo folder checked without loading the weights: the weight files present with
+    sound safetensors headers (an English Chatterbox folder is named as such), the GPT-2 tokenizer,
+    the built-in voice. One ModelLoadError naming the file."""
+    from .load import load_conds
+
+    model_dir = Path(model_dir)
+    kind = "mlx" if (model_dir / "model.safetensors").is_file() else "hub"
+    config, text_vocab = _check_mlx_layout(model_dir) if kind == "mlx" else ({}, _check_hub_layout(model_dir))
+    tokenizer = load_turbo_tokenizer(model_dir)
+    conds = None
+    for name in ("conds.safetensors", "conds.pt"):
+        if (model_dir / name).is_file():
+            conds = load_conds(model_dir / name)
+            break
+    return TurboFiles(model_dir, kind, tokenizer, conds, int(text_vocab), config)
+
+
+def _check_hub_layout(model_dir: Path) -> int:
     from .load import ModelLoadError
-    from .validate import UsageError, safetensors_header
+    from .validate import UsageError, safetensors_header, tensor_shape
 
     missing = [f for f in TURBO_WEIGHTS if not (model_dir / f).is_file()]
     if missing:
@@ -97,11 +138,29 @@ def check_turbo_dir(model_dir: Path) -> None:
         what = {"s3gen_meanflow.safetensors": " (Turbo's MeanFlow S3Gen)"}
         raise ModelLoadError(f"{model_dir}: not a Chatterbox Turbo folder, missing "
                              f"{', '.join(f + what.get(f, '') for f in missing)}{note}")
-    for name in TURBO_WEIGHTS:
-        try:
-            safetensors_header(model_dir / name)
-        except UsageError as e:
-            raise ModelLoadError(str(e)) from None
+    try:
+        headers = {name: safetensors_header(model_dir / name) for name in TURBO_WEIGHTS}
+        t3 = model_dir / "t3_turbo_v1.safetensors"
+        return tensor_shape(headers[t3.name], "text_emb.weight", t3)[0]
+    except UsageError as e:
+        raise ModelLoadError(str(e)) from None
+
+
+def _check_mlx_layout(model_dir: Path):
+    """(config.json, T3's text table rows) of a folder in Turbo's MLX layout; an English one is named."""
+    from .load import TURBO_MODEL_TYPE, ModelLoadError, read_config
+    from .validate import UsageError, safetensors_header, tensor_shape
+
+    config = read_config(model_dir)
+    if config.get("model_type") != TURBO_MODEL_TYPE:
+        raise ModelLoadError(f"{model_dir / 'config.json'}: model_type {config.get('model_type')!r}, not "
+                             f"{TURBO_MODEL_TYPE!r}: an English Chatterbox folder in the MLX layout (load it with "
+                             "ChatterboxTTS)")
+    path = model_dir / "model.safetensors"
+    try:
+        return config, tensor_shape(safetensors_header(path), "t3.text_emb.weight", path)[0]
+    except UsageError as e:
+        raise ModelLoadError(str(e)) from None
 
 
 def load_turbo_tokenizer(model_dir: Path):
@@ -138,16 +197,27 @@ def load_turbo_weights(model_dir: Path):
     return ve, t3, s3gen
 
 
-def load_turbo(model_dir: Path, cls):
-    """The cheap checks first (files, headers, tokenizer, built-in voice), then the weights."""
-    from .load import load_conds
+def turbo_modules():
+    """Empty MLX modules of Chatterbox Turbo: VoiceEncoder, T3 on GPT-2 medium, S3Gen with MeanFlow."""
+    from .convert.t3_turbo import turbo_hp
+    from .s3gen.s3gen import S3Token2Wav
+    from .t3 import T3
+    from .voice_encoder import VoiceEncoder
 
-    model_dir = Path(model_dir)
-    check_turbo_dir(model_dir)
-    tokenizer = load_turbo_tokenizer(model_dir)
-    conds = load_conds(model_dir / "conds.pt") if (model_dir / "conds.pt").is_file() else None
-    ve, t3, s3gen = load_turbo_weights(model_dir)
-    return cls(t3, s3gen, ve, tokenizer, conds=conds)
+    return VoiceEncoder(), T3(turbo_hp()), S3Token2Wav(meanflow=True)
+
+
+def load_turbo(model_dir: Path, cls, files: Optional[TurboFiles] = None):
+    """The cheap checks first (files, headers, tokenizer, built-in voice), then the weights: the MLX
+    layout's model.safetensors, or the hub's files converted on the fly."""
+    from .load import load_mlx_layout
+
+    files = files if files is not None else check_turbo_dir(Path(model_dir))
+    if files.kind == "mlx":
+        ve, t3, s3gen = load_mlx_layout(files.path, modules=turbo_modules())
+    else:
+        ve, t3, s3gen = load_turbo_weights(files.path)
+    return cls(t3, s3gen, ve, files.tokenizer, conds=files.conds)
 
 
 # ----------------------------------------------------------------------------- ChatterboxTurboTTS
@@ -166,8 +236,9 @@ class ChatterboxTurboTTS:
     @classmethod
     def from_pretrained(cls, path_or_repo_id: str = REPO_ID) -> "ChatterboxTurboTTS":
         """A local folder in the hub's Turbo layout (ve.safetensors, t3_turbo_v1.safetensors,
-        s3gen_meanflow.safetensors, the GPT-2 tokenizer files, optional conds.pt), or a hub repo id
-        resolved through huggingface_hub's cache."""
+        s3gen_meanflow.safetensors, the GPT-2 tokenizer files, optional conds.pt) or in Turbo's MLX
+        layout (model.safetensors + config.json from `python -m mlx_impl.convert`, the tokenizer files,
+        optional conds.safetensors), or a hub repo id resolved through huggingface_hub's cache."""
         from .backend import apply_mlx_defaults
         from .load import resolve_model_dir
 

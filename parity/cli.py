@@ -14,6 +14,8 @@ from .activations import register_stats
 from .errors import ParityError
 from .synthetic import DEFAULT_CKPT, INIT_CHOICES, resolve_checkpoint
 
+DEFAULT_TURBO_CKPT = ROOT / "checkpoints" / "synthetic-turbo-s0"  # reference/synth_turbo_checkpoint.py's
+
 
 def _ckpt_arg(p):
     p.add_argument("--checkpoint", type=Path, default=None,
@@ -147,9 +149,23 @@ def _register_optional(sub):
                      "parity.precision", "parity.mutate"):
         importlib.import_module(mod_name).register(sub)
     synthetic = DefaultFolder(DEFAULT_CKPT, ensure=lambda: resolve_checkpoint(None))
+    named = {"tts": synthetic, "turbo": synthetic_turbo()}  # `tts --model turbo`, `convert --checkpoint turbo`
     for name, command in (("convert", convert), ("tts", generate), ("vc", vc_cli)):
         p = sub.add_parser(name, help=command.HELP, description=command.DESCRIPTION)
-        command.add_arguments(p, synthetic, default_help="$CHATTERBOX_CKPT or the synthetic checkpoint, created if missing")
+        command.add_arguments(p, synthetic, default_help="$CHATTERBOX_CKPT or the synthetic checkpoint, created if missing",
+                              **({"named": named} if name != "vc" else {}))
+
+
+def synthetic_turbo():
+    """The synthetic Turbo checkpoint (reference/synth_turbo_checkpoint.py), built when first used."""
+    from mlx_impl.cli import DefaultFolder
+
+    def ensure():
+        from reference.synth_turbo_checkpoint import ensure_turbo_checkpoint
+
+        ensure_turbo_checkpoint(DEFAULT_TURBO_CKPT)
+
+    return DefaultFolder(DEFAULT_TURBO_CKPT, ensure=ensure, kind="turbo")
 
 
 def main(argv=None) -> int:

@@ -6,7 +6,10 @@ The checkpoint: --checkpoint, else $CHATTERBOX_CKPT. `chatterbox-parity convert`
 with the harness's synthetic checkpoint as the default.
 
 Output folder: model.safetensors (prefixes ve., t3., s3gen., s3_tokenizer.), config.json,
-tokenizer.json, conds.safetensors (the built-in voice, when the checkpoint has conds.pt).
+tokenizer.json, conds.safetensors (the built-in voice, when the checkpoint has conds.pt). A Chatterbox
+Turbo checkpoint (t3_turbo_v1.safetensors, s3gen_meanflow.safetensors) gives Turbo's MLX layout:
+the same prefixes, config.json with model_type "chatterbox_turbo", the GPT-2 tokenizer's files
+(convert/turbo.py).
 Strict: every source tensor is consumed or in a named ignore list (with its reason), every MLX
 parameter is assigned, shapes are checked. See docs/CONVERTER.md for the key layout and how it
 differs from the published mlx-community files.
@@ -35,14 +38,15 @@ import numpy as np
 from . import s3gen as s3gen_conv
 from . import t3 as t3_conv
 from . import voice_encoder as ve_conv
-from ..cli import MODEL_ENV, DefaultFolder, folder_source, main_of, standalone_parser
-from ..load import HUB_FILES, build_modules, load_conds, load_tokenizer, read_state_dict, split_prefixes
+from ..cli import MODEL_ENV, DefaultFolder, main_of, pick_folder, standalone_parser
+from ..load import HUB_FILES, TURBO_FILES, build_modules, load_conds, load_tokenizer, read_state_dict, split_prefixes
 from ..validate import UsageError, check_out_dir, safetensors_header
 from .common import ConversionError, load_strict
 
 PUBLISHED_COUNTS = {"ve.": 13, "t3.": 293, "s3gen.": 2131, "s3_tokenizer.": 96}
 DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 QUANT_GROUP_SIZE = 64
+FORMAT = "chatterbox-parity mlx single-file layout, version 1"
 SOURCE_FILES = {"ve": "ve.safetensors", "t3": "t3_cfg.safetensors", "s3gen": "s3gen.safetensors"}
 
 
@@ -105,13 +109,15 @@ def quantized_t3(t3, bits: int) -> Dict[str, mx.array]:
     return {"t3." + k: v for k, v in tree_flatten(t3.parameters())}
 
 
-def checkpoint_folder(args, default: Optional[DefaultFolder] = None) -> Path:
-    """The checkpoint folder: --checkpoint, else $CHATTERBOX_CKPT, else `default` (made to exist
-    here); --out is checked first, against it. Errors say where its path came from."""
-    path, source = folder_source(args.checkpoint, "--checkpoint", default)
+def checkpoint_folder(args, default: Optional[DefaultFolder] = None,
+                      named: Optional[Dict[str, DefaultFolder]] = None) -> Path:
+    """The checkpoint folder: --checkpoint (or one of the `named` folders), else $CHATTERBOX_CKPT, else
+    `default` (made to exist here); --out is checked first, against it. Errors say where its path
+    came from."""
+    path, source, folder = pick_folder(args.checkpoint, "--checkpoint", default, named)
     check_out_dir(args.out, force=args.force, protect=[Path(path)], cli=True)
-    if source == "default":
-        default.ensure()
+    if folder is not None:
+        folder.ensure()
     try:
         return open_checkpoint(Path(path))
     except UsageError as e:
@@ -119,13 +125,20 @@ def checkpoint_folder(args, default: Optional[DefaultFolder] = None) -> Path:
 
 
 def open_checkpoint(path: Path) -> Path:
-    """`path`, a folder holding the hub's files (conds.pt optional)."""
+    """`path`, a folder holding the hub's files (conds.pt optional): the English model's, or
+    Chatterbox Turbo's (checked by cmd_convert_turbo)."""
     if not path.is_dir():
         raise UsageError(f"checkpoint folder not found: {path}")
+    if is_turbo_checkpoint(path):
+        return path
     for name in HUB_FILES:
         if not (path / name).is_file():
             raise UsageError(f"checkpoint file missing: {path / name}")
     return path
+
+
+def is_turbo_checkpoint(ckpt: Path) -> bool:
+    return any((ckpt / f).is_file() for f in TURBO_FILES)
 
 
 def conds_file(ckpt: Path) -> Optional[Path]:
@@ -141,9 +154,9 @@ def check_sources(ckpt: Path):
     return load_conds(conds_file(ckpt)) if conds_file(ckpt) is not None else None
 
 
-def file_hashes(ckpt: Path) -> Dict[str, str]:
+def file_hashes(ckpt: Path, names=HUB_FILES) -> Dict[str, str]:
     """sha256 of each source file (the converted folder's config.json records them)."""
-    names = list(HUB_FILES) + (["conds.pt"] if conds_file(ckpt) is not None else [])
+    names = list(names) + (["conds.pt"] if conds_file(ckpt) is not None else [])
     return {n: _sha256(ckpt / n) for n in names}
 
 
@@ -155,8 +168,10 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def cmd_convert(args, default: Optional[DefaultFolder] = None):
-    ckpt = checkpoint_folder(args, default)
+def cmd_convert(args, default: Optional[DefaultFolder] = None, named: Optional[Dict[str, DefaultFolder]] = None):
+    ckpt = checkpoint_folder(args, default, named)
+    if is_turbo_checkpoint(ckpt):
+        return cmd_convert_turbo(args, ckpt)
     conds = check_sources(ckpt)
     states = {c: read_state_dict(ckpt / name) for c, name in SOURCE_FILES.items()}
     try:
@@ -166,18 +181,9 @@ def cmd_convert(args, default: Optional[DefaultFolder] = None):
     except ConversionError as e:
         raise UsageError(f"conversion of {ckpt} failed: {e}") from None
 
-    dtype = DTYPES[args.dtype]
-    out: Dict[str, mx.array] = {k: mx.array(v).astype(dtype) if np.issubdtype(v.dtype, np.floating) else mx.array(v)
-                                for k, v in weights.items()}
-    quant = None
-    if args.quantize_t3:
-        t3.update(_tree({k[3:]: v for k, v in out.items() if k.startswith("t3.")}))
-        out = {k: v for k, v in out.items() if not k.startswith("t3.")}
-        out.update(quantized_t3(t3, args.quantize_t3))
-        quant = {"group_size": QUANT_GROUP_SIZE, "bits": args.quantize_t3}
-
+    out, quant = output_weights(weights, t3, args)
     config = {
-        "model_type": "chatterbox", "format": "chatterbox-parity mlx single-file layout, version 1",
+        "model_type": "chatterbox", "format": FORMAT,
         "dtype": args.dtype, "quantization": {"t3": quant} if quant else {},
         "t3": {"text_tokens_dict_size": text_vocab, "speech_tokens_dict_size": 8194, "llama_config_name": "Llama_520M"},
         "sample_rates": {"s3_tokenizer": 16000, "s3gen": 24000},
@@ -188,9 +194,47 @@ def cmd_convert(args, default: Optional[DefaultFolder] = None):
     print_summary(out, ignored, n_source, args, config)
 
 
-def write_folder(dest: Path, tokenizer_json: Path, out, config, conds) -> None:
+def cmd_convert_turbo(args, ckpt: Path):
+    """Chatterbox Turbo's hub files -> Turbo's MLX layout (convert/turbo.py), as strict as the English one."""
+    from ..tts_turbo import TURBO_WEIGHTS, check_turbo_dir
+    from . import turbo
+
+    files = check_turbo_dir(ckpt)  # the weight headers, the GPT-2 tokenizer and conds.pt load first
+    states = {c: read_state_dict(ckpt / name) for c, name in turbo.SOURCE_FILES.items()}
+    try:
+        weights, ignored, counts = turbo.convert_turbo_state(states)
+        _, t3, _ = turbo.check_turbo_assignment(weights)
+    except ConversionError as e:
+        raise UsageError(f"conversion of {ckpt} failed: {e}") from None
+
+    out, quant = output_weights(weights, t3, args)
+    config = {**turbo.turbo_config(files.text_vocab), "format": FORMAT, "dtype": args.dtype,
+              "quantization": {"t3": quant} if quant else {},
+              "source": {"checkpoint": str(ckpt), "files_sha256": file_hashes(ckpt, TURBO_WEIGHTS)}}
+    write_folder(args.out, turbo.tokenizer_files(ckpt), out, config, files.conds)
+    print(headline(out, sum(counts["source"].values()), args))
+    for line in turbo.summary_lines(out, ignored, counts):
+        print(line)
+
+
+def output_weights(weights: Dict[str, np.ndarray], t3, args):
+    """(the weights to save, in --dtype, T3's transformer quantized with --quantize-t3; the
+    quantization entry of config.json or None). `t3`: the module the weights were assigned to."""
+    dtype = DTYPES[args.dtype]
+    out: Dict[str, mx.array] = {k: mx.array(v).astype(dtype) if np.issubdtype(v.dtype, np.floating) else mx.array(v)
+                                for k, v in weights.items()}
+    if not args.quantize_t3:
+        return out, None
+    t3.update(_tree({k[3:]: v for k, v in out.items() if k.startswith("t3.")}))
+    out = {k: v for k, v in out.items() if not k.startswith("t3.")}
+    out.update(quantized_t3(t3, args.quantize_t3))
+    return out, {"group_size": QUANT_GROUP_SIZE, "bits": args.quantize_t3}
+
+
+def write_folder(dest: Path, tokenizer, out, config, conds) -> None:
     """The converted folder written beside `dest` under a hidden name, then swapped into place (an
-    existing `dest`, checked empty or --force, is removed only after); nothing left on failure."""
+    existing `dest`, checked empty or --force, is removed only after); nothing left on failure.
+    `tokenizer`: the tokenizer file (or files) copied unchanged."""
     made = [p for p in reversed(dest.parents) if not p.exists()]
     tmp = None
     try:
@@ -198,7 +242,8 @@ def write_folder(dest: Path, tokenizer_json: Path, out, config, conds) -> None:
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
         mx.save_safetensors(str(tmp / "model.safetensors"), out, metadata={"format": "mlx"})
         (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
-        shutil.copyfile(tokenizer_json, tmp / "tokenizer.json")
+        for f in [tokenizer] if isinstance(tokenizer, (str, Path)) else tokenizer:
+            shutil.copyfile(f, tmp / Path(f).name)
         if conds is not None:
             conds.save(tmp / "conds.safetensors")
         tmp.chmod(0o755)
@@ -234,11 +279,15 @@ def _tree(flat: Dict[str, mx.array]):
     return tree_unflatten(list(flat.items()))
 
 
+def headline(out, n_source: int, args) -> str:
+    size = (args.out / "model.safetensors").stat().st_size
+    return (f"converted {n_source} source tensors -> {len(out)} MLX tensors in {args.out / 'model.safetensors'} "
+            f"({size / 2**20:.1f} MiB, {args.dtype}{', T3 %d-bit' % args.quantize_t3 if args.quantize_t3 else ''})")
+
+
 def print_summary(out, ignored, n_source, args, config):
     counts = Counter(next(p for p in PUBLISHED_COUNTS if k.startswith(p)) for k in out)
-    size = (args.out / "model.safetensors").stat().st_size
-    print(f"converted {n_source} source tensors -> {len(out)} MLX tensors in {args.out / 'model.safetensors'} "
-          f"({size / 2**20:.1f} MiB, {args.dtype}{', T3 %d-bit' % args.quantize_t3 if args.quantize_t3 else ''})")
+    print(headline(out, n_source, args))
     print("tensors per prefix (published mlx-community file in brackets; docs/CONVERTER.md explains the differences):")
     for p, n in PUBLISHED_COUNTS.items():
         print(f"  {p:15s} {counts[p]:5d}  [{n}]")
@@ -249,17 +298,22 @@ def print_summary(out, ignored, n_source, args, config):
     print("unassigned MLX parameters: 0, unconsumed source tensors outside the ignore list: 0")
 
 
-HELP = "convert the hub's PyTorch checkpoint to the single-file MLX layout"
+HELP = "convert the hub's PyTorch checkpoint (English or Turbo) to the single-file MLX layout"
 DESCRIPTION = ("The hub's PyTorch files -> model.safetensors + config.json + tokenizer.json (+ conds.safetensors) in "
                "the MLX layout (docs/CONVERTER.md). Every input file is checked first; an error is one line, exit "
                "status 2, and nothing is written.")
 
 
-def add_arguments(p, default: Optional[DefaultFolder] = None, default_help: str = f"${MODEL_ENV}") -> None:
+def add_arguments(p, default: Optional[DefaultFolder] = None, default_help: str = f"${MODEL_ENV}",
+                  named: Optional[Dict[str, DefaultFolder]] = None) -> None:
     """The command's options on parser `p`; it runs with `default` as the checkpoint where neither
-    --checkpoint nor $CHATTERBOX_CKPT names one (`default_help` says what that is)."""
+    --checkpoint nor $CHATTERBOX_CKPT names one (`default_help` says what that is), and `named`
+    folders stand for their names given to --checkpoint."""
+    names = f"; or one of the names {', '.join(named)}: " + ", ".join(
+        f"{n} = {f.path}" for n, f in named.items()) if named else ""
     p.add_argument("--checkpoint", type=Path, default=None, metavar="DIR",
-                   help=f"checkpoint folder in the hub's layout (default: {default_help})")
+                   help=f"checkpoint folder in the hub's layout, the English model's or Chatterbox Turbo's{names} "
+                        f"(default: {default_help})")
     p.add_argument("--out", type=Path, required=True, metavar="DIR",
                    help="output folder: new or empty (a non-empty one only with --force)")
     p.add_argument("--force", action="store_true",
@@ -269,7 +323,7 @@ def add_arguments(p, default: Optional[DefaultFolder] = None, default_help: str 
     p.add_argument("--quantize-t3", type=int, choices=(4, 8), default=None, metavar="{4,8}",
                    help=f"quantize T3's transformer to 4 or 8 bits (group size {QUANT_GROUP_SIZE}); default: not "
                         "quantized")
-    p.set_defaults(fn=partial(cmd_convert, default=default))
+    p.set_defaults(fn=partial(cmd_convert, default=default, named=named))
 
 
 def build_parser() -> argparse.ArgumentParser:
