@@ -6,6 +6,11 @@ row (by index) to `impl = "path.py:Symbol[.member]"` (checked here: the file mus
 `checkpoints` (registry names), or to a `reason` when no MLX symbol stands for it. Rows not in the
 file are resolved automatically from the item's own name (the first `name` in backticks), looked
 up in the files of the section (SECTION_FILES), and covered by the section's stages.
+
+The models beyond the checklist (issue 20: ChatterboxVC, ChatterboxTurboTTS) have their rows in the
+same file, `[[module]]`: the original's symbol (checked in the installed chatterbox package), the MLX
+symbol (checked), and the registry stages / checkpoints and tests (checked to exist) that cover it
+(`module_rows`).
 """
 from __future__ import annotations
 
@@ -144,6 +149,72 @@ def rows() -> List[dict]:
     return out
 
 
+@lru_cache(maxsize=None)
+def original_root() -> Path:
+    """The installed original package's folder (chatterbox-tts==0.1.7)."""
+    import importlib.util
+
+    return Path(importlib.util.find_spec("chatterbox").origin).parent
+
+
+def symbol_in(path: Path, sym: str) -> bool:
+    """`sym` ("Top" or "Top.member") defined in the Python file `path`."""
+    if not path.is_file():
+        return False
+    syms = _symbols(str(path))
+    top, _, member = sym.partition(".")
+    return top in syms and (not member or member in syms[top])
+
+
+def has_test(ref: str) -> bool:
+    """`ref` = "tests/file.py::test_function", a function defined at the top of that file."""
+    path, _, name = ref.partition("::")
+    return bool(name) and symbol_in(ROOT / path, name)
+
+
+def module_rows() -> List[dict]:
+    """The [[module]] rows of coverage.toml (the VC and Turbo modules), each checked: its original
+    symbol, its MLX symbol, its checkpoints (by stage or name: the registry's compared ones) and its
+    tests. status: "covered", or "missing" with what is missing."""
+    modules = tomllib.loads(MAPPING.read_text()).get("module", []) if MAPPING.is_file() else []
+    reg = registry.load()
+    out = []
+    for m in modules:
+        cps = [c.name for c in reg.ordered() if c.stage in m.get("stages", []) and c.compared]
+        cps += [n for n in m.get("checkpoints", []) if n not in cps]
+        problems = []
+        path, _, sym = m["original"].partition(":")
+        if not symbol_in(original_root() / path, sym):
+            problems.append(f"original chatterbox/{m['original']} not found")
+        if not impl_exists(m["impl"]):
+            problems.append(f"MLX {m['impl']} not found")
+        problems += [f"checkpoint {n} not in the registry" for n in m.get("checkpoints", []) if n not in
+                     {c.name for c in reg.ordered()}]
+        problems += [f"stage {s} has no compared checkpoint" for s in m.get("stages", [])
+                     if not any(c.stage == s and c.compared for c in reg.ordered())]
+        problems += [f"test {t} not found" for t in m.get("tests", []) if not has_test(t)]
+        if not cps and not m.get("tests"):
+            problems.append("no checkpoint and no test checks it")
+        out.append({"model": m["model"], "item": m["item"], "original": m["original"], "impl": m["impl"],
+                    "checkpoints": cps, "tests": m.get("tests", []), "problems": problems,
+                    "status": "missing" if problems else "covered"})
+    return out
+
+
+def modules_markdown(ms: List[dict]) -> str:
+    lines = ["| model | item | original (chatterbox/) | MLX implementation | parity checkpoints | tests |",
+             "|---|---|---|---|---|---|"]
+    for m in ms:
+        cps = ", ".join(m["checkpoints"][:4]) + (f" (+{len(m['checkpoints']) - 4})" if len(m["checkpoints"]) > 4 else "")
+        tests = ", ".join(t.split("::")[1] for t in m["tests"])
+        impl = f"`{m['impl']}`" + (f" **{'; '.join(m['problems'])}**" if m["problems"] else "")
+        lines.append(f"| {m['model']} | {m['item'].replace('|', '/')} | `{m['original']}` | {impl} | {cps or '-'} | "
+                     f"{tests or '-'} |")
+    n_ok = sum(m["status"] == "covered" for m in ms)
+    lines += ["", f"{len(ms)} module rows (VC, Turbo): {n_ok} covered, {len(ms) - n_ok} missing"]
+    return "\n".join(lines)
+
+
 def table_markdown(rs: List[dict]) -> str:
     lines = ["| # | section | item | MLX implementation | parity checkpoints | note |", "|---|---|---|---|---|---|"]
     for r in rs:
@@ -159,17 +230,20 @@ def table_markdown(rs: List[dict]) -> str:
 
 
 def cmd_coverage(args):
-    rs = rows()
-    text = table_markdown(rs)
-    print(text)
+    rs, ms = rows(), module_rows()
+    text, modules = table_markdown(rs), modules_markdown(ms)
+    print(text + "\n\n" + modules)
     out = ROOT / "reports" / "out"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "coverage.md").write_text("## Seed checklist coverage\n\n" + text + "\n")
-    if args.strict and any(r["status"] == "missing" for r in rs):
+    (out / "coverage.md").write_text("## Seed checklist coverage\n\n" + text + "\n\n## Voice conversion and Turbo "
+                                     "modules\n\n" + modules + "\n")
+    if args.strict and (any(r["status"] == "missing" for r in rs) or any(m["status"] == "missing" for m in ms)):
         raise SystemExit(1)
 
 
 def register(sub):
     p = sub.add_parser("coverage", help="seed checklist -> MLX implementation -> parity checkpoints")
-    p.add_argument("--strict", action="store_true", help="exit 1 when an item has neither implementation nor reason")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 when a checklist item has neither implementation nor reason, or a VC/Turbo module row "
+                        "lacks its original, its MLX symbol or a check")
     p.set_defaults(fn=cmd_coverage)
