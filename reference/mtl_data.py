@@ -30,6 +30,8 @@ from typing import Dict, Iterator, List
 
 from parity.fixtures import replace_dir
 
+from .mtl_tokenizer_json import FILE_NAME, write_mtl_tokenizer_json, write_utf8_atomic
+
 REPO_ID = "ResembleAI/chatterbox"
 CANGJIE_FILE = "Cangjie5_TC.json"
 CJK_FIRST, CJK_LAST = 0x4E00, 0x9FFF
@@ -58,14 +60,6 @@ PKUSEG_CORPUS = """今天 天气 很 好 ， 我们 一起 去 公园 散步 吧
 天气 很 好 的 时候 我们 去 散步 。"""
 
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
-
-
-def write_utf8_atomic(path: Path, text: str) -> None:
-    """UTF-8 whatever the locale, through a temporary file renamed over `path`."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(text.encode("utf-8"))
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- Cangjie mapping
@@ -201,8 +195,6 @@ def pkuseg_home(home: Path) -> Iterator[Path]:
 
 def write_front_end_files(model_dir: Path) -> None:
     """The multilingual tokenizer JSON and the Cangjie mapping, as a hub snapshot (plus cache) has them."""
-    from .mtl_tokenizer_json import FILE_NAME, write_mtl_tokenizer_json
-
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     write_mtl_tokenizer_json(model_dir / FILE_NAME)

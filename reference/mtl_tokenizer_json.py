@@ -16,6 +16,7 @@ contents beyond that shape are not published in the package; nothing here claims
 """
 from __future__ import annotations
 
+import os
 import unicodedata
 from collections import Counter
 from pathlib import Path
@@ -131,7 +132,13 @@ def added_tokens() -> List[str]:
 
 
 def write_mtl_tokenizer_json(path: Path) -> None:
-    from .mtl_data import write_utf8_atomic
-
     vocab, merges = build_vocab()
     write_utf8_atomic(path, bpe_json_text(vocab, merges, added_tokens()))
+
+
+def write_utf8_atomic(path: Path, text: str) -> None:
+    """UTF-8 whatever the locale, through a temporary file renamed over `path`."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(text.encode("utf-8"))
+    os.replace(tmp, path)
