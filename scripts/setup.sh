@@ -37,10 +37,10 @@ if [ $MLX_ONLY = 0 ]; then
   # keep torch where it is whatever the other packages ask for
   cons=$(mktemp); trap 'rm -f "$cons"' EXIT
   printf 'torch==2.9.1\ntorchaudio==2.9.1\n' > "$cons"
-  $PIP install -q -c "$cons" -r requirements/reference.txt -r requirements/mlx.txt -r requirements/dev.txt "$MLX_PKG"
+  $PIP install -q -c "$cons" -r requirements/reference.txt -r requirements/mlx.txt -r requirements/languages.txt -r requirements/dev.txt "$MLX_PKG"
   $PIP install -q --no-deps "chatterbox-tts==0.1.7" "s3tokenizer==0.3.0"
 else
-  $PIP install -q -r requirements/mlx.txt -r requirements/dev.txt "$MLX_PKG"
+  $PIP install -q -r requirements/mlx.txt -r requirements/languages.txt -r requirements/dev.txt "$MLX_PKG"
 fi
 $PIP install -q --no-deps -e . >/dev/null
 
