@@ -40,7 +40,6 @@ def hub_offline():
 
 @pytest.fixture(scope="module")
 def pkuseg_home(tmp_path_factory):
-    pytest.importorskip("spacy_pkuseg")
     home = mtl_data.write_pkuseg_home(tmp_path_factory.mktemp("pkuseg"))
     with mtl_data.pkuseg_home(home):
         yield home
@@ -75,6 +74,18 @@ def fresh_globals(monkeypatch):
 
 
 # ----------------------------------------------------------------------------- one sentence per language
+
+
+def test_mtl_language_packages_installed_as_pinned():
+    """requirements/languages.txt: the steps these tests compare run only where the packages are."""
+    from importlib.metadata import version
+
+    from parity import ROOT
+
+    for line in (ROOT / "requirements" / "languages.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, pinned = line.split("==")
+            assert version(name) == pinned, f"{name}: scripts/setup.sh installs {pinned}"
 
 
 def test_mtl_sentences_cover_the_23_supported_languages():
@@ -157,7 +168,6 @@ def test_mtl_korean_without_nfkd(pair):
 
 
 def test_mtl_japanese_kanji_to_hiragana(pair):
-    pytest.importorskip("pykakasi")
     for text in (SENTENCES["ja"], "母は東京へ行った", "カタカナだけ", "ひらがな", "漢字とカタカナとabc", "", "部屋へ"):
         assert mlx_tok.hiragana_normalize(text) == orig_tok.hiragana_normalize(text), text
     seen = pair[1].front_end(SENTENCES["ja"], language_id="ja")
@@ -221,7 +231,7 @@ def test_mtl_pkuseg_absent_skips_like_original(model_dir, monkeypatch):
 def test_mtl_pkuseg_without_its_model_is_a_named_error(model_dir, tmp_path, monkeypatch):
     """spacy_pkuseg installed, its model neither in $PKUSEG_HOME nor downloadable: the original's
     MTLTokenizer cannot be built (the download's error propagates); MLX raises one named line."""
-    spacy_pkuseg = pytest.importorskip("spacy_pkuseg")
+    import spacy_pkuseg
 
     def no_network(url, model_dir, hash_prefix, progress=True):
         raise ConnectionError(f"cannot reach {url}")
