@@ -35,6 +35,7 @@ from . import bisect_maps
 from .errors import ParityError
 from .metrics import Metrics, compare
 
+MODEL_CASES = {"tts": "the English model's cases", "vc": "the voice-conversion cases (vc_*)"}
 HIFT_HOP = 480  # source samples per mel frame (S3Token2Wav: 8 * 5 * 3 upsampling * 4 iSTFT hop)
 S3TOK_PROMPT_FRAMES = 150 * 4  # S3Tokenizer.forward(..., max_len=150) keeps 600 mel frames
 
@@ -290,7 +291,7 @@ def _snr(m: Metrics) -> str:
 @dataclass
 class Stage:
     about: str
-    original: Callable  # (original ChatterboxTTS) -> torch root module
+    original: Callable  # (the original model: ChatterboxTTS, or ChatterboxVC for a vc stage) -> torch root module
     mlx: Callable  # (CheckpointDir) -> MLX root module
     inputs: Callable  # (Fixture, max_len) -> dict of numpy arrays
     run_original: Callable  # (root, torch inputs) -> output
@@ -298,6 +299,7 @@ class Stage:
     name_map: Callable = bisect_maps.identity
     length_unit: str = "frames"
     entry: str = ""  # the code that calls the root's sub-modules when the root itself is not called
+    model: str = "tts"  # the model whose cases it runs on: "tts", or "vc" (inputs read through VCFixture)
 
 
 def _hift_inputs(fx, n):
@@ -339,6 +341,36 @@ def _flow_encoder_inputs(fx, n):
     if n is not None:
         x = x[:, :n]
     return {"xs": x, "xs_lens": np.array([x.shape[1]], dtype=np.int32)}
+
+
+def _flow_inputs(fx, n):
+    """The flow encoder's input, then its estimator's inputs at the first Euler step as solve_euler
+    builds them: the CFG batch of 2 (row 1: mu, spks and cond zeroed), t = t_span[0] = 0. `n`: the
+    first n tokens, and the first 2n mel frames."""
+    enc = _flow_encoder_inputs(fx, n)
+    noise, mu, cond = (fx.tensor(f"flow.{k}").astype(np.float32) for k in ("start_noise", "mu", "cond"))
+    if n is not None:
+        noise, mu, cond = noise[..., :2 * n], mu[..., :2 * n], cond[..., :2 * n]
+    spks = fx.tensor("flow.spk_embedding").astype(np.float32)
+    pair = lambda a: np.concatenate([a, np.zeros_like(a)], axis=0)
+    return {**enc, "x": np.concatenate([noise, noise], axis=0), "mask": np.ones((2, 1, mu.shape[-1]), np.float32),
+            "mu": pair(mu), "t": np.zeros(2, np.float32), "spks": pair(spks), "cond": pair(cond)}
+
+
+def _flow_run(root, i):
+    """The flow's encoder, then its estimator's first Euler step (the same calls on both sides)."""
+    root.encoder(i["xs"], i["xs_lens"])
+    return root.decoder.estimator(i["x"], i["mask"], i["mu"], i["t"], i["spks"], i["cond"])
+
+
+def _vc(inputs):
+    """A stage's input builder reading a VC fixture under the English names (stages/vc_common.py)."""
+    def build(fx, n):
+        from .stages.vc_common import VCFixture
+
+        return inputs(VCFixture(fx), n)
+
+    return build
 
 
 def _s3tok_original(root, i):
@@ -401,6 +433,12 @@ def _mlx_flow_encoder(ckpt):
     return load_flow(ckpt).encoder
 
 
+def _mlx_flow(ckpt):
+    from .stages.flow import load_flow
+
+    return load_flow(ckpt)
+
+
 STAGES: Dict[str, Stage] = {
     "hift": Stage(
         about="HiFTGenerator.decode(flow.output_mel, hift.source)",
@@ -432,6 +470,25 @@ STAGES: Dict[str, Stage] = {
         original=lambda tts: tts.s3gen.flow.encoder, mlx=_mlx_flow_encoder, inputs=_flow_encoder_inputs,
         run_original=lambda m, i: m(i["xs"], i["xs_lens"]), run_mlx=lambda m, i: m(i["xs"], i["xs_lens"]),
         name_map=bisect_maps.flow_encoder, length_unit="tokens"),
+    "flow": Stage(
+        about="the flow: UpsampleConformerEncoder(flow.input_embedding), then the estimator's first Euler step "
+              "(flow.start_noise, flow.mu, flow.cond, flow.spk_embedding; the CFG batch of 2)",
+        original=lambda tts: tts.s3gen.flow, mlx=_mlx_flow, inputs=_flow_inputs, run_original=_flow_run,
+        run_mlx=_flow_run, name_map=bisect_maps.flow, length_unit="tokens (and 2 mel frames each)",
+        entry="the stage's encoder + decoder.estimator calls"),
+    # voice conversion: ChatterboxVC's S3Gen is the English one; its stages read the vc.* tensors
+    "vc_flow": Stage(
+        about="ChatterboxVC's flow: UpsampleConformerEncoder(vc.flow.input_embedding), then the estimator's first "
+              "Euler step (vc.flow.start_noise, vc.flow.mu, vc.flow.cond, vc.flow.spk_embedding; CFG batch of 2)",
+        original=lambda vc: vc.s3gen.flow, mlx=_mlx_flow, inputs=_vc(_flow_inputs), run_original=_flow_run,
+        run_mlx=_flow_run, name_map=bisect_maps.flow, length_unit="tokens (and 2 mel frames each)",
+        entry="the stage's encoder + decoder.estimator calls", model="vc"),
+    "vc_hift": Stage(
+        about="ChatterboxVC's HiFTGenerator.decode(vc.output_mel, vc.hift.source)",
+        original=lambda vc: vc.s3gen.mel2wav, mlx=_mlx_hift, inputs=_vc(_hift_inputs),
+        run_original=lambda m, i: m.decode(x=i["mel"], s=i["source"]),
+        run_mlx=lambda m, i: m.decode(i["mel"], i["source"]),
+        length_unit="mel frames (and 480 source samples each)", entry="HiFTGenerator.decode", model="vc"),
 }
 
 
@@ -511,9 +568,7 @@ def bisect(stage: str, fixture, *, ckpt=None, tol_db: float = 100.0, max_len: Op
     spec = STAGES[stage]
     if original_root is None:
         if tts is None:
-            from reference.export import load_original
-
-            tts = load_original(ckpt)
+            tts = load_original_model(spec.model, ckpt)
         original_root = spec.original(tts)
     if mlx_root is None:
         mlx_root = spec.mlx(ckpt)
@@ -532,6 +587,17 @@ def bisect(stage: str, fixture, *, ckpt=None, tol_db: float = 100.0, max_len: Op
             f"  tolerance: SNR >= {tol_db:g} dB (integers: exact)"]
     finding.lines = head + finding.lines
     return finding
+
+
+def load_original_model(model: str, ckpt):
+    """The original ChatterboxTTS, or ChatterboxVC for a voice-conversion stage."""
+    if model == "vc":
+        from reference.export_vc import load_original_vc
+
+        return load_original_vc(ckpt)
+    from reference.export import load_original
+
+    return load_original(ckpt)
 
 
 def find_first_divergence(stage: str, ref_calls: List[Call], mlx_calls: List[Call], name_map: Callable,
@@ -657,15 +723,20 @@ def table(f: Finding) -> List[str]:
 
 # ============================================================================ CLI
 def cmd_bisect(args):
-    from .cases import load_cases
     from .synthetic import resolve_checkpoint
     from .fixtures import default_fixture_root
-    from .session import ParitySession
+    from .session import ParitySession, all_cases, case_model
 
     if args.stage not in STAGES:
         raise ParityError(f"unknown stage '{args.stage}' (one of: {', '.join(STAGES)})")
-    if args.case not in load_cases():
-        raise ParityError(f"unknown case '{args.case}' (one of: {', '.join(load_cases())})")
+    cases = all_cases()
+    if args.case not in cases:
+        raise ParityError(f"unknown case '{args.case}' (one of: {', '.join(cases)})")
+    spec = STAGES[args.stage]
+    if case_model(cases[args.case]) != spec.model:
+        fitting = [n for n, c in cases.items() if case_model(c) == spec.model]
+        raise ParityError(f"--stage {args.stage} runs on {MODEL_CASES[spec.model]}, not on '{args.case}' "
+                          f"(one of: {', '.join(fitting)})")
     if args.max_len is not None and args.max_len <= 0:
         raise ParityError(f"--max-len must be positive, got {args.max_len}")
     if not (args.tol_db > 0 and math.isfinite(args.tol_db)):
@@ -673,7 +744,8 @@ def cmd_bisect(args):
     ckpt = resolve_checkpoint(args.checkpoint)
     session = ParitySession(ckpt=ckpt, fx_root=Path(args.fixtures or default_fixture_root()))
     fx = session.fixture(args.case)  # exported when missing or stale
-    finding = bisect(args.stage, fx, ckpt=ckpt, tol_db=args.tol_db, max_len=args.max_len, tts=session._original())
+    original = session._original() if spec.model == "tts" else load_original_model(spec.model, ckpt)
+    finding = bisect(args.stage, fx, ckpt=ckpt, tol_db=args.tol_db, max_len=args.max_len, tts=original)
     print(finding.report())
     if args.verbose:
         print("compared tensors, in the original's execution order:")
@@ -684,7 +756,8 @@ def cmd_bisect(args):
 
 def register(sub):
     p = sub.add_parser("bisect", help="find the first sub-module where MLX diverges from the original (one stage)")
-    p.add_argument("--case", required=True, help="case name (fixtures/cases.toml); its fixture supplies the inputs")
+    p.add_argument("--case", required=True,
+                   help="case name (fixtures/cases.toml; a vc_* case for the vc_* stages); its fixture supplies the inputs")
     p.add_argument("--stage", required=True, help=f"one of: {', '.join(STAGES)}")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="checkpoint folder (hub layout); default: $CHATTERBOX_CKPT or the synthetic one")
@@ -693,6 +766,6 @@ def register(sub):
     p.add_argument("--max-len", type=int, default=None,
                    help="only the first N steps of the stage input (HiFT: mel frames, with 480 N source samples; "
                         "campplus: fbank frames; s3tok: mel frames; ve: partials; t3_cond: prompt tokens; "
-                        "flow_encoder: tokens)")
+                        "flow_encoder: tokens; flow, vc_flow: tokens and 2 mel frames each; vc_hift: as hift)")
     p.add_argument("--verbose", "-v", action="store_true", help="also list every compared tensor and its SNR")
     p.set_defaults(fn=cmd_bisect)

@@ -46,6 +46,16 @@ def flow_encoder(name: str) -> Optional[str]:
     return mlx_key(f"encoder.{name}.x")[len("encoder."):-len(".x")]
 
 
+def flow(name: str) -> Optional[str]:
+    """The whole flow's names (encoder.*, decoder.estimator.*) through mlx_impl/convert/flow.py's
+    rename rules, as its parameter keys are renamed."""
+    from mlx_impl.convert.flow import mlx_key
+
+    if name == "":
+        return ""
+    return mlx_key(f"{name}.x")[:-len(".x")]
+
+
 def voice_encoder(name: str) -> Optional[str]:
     return name  # `lstm` and `proj` keep their names; MLX adds `lstm.layers.N` (no original module)
 

@@ -7,6 +7,11 @@ against the float32 reference, per case:
   waveform SNR      HiFT on that mel with the reference's SineGen draws
   speaker cosine    VoiceEncoder (fp32) embedding of the MLX waveform vs of the reference's
 
+Voice-conversion cases (vc_*): ChatterboxVC runs no T3, so a VC row has no token agreement (n/a)
+and no q4 column; its S3Gen (flow and HiFT at the precision, the S3 tokenizer and CAMPPlus float32)
+runs on the reference's source tokens, target reference, noise and SineGen draws (the English S3Gen,
+so the English rows' mel / waveform / speaker bounds apply).
+
 Tolerances: [precision_matrix.<precision>] in parity/checkpoints.toml. Results go to
 reports/out/precision.{json,md} (the report includes them).
 """
@@ -25,6 +30,9 @@ from .fixtures import write_text_atomic
 
 PRECISIONS = ("fp32", "fp16", "bf16", "q4")
 OUT = ROOT / "reports" / "out"
+# what a model's rows measure: VC has no T3 (no tokens to agree on, nothing for q4 to quantize)
+NOT_APPLICABLE = {"vc": ("token_agreement",)}
+MODEL_PRECISIONS = {"tts": PRECISIONS, "vc": ("fp32", "fp16", "bf16")}
 
 
 def _models(ckpt, precision: str):
@@ -44,15 +52,24 @@ def _models(ckpt, precision: str):
     return t3, s3gen
 
 
+def _vc_s3gen(ckpt, precision: str):
+    import mlx.core as mx
+
+    from mlx_impl.convert.s3gen import load_s3gen
+
+    s3gen = load_s3gen(ckpt.state("s3gen"))
+    if precision in ("fp16", "bf16"):  # as set_half_precision: the flow and the vocoder, nothing else
+        for module in (s3gen.flow, s3gen.mel2wav):
+            module.set_dtype(mx.float16 if precision == "fp16" else mx.bfloat16)
+    return s3gen
+
+
 def _tolerances() -> dict:
     data = tomllib.loads(registry.REGISTRY_FILE.read_text())
     return data.get("precision_matrix", {})
 
 
 def measure(fx, ckpt, precision: str, n_tokens: int, ve) -> dict:
-    import mlx.core as mx
-
-    from mlx_impl.audio import resample
     from mlx_impl.t3.inference.sampling import ReplayDraw
 
     from .stages.t3_cond import t3_cond_from_fixture
@@ -69,13 +86,34 @@ def measure(fx, ckpt, precision: str, n_tokens: int, ve) -> dict:
     m = min(len(tokens), len(ref_tokens))
     agree = float(np.mean(tokens[:m] == ref_tokens[:m])) * m / max(len(ref_tokens), 1)
     diff = np.nonzero(tokens[:m] != ref_tokens[:m])[0]
+    return {"token_agreement": agree, "first_token_mismatch": int(diff[0]) if diff.size else None, "tokens": m,
+            **measure_s3gen(fx, s3gen, ve), "seconds": time.time() - t0}
+
+
+def measure_vc(fx, ckpt, precision: str, n_tokens: int, ve) -> dict:
+    """A voice-conversion case: S3Gen only (no T3), read through VCFixture under the English names."""
+    from .stages.vc_common import VCFixture
+
+    t0 = time.time()
+    s3gen = _vc_s3gen(ckpt, precision)
+    return {"token_agreement": None, "first_token_mismatch": None, "tokens": n_tokens,
+            **measure_s3gen(VCFixture(fx), s3gen, ve), "seconds": time.time() - t0}
+
+
+def measure_s3gen(fx, s3gen, ve) -> dict:
+    """S3Gen on the reference's tokens, reference dict, start noise and SineGen draws: the mel and
+    waveform SNR, and the speaker cosine of the two waveforms' VoiceEncoder embeddings."""
+    import mlx.core as mx
+
+    from mlx_impl.audio import resample
+
     ref = dict(prompt_token=mx.array(fx.tensor("embed_ref.prompt_token")),
                prompt_token_len=mx.array([fx.tensor("embed_ref.prompt_token").shape[1]], dtype=mx.int32),
                prompt_feat=mx.array(fx.tensor("embed_ref.prompt_feat")), prompt_feat_len=None,
                embedding=mx.array(fx.tensor("embed_ref.xvector")))
     trace = {}
     wav, _ = s3gen.inference(fx.tensor("flow.speech_tokens"), ref_dict=ref, trace=trace,
-                             n_cfm_timesteps=int(p["n_cfm_timesteps"]),
+                             n_cfm_timesteps=int(fx.params["n_cfm_timesteps"]),
                              flow_noise=mx.array(fx.tensor("flow.start_noise")),
                              sine_phase=mx.array(fx.tensor("hift.sine_phase")),
                              sine_noise=mx.array(fx.tensor("hift.sine_noise")))
@@ -85,21 +123,25 @@ def measure(fx, ckpt, precision: str, n_tokens: int, ve) -> dict:
     e_out = np.asarray(ve.embeds_from_wavs([resample(wav.reshape(-1), 24000, 16000)], sample_rate=16000, as_spk=True))
     e_ref = np.asarray(ve.embeds_from_wavs([resample(ref_wav.reshape(-1), 24000, 16000)], sample_rate=16000, as_spk=True))
     return {
-        "token_agreement": agree, "first_token_mismatch": int(diff[0]) if diff.size else None, "tokens": m,
         "mel_snr_db": compare(fx.tensor("flow.output_mel"), mel).snr_db,
         "wav_snr_db": compare(ref_wav, wav).snr_db,
         "speaker_cosine": float(np.dot(e_out.reshape(-1), e_ref.reshape(-1))),
-        "seconds": time.time() - t0,
     }
 
 
-def check_row(row: dict, tol: dict) -> list:
+def check_row(row: dict, tol: dict, not_applicable=()) -> list:
+    """The row's values below their bounds; `not_applicable`: the model's measures that do not exist
+    (they must be None in the row)."""
     fails = []
     for key, bound in tol.items():
         if key in ("reason", "measured"):
             continue
-        if row[key] < bound:
-            fails.append(f"{key} {row[key]:.4g} < {bound}")
+        if key in not_applicable:
+            if row[key] is not None:
+                fails.append(f"{key} {row[key]} measured, but it does not apply to this model")
+            continue
+        if row[key] is None or row[key] < bound:
+            fails.append(f"{key} {_fmt(row[key], '.4g')} < {bound}")
     return fails
 
 
@@ -120,6 +162,30 @@ def merge_rows(previous: list, new: list) -> list:
     return sorted(merged, key=lambda r: (r["case"], order.get(r["precision"], 99)))
 
 
+def plan(cases, precisions):
+    """[(case, its model, the precisions measured on it)]: a VC case skips q4 (no T3), said once; an
+    unknown case is an error naming it."""
+    from .errors import ParityError
+    from .session import all_cases, case_model
+
+    known = all_cases()
+    out = []
+    for case in cases:
+        if case not in known:
+            raise ParityError(f"--cases {case}: unknown case (known: {', '.join(known)})")
+        model = case_model(known[case])
+        precs = [p for p in precisions if p in MODEL_PRECISIONS[model]]
+        skipped = [p for p in precisions if p not in precs]
+        if skipped:
+            print(f"[{case}] {', '.join(skipped)} not measured: {model} has no T3 to quantize")
+        out.append((case, model, precs))
+    return out
+
+
+def _fmt(v, spec: str) -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
 def cmd_precision(args):
     from mlx_impl.convert.voice_encoder import load_voice_encoder
 
@@ -129,11 +195,12 @@ def cmd_precision(args):
     ve = load_voice_encoder(s.ckpt.state("ve"))
     tols = _tolerances()
     rows = []
-    for case in args.cases:
+    for case, model, precs in plan(args.cases, args.precisions):
         fx = s.fixture(case)
-        for prec in args.precisions:
-            row = {"case": case, "precision": prec, **measure(fx, s.ckpt, prec, args.tokens, ve)}
-            row["failures"] = check_row(row, {k: v for k, v in tols.get(prec, {}).items()})
+        for prec in precs:
+            run = measure_vc if model == "vc" else measure
+            row = {"case": case, "model": model, "precision": prec, **run(fx, s.ckpt, prec, args.tokens, ve)}
+            row["failures"] = check_row(row, tols.get(prec, {}), NOT_APPLICABLE.get(model, ()))
             rows.append(row)
             print(json.dumps(row))
     OUT.mkdir(parents=True, exist_ok=True)
@@ -142,13 +209,14 @@ def cmd_precision(args):
     md = ["## Precision matrix (MLX vs the float32 reference)", "",
           f"T3: first {args.tokens} tokens, free-running with the reference's draws; mel and waveform from the "
           "reference's tokens and noise; speaker cosine of the VoiceEncoder embeddings of the two waveforms. "
-          "q4 = T3 transformer 4-bit (group 64), the rest float32.", "",
+          "q4 = T3 transformer 4-bit (group 64), the rest float32. vc_* cases: ChatterboxVC's S3Gen only (no T3: "
+          "token agreement n/a, no q4).", "",
           "| case | precision | token agreement | mel SNR dB | wav SNR dB | speaker cos | tolerance | status |",
           "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         t = tols.get(r["precision"], {})
         tol = ", ".join(f"{k}>={v}" for k, v in t.items() if k not in ("reason", "measured"))
-        md.append(f"| {r['case']} | {r['precision']} | {r['token_agreement']:.3f} | {r['mel_snr_db']:.1f} | "
+        md.append(f"| {r['case']} | {r['precision']} | {_fmt(r['token_agreement'], '.3f')} | {r['mel_snr_db']:.1f} | "
                   f"{r['wav_snr_db']:.1f} | {r['speaker_cosine']:.6f} | {tol} | "
                   f"{'FAILED: ' + '; '.join(r['failures']) if r['failures'] else 'passed'} |")
     write_text_atomic(OUT / "precision.md", "\n".join(md) + "\n")
@@ -159,7 +227,8 @@ def cmd_precision(args):
 
 def register(sub):
     p = sub.add_parser("precision", help="precision matrix: MLX at fp32/fp16/bf16/4-bit T3 vs the fp32 reference")
-    p.add_argument("--cases", nargs="+", default=["espeak_22k"], help="cases to measure (default: %(default)s)")
+    p.add_argument("--cases", nargs="+", default=["espeak_22k", "vc_stereo_to_espeak"],
+                   help="cases to measure, English or voice-conversion (vc_*) (default: %(default)s)")
     p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS,
                    help="precisions to measure, of %(choices)s (default: all)")
     p.add_argument("--tokens", type=int, default=60, help="T3 steps compared per case (default: %(default)s)")

@@ -15,6 +15,7 @@ from parity.bisect import (Stage, align, bisect, find_first_divergence, record_m
                            STAGES)
 
 CASE = "espeak_22k"
+VC_CASE = "vc_stereo_to_espeak"
 
 
 @contextlib.contextmanager
@@ -41,6 +42,22 @@ def env(parity_session):
     else:
         fx = s.fixture(CASE)  # exports the stale fixtures
     return s.ckpt, fx, s._original()  # the original ChatterboxTTS, shared with the other tests
+
+
+@pytest.fixture(scope="module")
+def vc_env(parity_session):
+    """The VC case's fixture and the original ChatterboxVC (its S3Gen: the same modules as the English
+    model's, loaded by ChatterboxVC.from_local)."""
+    from parity.fixtures import Fixture, fixture_dir
+    from parity.session import all_cases, staleness
+    from reference.export_vc import load_original_vc
+
+    s = parity_session
+    if staleness(s.fx_root, all_cases()[VC_CASE], s.ckpt) is None:
+        fx = Fixture.open(fixture_dir(s.fx_root, VC_CASE))
+    else:
+        fx = s.fixture(VC_CASE)
+    return s.ckpt, fx, load_original_vc(s.ckpt)
 
 
 def _snr(check):
@@ -138,6 +155,52 @@ def test_voice_encoder_clean(env):
     f = bisect("ve", fx, ckpt=ckpt, tts=tts, max_len=2)
     _assert_clean(f, min_calls=3)  # the root, lstm (final hidden state adapted), proj
     assert {c.call.name for c in f.checks if c.call is not None} == {"", "lstm", "proj"}
+
+
+def test_vc_hift_clean_then_leaky_relu_named(vc_env):
+    """vc_hift: HiFT on the VC fixture's vc.output_mel / vc.hift.source against ChatterboxVC's
+    mel2wav; the planted slope bug of the English test is named the same way."""
+    import mlx_impl.s3gen.hifigan as hifigan
+
+    ckpt, fx, vc = vc_env
+    clean = bisect("vc_hift", fx, ckpt=ckpt, tts=vc, max_len=20)
+    _assert_clean(clean, min_calls=150)
+    assert "case vc_stereo_to_espeak" in clean.report()
+    real = hifigan.leaky_relu
+    with patched(hifigan, "leaky_relu", lambda x, negative_slope=0.1: real(x, negative_slope)):
+        f = bisect("vc_hift", fx, ckpt=ckpt, tts=vc, max_len=20)
+    print(f.report())
+    assert f.kind == "gap" and (f.previous, f.module) == ("resblocks.8", "conv_post"), f.report()
+    assert _snr(f.last_ok) >= 100.0 and _snr(f.check) < 40.0
+
+
+def test_vc_flow_clean_then_time_embedding_named(vc_env):
+    """vc_flow: the flow encoder on vc.flow.input_embedding, then the estimator's first Euler step on the
+    VC fixture's start noise / mu / cond / speaker embedding, against ChatterboxVC's flow (encoder and
+    estimator sub-modules compared); the time embedding's sin and cos halves swapped in MLX is named at
+    the module that computes it."""
+    import mlx.core as mx
+
+    import mlx_impl.s3gen.decoder as decoder
+
+    ckpt, fx, vc = vc_env
+    clean = bisect("vc_flow", fx, ckpt=ckpt, tts=vc, max_len=8)
+    _assert_clean(clean, min_calls=100)
+    names = {c.call.name for c in clean.checks if c.call is not None}
+    assert any(n.startswith("encoder.") for n in names) and any(n.startswith("decoder.estimator.") for n in names)
+
+    real = decoder.SinusoidalPosEmb.__call__
+
+    def cos_then_sin(self, x, scale=1000):  # the halves swapped (at t = 0 a wrong scale would not show)
+        emb = real(self, x, scale)
+        half = emb.shape[-1] // 2
+        return mx.concatenate([emb[:, half:], emb[:, :half]], axis=-1)
+
+    with patched(decoder.SinusoidalPosEmb, "__call__", cos_then_sin):
+        f = bisect("vc_flow", fx, ckpt=ckpt, tts=vc, max_len=8)
+    print(f.report())
+    assert f.kind == "module" and f.module == "decoder.estimator.time_embeddings", f.report()
+    assert f.check.what == "out" and _snr(f.check) < 10.0
 
 
 # ------------------------------------------------------------------------------ the machinery, on toys
@@ -260,6 +323,8 @@ def test_record_mlx_restores_classes_after_an_error():
     ["bisect", "--case", "no_such_case", "--stage", "hift"],
     ["bisect", "--case", CASE, "--stage", "hift", "--max-len", "0"],
     ["bisect", "--case", CASE, "--stage", "hift", "--tol-db", "-3"],
+    ["bisect", "--case", CASE, "--stage", "vc_hift"],  # a VC stage on an English case
+    ["bisect", "--case", VC_CASE, "--stage", "hift"],  # and the other way round
 ])
 def test_cli_user_errors_exit_2(argv, capsys):
     from parity.cli import main
@@ -269,8 +334,17 @@ def test_cli_user_errors_exit_2(argv, capsys):
 
 
 def test_every_stage_is_registered():
-    assert {"hift", "campplus", "s3tok", "ve", "t3_cond", "flow_encoder"} <= set(STAGES)
+    assert {"hift", "campplus", "s3tok", "ve", "t3_cond", "flow_encoder", "flow", "vc_flow", "vc_hift"} <= set(STAGES)
     assert all(isinstance(s, Stage) for s in STAGES.values())
+    assert {n for n, s in STAGES.items() if s.model == "vc"} == {"vc_flow", "vc_hift"}
+
+
+def test_vc_stage_on_an_english_case_names_the_vc_cases(capsys):
+    from parity.cli import main
+
+    assert main(["bisect", "--case", CASE, "--stage", "vc_flow"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --stage vc_flow runs on the voice-conversion cases") and VC_CASE in err
 
 
 def test_cli_exit_status_0_then_1(env, monkeypatch, capsys):
