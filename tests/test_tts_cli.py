@@ -38,3 +38,82 @@ def test_tts_command_writes_a_playable_wav_of_the_reference_length(tmp_path, com
     conds = type(original.conds).load(s.ckpt.path / "conds.pt")
     wav, _ = original.s3gen.inference(speech_tokens=torch.from_numpy(speech.astype(np.int64)), ref_dict=conds.gen)
     assert len(audio) == wav.shape[-1] == 960 * len(speech)
+
+
+# ----------------------------------------------------------------------------- Chatterbox Turbo
+TURBO_VOICE = "fixtures/inputs/espeak_22k_mono.wav"  # 6.1 s: Turbo wants more than 5 s
+
+
+@pytest.fixture(scope="module")
+def turbo_mlx(tmp_path_factory):
+    """The synthetic Turbo checkpoint converted by `chatterbox-parity convert --checkpoint turbo`."""
+    out = tmp_path_factory.mktemp("turbo") / "mlx"
+    r = subprocess.run([sys.executable, "-m", "parity.cli", "convert", "--checkpoint", "turbo", "--out", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    print(r.stdout)
+    return out, r.stdout
+
+
+def test_turbo_convert_writes_turbos_mlx_layout_with_counts_per_component(turbo_mlx):
+    """Turbo's MLX layout: model.safetensors + config.json (model_type chatterbox_turbo) + the GPT-2
+    tokenizer files + conds.safetensors; the summary states the counts per file and per component,
+    and the only dropped tensors are the named ones."""
+    import json
+
+    from mlx_impl.tts_turbo import TOKENIZER_FILES
+
+    out, stdout = turbo_mlx
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["model.safetensors", "config.json", "conds.safetensors", *TOKENIZER_FILES])
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "chatterbox_turbo" and config["s3gen"]["meanflow"] is True
+    assert config["t3"]["llama_config_name"] == "GPT2_medium" and config["quantization"] == {}
+    assert "T3: 7 of its own + GPT-2 backbone 291 (3 + 12 x 24 blocks)" in stdout
+    assert "unassigned MLX parameters: 0, unconsumed source tensors outside the ignore list: 0" in stdout
+    dropped = [ln.strip().split(":")[0] for ln in stdout.split("dropped source tensors (by name):")[1].splitlines()[1:]
+               if ln.startswith("  ")]
+    assert "t3.tfmr.wte.weight" in dropped
+    assert all(d == "t3.tfmr.wte.weight" or d.startswith("s3gen.tokenizer.") for d in dropped), dropped
+
+
+def test_turbo_mlx_layout_loads_the_hubs_weights_bit_exact(turbo_mlx):
+    """from_pretrained on the converted folder gives the same parameters (every one, bit-exact) and the
+    same built-in voice as from_pretrained on the hub's layout."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    from mlx_impl.tts_turbo import ChatterboxTurboTTS
+    from reference.synth_turbo_checkpoint import ensure_turbo_checkpoint
+
+    out, _ = turbo_mlx
+    hub, mlx = ChatterboxTurboTTS.from_pretrained(str(ensure_turbo_checkpoint())), ChatterboxTurboTTS.from_pretrained(str(out))
+    for part in ("ve", "t3", "s3gen"):
+        a, b = dict(tree_flatten(getattr(hub, part).parameters())), dict(tree_flatten(getattr(mlx, part).parameters()))
+        assert a.keys() == b.keys() and len(a) > 0, part
+        assert all(mx.array_equal(a[k], b[k]).item() for k in a), part
+    assert np.array_equal(np.array(hub.conds.t3.cond_prompt_speech_tokens), np.array(mlx.conds.t3.cond_prompt_speech_tokens))
+    assert np.array_equal(np.array(hub.conds.gen["prompt_feat"]), np.array(mlx.conds.gen["prompt_feat"]))
+
+
+def test_turbo_tts_command_hub_and_mlx_layouts_write_the_same_wav(tmp_path, turbo_mlx):
+    """`chatterbox-parity tts --model turbo` (the hub's layout) and `python -m mlx_impl.generate --model
+    <converted>` with the same voice, greedy, the same seed: the same 24 kHz WAV, of S3Gen's length
+    (960 samples per token, the three S3GEN_SIL included), no temporary left beside it."""
+    import soundfile as sf
+
+    out_dir, _ = turbo_mlx
+    args = ["--text", "Hello there.", "--voice", TURBO_VOICE, "--greedy", "--max-new-tokens", "20", "--quiet"]
+    wavs = []
+    for name, command in (("hub.wav", ["parity.cli", "tts", "--model", "turbo"]),
+                          ("mlx.wav", ["mlx_impl.generate", "--model", str(out_dir)])):
+        r = subprocess.run([sys.executable, "-m", *command, *args, "--out", str(tmp_path / name)],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+        audio, sr = sf.read(str(tmp_path / name), dtype="int16")
+        assert sr == 24000 and audio.ndim == 1
+        wavs.append(audio)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hub.wav", "mlx.wav"]
+    assert len(wavs[0]) % 960 == 0 and 960 * 4 <= len(wavs[0]) <= 960 * (20 + 3)
+    assert np.array_equal(wavs[0], wavs[1])
+    assert np.abs(wavs[0]).max() > 0
