@@ -168,7 +168,7 @@ def check_turbo_text(text: str, files, max_new_tokens: int, has_voice: bool) -> 
     from .tts_turbo import punc_norm
 
     tokenizer = files.tokenizer
-    ids = np.asarray(tokenizer(punc_norm(text)).input_ids)[None]
+    ids = np.asarray(tokenizer(punc_norm(text), verbose=False).input_ids)[None]  # no warning: the length is checked here
     if ids.shape[-1] > tokenizer.model_max_length:
         raise UsageError(f"--text is {ids.shape[-1]} tokens after tokenisation; Chatterbox Turbo's tokenizer cuts it "
                          f"at {tokenizer.model_max_length} (the rest would not be spoken): shorten it")

@@ -135,6 +135,14 @@ def test_turbo_tts_bad_input_is_one_line_exit_2_nothing_written(world, no_load, 
     assert snapshot(world["root"]) == before
 
 
+def test_turbo_tts_long_text_is_one_line_no_tokenizer_warning(world, no_load, capsys, caplog):
+    """transformers' own warning about a sequence past model_max_length would be a second line on
+    stderr (a logging record: pytest's log capture holds it, a terminal shows it)."""
+    rc, _, err = run_cli(_argv(world, ["--text", "word " * 1100]), capsys)
+    assert_one_error_line(rc, err, ["--text is", "cuts it at 1024"])
+    assert not [r for r in caplog.records if r.levelno >= 30], [r.getMessage() for r in caplog.records]
+
+
 def test_turbo_tts_standalone_entry_point_same_errors(world, no_load, capsys):
     from mlx_impl import generate
 
