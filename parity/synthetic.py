@@ -12,7 +12,7 @@ from .errors import ParityError
 
 DEFAULT_CKPT = ROOT / "checkpoints" / "synthetic-s0"
 # the synthetic checkpoint's init recipes (reference/synth_checkpoint.py INIT_RECIPES), the default first
-INIT_CHOICES = ("default", "exercised")
+INIT_CHOICES = ("exercised", "default")
 
 
 def resolve_checkpoint(path, create_synthetic: bool = True) -> CheckpointDir:

@@ -106,6 +106,16 @@ def test_the_report_table_puts_before_beside_after():
     assert "| T3 stopped at step | no (9) | 120 |" in md and "<table>" in page
 
 
+def test_the_synthetic_checkpoint_is_built_exercised_unless_asked_otherwise():
+    import inspect
+
+    from parity.synthetic import INIT_CHOICES
+
+    assert synth.DEFAULT_INIT == INIT_CHOICES[0] == "exercised"
+    assert inspect.signature(synth.make_synthetic_checkpoint).parameters["init"].default == "exercised"
+    assert set(INIT_CHOICES) == set(synth.INIT_RECIPES)
+
+
 def test_an_unknown_init_recipe_is_refused():
     with pytest.raises(ValueError, match="unknown init recipe"):
         synth._init_manifest("trained")
