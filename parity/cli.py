@@ -26,6 +26,8 @@ def _ckpt_arg(p):
 def cmd_checkpoint_synth(args):
     if args.model == "turbo":
         from reference.synth_turbo_checkpoint import make_synthetic_turbo_checkpoint as make
+    elif args.model == "mtl":
+        from reference.mtl_synth_checkpoint import make_synthetic_mtl_checkpoint as make
     else:
         from reference.synth_checkpoint import make_synthetic_checkpoint as make
 
@@ -33,7 +35,7 @@ def cmd_checkpoint_synth(args):
         out = make(args.out, seed=args.seed)
     else:
         out = make(args.out, seed=args.seed, init=args.init)
-    print(f"wrote synthetic {args.model} checkpoint {out}" + (f" (init: {args.init})" if args.model == "tts" else ""))
+    print(f"wrote synthetic {args.model} checkpoint {out}" + (f" (init: {args.init})" if args.model != "turbo" else ""))
 
 
 def cmd_export(args):
@@ -43,10 +45,11 @@ def cmd_export(args):
 
     from parity.fixtures import Fixture, diff_fixtures, fixture_dir
     from parity.session import all_cases, case_model, staleness
+    from parity.turbo_checkpoint import is_turbo_dir, resolve_turbo_checkpoint
     from reference.export import export_case, load_original, validate_case_inputs
+    from reference.export_turbo import export_turbo_case, load_original_turbo, validate_turbo_case_inputs
     from reference.export_vc import export_vc_case, load_original_vc, validate_vc_case_inputs
 
-    ckpt = resolve_checkpoint(args.checkpoint)
     known = all_cases()
     names = list(known) if args.case == "all" else [args.case]
     unknown = [n for n in names if n not in known]
@@ -56,18 +59,31 @@ def cmd_export(args):
     if args.text is not None or args.audio is not None:
         if len(cases) != 1:
             raise ParityError("--text/--audio override one case: name it with --case")
-        if case_model(cases[0]) != "tts":
-            raise ParityError(f"--text/--audio override an English case; '{cases[0].name}' is a voice-conversion case")
+        if case_model(cases[0]) == "vc":
+            raise ParityError(f"--text/--audio override an English or a Turbo case; '{cases[0].name}' is a voice-conversion case")
         cases = [dataclasses.replace(cases[0], text=args.text if args.text is not None else cases[0].text,
                                      audio=str(args.audio.resolve()) if args.audio else cases[0].audio)]
     if args.max_new_tokens is not None:
-        cases = [dataclasses.replace(c, params={**c.params, "max_new_tokens": args.max_new_tokens})
-                 if case_model(c) == "tts" else c for c in cases]
+        bound = {"tts": "max_new_tokens", "turbo": "max_gen_len"}  # T3's step bound, per model
+        cases = [dataclasses.replace(c, params={**c.params, bound[case_model(c)]: args.max_new_tokens})
+                 if case_model(c) in bound else c for c in cases]
+    validate = {"vc": validate_vc_case_inputs, "turbo": validate_turbo_case_inputs}
     for case in cases:
-        (validate_vc_case_inputs if case_model(case) == "vc" else validate_case_inputs)(case)
-    ckpt.validate()
-    tts = vc = None
+        validate.get(case_model(case), validate_case_inputs)(case)
+    # Turbo cases run on a Turbo folder: --checkpoint where it is one (or where only Turbo cases are asked
+    # for), else $CHATTERBOX_TURBO_CKPT or the synthetic one; the other cases on the English folder
+    turbo_only = {case_model(c) for c in cases} == {"turbo"}
+    ckpts = {}
+    if not turbo_only:
+        ckpts["tts"] = ckpts["vc"] = resolve_checkpoint(None if is_turbo_dir(args.checkpoint) else args.checkpoint)
+    if any(case_model(c) == "turbo" for c in cases):
+        use = args.checkpoint is not None and (turbo_only or is_turbo_dir(args.checkpoint))
+        ckpts["turbo"] = resolve_turbo_checkpoint(args.checkpoint if use else None)
+    for ckpt in {id(c): c for c in ckpts.values()}.values():
+        ckpt.validate()
+    tts = vc = turbo = None
     for case in cases:
+        ckpt = ckpts[case_model(case)]
         target = fixture_dir(args.out, case.name)
         why = staleness(args.out or target.parent, case, ckpt)
         if why is None and not args.regen:
@@ -79,10 +95,15 @@ def cmd_export(args):
             shutil.copytree(target, old_copy)
         try:
             if case_model(case) == "vc":
-                tts = None  # one original model at a time (memory)
+                tts = turbo = None  # one original model at a time (memory)
                 vc = vc or load_original_vc(ckpt)
                 out = export_vc_case(ckpt, case, out_root=args.out, vc=vc)
+            elif case_model(case) == "turbo":
+                tts = vc = None
+                turbo = turbo or load_original_turbo(ckpt)
+                out = export_turbo_case(ckpt, case, out_root=args.out, tts=turbo)
             else:
+                vc = turbo = None
                 tts = tts or load_original(ckpt)
                 out = export_case(ckpt, case, out_root=args.out, tts=tts)
             if old_copy is not None:
@@ -107,12 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "tokenizer.json, conds.pt)")
     p.add_argument("--seed", type=int, default=0, metavar="N",
                    help="torch seed of the random weights; default %(default)s")
-    p.add_argument("--model", choices=("tts", "turbo"), default="tts",
+    p.add_argument("--model", choices=("tts", "turbo", "mtl"), default="tts",
                    help="tts: ChatterboxTTS's files (default); turbo: ChatterboxTurboTTS's (ve.safetensors, "
                         "t3_turbo_v1.safetensors, s3gen_meanflow.safetensors, a GPT-2-style tokenizer, conds.pt; "
-                        "reference/synth_turbo_checkpoint.py). Voice conversion reads the tts files.")
+                        "reference/synth_turbo_checkpoint.py); mtl: ChatterboxMultilingualTTS's (ve.pt, "
+                        "t3_mtl23ls_v2.safetensors, s3gen.pt, the multilingual tokenizer and Cangjie stand-ins, "
+                        "conds.pt; reference/mtl_synth_checkpoint.py). Voice conversion reads the tts files.")
     p.add_argument("--init", choices=INIT_CHOICES, default=INIT_CHOICES[0],
-                   help="(tts) 'exercised': the seeded init changed so that every part of the network works "
+                   help="(tts, mtl) 'exercised': the seeded init changed so that every part of the network works "
                         "(peaked T3 distributions, distinct speaker embeddings; reference/synth_checkpoint.py "
                         "EXERCISED); 'default': the modules' own init; default %(default)s")
     p.set_defaults(fn=cmd_checkpoint_synth)
@@ -121,11 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="run the ORIGINAL model on a case and write its reference fixtures")
     _ckpt_arg(p)
     p.add_argument("--case", default="all",
-                   help="case name from fixtures/cases.toml (an English or a voice-conversion vc_* case), or 'all'")
+                   help="case name from fixtures/cases.toml (an English, a voice-conversion vc_* or a Turbo turbo_* "
+                        "case), or 'all'")
     p.add_argument("--out", type=Path, default=None, help="fixture root (default: fixtures/)")
     p.add_argument("--text", default=None, help="override the case's text")
     p.add_argument("--audio", type=Path, default=None, help="override the case's reference audio file")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="override the case's T3 step bound")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="override the case's T3 step bound (a Turbo case's max_gen_len)")
     p.add_argument("--regen", action="store_true",
                    help="rewrite fixtures that are up to date, and print what changed (which tensors, by how much)")
     p.add_argument("--only-stale", action="store_true", help="(the default) export only missing or stale fixtures")

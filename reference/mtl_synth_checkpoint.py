@@ -1,0 +1,139 @@
+"""Synthetic Chatterbox Multilingual checkpoint: the ORIGINAL modules of
+`ChatterboxMultilingualTTS.from_local` instantiated with a fixed seed and saved in the
+ResembleAI/chatterbox multilingual file layout, so that `from_local(DIR, "cpu")` loads it unmodified:
+
+  ve.pt                                 VoiceEncoder() state dict (torch.save; from_local torch.loads it)
+  t3_mtl23ls_v2.safetensors             T3(T3Config.multilingual()): the English T3 with a 2454-entry text table
+  s3gen.pt                              S3Gen() state dict, every tensor (loaded strictly, the tokenizer's
+                                        mel filters and window included, unlike the English s3gen.safetensors)
+  grapheme_mtl_merged_expanded_v1.json  the tokenizer stand-in (reference/mtl_tokenizer_json.py)
+  Cangjie5_TC.json + models--ResembleAI--chatterbox/
+                                        the Cangjie stand-in, beside the tokenizer and in the hub cache
+                                        inside the folder where the original reads it (reference/mtl_data.py)
+  pkuseg/                               not in the hub layout: a $PKUSEG_HOME with spacy-pkuseg's model
+                                        stand-in; point PKUSEG_HOME at it (reference.mtl_data.pkuseg_home)
+                                        wherever spacy-pkuseg is installed and the hub is out of reach
+  conds.pt                              the built-in voice: the original's prepare_conditionals
+  synthetic.json                        seeds, tensor counts, init recipe
+
+Weights and init recipes are the English synthetic checkpoint's (reference/synth_checkpoint.py: same
+seeds per module, INIT_FIXES, the "exercised" changes), so that the two differ only where the
+models do (the text table and the file formats).
+"""
+from __future__ import annotations
+
+import gc
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from parity import ROOT
+from parity.fixtures import replace_dir
+
+from .mtl_data import CANGJIE_FILE, pkuseg_home, write_front_end_files, write_pkuseg_home
+from .mtl_tokenizer_json import FILE_NAME as TOKENIZER_FILE
+from .synth_checkpoint import (DEFAULT_INIT, DEFAULT_VOICE, INIT_FIXES, SYNTH_MANIFEST, _apply_init_fixes,
+                               _exercise_campplus, _exercise_t3, _exercise_ve, _init_manifest, _save)
+
+DEFAULT_MTL_CKPT = ROOT / "checkpoints" / "synthetic-mtl-s0"
+T3_FILE = "t3_mtl23ls_v2.safetensors"
+PKUSEG_DIR = "pkuseg"
+
+
+def _torch_save(module, path: Path) -> int:
+    """The state dict as the hub's .pt files hold it (torch.save; from_local torch.loads it)."""
+    import torch
+
+    state = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
+    torch.save(state, str(path))
+    path.chmod(0o644)
+    return len(state)
+
+
+def make_synthetic_mtl_checkpoint(out_dir=DEFAULT_MTL_CKPT, seed: int = 0, voice_clip: Path = DEFAULT_VOICE,
+                                  init: str = DEFAULT_INIT) -> Path:
+    import torch
+    from chatterbox.models.s3gen import S3Gen
+    from chatterbox.models.t3 import T3
+    from chatterbox.models.t3.modules.t3_config import T3Config
+    from chatterbox.models.voice_encoder import VoiceEncoder
+    from chatterbox.mtl_tts import ChatterboxMultilingualTTS
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    init_manifest = _init_manifest(init)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp.chmod(0o755)
+    try:
+        counts = {}
+        torch.manual_seed(seed)
+        ve = VoiceEncoder().eval()
+        if init == "exercised":
+            _exercise_ve(ve)
+        counts["ve.pt"] = _torch_save(ve, tmp / "ve.pt")
+        del ve
+        torch.manual_seed(seed + 1)
+        t3 = T3(T3Config.multilingual()).eval()
+        if init == "exercised":
+            _exercise_t3(t3, seed)
+        counts[T3_FILE] = _save(t3, tmp / T3_FILE)
+        del t3
+        gc.collect()
+        torch.manual_seed(seed + 2)
+        s3gen = S3Gen().eval()
+        _apply_init_fixes(s3gen)
+        if init == "exercised":
+            _exercise_campplus(s3gen.speaker_encoder)
+        counts["s3gen.pt"] = _torch_save(s3gen, tmp / "s3gen.pt")
+        del s3gen
+        gc.collect()
+        write_front_end_files(tmp)
+        write_pkuseg_home(tmp / PKUSEG_DIR)
+
+        with pkuseg_home(tmp / PKUSEG_DIR):
+            tts = ChatterboxMultilingualTTS.from_local(tmp, "cpu")  # the original's loader, unmodified
+        if not tts.tokenizer.cangjie_converter.word2cj:
+            raise RuntimeError(f"the original did not read {CANGJIE_FILE} from {tmp}'s hub cache")
+        torch.manual_seed(seed + 3)
+        tts.prepare_conditionals(str(voice_clip), exaggeration=0.5)
+        tts.conds.save(tmp / "conds.pt")
+        (tmp / "conds.pt").chmod(0o644)
+        del tts
+        gc.collect()
+
+        manifest = {
+            "kind": "synthetic",
+            "model": "mtl (ChatterboxMultilingualTTS, ResembleAI/chatterbox multilingual layout)",
+            "seed": seed,
+            "seeds": {"ve": seed, "t3": seed + 1, "s3gen": seed + 2, "conds": seed + 3},
+            "tensor_counts": counts,
+            "init_fixes": INIT_FIXES,
+            "init": init_manifest,
+            "built_in_voice": (str(Path(voice_clip).relative_to(ROOT)) if Path(voice_clip).is_relative_to(ROOT)
+                               else str(voice_clip)),
+            "tokenizer": f"{TOKENIZER_FILE}: BPE over the 23 languages' scripts, 2454 entries, language tags and "
+                         "Cangjie tokens added (reference/mtl_tokenizer_json.py)",
+            "cangjie": f"{CANGJIE_FILE}: made-up codes for U+4E00-U+9FFF (reference/mtl_data.py)",
+            "pkuseg": f"{PKUSEG_DIR}/: a $PKUSEG_HOME with spacy-pkuseg's default model trained on a fixed corpus",
+        }
+        (tmp / SYNTH_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def ensure_mtl_checkpoint(path=DEFAULT_MTL_CKPT) -> Path:
+    """The synthetic multilingual checkpoint folder, built (seed 0) when missing."""
+    path = Path(path)
+    if not (path / SYNTH_MANIFEST).is_file():
+        make_synthetic_mtl_checkpoint(path, seed=0)
+    return path
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(make_synthetic_mtl_checkpoint(sys.argv[1] if len(sys.argv) > 1 else DEFAULT_MTL_CKPT))
