@@ -203,11 +203,12 @@ def cmd_convert_turbo(args, ckpt: Path):
     states = {c: read_state_dict(ckpt / name) for c, name in turbo.SOURCE_FILES.items()}
     try:
         weights, ignored, counts = turbo.convert_turbo_state(states)
-        _, t3, _ = turbo.check_turbo_assignment(weights)
+        modules = turbo.check_turbo_assignment(weights)
     except ConversionError as e:
         raise UsageError(f"conversion of {ckpt} failed: {e}") from None
+    del states, weights  # the modules hold the converted weights: one copy of the model in memory from here
 
-    out, quant = output_weights(weights, t3, args)
+    out, quant = output_weights(turbo.module_weights(*modules), modules[1], args)
     config = {**turbo.turbo_config(files.text_vocab), "format": FORMAT, "dtype": args.dtype,
               "quantization": {"t3": quant} if quant else {},
               "source": {"checkpoint": str(ckpt), "files_sha256": file_hashes(ckpt, TURBO_WEIGHTS)}}
@@ -217,12 +218,14 @@ def cmd_convert_turbo(args, ckpt: Path):
         print(line)
 
 
-def output_weights(weights: Dict[str, np.ndarray], t3, args):
+def output_weights(weights: Dict[str, object], t3, args):
     """(the weights to save, in --dtype, T3's transformer quantized with --quantize-t3; the
     quantization entry of config.json or None). `t3`: the module the weights were assigned to."""
     dtype = DTYPES[args.dtype]
-    out: Dict[str, mx.array] = {k: mx.array(v).astype(dtype) if np.issubdtype(v.dtype, np.floating) else mx.array(v)
-                                for k, v in weights.items()}
+    out: Dict[str, mx.array] = {}
+    for k, v in weights.items():
+        a = v if isinstance(v, mx.array) else mx.array(v)
+        out[k] = a.astype(dtype) if mx.issubdtype(a.dtype, mx.floating) and a.dtype != dtype else a
     if not args.quantize_t3:
         return out, None
     t3.update(_tree({k[3:]: v for k, v in out.items() if k.startswith("t3.")}))

@@ -14,8 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, Tuple
 
-import numpy as np
-
 from . import gpt2
 from . import s3gen as s3gen_conv
 from . import t3_turbo
@@ -73,6 +71,18 @@ def check_turbo_assignment(weights: Weights):
     return ve, t3, s3gen
 
 
+def module_weights(ve, t3, s3gen) -> dict:
+    """The assigned modules' parameters under the layout's prefixes (the S3 tokenizer inside S3Gen
+    under s3_tokenizer.): the arrays the modules hold, not copies."""
+    from mlx.utils import tree_flatten
+
+    out = {"ve." + k: v for k, v in tree_flatten(ve.parameters())}
+    out.update({"t3." + k: v for k, v in tree_flatten(t3.parameters())})
+    for k, v in tree_flatten(s3gen.parameters()):
+        out[("s3_tokenizer." + k[len("tokenizer."):]) if k.startswith("tokenizer.") else "s3gen." + k] = v
+    return out
+
+
 def turbo_config(text_vocab: int) -> dict:
     """config.json's model part for Turbo (the loaders read model_type; the rest documents the layout)."""
     from ..load import TURBO_MODEL_TYPE
@@ -113,10 +123,12 @@ def summary_lines(out, ignored: Dict[str, str], counts: dict) -> list:
              "tensors per prefix:"]
     lines += [f"  {p:15s} {n:5d}" for p, n in by_prefix.items()]
     lines.append(f"dropped source tensors (by name): {len(ignored)}")
-    lines += [f"  {k}: {why}" for k, why in sorted(ignored.items())]
+    by_reason: Dict[str, list] = {}
+    for k, why in sorted(ignored.items()):
+        by_reason.setdefault(why, []).append(k)
+    for why, keys in by_reason.items():
+        names = ", ".join(keys) if len(keys) <= 3 else f"{keys[0]}, ... ({len(keys)} tensors)"
+        lines.append(f"  {len(keys):4d} x {why}: {names}")
     lines.append("unassigned MLX parameters: 0, unconsumed source tensors outside the ignore list: 0")
     return lines
 
-
-def as_float32(weights: Weights) -> Weights:
-    return {k: np.asarray(v, dtype=np.float32) if np.issubdtype(v.dtype, np.floating) else v for k, v in weights.items()}
