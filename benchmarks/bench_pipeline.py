@@ -9,9 +9,14 @@ reports/out/bench_{cpu,gpu}.*, which the report includes.
 On the GPU (`--device gpu`: torch on CUDA, MLX on its CUDA backend) `--expert` adds a third worker,
 the decode loop a PyTorch expert would write (benchmarks/expert_t3.py: StaticCache + CUDA graphs)
 with the original's S3Gen, and `--builtin-voice` takes the conditioning from the checkpoint's
-conds.pt instead of the reference clip (the GPU machine has no librosa). Usage:
+conds.pt instead of the reference clip (the GPU machine has no librosa). `--mlx-dtype` and
+`--expert-dtype` take several dtypes: one worker each, all alternating (the first MLX dtype is the
+"mlx" side the ratios use; the others are sides "mlx_<dtype>"; an expert in float32 is "expert",
+in another dtype "expert_<dtype>": its T3 and conditioning cast to that dtype, S3Gen float32).
+Usage:
     python benchmarks/bench_pipeline.py [--checkpoint DIR] [--case espeak_22k] [--tokens 100] [--rounds 3]
-        [--device cpu|gpu] [--mlx-dtype float32|bfloat16|float16] [--expert] [--builtin-voice]
+        [--device cpu|gpu] [--mlx-dtype float32|bfloat16|float16 ...] [--expert]
+        [--expert-dtype float32|bfloat16|float16 ...] [--builtin-voice]
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ from parity.fixtures import write_text_atomic  # noqa: E402
 
 # ----------------------------------------------------------------------------- workers
 def worker_original(ckpt_dir: str, case_name: str, n_tokens: int, device: str, builtin_voice: bool,
-                    expert: bool = False):
+                    expert: bool = False, expert_dtype: str = "float32"):
     import torch
 
     from parity.cases import get_case
@@ -50,6 +55,9 @@ def worker_original(ckpt_dir: str, case_name: str, n_tokens: int, device: str, b
     if expert:
         from benchmarks.expert_t3 import ExpertT3
 
+        if expert_dtype != "float32":  # as a PyTorch user would: T3 and its conditioning in that dtype
+            tts.t3.to(dtype=getattr(torch, expert_dtype))
+            tts.conds.t3.to(dtype=getattr(torch, expert_dtype))
         expert_t3 = ExpertT3(tts.t3)
 
     def sync():
@@ -149,10 +157,11 @@ def worker_mlx(ckpt_dir: str, case_name: str, n_tokens: int, uniforms, device: s
 def worker_main(side: str, args):
     uniforms = json.loads(Path(args.uniforms).read_text()) if args.uniforms else None
     common = (str(args.checkpoint), args.case, args.tokens)
-    if side == "mlx":
-        run = worker_mlx(*common, uniforms, args.device, args.builtin_voice, args.mlx_dtype, args.mlx_step)
+    if side.startswith("mlx"):
+        run = worker_mlx(*common, uniforms, args.device, args.builtin_voice, args.worker_dtype, args.mlx_step)
     else:
-        run = worker_original(*common, args.device, args.builtin_voice, expert=side == "expert")
+        run = worker_original(*common, args.device, args.builtin_voice, expert=side.startswith("expert"),
+                              expert_dtype=args.worker_dtype)
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         cmd = line.strip()
@@ -165,13 +174,20 @@ def worker_main(side: str, args):
 
 
 # ----------------------------------------------------------------------------- parent
+def side_of(kind: str, dtype: str, first: bool) -> str:
+    """A worker's side name: "mlx" for the first MLX dtype, "expert" for a float32 expert, else
+    the kind and the dtype ("mlx_bfloat16", "expert_bfloat16")."""
+    plain = first if kind == "mlx" else dtype == "float32"
+    return kind if plain else f"{kind}_{dtype}"
+
+
 class Worker:
-    def __init__(self, side, args, uniforms_path=""):
-        self.side = side
+    def __init__(self, side, args, uniforms_path="", dtype="float32"):
+        self.side, self.dtype = side, dtype
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--worker", side, "--checkpoint", str(args.checkpoint), "--case", args.case,
              "--tokens", str(args.tokens), "--uniforms", uniforms_path, "--device", args.device,
-             "--mlx-dtype", args.mlx_dtype]
+             "--worker-dtype", dtype]
             + (["--mlx-step", args.mlx_step] if args.mlx_step else [])
             + (["--builtin-voice"] if args.builtin_voice else []),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
@@ -224,7 +240,12 @@ def main():
     ap.add_argument("--worker", default=None)
     ap.add_argument("--uniforms", default="")
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    ap.add_argument("--mlx-dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    dtypes = ("float32", "bfloat16", "float16")
+    ap.add_argument("--mlx-dtype", choices=dtypes, nargs="+", default=["float32"],
+                    help="one MLX worker per dtype; the first is the side the ratios use")
+    ap.add_argument("--expert-dtype", choices=dtypes, nargs="+", default=["float32"],
+                    help="with --expert: one expert worker per dtype")
+    ap.add_argument("--worker-dtype", choices=dtypes, default="float32", help=argparse.SUPPRESS)
     from mlx_impl.t3.inference.step_kinds import STEP_KINDS
 
     ap.add_argument("--mlx-step", choices=STEP_KINDS, default=None,
@@ -244,9 +265,9 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
     upath = args.out / ".bench_uniforms.json"
     upath.write_text(json.dumps(warm["uniforms"]))
-    workers = [orig, Worker("mlx", args, str(upath))]
+    workers = [orig] + [Worker(side_of("mlx", d, i == 0), args, str(upath), d) for i, d in enumerate(args.mlx_dtype)]
     if args.expert:
-        workers.append(Worker("expert", args))
+        workers += [Worker(side_of("expert", d, False), args, dtype=d) for d in args.expert_dtype]
     for w in workers[1:]:
         w.run("warmup")
     runs = {w.side: [] for w in workers}
@@ -269,7 +290,7 @@ def device_name(args) -> str:
         import torch
 
         return (f"GPU: {torch.cuda.get_device_name(0)} (torch {torch.__version__}, MLX {mx.__version__} CUDA "
-                f"backend, MLX dtype {args.mlx_dtype}, T3 step {args.mlx_step or 'default'})")
+                f"backend, MLX dtype {args.mlx_dtype[0]}, T3 step {args.mlx_step or 'default'})")
     from mlx_impl import backend
 
     return (f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; MLX {mx.__version__} "
@@ -306,10 +327,14 @@ def write_results(args, runs: dict) -> None:
     same_tokens = runs["original"][0]["tokens"] == runs["mlx"][0]["tokens"]
     differ_at = first_difference(runs["original"][0]["tokens"], runs["mlx"][0]["tokens"])
     res = {k: summarise(v) for k, v in runs.items()}
+    for side, side_runs in runs.items():  # every side's tokens against the original's (experts draw their own)
+        res[side]["tokens_differ_from"] = first_difference(runs["original"][0]["tokens"], side_runs[0]["tokens"])
+        res[side]["same_tokens_every_round"] = all(r["tokens"] == side_runs[0]["tokens"] for r in side_runs)
     ratio = {k: res["mlx"][k] / res["original"][k] for k in SPEEDS}
     per_round = round_ratios(runs["original"], runs["mlx"])
     record = {"device": device_name(args), "case": args.case, "t3_tokens": args.tokens, "rounds": args.rounds,
-              "same_tokens": same_tokens, "tokens_differ_from": differ_at, "builtin_voice": args.builtin_voice, **res, "mlx_over_original": ratio,
+              "same_tokens": same_tokens, "tokens_differ_from": differ_at, "builtin_voice": args.builtin_voice,
+              "dtypes": {w: d for w, d in side_dtypes(args).items() if w in res}, **res, "mlx_over_original": ratio,
               "mlx_over_original_by_round": per_round, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     name = f"bench_{args.device}"
     sides = list(res)
@@ -317,7 +342,7 @@ def write_results(args, runs: dict) -> None:
           f"{args.case}; {args.tokens} T3 steps with CFG; medians of {args.rounds} alternating runs after warm-up; "
           f"identical tokens: {same_tokens}" + ("; conditioning from conds.pt (not timed)" if args.builtin_voice
                                                 else ""), "",
-          "| metric | " + " | ".join(SIDE_NAMES[s] for s in sides) + " | MLX / original |",
+          "| metric | " + " | ".join(side_name(s) for s in sides) + " | MLX / original |",
           "|---|" + "---|" * (len(sides) + 1)]
     for k, label in LABELS:
         if k not in res["original"]:
@@ -339,6 +364,18 @@ def round_ratios(original: list, mlx: list) -> dict:
 
 
 SIDE_NAMES = {"original": "original (PyTorch)", "mlx": "MLX", "expert": "PyTorch expert (StaticCache + CUDA graphs)"}
+
+
+def side_name(side: str) -> str:
+    kind, _, dtype = side.partition("_")
+    return SIDE_NAMES[kind] + (f", {dtype}" if dtype else "")
+
+
+def side_dtypes(args) -> dict:
+    sides = {"original": "float32"}
+    sides.update({side_of("mlx", d, i == 0): d for i, d in enumerate(args.mlx_dtype)})
+    sides.update({side_of("expert", d, False): d for d in args.expert_dtype})
+    return sides
 
 
 if __name__ == "__main__":

@@ -8,9 +8,10 @@ Variants: `mirror` (the step-by-step loop that mirrors the original, host-side s
 read), `fused` (q/k/v and gate/up fused), `layers` (fused, with fast_decode's compiled one-token
 step: one compiled call per layer), `graph-gemv` (the "graph" step: one compiled call per step,
 CUDA kernels for the attention and the products) and its ablations `graph` (products MLX's) and
-`graph-ops` (attention in MLX ops too; t3_step_ablations.py), then `bf16`, `bf16-layers` and `fp16`
-weights (fused). Run them in this order: a variant only casts weights down, never back up; consecutive variants with the same
-weights alternate round by round. Medians of --rounds runs of --tokens steps after a warm-up;
+`graph-ops` (attention in MLX ops too; t3_step_ablations.py), then `bf16`, `bf16-layers`,
+`bf16-graph` (the graph step's kernels reading bfloat16), `fp16` and `fp16-graph` weights (fused).
+Run them in this order: a variant only casts weights down, never back up; consecutive variants with
+the same weights alternate round by round. Medians of --rounds runs of --tokens steps after a warm-up;
 random draws (MLX's generator, fixed seed), CFG on. Usage:
     python benchmarks/bench_t3_steps.py [--checkpoint DIR] [--device cpu|gpu] [--tokens 200] [--rounds 3]
         [--variants fused layers bf16 bf16-layers] [--out reports/out/bench_t3_steps_gpu.json]
@@ -46,7 +47,9 @@ VARIANTS = {
     "graph-gemv": (True, True, "float32", "graph", None),  # its products as custom kernels: the default graph step
     "bf16": (True, True, "bfloat16", "plain", None),
     "bf16-layers": (True, True, "bfloat16", "layers", None),
+    "bf16-graph": (True, True, "bfloat16", "graph", None),  # the graph step's kernels in bfloat16
     "fp16": (True, True, "float16", "plain", None),
+    "fp16-graph": (True, True, "float16", "graph", None),
 }
 
 
@@ -185,11 +188,13 @@ def dtype_probe(t3) -> dict:
     return {k: str(v.dtype) for k, v in out.items()} | {"cache": str(cache.keys.dtype)}
 
 
-def attend_appended_check(rope_module, seed: int = 0) -> dict:
+def attend_appended_check(rope_module, seed: int = 0, dtype=None) -> dict:
     """The graph step's attention (graph_step.attend_appended: one CUDA kernel on MLX's CUDA
     backend, RoPE included) against its unfused MLX form (mx.fast.rope, then MLX ops) on the same
     device: T3's shapes (B 2, 16 heads, D 64, here 4 layers) and RoPE, capacities 256 / 1024,
-    several valid lengths; the attention output and the new key / value buffer."""
+    several valid lengths; the attention output and the new key / value buffer. With a half
+    `dtype`: the kernel on half-precision inputs against the MLX form in float32 on the same
+    (rounded) values, and MLX's own half-precision form against that too (`mlx_*_snr_db`)."""
     import mlx.core as mx
     import numpy as np
 
@@ -198,6 +203,7 @@ def attend_appended_check(rope_module, seed: int = 0) -> dict:
     from mlx_impl.t3.inference.graph_step import attend_appended, attend_appended_unfused
     from parity.metrics import compare
 
+    half = dtype is not None and dtype != mx.float32
     rows = []
     key = mx.random.key(seed)
     L, B, H, D = 4, 2, 16, 64
@@ -206,22 +212,40 @@ def attend_appended_check(rope_module, seed: int = 0) -> dict:
         qkv, new_kv = (mx.random.normal(shape, key=k) for k, shape in zip(ks, ((B, 1, 3 * H * D), (L, B, 2, H, D))))
         keys, values = (mx.random.normal((L, B, H, capacity, D), key=k) for k in ks[2:])
         off = mx.array([offset], dtype=mx.int32)
-        args = (qkv, rope_module, rope_tables(rope_module, off.reshape(()), 1), keys, values, off,
-                mx.array([layer], dtype=mx.int32), new_kv, 0.125)
-        a, b = attend_appended(*args), attend_appended_unfused(*args)
-        rows.append({"capacity": capacity, "offset": offset, "layer": layer,
-                     "out_snr_db": round(compare(np.array(b[0]), np.array(a[0])).snr_db, 1),
-                     "out_max_abs": float(mx.abs(a[0] - b[0]).max()),
-                     "new_kv_snr_db": round(compare(np.array(b[1]), np.array(a[1])).snr_db, 1)})
-    return {"kernel": cuda_attend_applies(rope_module, mx.float32, D, 256), "cases": rows}
+        if half:
+            qkv, keys, values, new_kv = (t.astype(dtype) for t in (qkv, keys, values, new_kv))
+        tables = rope_tables(rope_module, off.reshape(()), 1)
+        layer_id = mx.array([layer], dtype=mx.int32)
+        args = (qkv, rope_module, tables, keys, values, off, layer_id, new_kv, 0.125)
+        a = attend_appended(*args)
+        if half:  # the reference: float32 ops on the same half-precision values
+            wide = [t.astype(mx.float32) for t in (qkv, keys, values, new_kv)]
+            b = attend_appended_unfused(wide[0], rope_module, tables, *wide[1:3], off, layer_id, wide[3], 0.125)
+        else:
+            b = attend_appended_unfused(*args)
+        row = {"capacity": capacity, "offset": offset, "layer": layer,
+               "out_snr_db": round(compare(np.array(b[0]), np.array(a[0].astype(mx.float32))).snr_db, 1),
+               "out_max_abs": float(mx.abs(a[0].astype(mx.float32) - b[0]).max()),
+               "new_kv_snr_db": round(compare(np.array(b[1]), np.array(a[1].astype(mx.float32))).snr_db, 1)}
+        if half:
+            c = attend_appended_unfused(*args)
+            row["mlx_out_snr_db"] = round(compare(np.array(b[0]), np.array(c[0].astype(mx.float32))).snr_db, 1)
+        rows.append(row)
+    return {"kernel": cuda_attend_applies(rope_module, dtype or mx.float32, D, 256),
+            "dtype": str(dtype or mx.float32), "cases": rows}
 
 
-def gemv_check(t3, seed: int = 0) -> dict:
+def gemv_check(t3, seed: int = 0, dtype=None) -> dict:
     """The graph step's custom product kernels (cuda_kernels.gemv) against MLX ops on the same
     device, with T3's layer-0 weights: norm + qkv, o + residual, norm + gate / up, SwiGLU + down +
-    residual, final norm + head; B = 2 rows."""
+    residual, final norm + head; B = 2 rows. With a half `dtype` (the model still float32): the
+    kernels on half-precision copies of the weights and rows against float32 ops on the same
+    (rounded) values, and MLX's half-precision ops against those too (`mlx_snr_db`)."""
     import mlx.core as mx
     import numpy as np
+
+    if dtype is not None and dtype != mx.float32:
+        return gemv_check_half(t3, dtype, seed)
 
     from mlx_impl.t3.inference.cuda_kernels import gemv, gemv_applies
     from parity.metrics import compare
@@ -243,6 +267,65 @@ def gemv_check(t3, seed: int = 0) -> dict:
     }
     return {"kernel": True, **{name: {"snr_db": round(compare(np.array(b), np.array(a)).snr_db, 1),
                                       "max_abs": float(mx.abs(a - b).max())} for name, (a, b) in cases.items()}}
+
+
+def gemv_check_half(t3, dtype, seed: int = 0) -> dict:
+    import types
+
+    import mlx.core as mx
+    import mlx.nn as nn
+    import numpy as np
+
+    from mlx_impl.t3.inference.cuda_kernels import gemv, gemv_applies
+    from parity.metrics import compare
+
+    layer, B = t3.tfmr.layers[0], 2
+    k = mx.random.split(mx.random.key(seed), 4)
+    x, r = (mx.random.normal((B, 1, 1024), key=kk).astype(dtype) for kk in k[:2])
+    if not gemv_applies(x):
+        return {"kernel": False, "dtype": str(dtype)}
+    gu = mx.random.normal((B, 1, 2 * layer.mlp.hidden), key=k[2]).astype(dtype)
+    attn, mlp = layer.self_attn, layer.mlp
+
+    def forms(t):  # (the half-precision array, its values in float32)
+        h = t.astype(dtype)
+        return h, h.astype(mx.float32)
+
+    def norm(n):
+        (g, g32) = forms(n.weight)
+        return types.SimpleNamespace(weight=g, eps=n.eps), types.SimpleNamespace(weight=g32, eps=n.eps)
+
+    def ops(x, w, n=None, res=None, swiglu=False):  # MLX ops in the arrays' own dtype
+        if swiglu:
+            gate, up = mx.split(x, 2, axis=-1)
+            x = nn.silu(gate) * up
+        if n is not None:
+            x = mx.fast.rms_norm(x, n.weight, n.eps)
+        y = x @ w.T
+        return y + res if res is not None else y
+
+    cases = {}
+    for name, (xin, w, n, res, sw) in {
+        "norm_qkv": (x, attn.qkv_proj.weight, layer.input_layernorm, None, False),
+        "o_residual": (x, attn.o_proj.weight, None, r, False),
+        "norm_gate_up": (x, mlp.gate_up_proj.weight, layer.post_attention_layernorm, None, False),
+        "swiglu_down_residual": (gu, mlp.down_proj.weight, None, r, True),
+        "norm_head": (x, t3.speech_head.weight, t3.tfmr.norm, None, False),
+    }.items():
+        w16, w32 = forms(w)
+        n16, n32 = norm(n) if n is not None else (None, None)
+        ref = ops(xin.astype(mx.float32), w32, n32, None if res is None else res.astype(mx.float32), sw)
+        out = gemv(xin, w16, norm=n16, residual=res, swiglu=sw).astype(mx.float32)
+        mlx_half = ops(xin, w16, n16, res, sw).astype(mx.float32)
+        cases[name] = {"snr_db": round(compare(np.array(ref), np.array(out)).snr_db, 1),
+                       "max_abs": float(mx.abs(out - ref).max()),
+                       "mlx_snr_db": round(compare(np.array(ref), np.array(mlx_half)).snr_db, 1)}
+    return {"kernel": True, "dtype": str(dtype), **cases}
+
+
+def step_name(step) -> str:
+    """The class of the one-token step fast_decode runs (GraphStep, CompiledStep, ...)."""
+    return "speech_logits (plain)" if getattr(step, "__name__", "") == "speech_logits" else type(step).__name__
 
 
 def gpu_name():
@@ -291,6 +374,7 @@ def main():
     import mlx.core as mx
 
     from mlx_impl import backend
+    from mlx_impl.t3.inference.step_kinds import make_step
 
     backend.apply_mlx_defaults()
     mx.set_default_device(mx.gpu if args.device == "gpu" else mx.cpu)
@@ -309,6 +393,13 @@ def main():
         t3.fuse_projections()
         gemv = gemv_check(t3)
         print(json.dumps({"gemv_check": gemv}), flush=True)
+    half_checks = {}  # the kernels in the half precisions of the graph variants asked for
+    for dtype in sorted({VARIANTS[v][2] for v in args.variants if VARIANTS[v][3] == "graph"} - {"float32"}):
+        t3.fuse_projections()
+        half_checks[dtype] = {"gemv_check": gemv_check(t3, dtype=getattr(mx, dtype)),
+                              "attend_appended_check": attend_appended_check(
+                                  t3.tfmr.layers[0].self_attn.rope, dtype=getattr(mx, dtype))}
+        print(json.dumps({f"checks_{dtype}": half_checks[dtype]}), flush=True)
     for group in weight_groups(args.variants):
         fast, fused, dtype, _, _ = VARIANTS[group[0]]
         t3.use_fast_decode = fast
@@ -326,7 +417,8 @@ def main():
                 runs[v].append(decode(t3, cond, text, args.tokens, seed=r))
         for v in group:
             use_variant(t3, v)
-            row = {"variant": v, "tokens_per_s": statistics.median(n / dt for n, dt, _ in runs[v]),
+            row = {"variant": v, "dtype": dtype, "step": step_name(make_step(t3)),
+                   "tokens_per_s": statistics.median(n / dt for n, dt, _ in runs[v]),
                    "rounds_tokens_per_s": [round(n / dt, 1) for n, dt, _ in runs[v]],
                    "tokens": [n for n, _, _ in runs[v]],
                    # the same seeded draws in every round: the tokens of the group's first variant
@@ -334,7 +426,8 @@ def main():
                    **profile_step(t3, cond, text)}
             results.append(row)
             print(json.dumps(row), flush=True)
-    record = {"dtype_probe": probe, "attend_appended_check": check, "gemv_check": gemv, "device": args.device, "gpu": gpu_name(), "mlx": mx.__version__, "default_device": str(mx.default_device()),
+    record = {"dtype_probe": probe, "attend_appended_check": check, "gemv_check": gemv,
+              "half_precision_checks": half_checks, "device": args.device, "gpu": gpu_name(), "mlx": mx.__version__, "default_device": str(mx.default_device()),
               "max_ops_per_buffer": os.environ.get("MLX_MAX_OPS_PER_BUFFER", "default"), "tokens": args.tokens,
               "rounds": args.rounds, "results": results, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if args.out:

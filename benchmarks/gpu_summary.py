@@ -75,12 +75,23 @@ def pipeline_tables():
     return out
 
 
+def pipeline_sides(d: dict) -> list:
+    """The record's sides in order: original, MLX (then MLX in other dtypes), experts."""
+    keys = [k for k in d if isinstance(d[k], dict) and "runs" in d[k] and k.partition("_")[0] in ("original", "mlx", "expert")]
+    rank = lambda k: ("original", "mlx", "expert").index(k.partition("_")[0])  # noqa: E731
+    return sorted(keys, key=lambda k: (rank(k), k != k.partition("_")[0], k))
+
+
 def pipeline_table(d: dict):
-    sides = [s for s in ("original", "mlx", "expert") if s in d]
+    sides = pipeline_sides(d)
     names = {"original": "original", "mlx": "MLX", "expert": "PyTorch expert"}
+    dtypes = d.get("dtypes", {})
+    name = lambda s: names[s.partition("_")[0]] + (f" {dtypes[s]}" if s in dtypes else "")  # noqa: E731
+    differ = "; ".join(f"{name(s)} tokens from the original's at step {d[s]['tokens_differ_from']}"
+                       for s in sides if d[s].get("tokens_differ_from") is not None)
     out = [f"{d['device']} ({d['time']}); case {d['case']}; {d['t3_tokens']} T3 steps, CFG; medians of {d['rounds']} alternating "
-           f"runs; identical tokens original/MLX: {d['same_tokens']}", "",
-           "| metric | " + " | ".join(names[s] for s in sides) + " | MLX / original |", "|---|" + "---|" * (len(sides) + 1)]
+           f"runs; identical tokens original/MLX: {d['same_tokens']}" + (f" (differ: {differ})" if differ else ""), "",
+           "| metric | " + " | ".join(name(s) for s in sides) + " | MLX / original |", "|---|" + "---|" * (len(sides) + 1)]
     for k, label in (("t3_tokens_per_s", "T3 tokens/s"), ("s3gen_s_per_audio_s", "S3Gen s per audio s"),
                      ("pipeline_rtf", "pipeline real-time factor"), ("gpu_peak_mb", "peak GPU MB")):
         out.append(f"| {label} | " + " | ".join(f"{d[s][k]:.3f}" for s in sides)

@@ -16,10 +16,13 @@ from .sampling import MLXDraw, ReplayDraw
 def make_sampler(*, cfg_weight: float, repetition_penalty: float, temperature: float, min_p: float,
                  top_p: float, greedy: bool = False) -> Callable:
     """Compiled (logits (2, V), seen (V,) bool, u scalar) -> (token (1,) int32, seen with the token
-    added), in the original's order."""
+    added), in the original's order. Half-precision logits are processed in float32 (a no-op for
+    float32 ones): a bfloat16 cumulative sum over 8194 probabilities would round the CDF to steps
+    of 2^-8 near 1 and drop or merge the unlikely tokens' share of the draw."""
     neg_inf = -float("inf")
 
     def sample(logits, seen, u):
+        logits = logits.astype(mx.float32)
         cond, uncond = logits[0:1], logits[1:2]
         x = cond + mx.array(cfg_weight, logits.dtype) * (cond - uncond)
         penalized = mx.where(x < 0, x * repetition_penalty, x / repetition_penalty)

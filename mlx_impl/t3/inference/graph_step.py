@@ -1,6 +1,6 @@
 """The "graph" step kind: T3's one-token decode step as ONE compiled call (the default on MLX's
-CUDA backend in float32, whose one-token step is bound by host work per kernel and per Python
-call; on the CPU it runs too, with MLX ops for the attention)."""
+CUDA backend in float32, bfloat16 and float16, whose one-token step is bound by host work per
+kernel and per Python call; on the CPU it runs too, with MLX ops for the attention)."""
 from __future__ import annotations
 
 import mlx.core as mx
@@ -20,7 +20,8 @@ class GraphStep:
     one-call step wrote the cache inside the trace at a dynamic offset, which cost more kernels
     than the Python it saved: 156 vs 214 tokens/s on the H200.)
 
-    On CUDA (float32) each layer's RoPE + attention + new-key write is one kernel
+    On CUDA (float32, bfloat16, float16: the kernels read the weights in their own dtype) each
+    layer's RoPE + attention + new-key write is one kernel
     (`attention_in_kernel`), and each matrix product one kernel with its RMSNorm, SwiGLU or
     residual add (`products_in_kernels`); elsewhere MLX ops, with the residual adds inside the o /
     down products (`finish_addmm`)."""

@@ -13,8 +13,9 @@ def make_step(t3, capacity: int = 0):
     """The one-token step fast_decode runs, by `t3.compile_steps`: "plain" (mlx-lm's model call),
     "layers" (CompiledStep), "graph" (GraphStep; `capacity`: the positions the decode will reach,
     so that its cache buffers need no growing) or "auto" (the default: "graph" where its CUDA
-    kernel runs, float32 on MLX's CUDA backend up to the kernel's positions: 295 vs 209 tokens/s
-    on the H200; elsewhere "layers", bit-identical to the plain step on the CPU). "layers" and
+    kernels run, on MLX's CUDA backend in float32, bfloat16 or float16 up to the kernel's
+    positions: 295 vs 209 tokens/s on the H200 in float32; elsewhere "layers", bit-identical to
+    the plain step on the CPU). "layers" and
     "graph" need fused projections (without them, "plain"). A callable `(t3, capacity) -> step`
     in place of a kind's name builds the step itself (the benchmarks' variants)."""
     kind = t3.compile_steps or "plain"
@@ -30,8 +31,9 @@ def make_step(t3, capacity: int = 0):
 
 
 def graph_kernel_applies(t3, capacity: int = 0) -> bool:
-    """GraphStep's attention would run as its CUDA kernel on this model (fused, float32, CUDA) for a
-    decode reaching `capacity` positions (its buffers' capacity, rounded up to GraphStep.GROW)."""
+    """GraphStep's attention would run as its CUDA kernel on this model (fused, in one of
+    KERNEL_DTYPES, CUDA) for a decode reaching `capacity` positions (its buffers' capacity, rounded
+    up to GraphStep.GROW)."""
     attn = t3.tfmr.layers[0].self_attn
     return isinstance(attn, FusedAttention) and cuda_attend_applies(
         attn.rope, t3.speech_head.weight.dtype, t3.dim // attn.n_heads, capacity_for(capacity))
