@@ -24,6 +24,9 @@ TURBO_WEIGHTS = ("ve.safetensors", "t3_turbo_v1.safetensors", "s3gen_meanflow.sa
 TEXT_VOCAB = 50276
 # the GPT-2 tokenizer's files as AutoTokenizer.from_pretrained(ckpt_dir) reads them
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "added_tokens.json", "special_tokens_map.json", "tokenizer_config.json")
+# where Turbo's MLX layout keeps them: a folder of their own, since AutoTokenizer also reads a config.json
+# beside them (the layout's, model_type chatterbox_turbo, which transformers does not know)
+MLX_TOKENIZER_DIR = "tokenizer"
 logger = logging.getLogger(__name__)
 
 
@@ -117,7 +120,7 @@ def check_turbo_dir(model_dir: Path) -> TurboFiles:
     model_dir = Path(model_dir)
     kind = "mlx" if (model_dir / "model.safetensors").is_file() else "hub"
     config, text_vocab = _check_mlx_layout(model_dir) if kind == "mlx" else ({}, _check_hub_layout(model_dir))
-    tokenizer = load_turbo_tokenizer(model_dir)
+    tokenizer = load_turbo_tokenizer(model_dir / MLX_TOKENIZER_DIR if kind == "mlx" else model_dir)
     conds = None
     for name in ("conds.safetensors", "conds.pt"):
         if (model_dir / name).is_file():
@@ -237,8 +240,8 @@ class ChatterboxTurboTTS:
     def from_pretrained(cls, path_or_repo_id: str = REPO_ID) -> "ChatterboxTurboTTS":
         """A local folder in the hub's Turbo layout (ve.safetensors, t3_turbo_v1.safetensors,
         s3gen_meanflow.safetensors, the GPT-2 tokenizer files, optional conds.pt) or in Turbo's MLX
-        layout (model.safetensors + config.json from `python -m mlx_impl.convert`, the tokenizer files,
-        optional conds.safetensors), or a hub repo id resolved through huggingface_hub's cache."""
+        layout (model.safetensors + config.json from `python -m mlx_impl.convert`, the tokenizer files in
+        tokenizer/, optional conds.safetensors), or a hub repo id resolved through huggingface_hub's cache."""
         from .backend import apply_mlx_defaults
         from .load import resolve_model_dir
 

@@ -64,8 +64,8 @@ def test_turbo_convert_writes_turbos_mlx_layout_with_counts_per_component(turbo_
     from mlx_impl.tts_turbo import TOKENIZER_FILES
 
     out, stdout = turbo_mlx
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["model.safetensors", "config.json", "conds.safetensors", *TOKENIZER_FILES])
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == sorted(
+        ["model.safetensors", "config.json", "conds.safetensors", "tokenizer", *(f"tokenizer/{f}" for f in TOKENIZER_FILES)])
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "chatterbox_turbo" and config["s3gen"]["meanflow"] is True
     assert config["t3"]["llama_config_name"] == "GPT2_medium" and config["quantization"] == {}

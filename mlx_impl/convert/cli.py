@@ -8,8 +8,8 @@ with the harness's synthetic checkpoint as the default.
 Output folder: model.safetensors (prefixes ve., t3., s3gen., s3_tokenizer.), config.json,
 tokenizer.json, conds.safetensors (the built-in voice, when the checkpoint has conds.pt). A Chatterbox
 Turbo checkpoint (t3_turbo_v1.safetensors, s3gen_meanflow.safetensors) gives Turbo's MLX layout:
-the same prefixes, config.json with model_type "chatterbox_turbo", the GPT-2 tokenizer's files
-(convert/turbo.py).
+the same prefixes, config.json with model_type "chatterbox_turbo", the GPT-2 tokenizer's files in
+tokenizer/ (convert/turbo.py).
 Strict: every source tensor is consumed or in a named ignore list (with its reason), every MLX
 parameter is assigned, shapes are checked. See docs/CONVERTER.md for the key layout and how it
 differs from the published mlx-community files.
@@ -196,7 +196,7 @@ def cmd_convert(args, default: Optional[DefaultFolder] = None, named: Optional[D
 
 def cmd_convert_turbo(args, ckpt: Path):
     """Chatterbox Turbo's hub files -> Turbo's MLX layout (convert/turbo.py), as strict as the English one."""
-    from ..tts_turbo import TURBO_WEIGHTS, check_turbo_dir
+    from ..tts_turbo import MLX_TOKENIZER_DIR, TURBO_WEIGHTS, check_turbo_dir
     from . import turbo
 
     files = check_turbo_dir(ckpt)  # the weight headers, the GPT-2 tokenizer and conds.pt load first
@@ -212,7 +212,7 @@ def cmd_convert_turbo(args, ckpt: Path):
     config = {**turbo.turbo_config(files.text_vocab), "format": FORMAT, "dtype": args.dtype,
               "quantization": {"t3": quant} if quant else {},
               "source": {"checkpoint": str(ckpt), "files_sha256": file_hashes(ckpt, TURBO_WEIGHTS)}}
-    write_folder(args.out, turbo.tokenizer_files(ckpt), out, config, files.conds)
+    write_folder(args.out, turbo.tokenizer_files(ckpt), out, config, files.conds, tokenizer_dir=MLX_TOKENIZER_DIR)
     print(headline(out, sum(counts["source"].values()), args))
     for line in turbo.summary_lines(out, ignored, counts):
         print(line)
@@ -234,10 +234,10 @@ def output_weights(weights: Dict[str, object], t3, args):
     return out, {"group_size": QUANT_GROUP_SIZE, "bits": args.quantize_t3}
 
 
-def write_folder(dest: Path, tokenizer, out, config, conds) -> None:
+def write_folder(dest: Path, tokenizer, out, config, conds, tokenizer_dir: str = "") -> None:
     """The converted folder written beside `dest` under a hidden name, then swapped into place (an
     existing `dest`, checked empty or --force, is removed only after); nothing left on failure.
-    `tokenizer`: the tokenizer file (or files) copied unchanged."""
+    `tokenizer`: the tokenizer file (or files) copied unchanged, into `tokenizer_dir` when given."""
     made = [p for p in reversed(dest.parents) if not p.exists()]
     tmp = None
     try:
@@ -245,8 +245,9 @@ def write_folder(dest: Path, tokenizer, out, config, conds) -> None:
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
         mx.save_safetensors(str(tmp / "model.safetensors"), out, metadata={"format": "mlx"})
         (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+        (tmp / tokenizer_dir).mkdir(exist_ok=True)
         for f in [tokenizer] if isinstance(tokenizer, (str, Path)) else tokenizer:
-            shutil.copyfile(f, tmp / Path(f).name)
+            shutil.copyfile(f, tmp / tokenizer_dir / Path(f).name)
         if conds is not None:
             conds.save(tmp / "conds.safetensors")
         tmp.chmod(0o755)

@@ -5,7 +5,8 @@ Sources: ve.safetensors, t3_turbo_v1.safetensors (T3 on GPT-2 medium), s3gen_mea
 (S3Gen with MeanFlow, the S3 tokenizer inside), the GPT-2 tokenizer files, optional conds.pt.
 Output: model.safetensors with the English layout's prefixes (ve., t3., s3gen., s3_tokenizer.),
 config.json with model_type "chatterbox_turbo" (what the loaders tell the two models apart by), the
-tokenizer files copied unchanged (AutoTokenizer reads them as from_local does), conds.safetensors.
+tokenizer files copied unchanged into tokenizer/ (AutoTokenizer reads them as from_local does; beside
+config.json it would read that too), conds.safetensors.
 Strict as the English conversion: every source tensor is converted or dropped by name with its
 reason, every MLX parameter of Turbo's modules is assigned once with its shape.
 """

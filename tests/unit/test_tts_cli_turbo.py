@@ -46,8 +46,9 @@ def _turbo_mlx(d: Path, tok_src: Path) -> Path:
     d.mkdir(parents=True)
     _safetensors(d / "model.safetensors", {"t3.text_emb.weight": np.zeros((50276, 1), np.float32)})
     (d / "config.json").write_text(TURBO_CONFIG)
+    (d / "tokenizer").mkdir()
     for f in tok_src.iterdir():
-        (d / f.name).write_bytes(f.read_bytes())
+        (d / "tokenizer" / f.name).write_bytes(f.read_bytes())
     _conds(d / "conds.safetensors")
     return d
 
