@@ -47,13 +47,18 @@ def _apply_init_fixes(s3gen) -> None:
 # drawn), attention is uniform (normalised entropy ~0.99), the VoiceEncoder and CAMPPlus map every
 # voice to the same embedding (cosine > 0.99). The recipe below changes the seeded weights
 # deterministically, module family by module family; synthetic.json records it.
-INIT_VERSION = 1
+INIT_VERSION = 2
 VE_INPUT_GAIN, VE_RECURRENT_GAIN = 8.0, 4.0
 T3_HEAD_GAIN, T3_QK_GAIN = 7.0, 2.5
 T3_STOP_NORM, T3_STOP_RAMP, T3_STOP_RAMP_STEPS, T3_STOP_RAMP_CAP = 4.0, 10.0, 200.0, 1.5
 T3_STOP_DIRECTION_SEED = 1000  # + the checkpoint's seed
 XVECTOR_CENTERING = 0.9
 CALIBRATION_WINDOW_S, CALIBRATION_HOP_S = 2.0, 1.0
+CONSTANT_BIAS_STD, CONSTANT_GAIN_STD = 0.05, 0.1
+CONSTANTS_SEED = 2000  # + the checkpoint's seed
+# modules whose init leaves biases at 0 and norm gains at 1 (every one of them: a port that drops a
+# bias or a norm weight, e.g. the flow estimator's 56 attn1.to_out.0.bias, would match the original)
+CONSTANT_MODULES = {"t3": ("tfmr", "cond_enc.perceiver"), "s3gen": ("flow.encoder", "flow.decoder", "tokenizer")}
 
 INIT_RECIPES = {
     "default": "the modules' own random init (plus INIT_FIXES)",
@@ -71,6 +76,13 @@ EXERCISED = {
                       f"{T3_STOP_RAMP:g} min(i / {T3_STOP_RAMP_STEPS:g}, {T3_STOP_RAMP_CAP:g}) u, u a unit vector "
                       f"(torch.Generator seed {T3_STOP_DIRECTION_SEED} + seed): the stop token's probability rises "
                       "along the speech positions, so T3 stops by itself (before: never within min-p's set)."),
+    "constant biases and norm gains": (
+        f"in {', '.join(f'{k}.{m}' for k, ms in CONSTANT_MODULES.items() for m in ms)}: every parameter that the "
+        f"init left constant, a bias at 0 (+= N(0, {CONSTANT_BIAS_STD:g}^2)) or a 1-D norm weight at 1 "
+        f"(+= N(0, {CONSTANT_GAIN_STD:g}^2)), drawn in parameter order (torch.Generator seed {CONSTANTS_SEED} + seed): "
+        "trained weights have neither, and with them a port that drops a bias or a norm weight (the flow "
+        "estimator's 56 attn1.to_out.0.bias, 371 zero biases in all) matched the original exactly. Not in "
+        "CAMPPlus (see its BatchNorm below) nor HiFT (its F0 fix and Snake alphas are set apart)."),
     "s3gen.speaker_encoder.xvector.dense.nonlinear.batchnorm": (
         f"running_mean = {XVECTOR_CENTERING:g} x the mean and running_var = the variance of its input over "
         f"{CALIBRATION_WINDOW_S:g} s windows (hop {CALIBRATION_HOP_S:g} s) of the cases' clips at 16 kHz "
@@ -91,6 +103,29 @@ def _exercise_ve(ve) -> None:
                 p.mul_(VE_RECURRENT_GAIN)
 
 
+def _constant_parameters(module):
+    """(name, parameter) of the biases still at 0 and the 1-D weights still at 1, in parameter order."""
+    for name, p in module.named_parameters():
+        leaf = name.rsplit(".", 1)[-1]
+        if p.numel() > 1 and leaf == "bias" and not p.any():
+            yield name, p, CONSTANT_BIAS_STD
+        elif p.numel() > 1 and leaf == "weight" and p.dim() == 1 and bool((p == 1).all()):
+            yield name, p, CONSTANT_GAIN_STD
+
+
+def _exercise_constants(root, prefixes, seed: int) -> int:
+    import torch
+
+    g = torch.Generator().manual_seed(CONSTANTS_SEED + seed)
+    n = 0
+    with torch.no_grad():
+        for prefix in prefixes:
+            for _, p, std in _constant_parameters(root.get_submodule(prefix)):
+                p.add_((std * torch.randn(p.shape, generator=g, dtype=torch.float64)).float())
+                n += 1
+    return n
+
+
 def _exercise_t3(t3, seed: int) -> None:
     import torch
 
@@ -106,6 +141,7 @@ def _exercise_t3(t3, seed: int) -> None:
         for layer in t3.tfmr.layers:
             layer.self_attn.q_proj.weight.mul_(T3_QK_GAIN)
             layer.self_attn.k_proj.weight.mul_(T3_QK_GAIN)
+    _exercise_constants(t3, CONSTANT_MODULES["t3"], seed)
 
 
 def calibration_clips():
@@ -199,6 +235,7 @@ def make_synthetic_checkpoint(out_dir, seed: int = 0, voice_clip: Path = DEFAULT
         s3gen = S3Gen().eval()
         _apply_init_fixes(s3gen)
         if init == "exercised":
+            _exercise_constants(s3gen, CONSTANT_MODULES["s3gen"], seed + 2)
             _exercise_campplus(s3gen.speaker_encoder)
         counts["s3gen.safetensors"] = _save(s3gen, tmp / "s3gen.safetensors", drop=NOT_STORED)
         del s3gen

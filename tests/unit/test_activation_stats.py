@@ -147,3 +147,24 @@ def test_the_xvector_calibration_is_deterministic_and_centres_the_last_batchnorm
         runs.append((bn.running_mean.clone(), bn.running_var.clone()))
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
     assert float(runs[0][0].abs().max()) > 0.0 and not torch.equal(runs[0][1], torch.ones_like(runs[0][1]))
+
+
+def test_the_constant_biases_and_norm_gains_are_perturbed_deterministically_and_only_they():
+    import torch.nn as nn
+
+    def block():
+        torch.manual_seed(0)
+        m = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 3))
+        nn.init.zeros_(m[0].bias)
+        return m
+
+    a, b = block(), block()
+    before = {k: v.clone() for k, v in a.state_dict().items()}
+    assert synth._exercise_constants(a, ("",), seed=0) == 3  # Linear 0's bias, the LayerNorm's weight and bias
+    synth._exercise_constants(b, ("",), seed=0)
+    after = a.state_dict()
+    for k in ("0.bias", "1.weight", "1.bias"):
+        assert not torch.equal(after[k], before[k]) and torch.equal(after[k], b.state_dict()[k]), k
+    for k in ("0.weight", "2.weight", "2.bias"):  # random already: untouched
+        assert torch.equal(after[k], before[k]), k
+    assert (after["1.weight"] - 1).abs().max() < 6 * synth.CONSTANT_GAIN_STD
