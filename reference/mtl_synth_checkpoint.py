@@ -18,7 +18,8 @@ ResembleAI/chatterbox multilingual file layout, so that `from_local(DIR, "cpu")`
 
 Weights and init recipes are the English synthetic checkpoint's (reference/synth_checkpoint.py: same
 seeds per module, INIT_FIXES, the "exercised" changes), so that the two differ only where the
-models do (the text table and the file formats).
+models do (the text table and the file formats), plus MTL_INIT_FIXES: speech ids that a trained T3
+never draws get zero logits, because the multilingual generate() would pass them on to S3Gen.
 """
 from __future__ import annotations
 
@@ -39,6 +40,16 @@ from .synth_checkpoint import (DEFAULT_INIT, DEFAULT_VOICE, INIT_FIXES, SYNTH_MA
 DEFAULT_MTL_CKPT = ROOT / "checkpoints" / "synthetic-mtl-s0"
 T3_FILE = "t3_mtl23ls_v2.safetensors"
 PKUSEG_DIR = "pkuseg"
+MTL_INIT_FIXES = {
+    "t3.speech_head rows 6561 and 6563-8193": (
+        "weight = 0: ids a trained model never draws (the start token, and the table's unused tail). The "
+        "multilingual generate() lacks the English one's `speech_tokens < 6561` filter, so with random rows "
+        "a drawn id >= 6563 reaches S3Gen's token embedding (IndexError), and a second start token breaks "
+        "drop_invalid_tokens. A zero row's logit is 0 for every state: far below min-p's cut wherever the "
+        "distribution is peaked (the exercised init); with the default init's flat distributions it still "
+        "passes now and then."
+    ),
+}
 
 
 def _torch_save(module, path: Path) -> int:
@@ -49,6 +60,15 @@ def _torch_save(module, path: Path) -> int:
     torch.save(state, str(path))
     path.chmod(0o644)
     return len(state)
+
+
+def _apply_mtl_init_fixes(t3) -> None:
+    import torch
+
+    with torch.no_grad():
+        head = t3.speech_head.weight
+        head[t3.hp.start_speech_token].zero_()
+        head[t3.hp.stop_speech_token + 1:].zero_()
 
 
 def make_synthetic_mtl_checkpoint(out_dir=DEFAULT_MTL_CKPT, seed: int = 0, voice_clip: Path = DEFAULT_VOICE,
@@ -77,6 +97,7 @@ def make_synthetic_mtl_checkpoint(out_dir=DEFAULT_MTL_CKPT, seed: int = 0, voice
         t3 = T3(T3Config.multilingual()).eval()
         if init == "exercised":
             _exercise_t3(t3, seed)
+        _apply_mtl_init_fixes(t3)
         counts[T3_FILE] = _save(t3, tmp / T3_FILE)
         del t3
         gc.collect()
@@ -108,7 +129,8 @@ def make_synthetic_mtl_checkpoint(out_dir=DEFAULT_MTL_CKPT, seed: int = 0, voice
             "seed": seed,
             "seeds": {"ve": seed, "t3": seed + 1, "s3gen": seed + 2, "conds": seed + 3},
             "tensor_counts": counts,
-            "init_fixes": INIT_FIXES,
+            "init_fixes": {**{f"s3gen.pt: {k}": v for k, v in INIT_FIXES.items()},
+                           **{f"{T3_FILE}: {k}": v for k, v in MTL_INIT_FIXES.items()}},
             "init": init_manifest,
             "built_in_voice": (str(Path(voice_clip).relative_to(ROOT)) if Path(voice_clip).is_relative_to(ROOT)
                                else str(voice_clip)),
