@@ -46,13 +46,27 @@ def flow_encoder(name: str) -> Optional[str]:
     return mlx_key(f"encoder.{name}.x")[len("encoder."):-len(".x")]
 
 
+# CausalBlock1D's Sequential (S3Gen's estimator is causal throughout): CausalConv1d, Transpose, LayerNorm,
+# Transpose, Mish; MLX has `conv` and `norm` and applies the rest as functions. (The parameter renames
+# map block.1 to `norm` too: Block1D's GroupNorm, which a module-name map must not do here.)
+_CAUSAL_BLOCK = re.compile(r"\.block\.(\d+)$")
+_CAUSAL_BLOCK_MLX = {"0": "conv", "2": "norm"}
+
+
 def flow(name: str) -> Optional[str]:
-    """The whole flow's names (encoder.*, decoder.estimator.*) through mlx_impl/convert/flow.py's
-    rename rules, as its parameter keys are renamed."""
+    """The whole flow's module names (encoder.*, decoder.estimator.*) through mlx_impl/convert/flow.py's
+    rename rules, as its parameter keys are renamed; CausalBlock1D's Sequential children by position;
+    no counterpart for the Sequentials whose MLX name is their child's."""
     from mlx_impl.convert.flow import mlx_key
 
     if name == "":
         return ""
+    if name.endswith(".mlp"):  # ResnetBlock1D's Sequential(Mish, Linear): MLX's `mlp` is the Linear (mlp.1)
+        return None
+    m = _CAUSAL_BLOCK.search(name)
+    if m is not None:
+        child = _CAUSAL_BLOCK_MLX.get(m.group(1))
+        return None if child is None else flow(name[:m.start()]) + "." + child
     return mlx_key(f"{name}.x")[:-len(".x")]
 
 

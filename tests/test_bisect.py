@@ -157,6 +157,14 @@ def test_voice_encoder_clean(env):
     assert {c.call.name for c in f.checks if c.call is not None} == {"", "lstm", "proj"}
 
 
+def test_flow_clean(env):
+    """The English flow stage: the encoder, then the estimator's first Euler step (CFG batch of 2), every
+    matched sub-module within tolerance."""
+    ckpt, fx, tts = env
+    f = bisect("flow", fx, ckpt=ckpt, tts=tts, max_len=8)
+    _assert_clean(f, min_calls=500)
+
+
 def test_vc_hift_clean_then_leaky_relu_named(vc_env):
     """vc_hift: HiFT on the VC fixture's vc.output_mel / vc.hift.source against ChatterboxVC's
     mel2wav; the planted slope bug of the English test is named the same way."""
