@@ -34,12 +34,14 @@ from parity.fixtures import replace_dir
 
 from .mtl_data import CANGJIE_FILE, pkuseg_home, write_front_end_files, write_pkuseg_home
 from .mtl_tokenizer_json import FILE_NAME as TOKENIZER_FILE
-from .synth_checkpoint import (DEFAULT_INIT, DEFAULT_VOICE, INIT_FIXES, SYNTH_MANIFEST, _apply_init_fixes,
-                               _exercise_campplus, _exercise_t3, _exercise_ve, _init_manifest, _save)
+from .synth_checkpoint import (CONSTANT_MODULES, DEFAULT_INIT, DEFAULT_VOICE, INIT_FIXES, SYNTH_MANIFEST,
+                               _apply_init_fixes, _exercise_campplus, _exercise_constants, _exercise_t3, _exercise_ve,
+                               _init_manifest, _save)
 
 DEFAULT_MTL_CKPT = ROOT / "checkpoints" / "synthetic-mtl-s0"
 T3_FILE = "t3_mtl23ls_v2.safetensors"
 PKUSEG_DIR = "pkuseg"
+BUILD_VERSION = 1  # of this file's own steps; a folder built by another version is rebuilt
 MTL_INIT_FIXES = {
     "t3.speech_head rows 6561 and 6563-8193": (
         "weight = 0: ids a trained model never draws (the start token, and the table's unused tail). The "
@@ -104,7 +106,8 @@ def make_synthetic_mtl_checkpoint(out_dir=DEFAULT_MTL_CKPT, seed: int = 0, voice
         torch.manual_seed(seed + 2)
         s3gen = S3Gen().eval()
         _apply_init_fixes(s3gen)
-        if init == "exercised":
+        if init == "exercised":  # the English builder's S3Gen steps, in its order
+            _exercise_constants(s3gen, CONSTANT_MODULES["s3gen"], seed + 2)
             _exercise_campplus(s3gen.speaker_encoder)
         counts["s3gen.pt"] = _torch_save(s3gen, tmp / "s3gen.pt")
         del s3gen
@@ -126,6 +129,7 @@ def make_synthetic_mtl_checkpoint(out_dir=DEFAULT_MTL_CKPT, seed: int = 0, voice
         manifest = {
             "kind": "synthetic",
             "model": "mtl (ChatterboxMultilingualTTS, ResembleAI/chatterbox multilingual layout)",
+            "build_version": BUILD_VERSION,
             "seed": seed,
             "seeds": {"ve": seed, "t3": seed + 1, "s3gen": seed + 2, "conds": seed + 3},
             "tensor_counts": counts,
@@ -148,11 +152,19 @@ def make_synthetic_mtl_checkpoint(out_dir=DEFAULT_MTL_CKPT, seed: int = 0, voice
 
 
 def ensure_mtl_checkpoint(path=DEFAULT_MTL_CKPT) -> Path:
-    """The synthetic multilingual checkpoint folder, built (seed 0) when missing."""
+    """The synthetic multilingual checkpoint folder, built (seed 0, the default init) when missing or
+    built by another version of this file or of the init recipe."""
     path = Path(path)
-    if not (path / SYNTH_MANIFEST).is_file():
+    if not _is_current(path / SYNTH_MANIFEST):
         make_synthetic_mtl_checkpoint(path, seed=0)
     return path
+
+
+def _is_current(manifest_path: Path) -> bool:
+    if not manifest_path.is_file():
+        return False
+    manifest = json.loads(manifest_path.read_text())
+    return manifest.get("build_version") == BUILD_VERSION and manifest.get("init") == _init_manifest(DEFAULT_INIT)
 
 
 if __name__ == "__main__":
