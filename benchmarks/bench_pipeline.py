@@ -224,7 +224,8 @@ def speeds(r: dict) -> dict:
 def summarise(runs):
     med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731
     per_run = [speeds(r) for r in runs]
-    return {**{k: statistics.median(m[k] for m in per_run) for k in SPEEDS}, "conditioning_s": med("cond_s"),
+    return {**{k: statistics.median(m[k] for m in per_run) for k in SPEEDS},
+            "t3_tokens_per_s_by_round": [round(m["t3_tokens_per_s"], 2) for m in per_run], "conditioning_s": med("cond_s"),
             "audio_s": med("audio_s"), "t3_tokens": runs[0]["t3_tokens"],
             "peak_rss_mb": max(r["max_rss_mb"] for r in runs), "runs": len(runs),
             **({"gpu_peak_mb": max(r["gpu_peak_mb"] for r in runs)} if "gpu_peak_mb" in runs[0] else {})}

@@ -96,6 +96,9 @@ def pipeline_table(d: dict):
                      ("pipeline_rtf", "pipeline real-time factor"), ("gpu_peak_mb", "peak GPU MB")):
         out.append(f"| {label} | " + " | ".join(f"{d[s][k]:.3f}" for s in sides)
                    + f" | {d['mlx'][k] / d['original'][k]:.2f} |")
+        if k == "t3_tokens_per_s" and all("t3_tokens_per_s_by_round" in d[s] for s in sides):
+            out.append("| T3 tokens/s, rounds | " + " | ".join(
+                "/".join(f"{v:.0f}" for v in d[s]["t3_tokens_per_s_by_round"]) for s in sides) + " | |")
     return out
 
 
