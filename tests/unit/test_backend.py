@@ -95,7 +95,7 @@ def _imports(path: Path):
 def test_layering():
     """The backend imports nothing above it (only mlx, numpy and itself); the model packages import
     no parity / reference / tests; none imports the old mlx_impl.cpu_kernels; only backend/device.py
-    asks for the device (T3's fast decode still does too, until it moves to backend.on_cuda)."""
+    asks for the device (the rest, T3's fast decode included, asks backend.on_gpu / on_cuda)."""
     outside = {"__future__", "contextlib", "itertools", "math", "mlx", "numpy", "os", "typing"}
     for path in (MLX_IMPL / "backend").rglob("*.py"):
         for name in _imports(path):
@@ -110,4 +110,4 @@ def test_layering():
     for path in MLX_IMPL.rglob("*.py"):
         rel = path.relative_to(MLX_IMPL).as_posix()
         if "default_device()" in path.read_text():
-            assert rel == "backend/device.py" or rel.startswith("t3/inference/"), rel
+            assert rel == "backend/device.py", rel
