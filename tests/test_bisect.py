@@ -331,9 +331,10 @@ def test_record_mlx_restores_classes_after_an_error():
     ["bisect", "--case", "no_such_case", "--stage", "hift"],
     ["bisect", "--case", CASE, "--stage", "hift", "--max-len", "0"],
     ["bisect", "--case", CASE, "--stage", "hift", "--tol-db", "-3"],
-    ["bisect", "--case", CASE, "--stage", "vc_hift"],  # a VC stage on an English case
-    ["bisect", "--case", VC_CASE, "--stage", "hift"],  # and the other way round
-])
+    ["bisect", "--case", CASE, "--stage", "vc_hift"],
+    ["bisect", "--case", VC_CASE, "--stage", "hift"],
+], ids=["unknown-stage", "unknown-case", "max-len-0", "tol-db-negative", "vc-stage-on-an-english-case",
+        "english-stage-on-a-vc-case"])
 def test_cli_user_errors_exit_2(argv, capsys):
     from parity.cli import main
 
