@@ -107,3 +107,30 @@ def load_vc_cases(path: Path = CASES_FILE) -> Dict[str, VCCase]:
         cases[name] = VCCase(name=name, source=c["source"], target_voice=c["target_voice"], seed=int(c["seed"]),
                              params=params, about=c.get("about", ""))
     return cases
+
+
+# ----------------------------------------------------------------------------- Chatterbox Turbo
+# ChatterboxTurboTTS.generate's arguments, then max_gen_len: inference_turbo's bound, which the export
+# lowers to the case's step count (generate() leaves it at 1000)
+TURBO_PARAM_KEYS = ("temperature", "top_k", "top_p", "repetition_penalty", "min_p", "exaggeration", "cfg_weight",
+                    "norm_loudness", "max_gen_len")
+
+
+@dataclass(frozen=True)
+class TurboCase(Case):
+    """A ChatterboxTurboTTS case: `text` spoken in the voice of `audio` (generate(text, audio_prompt_path=audio))."""
+    model = "turbo"
+
+
+def load_turbo_cases(path: Path = CASES_FILE) -> Dict[str, TurboCase]:
+    data = tomllib.loads(Path(path).read_text())
+    defaults = data.get("turbo_defaults", {})
+    cases = {}
+    for name, c in data.get("turbo_cases", {}).items():
+        params = {k: c.get(k, defaults.get(k)) for k in TURBO_PARAM_KEYS}
+        missing = [k for k in ("audio", "text", "seed") if k not in c] + [k for k, v in params.items() if v is None]
+        if missing:
+            raise ParityError(f"{path}: Turbo case '{name}' lacks {missing}")
+        cases[name] = TurboCase(name=name, audio=c["audio"], text=c["text"], seed=int(c["seed"]), params=params,
+                                about=c.get("about", ""))
+    return cases

@@ -196,6 +196,59 @@ def greedy_margin(z: np.ndarray) -> float:
     return float(z[-1] - z[-2]) / 2.0 if z.size > 1 else math.inf
 
 
+# ---------------------------------------------------------------------------- Chatterbox Turbo
+# T3.inference_turbo processes the logits in another order: temperature (z: the scaled logits), top-k, top-p,
+# then the repetition penalty on the filtered logits (w), softmax and the draw. Its margins are in units of z.
+
+
+def top_k_margin(z: np.ndarray, top_k: int) -> float:
+    """TopKLogitsWarper keeps the tokens >= the k-th largest z: the kept set changes where the k-th and the
+    (k+1)-th largest swap places, (z_(k) - z_(k+1)) / 2 (inf when top-k keeps every token)."""
+    z = np.sort(np.asarray(z, dtype=np.float64).reshape(-1))[::-1]
+    if top_k <= 0 or top_k >= z.size:
+        return math.inf
+    return float(z[top_k - 1] - z[top_k]) / 2.0
+
+
+def penalty_lipschitz(penalty: float) -> float:
+    """The repetition penalty maps a penalised token's logit x to x / penalty (x >= 0) or x * penalty (x < 0):
+    an L-inf change delta of z moves w by at most max(penalty, 1 / penalty) * delta."""
+    return max(penalty, 1.0 / penalty) if penalty > 0 else 1.0
+
+
+def turbo_sampling_margin(z: np.ndarray, w: np.ndarray, u: float, token: int, *, top_k: int, top_p: float,
+                          penalty: float) -> float:
+    """The step's margin for a sampled draw of inference_turbo: the smallest L-inf perturbation of the scaled
+    logits z that could change the top-p set (`top_p_margin`, on the top-k set), the top-k set where that
+    matters, or, with the sets fixed, the replayed pick of `u` on softmax(w) (`draw_margin` in units of w, over
+    the penalty's Lipschitz bound: a lower bound in units of z). Any change of the top-p set counts (a
+    conservative, smaller margin, as `sampling_margin` with top_p < 1). A swap at the top-k boundary
+    (`top_k_margin`) counts where the k-th token survives top-p: where top-p removes it (with top_p < 1 it
+    removes the lowest tokens of the set), the token swapped in, within 2 delta of it, is the lowest and
+    removed too, and the cumulative sums move by the change of its mass, far less than the moves
+    `top_p_margin` measures."""
+    z = np.asarray(z, dtype=np.float64).reshape(-1)
+    w = np.asarray(w, dtype=np.float64).reshape(-1)
+    fin = np.isfinite(w)
+    k_margin = math.inf
+    if 0 < top_k < z.size:
+        kept = z >= np.sort(z)[-top_k]
+        if fin[np.argsort(-z, kind="stable")[top_k - 1]]:
+            k_margin = top_k_margin(z, top_k)
+    else:
+        kept = np.isfinite(z)
+    probs = np.where(fin, np.exp(np.where(fin, w, 0.0) - w[fin].max()), 0.0)
+    return min(k_margin, top_p_margin(z, kept, top_p),
+               draw_margin(probs / probs.sum(), u, token) / penalty_lipschitz(penalty))
+
+
+def turbo_greedy_margin(w: np.ndarray, penalty: float) -> float:
+    """The argmax of inference_turbo's processed logits w changes where the runner-up overtakes the top one:
+    (w_1 - w_2) / 2 in units of w, over the penalty's Lipschitz bound (units of z). The filters keep the top
+    token of z; the argmax of w sits far above their cuts, so their changes are not counted."""
+    return greedy_margin(np.asarray(w, dtype=np.float64)) / penalty_lipschitz(penalty)
+
+
 # ---------------------------------------------------------------------------- verdict
 
 TEACHER_FORCED = "_teacher_forced"  # a runner's output key: its tokens are per-step picks under teacher forcing
@@ -206,6 +259,10 @@ TOKEN_RUNS = {
     "t3.speech_tokens": ("t3.speech_tokens", "t3.sampling_margin", "t3.logits_temp"),
     "flow.speech_tokens": ("t3.speech_tokens", "t3.sampling_margin", "t3.logits_temp"),
     "t3_greedy.speech_tokens": ("t3_greedy.speech_tokens", "t3_greedy.sampling_margin", "t3_greedy.logits_temp"),
+    "turbo.t3.speech_tokens": ("turbo.t3.speech_tokens", "turbo.t3.sampling_margin", "turbo.t3.logits_temp"),
+    "turbo.flow.speech_tokens": ("turbo.t3.speech_tokens", "turbo.t3.sampling_margin", "turbo.t3.logits_temp"),
+    "turbo.t3_greedy.speech_tokens": ("turbo.t3_greedy.speech_tokens", "turbo.t3_greedy.sampling_margin",
+                                      "turbo.t3_greedy.logits_temp"),
 }
 
 
@@ -288,10 +345,12 @@ def judge(mismatches: Sequence[Mismatch], *, flip_margin: Optional[float], max_f
     return Verdict(fails=fails, flips=flips, note=note)
 
 
-def flow_position_step(t3_row, position: int) -> int:
+def flow_position_step(t3_row, position: int, turbo: bool = False) -> int:
     """The decoding step of position `position` of the S3Gen tokens taken from T3's row: they run behind
-    the steps by the tokens dropped before them; one past their end is the step after the last one."""
-    steps = s3gen_token_steps(np.asarray(t3_row).reshape(-1))
+    the steps by the tokens dropped before them; one past their end is the step after the last one.
+    `turbo`: Chatterbox Turbo's rule (`turbo_s3gen_token_steps`; the three S3GEN_SIL come after the end)."""
+    row = np.asarray(t3_row).reshape(-1)
+    steps = turbo_s3gen_token_steps(row) if turbo else s3gen_token_steps(row)
     if position < steps.size:
         return int(steps[position])
     return int(steps[-1]) + 1 if steps.size else 0
@@ -311,6 +370,12 @@ def s3gen_token_steps(row: np.ndarray) -> np.ndarray:
     return steps[row[steps] < SPEECH_VOCAB]
 
 
+def turbo_s3gen_token_steps(row: np.ndarray) -> np.ndarray:
+    """ChatterboxTurboTTS.generate's rule: every token of inference_turbo's row below SPEECH_VOCAB (the
+    start-of-speech token is never in the row; the loop ends at the stop token)."""
+    return np.nonzero(np.asarray(row).reshape(-1) < SPEECH_VOCAB)[0]
+
+
 def session_verdict(fx, out: dict, name: str, metrics, tol, fails: List[str]):
     """(fails, note) for a token checkpoint that differs from the reference (parity/session.py)."""
     run_tokens, margin_name, logits_name = TOKEN_RUNS[name]
@@ -325,7 +390,7 @@ def session_verdict(fx, out: dict, name: str, metrics, tol, fails: List[str]):
     if not mism:  # the T3 run matches, yet this checkpoint differs: no flip explains it
         return fails + [f"'{run_tokens}' of the same run matches the reference: no flip explains the difference"], ""
     if name != run_tokens and metrics.first_mismatch is not None:
-        step = flow_position_step(ref_row, metrics.first_mismatch)
+        step = flow_position_step(ref_row, metrics.first_mismatch, turbo=name.startswith("turbo."))
         if step < mism[0].step:
             return fails + [f"'{name}' differs at step {step}, before T3's first differing token (step {mism[0].step})"], ""
     v = judge(mism, flip_margin=tol.flip_margin, max_flips=tol.max_flips)

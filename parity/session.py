@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from . import flips, registry
-from .cases import Case, load_cases, load_vc_cases
+from .cases import Case, load_cases, load_turbo_cases, load_vc_cases
 from .checkpoint_dir import CheckpointDir
 from .errors import ParityError
 from .fixtures import Fixture, default_fixture_root, fixture_dir
@@ -33,6 +33,8 @@ def export_version(model: str = "tts") -> Optional[str]:
     try:
         if model == "vc":
             from reference.export_vc import VC_EXPORT_VERSION as EXPORT_VERSION
+        elif model == "turbo":
+            from reference.export_turbo import TURBO_EXPORT_VERSION as EXPORT_VERSION
         else:
             from reference.export import EXPORT_VERSION
     except ImportError:
@@ -42,17 +44,18 @@ def export_version(model: str = "tts") -> Optional[str]:
 
 # the manifest fields of a case that make its fixture stale when they change, per model
 CASE_KEYS = {"tts": ("text", "seed", "audio_sha256", "params"),
-             "vc": ("seed", "source_sha256", "target_voice_sha256", "params")}
+             "vc": ("seed", "source_sha256", "target_voice_sha256", "params"),
+             "turbo": ("text", "seed", "audio_sha256", "params")}
 
 
 def case_model(case) -> str:
-    """The model a case runs: a VCCase says "vc", an English Case has no `model`."""
+    """The model a case runs: a VCCase says "vc", a TurboCase "turbo", an English Case has no `model`."""
     return getattr(case, "model", "tts")
 
 
 def all_cases() -> dict:
-    """Every case of fixtures/cases.toml: the English model's, then the VC ones."""
-    return {**load_cases(), **load_vc_cases()}
+    """Every case of fixtures/cases.toml: the English model's, then the VC ones, then Chatterbox Turbo's."""
+    return {**load_cases(), **load_vc_cases(), **load_turbo_cases()}
 
 
 def staleness(fx_root: Path, case: Case, ckpt: CheckpointDir) -> Optional[str]:
@@ -117,6 +120,7 @@ class ParitySession:
     fixtures: Dict[str, Fixture] = field(default_factory=dict)
     outputs: Dict[tuple, object] = field(default_factory=dict)
     results: Dict[tuple, Result] = field(default_factory=dict)
+    _exported: set = field(default_factory=set)  # the models whose stale fixtures were exported
     log: callable = print
 
     @classmethod
@@ -127,20 +131,38 @@ class ParitySession:
         return cls(ckpt=ckpt, fx_root=Path(fx_root or default_fixture_root()), **kw)
 
     def fixture(self, case_name: str) -> Fixture:
-        """The case's fixture; on first use every missing or stale case is exported at once and
-        the original model is then released (it takes ~7 GB beside the MLX models)."""
-        if not self.fixtures:
-            self._export_stale()
+        """The case's fixture; on first use of a model's case every missing or stale case of that model
+        is exported at once and the original model is then released (it takes ~7 GB beside the MLX
+        models). A run that asks for no Turbo case exports none."""
         if case_name not in self.fixtures:
+            case = all_cases().get(case_name)
+            model = case_model(case) if case is not None else None  # not a case of cases.toml: opened as it is
+            if model is not None and model not in self._exported:
+                self._export_stale(model)
+                self._exported.add(model)
             self.fixtures[case_name] = Fixture.open(fixture_dir(self.fx_root, case_name))
         return self.fixtures[case_name]
 
-    def _export_stale(self) -> None:
+    def ckpt_for(self, model: str = "tts"):
+        """The checkpoint a model's cases run on: the session's own, or for Chatterbox Turbo its own folder
+        ($CHATTERBOX_TURBO_CKPT, else the synthetic one; parity/turbo_checkpoint.py)."""
+        if model != "turbo":
+            return self.ckpt
+        if self._turbo_ckpt is None:
+            from .turbo_checkpoint import resolve_turbo_checkpoint
+
+            self._turbo_ckpt = resolve_turbo_checkpoint(create_synthetic=reference_available())
+        return self._turbo_ckpt
+
+    def _export_stale(self, model: Optional[str] = None) -> None:
+        """Export the missing or stale fixtures of `model`'s cases (None: every model's)."""
         import gc
 
         stale = {}
         for name, case in all_cases().items():
-            why = staleness(self.fx_root, case, self.ckpt)
+            if model is not None and case_model(case) != model:
+                continue
+            why = staleness(self.fx_root, case, self.ckpt_for(case_model(case)))
             if why is not None and not reference_available():
                 if why != "missing" and export_version(case_model(case)) is None:
                     continue  # MLX-only machine: use fixtures made elsewhere as they are
@@ -153,18 +175,26 @@ class ParitySession:
         if not stale:
             return
         from reference.export import export_case
+        from reference.export_turbo import export_turbo_case, load_original_turbo
         from reference.export_vc import export_vc_case, load_original_vc
 
+        turbo = None
         for name, (case, why) in stale.items():
             self.log(f"exporting reference fixture '{name}' ({why})")
             if case_model(case) == "vc":
                 self._tts = None  # one original model at a time (memory)
                 self._vc = self._vc or load_original_vc(self.ckpt)
                 export_vc_case(self.ckpt, case, out_root=self.fx_root, vc=self._vc, log=self.log)
+            elif case_model(case) == "turbo":
+                self._tts = self._vc = None
+                turbo = turbo or load_original_turbo(self.ckpt_for("turbo"))
+                export_turbo_case(self.ckpt_for("turbo"), case, out_root=self.fx_root, tts=turbo, log=self.log)
             else:
                 export_case(self.ckpt, case, out_root=self.fx_root, tts=self._original(), log=self.log)
-        self._tts = self._vc = None
+        self._tts = self._vc = turbo = None
         gc.collect()
+
+    _turbo_ckpt = None
 
     _vc = None
 
@@ -188,7 +218,7 @@ class ParitySession:
             self.results[(case_name, res.checkpoint)] = res
             return res
         return self._evaluate(case_name, name, tol, label=f"{mode}:{name}", key=f"cumulative.{mode}",
-                              run=lambda fx: cumulative.run(fx, self.ckpt, mode),
+                              run=lambda fx: cumulative.run(fx, self.ckpt_for(registry.load().mode_model(mode)), mode),
                               missing=f"not computed: an upstream stage diverged ({mode})")
 
     def run_checkpoint(self, case_name: str, name: str) -> Result:
@@ -205,7 +235,7 @@ class ParitySession:
             self.results[(case_name, name)] = res
             return res
         return self._evaluate(case_name, name, tol, label=name, key=runner.__name__,
-                              run=lambda fx: runner.run(fx, self.ckpt),
+                              run=lambda fx: runner.run(fx, self.ckpt_for(cp.model)),
                               missing=f"{runner.__name__}.run did not return '{name}'")
 
     def _evaluate(self, case_name: str, name: str, tol, *, label: str, key: str, run, missing: str) -> Result:
