@@ -31,6 +31,8 @@ def test_vc_and_turbo_module_rows_are_covered():
         assert any(m["impl"] == wanted for m in ms), wanted
     vc_target = next(m for m in ms if m["impl"].endswith("set_target_voice"))
     assert "vc.ref_dict.embedding" in vc_target["checkpoints"]
+    processors = next(m for m in ms if m["impl"].endswith("turbo_logits_processors"))
+    assert {"turbo.t3.logits_top_k", "turbo.t3.logits_rep"} <= set(processors["checkpoints"])
 
 
 def test_vc_and_turbo_module_checks_are_real(tmp_path, monkeypatch):
