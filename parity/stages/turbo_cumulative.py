@@ -43,7 +43,7 @@ def run(fx, ckpt) -> dict:
                                on_token=lambda i, t: tokens.append(t), **decode_params(fx))
     out["turbo.t3.speech_tokens"] = np.asarray(tokens, dtype=np.int32)[None]
     out["turbo.t3.logits_temp"] = stacked(record, len(tokens))["logits_temp"]
-    speech = s3gen_tokens(np.asarray(tokens, dtype=np.int32))  # trailing stop token: below 6561 it is not
+    speech = s3gen_tokens(np.asarray(tokens, dtype=np.int32))  # generate()'s hand-over (a drawn stop token is >= 6561)
     out["turbo.flow.speech_tokens"] = speech[None]
     ref_speech = fx.tensor("turbo.flow.speech_tokens")
     if not np.array_equal(speech[None], ref_speech):
