@@ -35,7 +35,9 @@ from . import bisect_maps
 from .errors import ParityError
 from .metrics import Metrics, compare
 
-MODEL_CASES = {"tts": "the English model's cases", "vc": "the voice-conversion cases (vc_*)"}
+MODEL_CASES = {"tts": "the English model's cases", "vc": "the voice-conversion cases (vc_*)",
+               "turbo": "the Chatterbox Turbo cases (turbo_*)"}
+MEANFLOW_T_SPAN = (0.0, 0.5, 1.0)  # basic_euler's linear t_span for generate()'s 2 steps
 HIFT_HOP = 480  # source samples per mel frame (S3Token2Wav: 8 * 5 * 3 upsampling * 4 iSTFT hop)
 S3TOK_PROMPT_FRAMES = 150 * 4  # S3Tokenizer.forward(..., max_len=150) keeps 600 mel frames
 
@@ -363,6 +365,33 @@ def _flow_run(root, i):
     return root.decoder.estimator(i["x"], i["mask"], i["mu"], i["t"], i["spks"], i["cond"])
 
 
+def _turbo_flow_inputs(fx, n):
+    """The flow encoder's input, then MeanFlow's estimator inputs at basic_euler's first step: batch 1
+    (no CFG), t = 0, r = 0.5 (2 steps)."""
+    enc = _flow_encoder_inputs(fx, n)
+    x, mu, cond = (fx.tensor(f"flow.{k}").astype(np.float32) for k in ("start_noise", "mu", "cond"))
+    if n is not None:
+        x, mu, cond = x[..., :2 * n], mu[..., :2 * n], cond[..., :2 * n]
+    return {**enc, "x": x, "mask": np.ones((1, 1, mu.shape[-1]), np.float32), "mu": mu,
+            "t": np.full(1, MEANFLOW_T_SPAN[0], np.float32), "spks": fx.tensor("flow.spk_embedding").astype(np.float32),
+            "cond": cond, "r": np.full(1, MEANFLOW_T_SPAN[1], np.float32)}
+
+
+def _turbo_flow_run(root, i):
+    root.encoder(i["xs"], i["xs_lens"])
+    return root.decoder.estimator(i["x"], i["mask"], i["mu"], i["t"], i["spks"], i["cond"], i["r"])
+
+
+def _turbo(inputs):
+    """A stage's input builder reading a Turbo fixture under the English names (stages/turbo_common.py)."""
+    def build(fx, n):
+        from .stages.turbo_common import TurboFixture
+
+        return inputs(TurboFixture(fx), n)
+
+    return build
+
+
 def _vc(inputs):
     """A stage's input builder reading a VC fixture under the English names (stages/vc_common.py)."""
     def build(fx, n):
@@ -439,6 +468,12 @@ def _mlx_flow(ckpt):
     return load_flow(ckpt)
 
 
+def _mlx_turbo_flow(ckpt):
+    from .stages.turbo_common import pipeline
+
+    return pipeline(ckpt).s3gen.flow
+
+
 STAGES: Dict[str, Stage] = {
     "hift": Stage(
         about="HiFTGenerator.decode(flow.output_mel, hift.source)",
@@ -489,6 +524,20 @@ STAGES: Dict[str, Stage] = {
         run_original=lambda m, i: m.decode(x=i["mel"], s=i["source"]),
         run_mlx=lambda m, i: m.decode(i["mel"], i["source"]),
         length_unit="mel frames (and 480 source samples each)", entry="HiFTGenerator.decode", model="vc"),
+    # Chatterbox Turbo: S3Gen with MeanFlow (s3gen_meanflow.safetensors); its stages read the turbo.* tensors
+    "turbo_flow": Stage(
+        about="Turbo's flow: UpsampleConformerEncoder(turbo.flow.input_embedding), then MeanFlow's estimator at "
+              "basic_euler's first step (turbo.flow.start_noise, mu, cond, spk_embedding; t = 0, r = 0.5, no CFG)",
+        original=lambda tts: tts.s3gen.flow, mlx=_mlx_turbo_flow, inputs=_turbo(_turbo_flow_inputs),
+        run_original=_turbo_flow_run, run_mlx=_turbo_flow_run, name_map=bisect_maps.flow,
+        length_unit="tokens (and 2 mel frames each)", entry="the stage's encoder + decoder.estimator calls",
+        model="turbo"),
+    "turbo_hift": Stage(
+        about="Turbo's HiFTGenerator.decode(turbo.flow.output_mel, turbo.hift.source)",
+        original=lambda tts: tts.s3gen.mel2wav, mlx=_mlx_hift, inputs=_turbo(_hift_inputs),
+        run_original=lambda m, i: m.decode(x=i["mel"], s=i["source"]),
+        run_mlx=lambda m, i: m.decode(i["mel"], i["source"]),
+        length_unit="mel frames (and 480 source samples each)", entry="HiFTGenerator.decode", model="turbo"),
 }
 
 
@@ -590,7 +639,11 @@ def bisect(stage: str, fixture, *, ckpt=None, tol_db: float = 100.0, max_len: Op
 
 
 def load_original_model(model: str, ckpt):
-    """The original ChatterboxTTS, or ChatterboxVC for a voice-conversion stage."""
+    """The original ChatterboxTTS, ChatterboxVC for a voice-conversion stage, ChatterboxTurboTTS for Turbo's."""
+    if model == "turbo":
+        from reference.export_turbo import load_original_turbo
+
+        return load_original_turbo(ckpt)
     if model == "vc":
         from reference.export_vc import load_original_vc
 
@@ -744,6 +797,7 @@ def cmd_bisect(args):
     ckpt = resolve_checkpoint(args.checkpoint)
     session = ParitySession(ckpt=ckpt, fx_root=Path(args.fixtures or default_fixture_root()))
     fx = session.fixture(args.case)  # exported when missing or stale
+    ckpt = session.ckpt_for(spec.model)  # Turbo's own folder for its stages
     original = session._original() if spec.model == "tts" else load_original_model(spec.model, ckpt)
     finding = bisect(args.stage, fx, ckpt=ckpt, tol_db=args.tol_db, max_len=args.max_len, tts=original)
     print(finding.report())
@@ -757,15 +811,18 @@ def cmd_bisect(args):
 def register(sub):
     p = sub.add_parser("bisect", help="find the first sub-module where MLX diverges from the original (one stage)")
     p.add_argument("--case", required=True,
-                   help="case name (fixtures/cases.toml; a vc_* case for the vc_* stages); its fixture supplies the inputs")
+                   help="case name (fixtures/cases.toml; a vc_* case for the vc_* stages, a turbo_* case for the turbo_* "
+                        "stages); its fixture supplies the inputs")
     p.add_argument("--stage", required=True, help=f"one of: {', '.join(STAGES)}")
     p.add_argument("--checkpoint", type=Path, default=None,
-                   help="checkpoint folder (hub layout); default: $CHATTERBOX_CKPT or the synthetic one")
+                   help="checkpoint folder (hub layout); default: $CHATTERBOX_CKPT or the synthetic one (the turbo_* "
+                        "stages: $CHATTERBOX_TURBO_CKPT or the synthetic Turbo checkpoint)")
     p.add_argument("--fixtures", type=Path, default=None, help="fixture root (default: fixtures/)")
     p.add_argument("--tol-db", type=float, default=100.0, help="a tensor diverges below this SNR (default 100)")
     p.add_argument("--max-len", type=int, default=None,
                    help="only the first N steps of the stage input (HiFT: mel frames, with 480 N source samples; "
                         "campplus: fbank frames; s3tok: mel frames; ve: partials; t3_cond: prompt tokens; "
-                        "flow_encoder: tokens; flow, vc_flow: tokens and 2 mel frames each; vc_hift: as hift)")
+                        "flow_encoder: tokens; flow, vc_flow, turbo_flow: tokens and 2 mel frames each; vc_hift, turbo_hift: as "
+                        "hift)")
     p.add_argument("--verbose", "-v", action="store_true", help="also list every compared tensor and its SNR")
     p.set_defaults(fn=cmd_bisect)

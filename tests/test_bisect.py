@@ -16,6 +16,7 @@ from parity.bisect import (Stage, align, bisect, find_first_divergence, record_m
 
 CASE = "espeak_22k"
 VC_CASE = "vc_stereo_to_espeak"
+TURBO_CASE = "turbo_espeak"
 
 
 @contextlib.contextmanager
@@ -58,6 +59,22 @@ def vc_env(parity_session):
     else:
         fx = s.fixture(VC_CASE)
     return s.ckpt, fx, load_original_vc(s.ckpt)
+
+
+@pytest.fixture(scope="module")
+def turbo_env(parity_session):
+    """The Turbo case's fixture, its checkpoint and the original ChatterboxTurboTTS."""
+    from parity.fixtures import Fixture, fixture_dir
+    from parity.session import all_cases, staleness
+    from reference.export_turbo import load_original_turbo
+
+    s = parity_session
+    ckpt = s.ckpt_for("turbo")
+    if staleness(s.fx_root, all_cases()[TURBO_CASE], ckpt) is None:
+        fx = Fixture.open(fixture_dir(s.fx_root, TURBO_CASE))
+    else:
+        fx = s.fixture(TURBO_CASE)
+    return ckpt, fx, load_original_turbo(ckpt)
 
 
 def _snr(check):
@@ -211,6 +228,33 @@ def test_vc_flow_clean_then_time_embedding_named(vc_env):
     assert f.check.what == "out" and _snr(f.check) < 10.0
 
 
+def test_turbo_hift_and_meanflow_flow_clean_then_time_embedding_named(turbo_env):
+    """turbo_hift and turbo_flow (MeanFlow's estimator at basic_euler's first step, t = 0, r = 0.5) on the
+    Turbo fixture against the original ChatterboxTurboTTS's S3Gen; the time embedding's halves swapped
+    in MLX is named at the module that computes it."""
+    import mlx.core as mx
+
+    import mlx_impl.s3gen.decoder as decoder
+
+    ckpt, fx, tts = turbo_env
+    _assert_clean(bisect("turbo_hift", fx, ckpt=ckpt, tts=tts, max_len=20), min_calls=150)
+    clean = bisect("turbo_flow", fx, ckpt=ckpt, tts=tts, max_len=8)
+    _assert_clean(clean, min_calls=500)
+    assert any(c.call.name == "decoder.estimator.time_embed_mixer" for c in clean.checks if c.call is not None)
+
+    real = decoder.SinusoidalPosEmb.__call__
+
+    def cos_then_sin(self, x, scale=1000):
+        emb = real(self, x, scale)
+        half = emb.shape[-1] // 2
+        return mx.concatenate([emb[:, half:], emb[:, :half]], axis=-1)
+
+    with patched(decoder.SinusoidalPosEmb, "__call__", cos_then_sin):
+        f = bisect("turbo_flow", fx, ckpt=ckpt, tts=tts, max_len=8)
+    print(f.report())
+    assert f.kind == "module" and f.module == "decoder.estimator.time_embeddings", f.report()
+
+
 # ------------------------------------------------------------------------------ the machinery, on toys
 def test_align_adapts_channels_last_layouts():
     rng = np.random.default_rng(0)
@@ -333,8 +377,9 @@ def test_record_mlx_restores_classes_after_an_error():
     ["bisect", "--case", CASE, "--stage", "hift", "--tol-db", "-3"],
     ["bisect", "--case", CASE, "--stage", "vc_hift"],
     ["bisect", "--case", VC_CASE, "--stage", "hift"],
+    ["bisect", "--case", VC_CASE, "--stage", "turbo_flow"],
 ], ids=["unknown-stage", "unknown-case", "max-len-0", "tol-db-negative", "vc-stage-on-an-english-case",
-        "english-stage-on-a-vc-case"])
+        "english-stage-on-a-vc-case", "turbo-stage-on-a-vc-case"])
 def test_cli_user_errors_exit_2(argv, capsys):
     from parity.cli import main
 
@@ -346,6 +391,7 @@ def test_every_stage_is_registered():
     assert {"hift", "campplus", "s3tok", "ve", "t3_cond", "flow_encoder", "flow", "vc_flow", "vc_hift"} <= set(STAGES)
     assert all(isinstance(s, Stage) for s in STAGES.values())
     assert {n for n, s in STAGES.items() if s.model == "vc"} == {"vc_flow", "vc_hift"}
+    assert {n for n, s in STAGES.items() if s.model == "turbo"} == {"turbo_flow", "turbo_hift"}
 
 
 def test_vc_stage_on_an_english_case_names_the_vc_cases(capsys):
