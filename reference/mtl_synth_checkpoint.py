@@ -34,9 +34,8 @@ from parity.fixtures import replace_dir
 
 from .mtl_data import CANGJIE_FILE, pkuseg_home, write_front_end_files, write_pkuseg_home
 from .mtl_tokenizer_json import FILE_NAME as TOKENIZER_FILE
-from .synth_checkpoint import (CONSTANT_MODULES, DEFAULT_INIT, DEFAULT_VOICE, INIT_FIXES, SYNTH_MANIFEST,
-                               _apply_init_fixes, _exercise_campplus, _exercise_constants, _exercise_t3, _exercise_ve,
-                               _init_manifest, _save)
+from .synth_checkpoint import (DEFAULT_INIT, DEFAULT_VOICE, INIT_FIXES, SYNTH_MANIFEST, _init_manifest, _save,
+                               init_s3gen, init_t3, init_voice_encoder)
 
 DEFAULT_MTL_CKPT = ROOT / "checkpoints" / "synthetic-mtl-s0"
 T3_FILE = "t3_mtl23ls_v2.safetensors"
@@ -90,25 +89,17 @@ def make_synthetic_mtl_checkpoint(out_dir=DEFAULT_MTL_CKPT, seed: int = 0, voice
     try:
         counts = {}
         torch.manual_seed(seed)
-        ve = VoiceEncoder().eval()
-        if init == "exercised":
-            _exercise_ve(ve)
+        ve = init_voice_encoder(VoiceEncoder().eval(), init)
         counts["ve.pt"] = _torch_save(ve, tmp / "ve.pt")
         del ve
         torch.manual_seed(seed + 1)
-        t3 = T3(T3Config.multilingual()).eval()
-        if init == "exercised":
-            _exercise_t3(t3, seed)
+        t3 = init_t3(T3(T3Config.multilingual()).eval(), init, seed)
         _apply_mtl_init_fixes(t3)
         counts[T3_FILE] = _save(t3, tmp / T3_FILE)
         del t3
         gc.collect()
         torch.manual_seed(seed + 2)
-        s3gen = S3Gen().eval()
-        _apply_init_fixes(s3gen)
-        if init == "exercised":  # the English builder's S3Gen steps, in its order
-            _exercise_constants(s3gen, CONSTANT_MODULES["s3gen"], seed + 2)
-            _exercise_campplus(s3gen.speaker_encoder)
+        s3gen = init_s3gen(S3Gen().eval(), init, seed)
         counts["s3gen.pt"] = _torch_save(s3gen, tmp / "s3gen.pt")
         del s3gen
         gc.collect()

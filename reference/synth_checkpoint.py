@@ -177,6 +177,29 @@ def _exercise_campplus(campplus) -> None:
         bn.running_var.copy_(x.var(0, unbiased=False).float())
 
 
+# One module's init after its seeded construction, per recipe: the builders of every model's checkpoint
+# (English, multilingual) call these, so that their recipes cannot drift apart.
+def init_voice_encoder(ve, init: str):
+    if init == "exercised":
+        _exercise_ve(ve)
+    return ve
+
+
+def init_t3(t3, init: str, seed: int):
+    if init == "exercised":
+        _exercise_t3(t3, seed)
+    return t3
+
+
+def init_s3gen(s3gen, init: str, seed: int):
+    """`seed`: the checkpoint's (the module was built under seed + 2)."""
+    _apply_init_fixes(s3gen)
+    if init == "exercised":
+        _exercise_constants(s3gen, CONSTANT_MODULES["s3gen"], seed + 2)
+        _exercise_campplus(s3gen.speaker_encoder)
+    return s3gen
+
+
 def _init_manifest(init: str) -> dict:
     if init not in INIT_RECIPES:
         raise ValueError(f"unknown init recipe {init!r} (one of {', '.join(INIT_RECIPES)})")
@@ -221,22 +244,14 @@ def make_synthetic_checkpoint(out_dir, seed: int = 0, voice_clip: Path = DEFAULT
     try:
         counts = {}
         torch.manual_seed(seed)
-        ve = VoiceEncoder().eval()
-        if init == "exercised":
-            _exercise_ve(ve)
+        ve = init_voice_encoder(VoiceEncoder().eval(), init)
         counts["ve.safetensors"] = _save(ve, tmp / "ve.safetensors")
         torch.manual_seed(seed + 1)
-        t3 = T3().eval()
-        if init == "exercised":
-            _exercise_t3(t3, seed)
+        t3 = init_t3(T3().eval(), init, seed)
         counts["t3_cfg.safetensors"] = _save(t3, tmp / "t3_cfg.safetensors")
         del t3
         torch.manual_seed(seed + 2)
-        s3gen = S3Gen().eval()
-        _apply_init_fixes(s3gen)
-        if init == "exercised":
-            _exercise_constants(s3gen, CONSTANT_MODULES["s3gen"], seed + 2)
-            _exercise_campplus(s3gen.speaker_encoder)
+        s3gen = init_s3gen(S3Gen().eval(), init, seed)
         counts["s3gen.safetensors"] = _save(s3gen, tmp / "s3gen.safetensors", drop=NOT_STORED)
         del s3gen
         write_tokenizer_json(tmp / "tokenizer.json")
