@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Optional
 
 from .validate import UsageError
+from .tts import SENTENCE_ENDERS, normalize_punctuation
 
 REPO_ID = "ResembleAI/chatterbox"
 
@@ -58,41 +59,11 @@ def check_language_id(language_id: Optional[str]) -> Optional[str]:
     return language_id.lower() if language_id else None
 
 
+# the English sentence enders plus the CJK ones
+MTL_SENTENCE_ENDERS = SENTENCE_ENDERS + ("、", "，", "。", "？", "！")
+
+
 def punc_norm(text: str) -> str:
     """Quick cleanup of punctuation from LLMs or characters rarely seen in the dataset (the English
     punc_norm plus the CJK sentence enders)."""
-    if len(text) == 0:
-        return "You need to add some text for me to talk."
-
-    # Capitalise first letter
-    if text[0].islower():
-        text = text[0].upper() + text[1:]
-
-    # Remove multiple space chars
-    text = " ".join(text.split())
-
-    # Replace uncommon/llm punc
-    punc_to_replace = [
-        ("...", ", "),
-        ("…", ", "),
-        (":", ","),
-        (" - ", ", "),
-        (";", ", "),
-        ("—", "-"),
-        ("–", "-"),
-        (" ,", ","),
-        ("“", "\""),
-        ("”", "\""),
-        ("‘", "'"),
-        ("’", "'"),
-    ]
-    for old_char_sequence, new_char in punc_to_replace:
-        text = text.replace(old_char_sequence, new_char)
-
-    # Add full stop if no ending punc
-    text = text.rstrip(" ")
-    sentence_enders = {".", "!", "?", "-", ",", "、", "，", "。", "？", "！"}
-    if not any(text.endswith(p) for p in sentence_enders):
-        text += "."
-
-    return text
+    return normalize_punctuation(text, sentence_enders=MTL_SENTENCE_ENDERS)

@@ -11,43 +11,31 @@ SOS = SPEECH_VOCAB_SIZE  # start of speech
 EOS = SPEECH_VOCAB_SIZE + 1  # stop of speech
 
 
-def punc_norm(text: str) -> str:
-    """Quick cleanup of punctuation from LLMs or characters rarely seen in the dataset."""
+# punc_norm's replacement table and sentence enders; the Turbo and multilingual pipelines have their own
+PUNC_TO_REPLACE = (("...", ", "), ("…", ", "), (":", ","), (" - ", ", "), (";", ", "), ("—", "-"), ("–", "-"),
+                   (" ,", ","), ("“", "\""), ("”", "\""), ("‘", "'"), ("’", "'"))
+SENTENCE_ENDERS = (".", "!", "?", "-", ",")
+
+
+def normalize_punctuation(text: str, punc_to_replace=PUNC_TO_REPLACE, sentence_enders=SENTENCE_ENDERS) -> str:
+    """The original's punc_norm with a given table: an empty text replaced, the first letter capitalised,
+    white space runs folded, the table's replacements in order, a full stop added if no ender closes it."""
     if len(text) == 0:
         return "You need to add some text for me to talk."
-
-    # Capitalise first letter
     if text[0].islower():
         text = text[0].upper() + text[1:]
-
-    # Remove multiple space chars
     text = " ".join(text.split())
-
-    # Replace uncommon/llm punc
-    punc_to_replace = [
-        ("...", ", "),
-        ("…", ", "),
-        (":", ","),
-        (" - ", ", "),
-        (";", ", "),
-        ("—", "-"),
-        ("–", "-"),
-        (" ,", ","),
-        ("“", "\""),
-        ("”", "\""),
-        ("‘", "'"),
-        ("’", "'"),
-    ]
     for old_char_sequence, new_char in punc_to_replace:
         text = text.replace(old_char_sequence, new_char)
-
-    # Add full stop if no ending punc
     text = text.rstrip(" ")
-    sentence_enders = {".", "!", "?", "-", ","}
     if not any(text.endswith(p) for p in sentence_enders):
         text += "."
-
     return text
+
+
+def punc_norm(text: str) -> str:
+    """Quick cleanup of punctuation from LLMs or characters rarely seen in the dataset."""
+    return normalize_punctuation(text)
 
 
 def drop_invalid_tokens(x) -> np.ndarray:

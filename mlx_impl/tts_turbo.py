@@ -15,6 +15,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from .tts import normalize_punctuation
+
 REPO_ID = "ResembleAI/chatterbox-turbo"
 S3_SR = 16_000
 S3GEN_SR = 24_000
@@ -30,41 +32,14 @@ MLX_TOKENIZER_DIR = "tokenizer"
 logger = logging.getLogger(__name__)
 
 
+# Turbo's table: unlike the English punc_norm's, no "...", " - " or ";" rules
+TURBO_PUNC_TO_REPLACE = (("…", ", "), (":", ","), ("—", "-"), ("–", "-"), (" ,", ","), ("“", "\""), ("”", "\""),
+                         ("‘", "'"), ("’", "'"))
+
+
 def punc_norm(text: str) -> str:
-    """Quick cleanup of punctuation from LLMs or characters rarely seen in the dataset (Turbo's table:
-    unlike the English punc_norm, no "...", " - " or ";" rules)."""
-    if len(text) == 0:
-        return "You need to add some text for me to talk."
-
-    # Capitalise first letter
-    if text[0].islower():
-        text = text[0].upper() + text[1:]
-
-    # Remove multiple space chars
-    text = " ".join(text.split())
-
-    # Replace uncommon/llm punc
-    punc_to_replace = [
-        ("…", ", "),
-        (":", ","),
-        ("—", "-"),
-        ("–", "-"),
-        (" ,", ","),
-        ("“", "\""),
-        ("”", "\""),
-        ("‘", "'"),
-        ("’", "'"),
-    ]
-    for old_char_sequence, new_char in punc_to_replace:
-        text = text.replace(old_char_sequence, new_char)
-
-    # Add full stop if no ending punc
-    text = text.rstrip(" ")
-    sentence_enders = {".", "!", "?", "-", ","}
-    if not any(text.endswith(p) for p in sentence_enders):
-        text += "."
-
-    return text
+    """Quick cleanup of punctuation from LLMs or characters rarely seen in the dataset (Turbo's table)."""
+    return normalize_punctuation(text, TURBO_PUNC_TO_REPLACE)
 
 
 def norm_loudness(wav: np.ndarray, sr: int, target_lufs: float = -27) -> np.ndarray:
