@@ -257,9 +257,9 @@ def main():
     if args.worker:
         return worker_main(args.worker, args)
     if args.checkpoint is None:
-        from parity.synthetic import resolve_checkpoint
+        from benchmarks.bench_checkpoint import default_bench_checkpoint
 
-        args.checkpoint = resolve_checkpoint(None).path
+        args.checkpoint = default_bench_checkpoint()
 
     orig = Worker("original", args)
     warm = orig.run("warmup")  # its recorded draws make the MLX side decode the same tokens

@@ -379,9 +379,9 @@ def main():
     backend.apply_mlx_defaults()
     mx.set_default_device(mx.gpu if args.device == "gpu" else mx.cpu)
     if args.checkpoint is None:
-        from parity.synthetic import resolve_checkpoint
+        from benchmarks.bench_checkpoint import default_bench_checkpoint
 
-        args.checkpoint = resolve_checkpoint(None).path
+        args.checkpoint = default_bench_checkpoint()
     t3, cond, text = load(Path(args.checkpoint), args.case)
     results = []
     probe = dtype_probe(t3)
