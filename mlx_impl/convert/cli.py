@@ -41,7 +41,7 @@ from . import voice_encoder as ve_conv
 from ..cli import MODEL_ENV, DefaultFolder, main_of, pick_folder, standalone_parser
 from ..load import HUB_FILES, TURBO_FILES, build_modules, load_conds, load_tokenizer, read_state_dict, split_prefixes
 from ..validate import UsageError, check_out_dir, safetensors_header
-from .common import ConversionError, load_strict
+from .common import ConversionError, in_source_file, load_strict
 
 PUBLISHED_COUNTS = {"ve.": 13, "t3.": 293, "s3gen.": 2131, "s3_tokenizer.": 96}
 DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
@@ -51,13 +51,7 @@ SOURCE_FILES = {"ve": "ve.safetensors", "t3": "t3_cfg.safetensors", "s3gen": "s3
 
 
 def _in_file(component: str, fn, *a):
-    """fn(*a), its ConversionError prefixed with the source file it is about."""
-    try:
-        return fn(*a)
-    except ConversionError as e:
-        raise ConversionError(f"{SOURCE_FILES[component]}: {e}") from None
-    except KeyError as e:
-        raise ConversionError(f"{SOURCE_FILES[component]}: missing source tensor {e}") from None
+    return in_source_file(SOURCE_FILES[component], fn, *a)
 
 
 def convert_state(states: Dict[str, Dict[str, np.ndarray]]):

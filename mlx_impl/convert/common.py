@@ -18,6 +18,16 @@ class ConversionError(ValueError):
     """A source tensor is missing, unexpected or of the wrong shape; the message names it."""
 
 
+def in_source_file(file_name: str, fn, *a):
+    """fn(*a), its ConversionError (or a missing key) prefixed with the source file it is about."""
+    try:
+        return fn(*a)
+    except ConversionError as e:
+        raise ConversionError(f"{file_name}: {e}") from None
+    except KeyError as e:
+        raise ConversionError(f"{file_name}: missing source tensor {e}") from None
+
+
 def conv1d(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(w, (0, 2, 1)))
 

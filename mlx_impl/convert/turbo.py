@@ -19,20 +19,14 @@ from . import gpt2
 from . import s3gen as s3gen_conv
 from . import t3_turbo
 from . import voice_encoder as ve_conv
-from .common import ConversionError, Weights, load_strict
+from .common import Weights, in_source_file, load_strict
 
 SOURCE_FILES = {"ve": "ve.safetensors", "t3": "t3_turbo_v1.safetensors", "s3gen": "s3gen_meanflow.safetensors"}
 PREFIXES = ("ve.", "t3.", "s3gen.", "s3_tokenizer.")
 
 
 def _in_file(component: str, fn, *a):
-    """fn(*a), its ConversionError prefixed with the source file it is about."""
-    try:
-        return fn(*a)
-    except ConversionError as e:
-        raise ConversionError(f"{SOURCE_FILES[component]}: {e}") from None
-    except KeyError as e:
-        raise ConversionError(f"{SOURCE_FILES[component]}: missing source tensor {e}") from None
+    return in_source_file(SOURCE_FILES[component], fn, *a)
 
 
 def gpt2_reason(key: str) -> str:
