@@ -25,17 +25,14 @@ from __future__ import annotations
 
 import gc
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 from parity import ROOT
-from parity.fixtures import replace_dir
 
 from .mtl_data import CANGJIE_FILE, pkuseg_home, write_front_end_files, write_pkuseg_home
 from .mtl_tokenizer_json import FILE_NAME as TOKENIZER_FILE
 from .synth_checkpoint import (DEFAULT_INIT, DEFAULT_VOICE, INIT_FIXES, SYNTH_MANIFEST, _init_manifest, _save,
-                               init_s3gen, init_t3, init_voice_encoder)
+                               clip_label, init_s3gen, init_t3, init_voice_encoder, staged_checkpoint, write_manifest)
 
 DEFAULT_MTL_CKPT = ROOT / "checkpoints" / "synthetic-mtl-s0"
 T3_FILE = "t3_mtl23ls_v2.safetensors"
@@ -82,11 +79,8 @@ def make_synthetic_mtl_checkpoint(out_dir=DEFAULT_MTL_CKPT, seed: int = 0, voice
     from chatterbox.mtl_tts import ChatterboxMultilingualTTS
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     init_manifest = _init_manifest(init)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    tmp.chmod(0o755)
-    try:
+    with staged_checkpoint(out_dir) as tmp:
         counts = {}
         torch.manual_seed(seed)
         ve = init_voice_encoder(VoiceEncoder().eval(), init)
@@ -127,18 +121,13 @@ def make_synthetic_mtl_checkpoint(out_dir=DEFAULT_MTL_CKPT, seed: int = 0, voice
             "init_fixes": {**{f"s3gen.pt: {k}": v for k, v in INIT_FIXES.items()},
                            **{f"{T3_FILE}: {k}": v for k, v in MTL_INIT_FIXES.items()}},
             "init": init_manifest,
-            "built_in_voice": (str(Path(voice_clip).relative_to(ROOT)) if Path(voice_clip).is_relative_to(ROOT)
-                               else str(voice_clip)),
+            "built_in_voice": clip_label(voice_clip),
             "tokenizer": f"{TOKENIZER_FILE}: BPE over the 23 languages' scripts, 2454 entries, language tags and "
                          "Cangjie tokens added (reference/mtl_tokenizer_json.py)",
             "cangjie": f"{CANGJIE_FILE}: made-up codes for U+4E00-U+9FFF (reference/mtl_data.py)",
             "pkuseg": f"{PKUSEG_DIR}/: a $PKUSEG_HOME with spacy-pkuseg's default model trained on a fixed corpus",
         }
-        (tmp / SYNTH_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_manifest(tmp, manifest)
     return out_dir
 
 

@@ -4,6 +4,7 @@ tokenizer.json, conds.pt), so that `ChatterboxTTS.from_local(DIR, "cpu")` loads 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -216,6 +217,31 @@ def _sha256(path: Path) -> str:
     return sha256_file(path)
 
 
+@contextlib.contextmanager
+def staged_checkpoint(out_dir: Path):
+    """A temporary folder beside `out_dir` to build a checkpoint in: it replaces `out_dir` when the block
+    ends, and is removed when the block fails (nothing half-written)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp.chmod(0o755)
+    try:
+        yield tmp
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    (folder / SYNTH_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def clip_label(voice_clip) -> str:
+    """A clip's path relative to the repository where it lies inside it."""
+    path = Path(voice_clip)
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def _save(module, path: Path, drop=()) -> int:
     from safetensors.torch import save_file
 
@@ -237,11 +263,8 @@ def make_synthetic_checkpoint(out_dir, seed: int = 0, voice_clip: Path = DEFAULT
     from chatterbox.tts import ChatterboxTTS
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     init_manifest = _init_manifest(init)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    tmp.chmod(0o755)
-    try:
+    with staged_checkpoint(out_dir) as tmp:
         counts = {}
         torch.manual_seed(seed)
         ve = init_voice_encoder(VoiceEncoder().eval(), init)
@@ -271,8 +294,7 @@ def make_synthetic_checkpoint(out_dir, seed: int = 0, voice_clip: Path = DEFAULT
             "tensor_counts": counts,
             "not_stored": list(NOT_STORED),
             "built_in_voice": (f"copied from {conds_from}" if conds_from is not None else
-                               str(Path(voice_clip).relative_to(ROOT)) if Path(voice_clip).is_relative_to(ROOT)
-                               else str(voice_clip)),
+                               clip_label(voice_clip)),
             "init_fixes": INIT_FIXES,
             "init": init_manifest,
             "init_check": "every other checkpoint: finite, non-constant activations with the default init "
@@ -280,9 +302,5 @@ def make_synthetic_checkpoint(out_dir, seed: int = 0, voice_clip: Path = DEFAULT
             "tokenizer": "BPE over characters, 704 entries, [STOP]=0 [UNK]=1 [SPACE]=2 [START]=255 "
                          "(reference/tokenizer_json.py)",
         }
-        (tmp / SYNTH_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_manifest(tmp, manifest)
     return out_dir

@@ -22,16 +22,12 @@ dropped r would match; its r half gets random weights.
 from __future__ import annotations
 
 import gc
-import json
-import shutil
-import tempfile
 from pathlib import Path
 
 from parity import ROOT
-from parity.fixtures import replace_dir
 
 from .gpt2_tokenizer import write_gpt2_tokenizer
-from .synth_checkpoint import INIT_FIXES, SYNTH_MANIFEST, _apply_init_fixes, _save
+from .synth_checkpoint import INIT_FIXES, SYNTH_MANIFEST, _apply_init_fixes, _save, clip_label, staged_checkpoint, write_manifest
 
 DEFAULT_TURBO_CKPT = ROOT / "checkpoints" / "synthetic-turbo-s0"
 # the built-in voice: longer than Turbo's 15 s T3 prompt (375 tokens, ENC_COND_LEN) and 10 s S3Gen cut
@@ -78,10 +74,7 @@ def make_synthetic_turbo_checkpoint(out_dir=DEFAULT_TURBO_CKPT, seed: int = 0,
     from chatterbox.tts_turbo import ChatterboxTurboTTS
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    tmp.chmod(0o755)
-    try:
+    with staged_checkpoint(out_dir) as tmp:
         counts = {}
         torch.manual_seed(seed)
         counts["ve.safetensors"] = _save(VoiceEncoder().eval(), tmp / "ve.safetensors")
@@ -112,16 +105,11 @@ def make_synthetic_turbo_checkpoint(out_dir=DEFAULT_TURBO_CKPT, seed: int = 0,
             "seeds": {"ve": seed, "t3": seed + 1, "s3gen": seed + 2, "conds": seed + 3},
             "tensor_counts": counts,
             "init_fixes": {f"s3gen_meanflow.safetensors: {k}": v for k, v in {**INIT_FIXES, **TURBO_INIT_FIXES}.items()},
-            "built_in_voice": (str(Path(voice_clip).relative_to(ROOT)) if Path(voice_clip).is_relative_to(ROOT)
-                               else str(voice_clip)),
+            "built_in_voice": clip_label(voice_clip),
             "tokenizer": {"kind": "GPT-2 byte-level BPE (reference/gpt2_tokenizer.py)", "entries": tokenizer_parts,
                           "total": sum(tokenizer_parts.values())},
         }
-        (tmp / SYNTH_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_manifest(tmp, manifest)
     return out_dir
 
 
