@@ -42,15 +42,38 @@ def package_versions() -> dict:
     return out
 
 
-def load_original(ckpt: CheckpointDir, device: str = "cpu"):
+def from_local_or_error(model_class, ckpt: CheckpointDir, device: str = "cpu"):
+    """The original `model_class.from_local(ckpt.path, device)`, gradients off; its failure one
+    ParityError naming the folder and the cause."""
     import torch
-    from chatterbox.tts import ChatterboxTTS
 
     torch.set_grad_enabled(False)
     try:
-        return ChatterboxTTS.from_local(ckpt.path, device)
+        return model_class.from_local(ckpt.path, device)
     except Exception as e:  # the original's own loader failed: name the folder and the cause
-        raise ParityError(f"the original ChatterboxTTS.from_local could not load {ckpt.path}: {e}") from None
+        raise ParityError(f"the original {model_class.__name__}.from_local could not load {ckpt.path}: {e}") from None
+
+
+def load_original(ckpt: CheckpointDir, device: str = "cpu"):
+    from chatterbox.tts import ChatterboxTTS
+
+    return from_local_or_error(ChatterboxTTS, ckpt, device)
+
+
+def checkpoint_meta(ckpt: CheckpointDir, **extra) -> dict:
+    """The fixture manifest's record of the checkpoint it was exported from."""
+    return {"name": ckpt.path.name, "files_sha256": ckpt.file_hashes(), "identity": ckpt.identity(),
+            "synthetic": (ckpt.path / "synthetic.json").is_file(), **extra}
+
+
+def write_case_fixture(rec: Recorder, meta: dict, out_root, case, t0: float, log) -> Path:
+    """Every recorded tensor and the manifest `meta` into the case's fixture folder (atomically)."""
+    writer = FixtureWriter()
+    for name, value in rec.values.items():
+        writer.add(name, value)
+    out = writer.write(fixture_dir(out_root, case.name), meta)
+    log(f"[{case.name}] wrote {out} ({len(rec.values)} tensors) in {time.time() - t0:.1f}s")
+    return out
 
 
 # ----------------------------------------------------------------------------- conditioning
@@ -387,14 +410,10 @@ def export_case(ckpt: CheckpointDir, case: Case, out_root=None, tts=None, log=pr
     rec.put("hift.wav", wav)
     log(f"[{case.name}] S3Gen {wav.shape[-1] / 24000:.2f}s of audio in {time.time() - t1:.1f}s")
 
-    writer = FixtureWriter()
-    for name, value in rec.values.items():
-        writer.add(name, value)
     meta = {
         "export_version": EXPORT_VERSION,
         "case": case.as_manifest(),
-        "checkpoint": {"name": ckpt.path.name, "files_sha256": ckpt.file_hashes(), "identity": ckpt.identity(),
-                       "synthetic": (ckpt.path / "synthetic.json").is_file()},
+        "checkpoint": checkpoint_meta(ckpt),
         "versions": package_versions(),
         "device": "cpu",
         "dtype": "float32",
@@ -415,9 +434,7 @@ def export_case(ckpt: CheckpointDir, case: Case, out_root=None, tts=None, log=pr
         },
         "sanity": sanity_check(rec.values),
     }
-    out = writer.write(fixture_dir(out_root, case.name), meta)
-    log(f"[{case.name}] wrote {out} ({len(rec.values)} tensors) in {time.time() - t0:.1f}s")
-    return out
+    return write_case_fixture(rec, meta, out_root, case, t0, log)
 
 
 def validate_case_inputs(case: Case) -> None:

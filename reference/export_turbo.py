@@ -31,10 +31,9 @@ import numpy as np
 
 from parity.cases import TurboCase
 from parity.errors import ParityError
-from parity.fixtures import FixtureWriter, fixture_dir
 
-from .export import (_LibrosaProxy, _recording_processor, package_versions, record_conditioning, record_s3gen,
-                     sanity_check, validate_case_inputs)
+from .export import (_LibrosaProxy, _recording_processor, checkpoint_meta, from_local_or_error, package_versions,
+                     record_conditioning, record_s3gen, sanity_check, validate_case_inputs, write_case_fixture)
 from .recording import RecordedSampler, Recorder, forward_hook, patched, wrap_method
 
 TURBO_EXPORT_VERSION = "turbo-1"
@@ -58,14 +57,9 @@ class TurboRecorder(Recorder):
 
 
 def load_original_turbo(ckpt, device: str = "cpu"):
-    import torch
     from chatterbox.tts_turbo import ChatterboxTurboTTS
 
-    torch.set_grad_enabled(False)
-    try:
-        return ChatterboxTurboTTS.from_local(ckpt.path, device)
-    except Exception as e:  # the original's own loader failed: name the folder and the cause
-        raise ParityError(f"the original ChatterboxTurboTTS.from_local could not load {ckpt.path}: {e}") from None
+    return from_local_or_error(ChatterboxTurboTTS, ckpt, device)
 
 
 def generate_kwargs(params: dict) -> dict:
@@ -265,15 +259,11 @@ def export_turbo_case(ckpt, case: TurboCase, out_root=None, tts=None, log=print)
         [turbo_greedy_margin(g_w[i], margin_args["penalty"]) for i in range(g_n)], dtype=torch.float64))
     log(f"[{case.name}] T3 greedy {g_n} draws {time.time() - t1:.1f}s")
 
-    writer = FixtureWriter()
-    for name, value in rec.values.items():
-        writer.add(name, value)
     meta = {
         "export_version": TURBO_EXPORT_VERSION,
         "model": "turbo",
         "case": case.as_manifest(),
-        "checkpoint": {"name": ckpt.path.name, "files_sha256": ckpt.file_hashes(), "identity": ckpt.identity(),
-                       "synthetic": (ckpt.path / "synthetic.json").is_file()},
+        "checkpoint": checkpoint_meta(ckpt),
         "versions": package_versions(),
         "device": "cpu",
         "dtype": "float32",
@@ -297,9 +287,7 @@ def export_turbo_case(ckpt, case: TurboCase, out_root=None, tts=None, log=print)
         },
         "sanity": turbo_sanity_check(rec.values),
     }
-    out = writer.write(fixture_dir(out_root, case.name), meta)
-    log(f"[{case.name}] wrote {out} ({len(rec.values)} tensors) in {time.time() - t0:.1f}s")
-    return out
+    return write_case_fixture(rec, meta, out_root, case, t0, log)
 
 
 FILTERED = ("turbo.t3.logits_top_k", "turbo.t3.logits_top_p", "turbo.t3.logits_rep")  # -inf where filtered

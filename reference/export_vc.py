@@ -21,9 +21,9 @@ from pathlib import Path
 from parity.cases import VCCase
 from parity.checkpoint_dir import CheckpointDir
 from parity.errors import ParityError
-from parity.fixtures import FixtureWriter, fixture_dir
 
-from .export import _check_audio_readable, package_versions, record_s3gen, sanity_check
+from .export import (_check_audio_readable, checkpoint_meta, from_local_or_error, package_versions, record_s3gen,
+                     sanity_check, write_case_fixture)
 from .recording import Recorder, patched, wrap_method
 
 VC_EXPORT_VERSION = "vc-1"
@@ -53,14 +53,9 @@ class RenamingRecorder(Recorder):
 
 
 def load_original_vc(ckpt: CheckpointDir, device: str = "cpu"):
-    import torch
     from chatterbox.vc import ChatterboxVC
 
-    torch.set_grad_enabled(False)
-    try:
-        return ChatterboxVC.from_local(ckpt.path, device)
-    except Exception as e:  # the original's own loader failed: name the folder and the cause
-        raise ParityError(f"the original ChatterboxVC.from_local could not load {ckpt.path}: {e}") from None
+    return from_local_or_error(ChatterboxVC, ckpt, device)
 
 
 class _VCLibrosa:
@@ -163,16 +158,11 @@ def export_vc_case(ckpt: CheckpointDir, case: VCCase, out_root=None, vc=None, lo
     rec.put("vc.wav", wav)
     log(f"[{case.name}] ChatterboxVC.generate: {wav.shape[-1] / 24000:.2f}s of audio in {time.time() - t0:.1f}s")
 
-    writer = FixtureWriter()
-    for name, value in rec.values.items():
-        writer.add(name, value)
     meta = {
         "export_version": VC_EXPORT_VERSION,
         "model": "vc",
         "case": case.as_manifest(),
-        "checkpoint": {"name": ckpt.path.name, "files_sha256": ckpt.file_hashes(), "identity": ckpt.identity(),
-                       "synthetic": (ckpt.path / "synthetic.json").is_file(),
-                       "files_read": "s3gen.safetensors (+ conds.pt, replaced by the target voice)"},
+        "checkpoint": checkpoint_meta(ckpt, files_read="s3gen.safetensors (+ conds.pt, replaced by the target voice)"),
         "versions": package_versions(),
         "device": "cpu",
         "dtype": "float32",
@@ -184,9 +174,7 @@ def export_vc_case(ckpt: CheckpointDir, case: VCCase, out_root=None, vc=None, lo
         },
         "sanity": vc_sanity_check(rec.values),
     }
-    out = writer.write(fixture_dir(out_root, case.name), meta)
-    log(f"[{case.name}] wrote {out} ({len(rec.values)} tensors) in {time.time() - t0:.1f}s")
-    return out
+    return write_case_fixture(rec, meta, out_root, case, t0, log)
 
 
 def vc_sanity_check(values: dict) -> dict:
