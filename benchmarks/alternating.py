@@ -44,3 +44,10 @@ def ratios(times: dict, cpu_times: dict, num: str = "mlx", den: str = "torch") -
         f"{num}_over_{den}_median": round(med(times[num]) / med(times[den]), 3),
         f"{num}_over_{den}_cpu_median": round(med(cpu_times[num]) / med(cpu_times[den]), 3),
     }
+
+
+def add_common_arguments(ap) -> None:
+    """The options every alternating S3Gen benchmark takes: rounds, checkpoint, seed."""
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--ckpt", default=None, help="checkpoint folder (default: seeded random weights)")
+    ap.add_argument("--seed", type=int, default=0)

@@ -20,6 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.alternating import add_common_arguments  # noqa: E402
+
 TOKEN_RATE = 25  # speech tokens per second of audio
 
 
@@ -28,9 +30,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--n-prompt", type=int, default=100, help="prompt speech tokens (mel frames = 2x)")
     ap.add_argument("--n-tokens", type=int, default=75, help="speech tokens to synthesise (25 per second)")
     ap.add_argument("--n-timesteps", type=int, default=10)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--ckpt", default=None, help="checkpoint folder (default: seeded random weights)")
-    ap.add_argument("--seed", type=int, default=0)
+    add_common_arguments(ap)
     args = ap.parse_args(argv)
 
     import mlx.core as mx

@@ -27,6 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.alternating import add_common_arguments  # noqa: E402
+
 MEL_RATE = 50  # mel frames per second of audio (24 kHz, 480 samples per frame)
 
 
@@ -52,9 +54,7 @@ def openblas_core() -> str:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-mel", type=int, default=150, help="mel frames (50 per second of audio)")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--ckpt", default=None, help="checkpoint folder (default: seeded random weights)")
-    ap.add_argument("--seed", type=int, default=0)
+    add_common_arguments(ap)
     args = ap.parse_args(argv)
 
     import mlx.core as mx
