@@ -5,6 +5,7 @@ Swift's `loadArrays`. Folders are written atomically: built in a temporary sibli
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -118,10 +119,7 @@ class FixtureWriter:
 
         reg = registry.load()
         out_dir = Path(out_dir)
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-        tmp.chmod(0o755)
-        try:
+        with staged_dir(out_dir) as tmp:
             entries = {}
             by_stage: Dict[str, Dict[str, np.ndarray]] = {}
             for name, a in self.tensors.items():
@@ -139,10 +137,6 @@ class FixtureWriter:
             manifest = {"schema_version": SCHEMA_VERSION, **meta,
                         "tensors": {k: entries[k] for k in sorted(entries, key=_registry_order)}}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=False) + "\n")
-            replace_dir(tmp, out_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return out_dir
 
 
@@ -159,6 +153,21 @@ def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def staged_dir(out_dir: Path):
+    """A temporary folder beside `out_dir` to write a folder in: it replaces `out_dir` when the block
+    ends, and is removed when the block fails (nothing half-written)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp.chmod(0o755)
+    try:
+        yield tmp
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def replace_dir(tmp: Path, final: Path) -> None:

@@ -28,11 +28,12 @@ import json
 from pathlib import Path
 
 from parity import ROOT
+from parity.fixtures import staged_dir
 
 from .mtl_data import CANGJIE_FILE, pkuseg_home, write_front_end_files, write_pkuseg_home
 from .mtl_tokenizer_json import FILE_NAME as TOKENIZER_FILE
 from .synth_checkpoint import (DEFAULT_INIT, DEFAULT_VOICE, INIT_FIXES, SYNTH_MANIFEST, _init_manifest, _save,
-                               clip_label, init_s3gen, init_t3, init_voice_encoder, staged_checkpoint, write_manifest)
+                               clip_label, init_s3gen, init_t3, init_voice_encoder, write_manifest)
 
 DEFAULT_MTL_CKPT = ROOT / "checkpoints" / "synthetic-mtl-s0"
 T3_FILE = "t3_mtl23ls_v2.safetensors"
@@ -80,7 +81,7 @@ def make_synthetic_mtl_checkpoint(out_dir=DEFAULT_MTL_CKPT, seed: int = 0, voice
 
     out_dir = Path(out_dir)
     init_manifest = _init_manifest(init)
-    with staged_checkpoint(out_dir) as tmp:
+    with staged_dir(out_dir) as tmp:
         counts = {}
         torch.manual_seed(seed)
         ve = init_voice_encoder(VoiceEncoder().eval(), init)

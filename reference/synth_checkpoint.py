@@ -4,14 +4,12 @@ tokenizer.json, conds.pt), so that `ChatterboxTTS.from_local(DIR, "cpu")` loads 
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 from parity import ROOT
-from parity.fixtures import replace_dir
+from parity.fixtures import staged_dir
 
 from .tokenizer_json import write_tokenizer_json
 
@@ -217,21 +215,6 @@ def _sha256(path: Path) -> str:
     return sha256_file(path)
 
 
-@contextlib.contextmanager
-def staged_checkpoint(out_dir: Path):
-    """A temporary folder beside `out_dir` to build a checkpoint in: it replaces `out_dir` when the block
-    ends, and is removed when the block fails (nothing half-written)."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    tmp.chmod(0o755)
-    try:
-        yield tmp
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def write_manifest(folder: Path, manifest: dict) -> None:
     (folder / SYNTH_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
 
@@ -264,7 +247,7 @@ def make_synthetic_checkpoint(out_dir, seed: int = 0, voice_clip: Path = DEFAULT
 
     out_dir = Path(out_dir)
     init_manifest = _init_manifest(init)
-    with staged_checkpoint(out_dir) as tmp:
+    with staged_dir(out_dir) as tmp:
         counts = {}
         torch.manual_seed(seed)
         ve = init_voice_encoder(VoiceEncoder().eval(), init)

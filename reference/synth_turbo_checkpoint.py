@@ -25,9 +25,10 @@ import gc
 from pathlib import Path
 
 from parity import ROOT
+from parity.fixtures import staged_dir
 
 from .gpt2_tokenizer import write_gpt2_tokenizer
-from .synth_checkpoint import INIT_FIXES, SYNTH_MANIFEST, _apply_init_fixes, _save, clip_label, staged_checkpoint, write_manifest
+from .synth_checkpoint import INIT_FIXES, SYNTH_MANIFEST, _apply_init_fixes, _save, clip_label, write_manifest
 
 DEFAULT_TURBO_CKPT = ROOT / "checkpoints" / "synthetic-turbo-s0"
 # the built-in voice: longer than Turbo's 15 s T3 prompt (375 tokens, ENC_COND_LEN) and 10 s S3Gen cut
@@ -74,7 +75,7 @@ def make_synthetic_turbo_checkpoint(out_dir=DEFAULT_TURBO_CKPT, seed: int = 0,
     from chatterbox.tts_turbo import ChatterboxTurboTTS
 
     out_dir = Path(out_dir)
-    with staged_checkpoint(out_dir) as tmp:
+    with staged_dir(out_dir) as tmp:
         counts = {}
         torch.manual_seed(seed)
         counts["ve.safetensors"] = _save(VoiceEncoder().eval(), tmp / "ve.safetensors")
