@@ -291,6 +291,19 @@ class T3(nn.Module):
             logits_step = self.speech_logits(mx.concatenate([next_embed, next_embed]), cache)
         return np.array(predicted, dtype=np.int32)[None]
 
+    def inference_batch(self, *, t3_conds: Sequence[T3Cond], text_tokens: Sequence, max_new_tokens: Optional[int] = None,
+                        temperature: float = 0.8, top_p: float = 0.95, min_p: float = 0.05,
+                        repetition_penalty: float = 1.2, cfg_weight: float = 0.5, draws: Optional[Sequence] = None,
+                        on_token: Optional[Callable[[int, int, int], None]] = None) -> List[np.ndarray]:
+        """`inference` for several texts and voices decoded together (inference/batched_decode.py):
+        speech tokens (1, n_r) per text; `draws` one per text; `on_token(row, step, token)`."""
+        from .inference.batched_decode import inference_batch
+
+        return inference_batch(self, t3_conds=t3_conds, text_tokens=text_tokens, max_new_tokens=max_new_tokens,
+                               temperature=temperature, top_p=top_p, min_p=min_p,
+                               repetition_penalty=repetition_penalty, cfg_weight=cfg_weight, draws=draws,
+                               on_token=on_token)
+
     # ------------------------------------------------------------ Chatterbox Turbo
 
     def turbo_step_logits(self, token: int, cache: list) -> mx.array:
