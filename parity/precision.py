@@ -12,6 +12,11 @@ and no q4 column; its S3Gen (flow and HiFT at the precision, the S3 tokenizer an
 runs on the reference's source tokens, target reference, noise and SineGen draws (the English S3Gen,
 so the English rows' mel / waveform / speaker bounds apply).
 
+Chatterbox Turbo cases (turbo_*): the GPT-2 T3 (inference_turbo, its processors, the reference's
+turbo.t3.uniform_draws replayed) from the reference's conditioning, and S3Gen with MeanFlow (2 steps) on
+the reference's tokens, start noise and SineGen draws; the same four measures, the VoiceEncoder of the
+Turbo checkpoint (float32) for the speaker cosine.
+
 Tolerances: [precision_matrix.<precision>] in parity/checkpoints.toml. Results go to
 reports/out/precision.{json,md} (the report includes them).
 """
@@ -32,24 +37,37 @@ PRECISIONS = ("fp32", "fp16", "bf16", "q4")
 OUT = ROOT / "reports" / "out"
 # what a model's rows measure: VC has no T3 (no tokens to agree on, nothing for q4 to quantize)
 NOT_APPLICABLE = {"vc": ("token_agreement",)}
-MODEL_PRECISIONS = {"tts": PRECISIONS, "vc": ("fp32", "fp16", "bf16")}
+MODEL_PRECISIONS = {"tts": PRECISIONS, "vc": ("fp32", "fp16", "bf16"), "turbo": PRECISIONS}
 
 
 def _models(ckpt, precision: str):
+    from mlx_impl.convert.s3gen import load_s3gen
+    from mlx_impl.convert.t3 import load_t3
+
+    return at_precision(load_t3(ckpt.state("t3")), load_s3gen(ckpt.state("s3gen")), precision)
+
+
+def at_precision(t3, s3gen, precision: str):
+    """T3, the flow and the vocoder in fp16 / bf16 (load.set_half_precision), or T3's transformer 4-bit
+    (group 64, from float32, as `convert --quantize-t3 4` does); fp32 as loaded."""
     import mlx.core as mx
     import mlx.nn as nn
 
-    from mlx_impl.convert.s3gen import load_s3gen
-    from mlx_impl.convert.t3 import load_t3
     from mlx_impl.load import set_half_precision
 
-    t3 = load_t3(ckpt.state("t3"))
-    s3gen = load_s3gen(ckpt.state("s3gen"))
     if precision in ("fp16", "bf16"):
         set_half_precision(t3, s3gen, mx.float16 if precision == "fp16" else mx.bfloat16)
     elif precision == "q4":
         nn.quantize(t3.tfmr, group_size=64, bits=4)
     return t3, s3gen
+
+
+def _turbo_models(ckpt, precision: str):
+    """(VoiceEncoder float32, T3 and S3Gen at the precision) of a Turbo checkpoint folder (hub layout)."""
+    from mlx_impl.tts_turbo import load_turbo_weights
+
+    ve, t3, s3gen = load_turbo_weights(ckpt.path)
+    return (ve, *at_precision(t3, s3gen, precision))
 
 
 def _vc_s3gen(ckpt, precision: str):
@@ -67,6 +85,13 @@ def _vc_s3gen(ckpt, precision: str):
 def _tolerances() -> dict:
     data = tomllib.loads(registry.REGISTRY_FILE.read_text())
     return data.get("precision_matrix", {})
+
+
+def row_tolerance(tols: dict, model: str, precision: str) -> dict:
+    """[precision_matrix.<precision>], with a model's own measured bounds ([precision_matrix.<model>.<precision>],
+    each with its `measured` value and `reason`) in place of the shared ones they name."""
+    return {**{k: v for k, v in tols.get(precision, {}).items() if not isinstance(v, dict)},
+            **tols.get(model, {}).get(precision, {})}
 
 
 def measure(fx, ckpt, precision: str, n_tokens: int, ve) -> dict:
@@ -100,7 +125,38 @@ def measure_vc(fx, ckpt, precision: str, n_tokens: int, ve) -> dict:
             **measure_s3gen(VCFixture(fx), s3gen, ve), "seconds": time.time() - t0}
 
 
-def measure_s3gen(fx, s3gen, ve) -> dict:
+def measure_turbo(fx, ckpt, precision: str, n_tokens: int, ve=None) -> dict:
+    """A Turbo case on the Turbo checkpoint's modules at the precision (the Turbo VoiceEncoder, float32,
+    measures the speaker cosine)."""
+    turbo_ve, t3, s3gen = _turbo_models(ckpt, precision)
+    return measure_turbo_modules(fx, t3, s3gen, n_tokens, turbo_ve)
+
+
+def measure_turbo_modules(fx, t3, s3gen, n_tokens: int, ve) -> dict:
+    """The Turbo row's measures for given modules (also a converted MLX layout's: tests/test_turbo_layout.py):
+    the first n_tokens draws of inference_turbo from the reference's conditioning and text with its
+    uniforms replayed; S3Gen (MeanFlow, 2 steps) as measure_s3gen, read through TurboFixture."""
+    from mlx_impl.t3.inference.sampling import ReplayDraw
+
+    from .stages.turbo_common import N_CFM_TIMESTEPS, TurboFixture, decode_params
+    from .stages.turbo_t3_cond import t3_cond_from_fixture
+
+    t0 = time.time()
+    ref_tokens = fx.tensor("turbo.t3.speech_tokens").reshape(-1)[:n_tokens]
+    drawn = []
+    t3.inference_turbo(t3_cond=t3_cond_from_fixture(fx), text_tokens=fx.tensor("turbo.text.tokens").astype(np.int32),
+                       max_gen_len=n_tokens - 1, draw=ReplayDraw(fx.tensor("turbo.t3.uniform_draws")),
+                       on_token=lambda step, token: drawn.append(token), **decode_params(fx))
+    tokens = np.asarray(drawn[:n_tokens], dtype=ref_tokens.dtype)
+    m = min(len(tokens), len(ref_tokens))
+    agree = float(np.mean(tokens[:m] == ref_tokens[:m])) * m / max(len(ref_tokens), 1)
+    diff = np.nonzero(tokens[:m] != ref_tokens[:m])[0]
+    return {"token_agreement": agree, "first_token_mismatch": int(diff[0]) if diff.size else None, "tokens": m,
+            **measure_s3gen(TurboFixture(fx), s3gen, ve, n_cfm_timesteps=N_CFM_TIMESTEPS),
+            "seconds": time.time() - t0, "drawn": tokens.tolist()}
+
+
+def measure_s3gen(fx, s3gen, ve, n_cfm_timesteps=None) -> dict:
     """S3Gen on the reference's tokens, reference dict, start noise and SineGen draws: the mel and
     waveform SNR, and the speaker cosine of the two waveforms' VoiceEncoder embeddings."""
     import mlx.core as mx
@@ -113,7 +169,7 @@ def measure_s3gen(fx, s3gen, ve) -> dict:
                embedding=mx.array(fx.tensor("embed_ref.xvector")))
     trace = {}
     wav, _ = s3gen.inference(fx.tensor("flow.speech_tokens"), ref_dict=ref, trace=trace,
-                             n_cfm_timesteps=int(fx.params["n_cfm_timesteps"]),
+                             n_cfm_timesteps=n_cfm_timesteps or int(fx.params["n_cfm_timesteps"]),
                              flow_noise=mx.array(fx.tensor("flow.start_noise")),
                              sine_phase=mx.array(fx.tensor("hift.sine_phase")),
                              sine_noise=mx.array(fx.tensor("hift.sine_noise")))
@@ -198,9 +254,11 @@ def cmd_precision(args):
     for case, model, precs in plan(args.cases, args.precisions):
         fx = s.fixture(case)
         for prec in precs:
-            run = measure_vc if model == "vc" else measure
-            row = {"case": case, "model": model, "precision": prec, **run(fx, s.ckpt, prec, args.tokens, ve)}
-            row["failures"] = check_row(row, tols.get(prec, {}), NOT_APPLICABLE.get(model, ()))
+            run = {"vc": measure_vc, "turbo": measure_turbo}.get(model, measure)
+            row = {"case": case, "model": model, "precision": prec,
+                   **run(fx, s.ckpt_for(model), prec, args.tokens, ve)}
+            row.pop("drawn", None)
+            row["failures"] = check_row(row, row_tolerance(tols, model, prec), NOT_APPLICABLE.get(model, ()))
             rows.append(row)
             print(json.dumps(row))
     OUT.mkdir(parents=True, exist_ok=True)
@@ -210,11 +268,12 @@ def cmd_precision(args):
           f"T3: first {args.tokens} tokens, free-running with the reference's draws; mel and waveform from the "
           "reference's tokens and noise; speaker cosine of the VoiceEncoder embeddings of the two waveforms. "
           "q4 = T3 transformer 4-bit (group 64), the rest float32. vc_* cases: ChatterboxVC's S3Gen only (no T3: "
-          "token agreement n/a, no q4).", "",
+          "token agreement n/a, no q4). turbo_* cases: Chatterbox Turbo (GPT-2 T3 with its processors, "
+          "S3Gen with MeanFlow) on the Turbo checkpoint.", "",
           "| case | precision | token agreement | mel SNR dB | wav SNR dB | speaker cos | tolerance | status |",
           "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        t = tols.get(r["precision"], {})
+        t = row_tolerance(tols, r.get("model", "tts"), r["precision"])
         tol = ", ".join(f"{k}>={v}" for k, v in t.items() if k not in ("reason", "measured"))
         md.append(f"| {r['case']} | {r['precision']} | {_fmt(r['token_agreement'], '.3f')} | {r['mel_snr_db']:.1f} | "
                   f"{r['wav_snr_db']:.1f} | {r['speaker_cosine']:.6f} | {tol} | "
@@ -227,8 +286,8 @@ def cmd_precision(args):
 
 def register(sub):
     p = sub.add_parser("precision", help="precision matrix: MLX at fp32/fp16/bf16/4-bit T3 vs the fp32 reference")
-    p.add_argument("--cases", nargs="+", default=["espeak_22k", "vc_stereo_to_espeak"],
-                   help="cases to measure, English or voice-conversion (vc_*) (default: %(default)s)")
+    p.add_argument("--cases", nargs="+", default=["espeak_22k", "vc_stereo_to_espeak", "turbo_espeak"],
+                   help="cases to measure, English, voice-conversion (vc_*) or Turbo (turbo_*) (default: %(default)s)")
     p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS,
                    help="precisions to measure, of %(choices)s (default: all)")
     p.add_argument("--tokens", type=int, default=60, help="T3 steps compared per case (default: %(default)s)")
