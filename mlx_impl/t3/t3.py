@@ -9,14 +9,17 @@ Chatterbox Turbo (`hp.llama_config_name = "GPT2_medium"`, `is_gpt`): the GPT-2 m
 and its own decoding loop `inference_turbo`.
 
 Numerics note: the original asks HF for `output_attentions=True` (the multilingual model's
-alignment analyser reads one layer's attention map). With transformers 5.2 and the config's
+alignment analyser reads three heads' attention maps). With transformers 5.2 and the config's
 `attn_implementation="sdpa"` the English model still runs torch SDPA (HF only warns); MLX runs
 `mx.fast.scaled_dot_product_attention`. Both are fp32 softmax attention; they differ only by
-float32 rounding.
+float32 rounding. The multilingual T3 (`hp.is_multilingual`): its AlignmentStreamAnalyzer switches
+the original's backbone to eager attention in every layer; MLX keeps SDPA and computes the three
+watched heads' weights beside it (inference/alignment_stream_analyzer.py). The logits then differ
+by float32 rounding too (max 1.2e-5 on the 14-layer unit-test model, tests/unit/test_mtl_analyzer.py).
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -25,6 +28,7 @@ from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.models.llama import LlamaModel
 
 from .inference import fast_decode
+from .inference.alignment_stream_analyzer import AlignmentStreamAnalyzer
 from .inference.fused_layers import fuse_projections
 from .gpt2 import GPT2Backbone, gpt2_model_args
 from .inference.sampling import (
@@ -44,7 +48,8 @@ from .modules.learned_pos_emb import LearnedPositionEmbeddings
 from .modules.t3_config import T3Config
 
 # on_step(step, outputs): outputs holds logits_raw (2, V), logits_cfg, logits_rep, logits_temp,
-# logits_min_p, logits_top_p, probs (each (1, V)) and the chosen token.
+# logits_min_p, logits_top_p, probs (each (1, V)) and the chosen token; on the multilingual T3 also
+# logits_analyzed (after the AlignmentStreamAnalyzer) and analysis (its decisions, a dict).
 StepHook = Callable[[int, dict], None]
 
 
@@ -206,13 +211,14 @@ class T3(nn.Module):
         _ensure_BOT_EOT(text_tokens, self.hp)
         if initial_speech_tokens is None:
             initial_speech_tokens = np.full_like(text_tokens[:, :1], self.hp.start_speech_token)
-        embeds, _ = self.prepare_input_embeds(
+        embeds, len_cond = self.prepare_input_embeds(
             t3_cond=t3_cond, text_tokens=text_tokens, speech_tokens=initial_speech_tokens, cfg_weight=cfg_weight,
         )
         return self.inference_from_embeds(
             embeds, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, min_p=min_p,
             repetition_penalty=repetition_penalty, cfg_weight=cfg_weight, draw=draw, on_step=on_step,
             forced_tokens=forced_tokens, on_token=on_token,
+            text_tokens_slice=(len_cond, len_cond + text_tokens.shape[-1]),
         )
 
     def inference_from_embeds(
@@ -229,13 +235,17 @@ class T3(nn.Module):
         on_step: Optional[StepHook] = None,
         forced_tokens: Optional[Sequence[int]] = None,
         on_token: Optional[Callable[[int, int], None]] = None,
+        text_tokens_slice: Optional[Tuple[int, int]] = None,
     ) -> np.ndarray:
         """The decoding loop of T3.inference from prepared input embeddings (2, len, dim).
 
         Without `on_step` and `forced_tokens` it runs fast_decode (same math, device-side sampling,
-        see that module) unless `use_fast_decode` is off; `on_token(step, token)` works in both."""
-        if self.hp.is_multilingual:
-            raise NotImplementedError("multilingual T3 inference (AlignmentStreamAnalyzer) is not ported")
+        see that module) unless `use_fast_decode` is off; `on_token(step, token)` works in both.
+        The multilingual T3 always runs this loop, with the AlignmentStreamAnalyzer on the text's
+        positions `text_tokens_slice` (start, end) in the embeddings."""
+        if self.hp.is_multilingual and text_tokens_slice is None:
+            raise ValueError("the multilingual T3's inference_from_embeds needs text_tokens_slice (the text's "
+                             "positions in embeds) for its AlignmentStreamAnalyzer")
         # in the weights' dtype: a float32 prefill would make the KV cache, and every later step,
         # float32 (bf16 weights then get cast to float32 at each matrix product)
         embeds = mx.array(embeds).astype(self.speech_emb.weight.dtype)
@@ -248,7 +258,7 @@ class T3(nn.Module):
         if forced_tokens is not None:
             forced_tokens = [int(t) for t in np.asarray(forced_tokens).reshape(-1)]
             max_new_tokens = min(max_new_tokens, len(forced_tokens))
-        if on_step is None and forced_tokens is None and self.use_fast_decode and fast_decode.supports(draw):
+        if on_step is None and forced_tokens is None and self.use_fast_decode and fast_decode.supports(self, draw):
             return fast_decode.fast_decode(
                 self, embeds, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, min_p=min_p,
                 repetition_penalty=repetition_penalty, cfg_weight=cfg_weight, draw=draw, on_token=on_token)
@@ -264,31 +274,47 @@ class T3(nn.Module):
         top_p_warper = TopPLogitsWarper(top_p=top_p)
         repetition_penalty_processor = RepetitionPenaltyLogitsProcessor(penalty=float(repetition_penalty))
 
-        cache = self.make_cache()
-        logits_step = self.speech_logits(inputs_embeds, cache)  # prefill
-        for i in range(max_new_tokens):
-            ids = np.array(generated_ids)[None]
-            logits_cfg = cfg_combine(logits_step, cfg_weight)
-            logits_rep = repetition_penalty_processor(ids, logits_cfg)
-            logits_temp = apply_temperature(logits_rep, temperature)
-            logits_min_p = min_p_warper(ids, logits_temp)
-            logits_top_p = top_p_warper(ids, logits_min_p)
-            probs = mx.softmax(logits_top_p, axis=-1)
-            mx.eval(probs)
-            next_token = forced_tokens[i] if forced_tokens is not None else draw(probs, i)
-            if on_token is not None:
-                on_token(i, next_token)
-            if on_step is not None:
-                on_step(i, dict(
-                    logits_raw=logits_step, logits_cfg=logits_cfg, logits_rep=logits_rep, logits_temp=logits_temp,
-                    logits_min_p=logits_min_p, logits_top_p=logits_top_p, probs=probs, token=next_token,
-                ))
-            predicted.append(next_token)
-            generated_ids.append(next_token)
-            if next_token == self.hp.stop_speech_token:
-                break
-            next_embed = self.speech_token_embed(next_token, i + 1)
-            logits_step = self.speech_logits(mx.concatenate([next_embed, next_embed]), cache)
+        alignment_stream_analyzer = None
+        if self.hp.is_multilingual:
+            alignment_stream_analyzer = AlignmentStreamAnalyzer(
+                self.tfmr, None, text_tokens_slice=text_tokens_slice, alignment_layer_idx=9,
+                eos_idx=self.hp.stop_speech_token)
+        try:
+            cache = self.make_cache()
+            logits_step = self.speech_logits(inputs_embeds, cache)  # prefill
+            for i in range(max_new_tokens):
+                ids = np.array(generated_ids)[None]
+                logits_cfg = cfg_combine(logits_step, cfg_weight)
+                logits_analyzed = logits_cfg
+                if alignment_stream_analyzer is not None:
+                    # the previous token (the start token at the first step), as the original passes it
+                    logits_analyzed = alignment_stream_analyzer.step(logits_cfg, next_token=generated_ids[-1])
+                logits_rep = repetition_penalty_processor(ids, logits_analyzed)
+                logits_temp = apply_temperature(logits_rep, temperature)
+                logits_min_p = min_p_warper(ids, logits_temp)
+                logits_top_p = top_p_warper(ids, logits_min_p)
+                probs = mx.softmax(logits_top_p, axis=-1)
+                mx.eval(probs)
+                next_token = forced_tokens[i] if forced_tokens is not None else draw(probs, i)
+                if on_token is not None:
+                    on_token(i, next_token)
+                if on_step is not None:
+                    outputs = dict(
+                        logits_raw=logits_step, logits_cfg=logits_cfg, logits_rep=logits_rep, logits_temp=logits_temp,
+                        logits_min_p=logits_min_p, logits_top_p=logits_top_p, probs=probs, token=next_token,
+                    )
+                    if alignment_stream_analyzer is not None:
+                        outputs.update(logits_analyzed=logits_analyzed, analysis=alignment_stream_analyzer.steps[-1])
+                    on_step(i, outputs)
+                predicted.append(next_token)
+                generated_ids.append(next_token)
+                if next_token == self.hp.stop_speech_token:
+                    break
+                next_embed = self.speech_token_embed(next_token, i + 1)
+                logits_step = self.speech_logits(mx.concatenate([next_embed, next_embed]), cache)
+        finally:
+            if alignment_stream_analyzer is not None:
+                alignment_stream_analyzer.remove_spies()
         return np.array(predicted, dtype=np.int32)[None]
 
     def inference_batch(self, *, t3_conds: Sequence[T3Cond], text_tokens: Sequence, max_new_tokens: Optional[int] = None,

@@ -39,13 +39,14 @@ def original_small_t3_classes(cfg: dict, name: str = "Llama_unit_test"):
         llama_configs.LLAMA_CONFIGS.pop(name, None)
 
 
-def build_original_t3(cfg: dict, seed: int = 0, head_gain: float = 3.0):
-    """The original T3 with seeded random weights (norm gains and biases randomised too)."""
+def build_original_t3(cfg: dict, seed: int = 0, head_gain: float = 3.0, multilingual: bool = False):
+    """The original T3 with seeded random weights (norm gains and biases randomised too); the
+    multilingual one (text table 2454, AlignmentStreamAnalyzer) where asked."""
     from chatterbox.models.t3.modules.t3_config import T3Config
     from chatterbox.models.t3.t3 import T3
 
     with original_small_t3_classes(cfg) as name:
-        hp = T3Config.english_only()
+        hp = T3Config.multilingual() if multilingual else T3Config.english_only()
         hp.llama_config_name = name
         model = T3(hp)
     g = torch.Generator().manual_seed(seed)

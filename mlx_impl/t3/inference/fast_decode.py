@@ -28,8 +28,10 @@ from .sampling import GreedyDraw, MLXDraw, ReplayDraw
 from .step_kinds import make_step
 
 
-def supports(draw) -> bool:
-    return draw is None or isinstance(draw, (ReplayDraw, MLXDraw, GreedyDraw))
+def supports(t3, draw) -> bool:
+    """The draws it replays, on a T3 without the multilingual AlignmentStreamAnalyzer (whose checks
+    read attention weights and change the logits at every step: T3's step-by-step loop runs it)."""
+    return not t3.hp.is_multilingual and (draw is None or isinstance(draw, (ReplayDraw, MLXDraw, GreedyDraw)))
 
 
 def fast_decode(t3, embeds: mx.array, *, max_new_tokens: int, temperature: float, top_p: float, min_p: float,
@@ -37,7 +39,10 @@ def fast_decode(t3, embeds: mx.array, *, max_new_tokens: int, temperature: float
                 on_token: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
     """Speech tokens (1, n) decoded from the CFG pair's input embeddings (2, len, dim)."""
     draw = draw if draw is not None else MLXDraw()
-    if not supports(draw):
+    if t3.hp.is_multilingual:
+        raise NotImplementedError("fast_decode does not run the multilingual AlignmentStreamAnalyzer "
+                                  "(T3.inference_from_embeds decodes the multilingual T3 step by step)")
+    if not supports(t3, draw):
         raise TypeError(f"fast_decode draws with ReplayDraw, MLXDraw or GreedyDraw, not {type(draw).__name__}")
     t3.check_decode_args(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, min_p=min_p,
                          repetition_penalty=repetition_penalty, cfg_weight=cfg_weight)
