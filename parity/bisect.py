@@ -382,6 +382,33 @@ def _turbo_flow_run(root, i):
     return root.decoder.estimator(i["x"], i["mask"], i["mu"], i["t"], i["spks"], i["cond"], i["r"])
 
 
+def _turbo_t3_inputs(fx, n):
+    """T3's input embeddings (the reference's turbo.t3.input_embeds: conditioning, text, start token),
+    the first n positions with `n`; then one decode step on the KV cache, fed the reference's first
+    drawn token."""
+    embeds = fx.tensor("t3.input_embeds").astype(np.float32)
+    if n is not None:
+        embeds = embeds[:, :n]
+    return {"embeds": embeds, "next_token": fx.tensor("t3.speech_tokens").astype(np.int64).reshape(-1)[:1][None]}
+
+
+def _turbo_t3_original(t3, i):
+    """inference_turbo's backbone calls: the prefill, the speech head on its last position, then one
+    step (speech_emb of the drawn token, the GPT-2 on the KV cache, the speech head)."""
+    out = t3.tfmr(inputs_embeds=i["embeds"], use_cache=True)
+    t3.speech_head(out[0][:, -1:])
+    step = t3.tfmr(inputs_embeds=t3.speech_emb(i["next_token"]), past_key_values=out.past_key_values, use_cache=True)
+    return t3.speech_head(step[0])
+
+
+def _turbo_t3_mlx(t3, i):
+    cache = t3.make_cache()
+    hidden = t3.tfmr(None, cache=cache, input_embeddings=i["embeds"])
+    t3.speech_head(hidden[:, -1:])
+    hidden = t3.tfmr(None, cache=cache, input_embeddings=t3.speech_emb(i["next_token"]))
+    return t3.speech_head(hidden)
+
+
 def _turbo(inputs):
     """A stage's input builder reading a Turbo fixture under the English names (stages/turbo_common.py)."""
     def build(fx, n):
@@ -468,6 +495,12 @@ def _mlx_flow(ckpt):
     return load_flow(ckpt)
 
 
+def _mlx_turbo_t3(ckpt):
+    from .stages.turbo_common import pipeline
+
+    return pipeline(ckpt).t3
+
+
 def _mlx_turbo_flow(ckpt):
     from .stages.turbo_common import pipeline
 
@@ -525,6 +558,12 @@ STAGES: Dict[str, Stage] = {
         run_mlx=lambda m, i: m.decode(i["mel"], i["source"]),
         length_unit="mel frames (and 480 source samples each)", entry="HiFTGenerator.decode", model="vc"),
     # Chatterbox Turbo: S3Gen with MeanFlow (s3gen_meanflow.safetensors); its stages read the turbo.* tensors
+    "turbo_t3": Stage(
+        about="Turbo's T3 on GPT-2 medium: the prefill of turbo.t3.input_embeds (wpe added, 24 blocks, ln_f) and the "
+              "speech head, then one decode step on the KV cache (speech_emb of turbo.t3.speech_tokens[0])",
+        original=lambda tts: tts.t3, mlx=_mlx_turbo_t3, inputs=_turbo(_turbo_t3_inputs),
+        run_original=_turbo_t3_original, run_mlx=_turbo_t3_mlx, length_unit="prefill positions",
+        entry="the stage's tfmr + speech_head calls (inference_turbo's prefill and first step)", model="turbo"),
     "turbo_flow": Stage(
         about="Turbo's flow: UpsampleConformerEncoder(turbo.flow.input_embedding), then MeanFlow's estimator at "
               "basic_euler's first step (turbo.flow.start_noise, mu, cond, spk_embedding; t = 0, r = 0.5, no CFG)",
@@ -823,6 +862,6 @@ def register(sub):
                    help="only the first N steps of the stage input (HiFT: mel frames, with 480 N source samples; "
                         "campplus: fbank frames; s3tok: mel frames; ve: partials; t3_cond: prompt tokens; "
                         "flow_encoder: tokens; flow, vc_flow, turbo_flow: tokens and 2 mel frames each; vc_hift, turbo_hift: as "
-                        "hift)")
+                        "hift; turbo_t3: prefill positions)")
     p.add_argument("--verbose", "-v", action="store_true", help="also list every compared tensor and its SNR")
     p.set_defaults(fn=cmd_bisect)

@@ -255,6 +255,63 @@ def test_turbo_hift_and_meanflow_flow_clean_then_time_embedding_named(turbo_env)
     assert f.kind == "module" and f.module == "decoder.estimator.time_embeddings", f.report()
 
 
+def test_turbo_t3_clean_then_gelu_layernorm_eps_and_wpe_offset_named(turbo_env):
+    """turbo_t3: the GPT-2 T3 (prefill of the reference's input embeddings, the speech head, one decode step on
+    the KV cache) against the original's HF GPT2Model; every block's ln_1 / attn / ln_2 / mlp and ln_f are
+    compared on both passes. Planted: the exact (erf) GELU for GPT-2's tanh one (a functional op: named as
+    the gap before mlp.c_proj of the first block), LayerNorm eps 1e-3 for the config's 1e-5 (the first
+    block's ln_1), the wpe position not advanced with the KV cache (the decode step's wpe input)."""
+    import mlx.core as mx
+    import mlx.nn as nn
+    import mlx_lm.models.gpt2 as mlx_gpt2
+    from mlx_lm.models.base import create_attention_mask
+
+    from mlx_impl.t3.gpt2 import GPT2Backbone
+    from parity.bisect import _mlx_turbo_t3
+
+    ckpt, fx, tts = turbo_env
+    clean = bisect("turbo_t3", fx, ckpt=ckpt, tts=tts, max_len=40)
+    _assert_clean(clean, min_calls=400)
+    names = {c.call.name for c in clean.checks if c.call is not None}
+    assert {"tfmr.wpe", "tfmr.h.23.ln_1", "tfmr.h.23.attn", "tfmr.h.23.ln_2", "tfmr.h.23.mlp", "tfmr.ln_f",
+            "speech_emb", "speech_head"} <= names
+    assert any(c.call.name == "tfmr.h.23.mlp" and c.call.index == 1 for c in clean.checks if c.call is not None)
+
+    def exact_gelu(self, x):
+        return self.c_proj(nn.gelu(self.c_fc(x)))
+
+    with patched(mlx_gpt2.MLP, "__call__", exact_gelu):
+        f = bisect("turbo_t3", fx, ckpt=ckpt, tts=tts, max_len=40)
+    print(f.report())
+    assert f.kind == "gap" and f.module == "tfmr.h.0.mlp.c_proj" and f.parent == "tfmr.h.0.mlp", f.report()
+
+    t3 = _mlx_turbo_t3(ckpt)
+    norms = [m for _, m in t3.tfmr.named_modules() if isinstance(m, nn.LayerNorm)]
+    assert len(norms) == 2 * 24 + 1
+    try:
+        for m in norms:
+            m.eps = 1e-3
+        f = bisect("turbo_t3", fx, ckpt=ckpt, tts=tts, max_len=40)
+    finally:
+        for m in norms:
+            m.eps = 1e-5
+    print(f.report())
+    assert f.kind == "module" and f.module == "tfmr.h.0.ln_1", f.report()
+
+    def no_wpe_offset(self, inputs=None, cache=None, input_embeddings=None):
+        h = input_embeddings + self.wpe(mx.arange(input_embeddings.shape[1]))  # positions from 0 on every step
+        mask = create_attention_mask(h, cache[0])
+        for layer, c in zip(self.h, cache):
+            h = layer(h, mask, cache=c)
+        return self.ln_f(h)
+
+    with patched(GPT2Backbone, "__call__", no_wpe_offset):
+        f = bisect("turbo_t3", fx, ckpt=ckpt, tts=tts, max_len=40)
+    print(f.report())
+    assert f.kind == "gap" and f.module == "tfmr.wpe#1" and f.parent == "tfmr#1", f.report()
+    assert f.check.what == "in" and f.check.match.metrics.exact == 0.0  # position 0 for the reference's 40
+
+
 # ------------------------------------------------------------------------------ the machinery, on toys
 def test_align_adapts_channels_last_layouts():
     rng = np.random.default_rng(0)
@@ -391,7 +448,7 @@ def test_every_stage_is_registered():
     assert {"hift", "campplus", "s3tok", "ve", "t3_cond", "flow_encoder", "flow", "vc_flow", "vc_hift"} <= set(STAGES)
     assert all(isinstance(s, Stage) for s in STAGES.values())
     assert {n for n, s in STAGES.items() if s.model == "vc"} == {"vc_flow", "vc_hift"}
-    assert {n for n, s in STAGES.items() if s.model == "turbo"} == {"turbo_flow", "turbo_hift"}
+    assert {n for n, s in STAGES.items() if s.model == "turbo"} == {"turbo_t3", "turbo_flow", "turbo_hift"}
 
 
 def test_vc_stage_on_an_english_case_names_the_vc_cases(capsys):
