@@ -203,6 +203,7 @@ def cmd_convert_turbo(args, ckpt: Path):
     del states, weights  # the modules hold the converted weights: one copy of the model in memory from here
 
     out, quant = output_weights(turbo.module_weights(*modules), modules[1], args)
+    out.update(turbo.float32_front_end(turbo.module_weights(*modules)))
     config = {**turbo.turbo_config(files.text_vocab), "format": FORMAT, "dtype": args.dtype,
               "quantization": {"t3": quant} if quant else {},
               "source": {"checkpoint": str(ckpt), "files_sha256": file_hashes(ckpt, TURBO_WEIGHTS)}}
