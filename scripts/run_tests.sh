@@ -12,6 +12,7 @@ run tests/parity/test_parity.py tests/parity/test_cumulative.py tests/test_turbo
 run tests/parity/test_generate.py  # its own full-size pipeline (from_pretrained): a process of its own
 run tests/test_export.py tests/test_convert.py tests/test_tts_cli.py tests/test_real_weights.py
 run tests/test_vc.py tests/test_turbo_checkpoint.py tests/test_turbo_generate.py  # voice conversion (the original ChatterboxVC, the MLX vc command); the synthetic Turbo checkpoint; Turbo generate() against the original
+run tests/test_turbo_layout.py  # Turbo's MLX layout at --dtype float16 / --quantize-t3 4: converted, loaded, generate() run, the precision rows' measures reproduced
 run tests/test_mtl_checkpoint.py  # the synthetic multilingual checkpoint: the original from_local loads it, MLX token ids equal its tokenizer's, generate() runs
 run tests/test_bisect.py
 run tests/test_pack.py
