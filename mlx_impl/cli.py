@@ -20,7 +20,7 @@ class DefaultFolder:
     """The folder a command uses when neither its option nor $CHATTERBOX_CKPT names one (none in
     mlx_impl; the parity harness's CLI passes its synthetic checkpoint), or that a name stands for
     (the harness's `--model turbo`): its path, `ensure()`, which makes it exist (called only once the
-    cheap checks passed), and the model it holds ("tts" or "turbo"), known before it exists."""
+    cheap checks passed), and the model it holds ("tts", "turbo" or "mtl"), known before it exists."""
     path: Path
     ensure: Callable[[], None]
     kind: str = "tts"

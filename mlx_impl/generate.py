@@ -5,11 +5,12 @@
 
 The model: --model (a folder in the MLX layout from `python -m mlx_impl.convert` or in the hub's
 layout, or a hub repo id), else $CHATTERBOX_CKPT. The folder's files say which model it is: the
-English ChatterboxTTS, or ChatterboxTurboTTS (t3_turbo_v1.safetensors / s3gen_meanflow.safetensors,
-or an MLX config.json of model_type chatterbox_turbo), each run with its own generate()'s options
-and defaults (an option the model does not have is an error). `chatterbox-parity tts` is this
-command with the harness's synthetic checkpoints: the English one by default, `--model turbo` for
-Turbo's.
+English ChatterboxTTS, ChatterboxTurboTTS (t3_turbo_v1.safetensors / s3gen_meanflow.safetensors,
+or an MLX config.json of model_type chatterbox_turbo) or ChatterboxMultilingualTTS
+(t3_mtl23ls_v2.safetensors, or model_type chatterbox_multilingual; it needs --language), each run
+with its own generate()'s options and defaults (an option the model does not have is an error).
+`chatterbox-parity tts` is this command with the harness's synthetic checkpoints: the English one
+by default, `--model turbo` for Turbo's, `--model mtl` for the multilingual one.
 
 Every argument and input file is checked before the weights load (`check_tts_args`, with the rules
 of mlx_impl/validate.py): a bad one is one error line naming it (validate.UsageError, exit status
@@ -32,6 +33,7 @@ import numpy as np
 
 from .cli import FROM_ENV, MODEL_ENV, DefaultFolder, main_of, pick_folder, standalone_parser
 from .load import check_model_dir, resolve_model_dir
+from .mtl_tts import SUPPORTED_LANGUAGES, check_language_id, check_mtl_dir
 from .tts_turbo import check_turbo_dir
 from .validate import (
     DEFAULTS,
@@ -56,14 +58,17 @@ ENGLISH_ONLY = {"exaggeration": "emotion exaggeration", "cfg_weight": "classifie
 # ChatterboxTurboTTS.generate()'s defaults; max_new_tokens: its max_gen_len 1000 steps after the first draw
 TURBO_DEFAULTS = {"temperature": 0.8, "top_p": 0.95, "top_k": 1000, "repetition_penalty": 1.2, "max_new_tokens": 1001}
 TURBO_MIN_VOICE_S = 5.0  # the original asserts a longer clip
+# ChatterboxMultilingualTTS.generate()'s defaults where they differ from the English one's
+MTL_DEFAULTS = {**DEFAULTS, "repetition_penalty": 2.0, "max_new_tokens": 1000}
 
 
 @dataclass
 class TTSPlan:
     """What check_tts_args found: the model folder's checked files, the output format, the voice, the
-    model ("tts": the English ChatterboxTTS, "turbo": ChatterboxTurboTTS) and the options it runs with."""
+    model ("tts": the English ChatterboxTTS, "turbo": ChatterboxTurboTTS, "mtl":
+    ChatterboxMultilingualTTS) and the options it runs with."""
     model_dir: Path
-    files: object  # load.ModelFiles or tts_turbo.TurboFiles
+    files: object  # load.ModelFiles, tts_turbo.TurboFiles or mtl_tts.MTLFiles
     out_format: str
     voice: Optional[Path]
     kind: str = "tts"
@@ -90,18 +95,20 @@ def check_tts_args(args, default: Optional[DefaultFolder] = None,
     path, source, folder = pick_folder(args.model, "--model", default, named)
     with naming_the_source(source):
         kind = folder.kind if folder is not None else model_kind(path)
-    options = turbo_options(args, voice) if kind == "turbo" else english_options(args)
-    for w in warnings if kind == "tts" else ():
+    options = {"turbo": turbo_options, "mtl": mtl_options}.get(kind, lambda a, v: english_options(a))(args, voice)
+    for w in warnings if kind != "turbo" else ():
         print(f"warning: {w}", file=sys.stderr)
     if folder is not None:
         folder.ensure()
     with naming_the_source(source):
         model_dir = resolve_model_dir(path)
-        files = check_turbo_dir(model_dir) if kind == "turbo" else check_model_dir(model_dir)
+        files = {"turbo": check_turbo_dir, "mtl": check_mtl_dir}.get(kind, check_model_dir)(model_dir)
     if args.voice is None and files.conds is None:
         raise UsageError(f"{model_dir} has no built-in voice (conds.pt / conds.safetensors): pass --voice")
     if kind == "turbo":
         check_turbo_text(args.text, files, options["max_new_tokens"], voice is not None)
+    elif kind == "mtl":
+        check_mtl_text(args.text, options["language"], files, model_dir)
     else:
         check_english_text(args.text, files, model_dir)
     return TTSPlan(model_dir, files, out_format, args.voice, kind, options)
@@ -117,26 +124,54 @@ def naming_the_source(source: str):
 
 
 def model_kind(path) -> str:
-    """"turbo" for a Chatterbox Turbo folder (its files or its MLX config), else "tts"."""
+    """"turbo" for a Chatterbox Turbo folder, "mtl" for a Chatterbox Multilingual one (their files or
+    their MLX config), else "tts"."""
+    from .mtl_tts import is_mtl_dir
     from .tts_turbo import is_turbo_dir
 
-    return "turbo" if is_turbo_dir(resolve_model_dir(path)) else "tts"
+    model_dir = resolve_model_dir(path)
+    return "turbo" if is_turbo_dir(model_dir) else "mtl" if is_mtl_dir(model_dir) else "tts"
+
+
+def refuse_language(args, model: str) -> None:
+    if args.language is not None:
+        raise UsageError(f"--language {args.language}: {model} speaks English only; --language is Chatterbox "
+                         "Multilingual's (a folder with t3_mtl23ls_v2.safetensors): leave it out")
 
 
 def english_options(args) -> dict:
     """The English model's options: the ones given, the original generate()'s defaults elsewhere."""
+    refuse_language(args, "the English Chatterbox")
+    return sampling_options(args, DEFAULTS)
+
+
+def sampling_options(args, defaults: dict) -> dict:
+    """The English and the multilingual model's options: the ones given, `defaults` elsewhere."""
     if args.top_k is not None:
         raise UsageError(f"--top-k {args.top_k}: the English model has no top-k sampling (Chatterbox Turbo's); "
                          "leave it out")
-    options = {k: DEFAULTS[k] if getattr(args, k) is None else getattr(args, k)
+    options = {k: defaults[k] if getattr(args, k) is None else getattr(args, k)
                for k in SAMPLING_OPTIONS + ("max_new_tokens",)}
     check_max_new_tokens(options["max_new_tokens"], SPEECH_POSITIONS, cli=True)
     return options
 
 
+def mtl_options(args, voice) -> dict:
+    """Chatterbox Multilingual's options: --language (required, one of the 23 codes), then the English
+    model's options with ChatterboxMultilingualTTS.generate()'s defaults (repetition penalty 2.0)."""
+    if args.language is None:
+        raise UsageError(f"--language is required by Chatterbox Multilingual: one of {', '.join(SUPPORTED_LANGUAGES)}")
+    try:
+        language = check_language_id(args.language)
+    except UsageError as e:
+        raise UsageError(f"--language {args.language}: {e}") from None
+    return {**sampling_options(args, MTL_DEFAULTS), "language": language}
+
+
 def turbo_options(args, voice) -> dict:
     """Chatterbox Turbo's options (the ones given, ChatterboxTurboTTS.generate()'s defaults elsewhere);
     the English model's own options are refused, the voice must be longer than 5 s."""
+    refuse_language(args, "Chatterbox Turbo")
     for name, what in ENGLISH_ONLY.items():
         if getattr(args, name) is not None:
             raise UsageError(f"{option_name(name, True)} {getattr(args, name)}: Chatterbox Turbo has no {what} (its "
@@ -159,6 +194,15 @@ def check_english_text(text: str, files, model_dir: Path) -> None:
     check_text_length(int(tokens.shape[-1]), TEXT_POSITIONS, cli=True)
     check_token_ids(tokens, vocab=files.text_vocab, positions=TEXT_POSITIONS,
                     what=f"--text (tokenised with {model_dir / 'tokenizer.json'})")
+
+
+def check_mtl_text(text: str, language: str, files, model_dir: Path) -> None:
+    from .mtl_tts import TOKENIZER_FILE, punc_norm
+
+    tokens = files.tokenizer.text_to_tokens(punc_norm(text), language_id=language)
+    check_text_length(int(tokens.shape[-1]), TEXT_POSITIONS, cli=True)
+    check_token_ids(tokens, vocab=files.text_vocab, positions=TEXT_POSITIONS,
+                    what=f"--text (tokenised for '{language}' with {model_dir / TOKENIZER_FILE})")
 
 
 def check_turbo_text(text: str, files, max_new_tokens: int, has_voice: bool) -> None:
@@ -230,6 +274,10 @@ def load_model(plan: TTSPlan):
         from . import tts_turbo
 
         return tts_turbo.load_turbo(plan.model_dir, tts_turbo.ChatterboxTurboTTS, files=plan.files)
+    if plan.kind == "mtl":
+        from . import mtl_tts
+
+        return mtl_tts.load_mtl(plan.model_dir, mtl_tts.ChatterboxMultilingualTTS, files=plan.files)
     from . import load
     from .tts import ChatterboxTTS
 
@@ -242,9 +290,10 @@ def synthesise(tts, plan: TTSPlan, text: str, draw, on_token):
         return tts.generate(text, temperature=o["temperature"], top_k=o["top_k"], top_p=o["top_p"],
                             repetition_penalty=o["repetition_penalty"], max_gen_len=o["max_new_tokens"] - 1,
                             draw=draw, on_token=on_token)
-    return tts.generate(text, exaggeration=o["exaggeration"], cfg_weight=o["cfg_weight"], temperature=o["temperature"],
-                        repetition_penalty=o["repetition_penalty"], min_p=o["min_p"], top_p=o["top_p"],
-                        max_new_tokens=o["max_new_tokens"], draw=draw, on_token=on_token)
+    language = (o["language"],) if plan.kind == "mtl" else ()
+    return tts.generate(text, *language, exaggeration=o["exaggeration"], cfg_weight=o["cfg_weight"],
+                        temperature=o["temperature"], repetition_penalty=o["repetition_penalty"], min_p=o["min_p"],
+                        top_p=o["top_p"], max_new_tokens=o["max_new_tokens"], draw=draw, on_token=on_token)
 
 
 def write_audio(out: Path, audio, sr: int, fmt: str) -> None:
@@ -270,10 +319,11 @@ def write_audio(out: Path, audio, sr: int, fmt: str) -> None:
             tmp.unlink()
 
 
-HELP = "synthesise speech with the MLX pipeline, English or Turbo (24 kHz WAV or FLAC)"
-DESCRIPTION = ("Text (+ a reference voice clip) -> speech at 24 kHz with the MLX pipeline: the English Chatterbox or "
-               "Chatterbox Turbo, told apart by the model folder's files. Every argument and file is checked before "
-               "the model loads; an error is one line, exit status 2, and nothing is written.")
+HELP = "synthesise speech with the MLX pipeline, English, Turbo or Multilingual (24 kHz WAV or FLAC)"
+DESCRIPTION = ("Text (+ a reference voice clip) -> speech at 24 kHz with the MLX pipeline: the English Chatterbox, "
+               "Chatterbox Turbo or Chatterbox Multilingual (--language), told apart by the model folder's files. "
+               "Every argument and file is checked before the model loads; an error is one line, exit status 2, "
+               "and nothing is written.")
 
 
 def _sampling_help(what: str, name: str, turbo: str) -> str:
@@ -300,9 +350,13 @@ def add_arguments(p, default: Optional[DefaultFolder] = None, default_help: str 
     p.add_argument("--out", type=Path, required=True, metavar="FILE",
                    help="output file, .wav or .flac (16-bit PCM, 24 kHz); replaced only when synthesis succeeds")
     p.add_argument("--model", "--checkpoint", dest="model", default=None, metavar="DIR|REPO",
-                   help="model folder: the English model's or Chatterbox Turbo's (t3_turbo_v1.safetensors, "
-                        "s3gen_meanflow.safetensors), in the hub's layout or the MLX layout from `convert`; or a hub "
-                        f"repo id{names} (default: {default_help})")
+                   help="model folder: the English model's, Chatterbox Turbo's (t3_turbo_v1.safetensors, "
+                        "s3gen_meanflow.safetensors) or Chatterbox Multilingual's (t3_mtl23ls_v2.safetensors), in the "
+                        f"hub's layout or the MLX layout from `convert`; or a hub repo id{names} (default: {default_help})")
+    p.add_argument("--language", default=None, metavar="CODE",
+                   help="(Chatterbox Multilingual, required there) the text's language, one of "
+                        f"{', '.join(SUPPORTED_LANGUAGES)}; its repetition penalty defaults to "
+                        f"{MTL_DEFAULTS['repetition_penalty']}")
     p.add_argument("--exaggeration", type=float, default=None, metavar="X",
                    help=_sampling_help("emotion exaggeration", "exaggeration", "Turbo has none"))
     p.add_argument("--cfg-weight", type=float, default=None, metavar="W",

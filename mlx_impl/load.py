@@ -5,6 +5,8 @@ Two layouts are understood:
     config.json, tokenizer.json, optional conds.safetensors / conds.pt;
   - the hub's PyTorch layout: ve.safetensors, t3_cfg.safetensors, s3gen.safetensors,
     tokenizer.json, optional conds.pt — converted on the fly.
+Chatterbox Turbo's and Chatterbox Multilingual's folders are named as such (tts_turbo.py and
+mtl_tts.py load them).
 Loading is strict: missing and unexpected keys are reported by name.
 """
 from __future__ import annotations
@@ -57,7 +59,7 @@ def layout(model_dir: Path) -> str:
         return "hub"
     missing = [f for f in HUB_FILES if not (model_dir / f).is_file()]
     raise ModelLoadError(f"{model_dir}: neither model.safetensors (MLX layout) nor the hub's files "
-                         f"(missing: {', '.join(missing)}){turbo_note(model_dir)}")
+                         f"(missing: {', '.join(missing)}){turbo_note(model_dir)}{mtl_note(model_dir)}")
 
 
 TURBO_FILES = ("t3_turbo_v1.safetensors", "s3gen_meanflow.safetensors")
@@ -71,6 +73,25 @@ def turbo_note(model_dir: Path) -> str:
         return ""
     return (f"; it holds Chatterbox Turbo's {', '.join(found)}: a Turbo checkpoint, which this loader does not "
             "read (load it with mlx_impl.tts_turbo.ChatterboxTurboTTS)")
+
+
+MTL_T3_FILE = "t3_mtl23ls_v2.safetensors"  # Chatterbox Multilingual's T3 (mtl_tts.py reads its folders)
+MTL_MODEL_TYPE = "chatterbox_multilingual"  # config.json's model_type in the multilingual MLX layout
+
+
+def mtl_note(model_dir: Path) -> str:
+    """What an error about a missing file adds when the folder holds Chatterbox Multilingual's T3."""
+    if not (model_dir / MTL_T3_FILE).is_file():
+        return ""
+    return (f"; it holds Chatterbox Multilingual's {MTL_T3_FILE}: a multilingual checkpoint, which this loader "
+            "does not read (load it with ChatterboxMultilingualTTS)")
+
+
+def refuse_mtl_config(model_dir: Path, config: dict) -> None:
+    """An MLX-layout folder converted from Chatterbox Multilingual is named as such to the English loader."""
+    if config.get("model_type") == MTL_MODEL_TYPE:
+        raise ModelLoadError(f"{model_dir / 'config.json'}: model_type {MTL_MODEL_TYPE!r}, a Chatterbox Multilingual "
+                             "folder, which this loader does not read (load it with ChatterboxMultilingualTTS)")
 
 
 def refuse_turbo_config(model_dir: Path, config: dict) -> None:
@@ -257,6 +278,7 @@ def check_model_dir(model_dir: Path) -> ModelFiles:
     try:
         if kind == "mlx":
             refuse_turbo_config(model_dir, read_config(model_dir))
+            refuse_mtl_config(model_dir, read_config(model_dir))
             path = model_dir / "model.safetensors"
             header = safetensors_header(path)
             text_vocab = tensor_shape(header, "t3.text_emb.weight", path)[0]
@@ -312,7 +334,7 @@ def check_vc_model_dir(model_dir: Path) -> VCModelFiles:
         kind, path = "hub", model_dir / VC_HUB_FILE
     else:
         raise ModelLoadError(f"{model_dir}: neither model.safetensors (MLX layout) nor {VC_HUB_FILE} (the hub's layout)"
-                             f"{turbo_note(model_dir)}")
+                             f"{turbo_note(model_dir)}{mtl_note(model_dir)}")
     try:
         header = safetensors_header(path)
     except UsageError as e:

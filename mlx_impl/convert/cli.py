@@ -9,7 +9,11 @@ Output folder: model.safetensors (prefixes ve., t3., s3gen., s3_tokenizer.), con
 tokenizer.json, conds.safetensors (the built-in voice, when the checkpoint has conds.pt). A Chatterbox
 Turbo checkpoint (t3_turbo_v1.safetensors, s3gen_meanflow.safetensors) gives Turbo's MLX layout:
 the same prefixes, config.json with model_type "chatterbox_turbo", the GPT-2 tokenizer's files in
-tokenizer/ (convert/turbo.py).
+tokenizer/ (convert/turbo.py). A Chatterbox Multilingual checkpoint (ve.pt, t3_mtl23ls_v2.safetensors,
+s3gen.pt, grapheme_mtl_merged_expanded_v1.json) gives the multilingual MLX layout: the same prefixes
+(the English converters: the modules are the English ones, T3's text table 2454 rows), config.json with
+model_type "chatterbox_multilingual", the tokenizer JSON, Cangjie5_TC.json and the hub cache folder the
+tokenizer reads the Cangjie mapping from, copied unchanged.
 Strict: every source tensor is consumed or in a named ignore list (with its reason), every MLX
 parameter is assigned, shapes are checked. See docs/CONVERTER.md for the key layout and how it
 differs from the published mlx-community files.
@@ -50,19 +54,22 @@ FORMAT = "chatterbox-parity mlx single-file layout, version 1"
 SOURCE_FILES = {"ve": "ve.safetensors", "t3": "t3_cfg.safetensors", "s3gen": "s3gen.safetensors"}
 
 
-def _in_file(component: str, fn, *a):
-    return in_source_file(SOURCE_FILES[component], fn, *a)
+MTL_SOURCE_FILES = {"ve": "ve.pt", "t3": "t3_mtl23ls_v2.safetensors", "s3gen": "s3gen.pt"}
 
 
-def convert_state(states: Dict[str, Dict[str, np.ndarray]]):
-    """(weights by target key, ignored source keys -> reason) from the three source state dicts."""
+def convert_state(states: Dict[str, Dict[str, np.ndarray]], source_files: Dict[str, str] = SOURCE_FILES):
+    """(weights by target key, ignored source keys -> reason) from the three source state dicts
+    (`source_files`: their file names, for the errors)."""
+    def in_file(component: str, fn, *a):
+        return in_source_file(source_files[component], fn, *a)
+
     weights: Dict[str, np.ndarray] = {}
-    weights.update({"ve." + k: v for k, v in _in_file("ve", ve_conv.sanitize, states["ve"]).items()})
-    weights.update({"t3." + k: v for k, v in _in_file("t3", t3_conv.sanitize, states["t3"]).items()})
-    for k, v in _in_file("s3gen", s3gen_conv.sanitize, states["s3gen"]).items():
+    weights.update({"ve." + k: v for k, v in in_file("ve", ve_conv.sanitize, states["ve"]).items()})
+    weights.update({"t3." + k: v for k, v in in_file("t3", t3_conv.sanitize, states["t3"]).items()})
+    for k, v in in_file("s3gen", s3gen_conv.sanitize, states["s3gen"]).items():
         weights[("s3_tokenizer." + k[len("tokenizer."):]) if k.startswith("tokenizer.") else "s3gen." + k] = v
     if "t3.text_emb.weight" not in weights:
-        raise ConversionError(f"{SOURCE_FILES['t3']}: missing source tensor 'text_emb.weight'")
+        raise ConversionError(f"{source_files['t3']}: missing source tensor 'text_emb.weight'")
     ignored = {"s3gen." + k: why for k, why in s3gen_conv.ignored(states["s3gen"]).items()}
     for k in states["ve"]:
         if k in getattr(ve_conv, "IGNORED", {}):
@@ -71,27 +78,28 @@ def convert_state(states: Dict[str, Dict[str, np.ndarray]]):
     return weights, ignored, n_source
 
 
-def check_assignment(weights: Dict[str, np.ndarray], text_vocab: int, renamed: Dict[str, str] = None):
+def check_assignment(weights: Dict[str, np.ndarray], text_vocab: int, renamed: Dict[str, str] = None,
+                     source_files: Dict[str, str] = SOURCE_FILES):
     """Build the MLX modules and assign every weight strictly (raises naming any gap, with the
     source tensor's own name where conversion renamed it)."""
     try:
-        return _assign(weights, text_vocab)
+        return _assign(weights, text_vocab, source_files)
     except ConversionError as e:
         msg = str(e)
         for target, source in (renamed or {}).items():
             if f"'{target}'" in msg:
-                msg += f" (source tensor 's3gen.safetensors:{source}')"
+                msg += f" (source tensor '{source_files['s3gen']}:{source}')"
         raise ConversionError(msg) from None
 
 
-def _assign(weights: Dict[str, np.ndarray], text_vocab: int):
+def _assign(weights: Dict[str, np.ndarray], text_vocab: int, source_files: Dict[str, str]):
     parts = split_prefixes(weights, "converted weights")
     ve, t3, s3gen = build_modules({"t3": {"text_tokens_dict_size": text_vocab}})
     s3 = dict(parts["s3gen."])
     s3.update({"tokenizer." + k: v for k, v in parts["s3_tokenizer."].items()})
-    load_strict(ve, parts["ve."], what=f"ve ({SOURCE_FILES['ve']})")
-    load_strict(t3, parts["t3."], what=f"t3 ({SOURCE_FILES['t3']})")
-    load_strict(s3gen, s3, what=f"s3gen ({SOURCE_FILES['s3gen']})")
+    load_strict(ve, parts["ve."], what=f"ve ({source_files['ve']})")
+    load_strict(t3, parts["t3."], what=f"t3 ({source_files['t3']})")
+    load_strict(s3gen, s3, what=f"s3gen ({source_files['s3gen']})")
     return t3
 
 
@@ -123,7 +131,7 @@ def open_checkpoint(path: Path) -> Path:
     Chatterbox Turbo's (checked by cmd_convert_turbo)."""
     if not path.is_dir():
         raise UsageError(f"checkpoint folder not found: {path}")
-    if is_turbo_checkpoint(path):
+    if is_turbo_checkpoint(path) or is_mtl_checkpoint(path):
         return path
     for name in HUB_FILES:
         if not (path / name).is_file():
@@ -133,6 +141,10 @@ def open_checkpoint(path: Path) -> Path:
 
 def is_turbo_checkpoint(ckpt: Path) -> bool:
     return any((ckpt / f).is_file() for f in TURBO_FILES)
+
+
+def is_mtl_checkpoint(ckpt: Path) -> bool:
+    return (ckpt / MTL_SOURCE_FILES["t3"]).is_file()
 
 
 def conds_file(ckpt: Path) -> Optional[Path]:
@@ -166,6 +178,8 @@ def cmd_convert(args, default: Optional[DefaultFolder] = None, named: Optional[D
     ckpt = checkpoint_folder(args, default, named)
     if is_turbo_checkpoint(ckpt):
         return cmd_convert_turbo(args, ckpt)
+    if is_mtl_checkpoint(ckpt):
+        return cmd_convert_mtl(args, ckpt)
     conds = check_sources(ckpt)
     states = {c: read_state_dict(ckpt / name) for c, name in SOURCE_FILES.items()}
     try:
@@ -213,6 +227,46 @@ def cmd_convert_turbo(args, ckpt: Path):
         print(line)
 
 
+def cmd_convert_mtl(args, ckpt: Path):
+    """Chatterbox Multilingual's hub files -> the multilingual MLX layout, with the English converters."""
+    from ..mtl_tts import CANGJIE_FILE, HUB_CACHE_DIR, MLX_MODEL_TYPE, TOKENIZER_FILE, check_mtl_dir, read_pt_state_dict
+
+    files = check_mtl_dir(ckpt)  # the weight files' headers and archives, the tokenizer and conds.pt load first
+    states = {"ve": read_pt_state_dict(ckpt / MTL_SOURCE_FILES["ve"]),
+              "t3": read_state_dict(ckpt / MTL_SOURCE_FILES["t3"]),
+              "s3gen": read_pt_state_dict(ckpt / MTL_SOURCE_FILES["s3gen"])}
+    try:
+        weights, ignored, n_source = convert_state(states, MTL_SOURCE_FILES)
+        t3 = check_assignment(weights, files.text_vocab, s3gen_conv.source_names(states["s3gen"]), MTL_SOURCE_FILES)
+    except ConversionError as e:
+        raise UsageError(f"conversion of {ckpt} failed: {e}") from None
+    counts = {c: len(s) for c, s in states.items()}
+    del states
+
+    out, quant = output_weights(weights, t3, args)
+    config = {
+        "model_type": MLX_MODEL_TYPE, "format": FORMAT,
+        "dtype": args.dtype, "quantization": {"t3": quant} if quant else {},
+        "t3": {"text_tokens_dict_size": files.text_vocab, "speech_tokens_dict_size": 8194,
+               "llama_config_name": "Llama_520M"},
+        "sample_rates": {"s3_tokenizer": 16000, "s3gen": 24000},
+        "conditioning_lengths": {"t3_prompt_samples_16k": 6 * 16000, "s3gen_reference_samples_24k": 10 * 24000},
+        "source": {"checkpoint": str(ckpt), "files_sha256": file_hashes(ckpt, list(MTL_SOURCE_FILES.values()) +
+                                                                          [TOKENIZER_FILE])},
+    }
+    copied = [ckpt / TOKENIZER_FILE] + [ckpt / f for f in (CANGJIE_FILE, HUB_CACHE_DIR) if (ckpt / f).exists()]
+    write_folder(args.out, copied, out, config, files.conds)
+    print(headline(out, n_source, args))
+    print("source tensors per file: " + ", ".join(f"{MTL_SOURCE_FILES[c]} {n}" for c, n in counts.items()))
+    print("MLX tensors per prefix: " + ", ".join(f"{p} {n}" for p, n in
+                                                 Counter(k.split(".", 1)[0] + "." for k in out).items()))
+    print(f"ignored source tensors: {len(ignored)}")
+    for why in sorted(set(ignored.values())):
+        names = sorted(k for k, w in ignored.items() if w == why)
+        print(f"  {len(names):4d} x {why}: {', '.join(names)}")
+    print("unassigned MLX parameters: 0, unconsumed source tensors outside the ignore list: 0")
+
+
 def output_weights(weights: Dict[str, object], t3, args):
     """(the weights to save, in --dtype, T3's transformer quantized with --quantize-t3; the
     quantization entry of config.json or None). `t3`: the module the weights were assigned to."""
@@ -242,7 +296,10 @@ def write_folder(dest: Path, tokenizer, out, config, conds, tokenizer_dir: str =
         (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
         (tmp / tokenizer_dir).mkdir(exist_ok=True)
         for f in [tokenizer] if isinstance(tokenizer, (str, Path)) else tokenizer:
-            shutil.copyfile(f, tmp / tokenizer_dir / Path(f).name)
+            if Path(f).is_dir():  # the multilingual tokenizer's hub cache (relative links kept)
+                shutil.copytree(f, tmp / tokenizer_dir / Path(f).name, symlinks=True)
+            else:
+                shutil.copyfile(f, tmp / tokenizer_dir / Path(f).name)
         if conds is not None:
             conds.save(tmp / "conds.safetensors")
         tmp.chmod(0o755)
@@ -297,7 +354,7 @@ def print_summary(out, ignored, n_source, args, config):
     print("unassigned MLX parameters: 0, unconsumed source tensors outside the ignore list: 0")
 
 
-HELP = "convert the hub's PyTorch checkpoint (English or Turbo) to the single-file MLX layout"
+HELP = "convert the hub's PyTorch checkpoint (English, Turbo or Multilingual) to the single-file MLX layout"
 DESCRIPTION = ("The hub's PyTorch files -> model.safetensors + config.json + tokenizer.json (+ conds.safetensors) in "
                "the MLX layout (docs/CONVERTER.md). Every input file is checked first; an error is one line, exit "
                "status 2, and nothing is written.")
@@ -311,7 +368,8 @@ def add_arguments(p, default: Optional[DefaultFolder] = None, default_help: str 
     names = f"; or one of the names {', '.join(named)}: " + ", ".join(
         f"{n} = {f.path}" for n, f in named.items()) if named else ""
     p.add_argument("--checkpoint", type=Path, default=None, metavar="DIR",
-                   help=f"checkpoint folder in the hub's layout, the English model's or Chatterbox Turbo's{names} "
+                   help=f"checkpoint folder in the hub's layout, the English model's, Chatterbox Turbo's or Chatterbox "
+                        f"Multilingual's{names} "
                         f"(default: {default_help})")
     p.add_argument("--out", type=Path, required=True, metavar="DIR",
                    help="output folder: new or empty (a non-empty one only with --force)")

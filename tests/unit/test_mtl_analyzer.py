@@ -12,20 +12,16 @@ spies' attention rows against the original's eager attention, every token and de
 """
 from __future__ import annotations
 
-import contextlib
-import sys
-
 import mlx.core as mx
 import numpy as np
 import pytest
 import torch
 
 from mlx_impl.t3.inference.alignment_stream_analyzer import LLAMA_ALIGNED_HEADS, AlignmentStreamAnalyzer
+from tests.mtl_analysis import DECISIONS, original_decisions, original_step_locals, recording_original_analysis
 
 EOS = 3
 V = 32
-DECISIONS = ("text_position", "cur_text_posn", "discontinuity", "false_start", "complete", "long_tail",
-             "alignment_repetition", "token_repetition", "eos_suppressed", "forced_eos")
 
 
 class FakeLayer:
@@ -39,40 +35,6 @@ class FakeTfmr:
     def __init__(self, n_layers=14):
         self.layers = [FakeLayer() for _ in range(n_layers)]
         self.config = type("Config", (), dict(output_attentions=False, _attn_implementation="sdpa"))()
-
-
-@contextlib.contextmanager
-def original_step_locals(record: list, step=None):
-    """Appends the original step()'s (or `step`'s) local variables at each return (its decisions as it
-    computed them)."""
-    from chatterbox.models.t3.inference.alignment_stream_analyzer import AlignmentStreamAnalyzer as Original
-
-    code = (step or Original.step).__code__
-
-    def profiler(frame, event, arg):
-        if event == "return" and frame.f_code is code:
-            record.append(dict(frame.f_locals))
-
-    saved = sys.getprofile()
-    sys.setprofile(profiler)
-    try:
-        yield
-    finally:
-        sys.setprofile(saved)
-
-
-def original_decisions(loc: dict, out: torch.Tensor, eos: int) -> dict:
-    """The original step's decisions from its locals (`eos_suppressed` is its inline condition on them)."""
-    self, S = loc["self"], int(loc["S"])
-    forced = bool(loc["long_tail"] or loc["alignment_repetition"] or loc["token_repetition"])
-    o = out.numpy()[0]
-    assert forced == (o[eos] == 2 ** 15 and np.all(np.delete(o, eos) == -(2 ** 15)))
-    return dict(text_position=int(self.text_position), cur_text_posn=int(loc["cur_text_posn"]),
-                discontinuity=bool(loc["discontinuity"]), false_start=bool(loc["false_start"]),
-                complete=bool(self.complete), long_tail=bool(loc["long_tail"]),
-                alignment_repetition=bool(loc["alignment_repetition"]), token_repetition=bool(loc["token_repetition"]),
-                eos_suppressed=bool(int(loc["cur_text_posn"]) < S - 3 and S > 5), forced_eos=forced,
-                A_chunk=loc["A_chunk"].numpy().copy())
 
 
 def make_pair(text_tokens_slice):
@@ -233,7 +195,8 @@ def small_mtl_t3(torch_one_thread):
     cfg = small_llama_config(hidden=64, layers=14, heads=16, intermediate=128)
     ref = build_original_t3(cfg, seed=3, multilingual=True)
     model = load_t3(state_numpy(ref), T3Config(2454, llama_config=cfg))
-    return ref, model
+    fused = load_t3(state_numpy(ref), T3Config(2454, llama_config=cfg)).fuse_projections()
+    return ref, model, fused
 
 
 N_T3_STEPS = 120
@@ -250,27 +213,13 @@ def _run_original(ref, inp, picker, n_steps, params):
     from chatterbox.models.t3.modules.cond_enc import T3Cond as TorchT3Cond
     from t3_reference import run_original_inference
 
-    record, outs = [], []
-    from chatterbox.models.t3.inference import alignment_stream_analyzer as asa
-
-    step = asa.AlignmentStreamAnalyzer.step
-
-    def recording_step(self, logits, next_token=None):
-        with original_step_locals(record, step):
-            out = step(self, logits, next_token=next_token)
-        outs.append(original_decisions(record[-1], out, self.eos_idx))
-        outs[-1]["attns"] = [a.numpy().copy() for a in self.last_aligned_attns]
-        return out
-
+    outs = []
     cond = TorchT3Cond(speaker_emb=torch.from_numpy(inp["speaker_emb"]),
                        cond_prompt_speech_tokens=torch.from_numpy(inp["prompt"]).long(),
                        emotion_adv=0.5 * torch.ones(1, 1, 1))
-    asa.AlignmentStreamAnalyzer.step = recording_step
-    try:
+    with recording_original_analysis(outs):
         r = run_original_inference(ref, cond, torch.from_numpy(inp["text"]).long(), picker=picker,
                                    max_new_tokens=n_steps, **params)
-    finally:
-        asa.AlignmentStreamAnalyzer.step = step
     r["analysis"] = outs
     return r
 
@@ -285,7 +234,7 @@ def test_mtl_t3_decoding_matches_the_original(small_mtl_t3, mode):
     from mlx_impl.t3 import T3Cond
     from mlx_impl.t3.inference import GreedyDraw, ReplayDraw
 
-    ref, model = small_mtl_t3
+    ref, model, _ = small_mtl_t3
     inp = _inputs()
     params = dict(temperature=0.8, cfg_weight=0.5, min_p=0.05, top_p=1.0,
                   repetition_penalty=1.0 if mode == "greedy-no-penalty" else 2.0)
@@ -332,10 +281,33 @@ def test_mtl_spies_leave_the_backbone_as_it_was(small_mtl_t3):
     """After decoding, the watched layers hold their own attention again and English-style logits are unchanged."""
     from mlx_impl.t3.inference.alignment_stream_analyzer import AttentionSpy
 
-    _, model = small_mtl_t3
+    _, model, _ = small_mtl_t3
     before = [type(l.self_attn) for l in model.tfmr.layers]
     analyzer = AlignmentStreamAnalyzer(model.tfmr, None, text_tokens_slice=(0, 4), eos_idx=6562)
     assert all(isinstance(model.tfmr.layers[l].self_attn, AttentionSpy) for l, _ in LLAMA_ALIGNED_HEADS)
     analyzer.remove_spies()
     assert [type(l.self_attn) for l in model.tfmr.layers] == before
     assert not any(isinstance(l.self_attn, AttentionSpy) for l in model.tfmr.layers)
+
+
+def test_mtl_spies_on_fused_projections(small_mtl_t3):
+    """from_pretrained fuses q/k/v (fused_layers): the spy reads q from the fused projection; tokens,
+    decisions and attention rows equal the unfused model's."""
+    from mlx_impl.t3 import T3Cond
+    from mlx_impl.t3.inference import GreedyDraw
+
+    _, model, fused = small_mtl_t3
+    inp = _inputs(seed=4)
+    runs = []
+    for m in (model, fused):
+        steps = []
+        cond = T3Cond(speaker_emb=mx.array(inp["speaker_emb"]), cond_prompt_speech_tokens=mx.array(inp["prompt"]),
+                      emotion_adv=0.5 * mx.ones((1, 1, 1)))
+        toks = m.inference(t3_cond=cond, text_tokens=inp["text"], max_new_tokens=40, draw=GreedyDraw(),
+                           on_step=lambda i, o: steps.append(o["analysis"]), repetition_penalty=2.0, top_p=1.0)
+        runs.append((toks, steps))
+    (t0, s0), (t1, s1) = runs
+    np.testing.assert_array_equal(t0, t1)
+    for a, b in zip(s0, s1):
+        assert all(a[k] == b[k] for k in DECISIONS)
+        np.testing.assert_allclose(a["A_chunk"], b["A_chunk"], rtol=0, atol=1e-6)
