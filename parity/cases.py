@@ -134,3 +134,35 @@ def load_turbo_cases(path: Path = CASES_FILE) -> Dict[str, TurboCase]:
         cases[name] = TurboCase(name=name, audio=c["audio"], text=c["text"], seed=int(c["seed"]), params=params,
                                 about=c.get("about", ""))
     return cases
+
+
+# ----------------------------------------------------------------------------- Chatterbox Multilingual
+# ChatterboxMultilingualTTS.generate's arguments, then max_new_tokens: T3.inference's bound, which the export
+# lowers to the case's step count (generate() passes 1000)
+MTL_PARAM_KEYS = ("exaggeration", "cfg_weight", "temperature", "repetition_penalty", "min_p", "top_p", "max_new_tokens")
+
+
+@dataclass(frozen=True)
+class MtlCase(Case):
+    """A ChatterboxMultilingualTTS case: `text` in language `language` spoken in the voice of `audio`
+    (generate(text, language, audio_prompt_path=audio)). The language is checked against the original's
+    SUPPORTED_LANGUAGES where the original runs (reference/export_mtl.py), not here (no torch in this layer)."""
+    language: str = ""
+    model = "mtl"
+
+    def as_manifest(self) -> dict:
+        return {**super().as_manifest(), "language": self.language}
+
+
+def load_mtl_cases(path: Path = CASES_FILE) -> Dict[str, MtlCase]:
+    data = tomllib.loads(Path(path).read_text())
+    defaults = data.get("mtl_defaults", {})
+    cases = {}
+    for name, c in data.get("mtl_cases", {}).items():
+        params = {k: c.get(k, defaults.get(k)) for k in MTL_PARAM_KEYS}
+        missing = [k for k in ("audio", "text", "language", "seed") if k not in c] + [k for k, v in params.items() if v is None]
+        if missing:
+            raise ParityError(f"{path}: multilingual case '{name}' lacks {missing}")
+        cases[name] = MtlCase(name=name, audio=c["audio"], text=c["text"], seed=int(c["seed"]), params=params,
+                              about=c.get("about", ""), language=str(c["language"]))
+    return cases

@@ -48,6 +48,8 @@ def cmd_export(args):
     from parity.session import all_cases, case_model, staleness
     from parity.turbo_checkpoint import is_turbo_dir, resolve_turbo_checkpoint
     from reference.export import export_case, load_original, validate_case_inputs
+    from parity.mtl_checkpoint import is_mtl_dir, resolve_mtl_checkpoint
+    from reference.export_mtl import export_mtl_case, load_original_mtl, validate_mtl_case_inputs
     from reference.export_turbo import export_turbo_case, load_original_turbo, validate_turbo_case_inputs
     from reference.export_vc import export_vc_case, load_original_vc, validate_vc_case_inputs
 
@@ -65,24 +67,27 @@ def cmd_export(args):
         cases = [dataclasses.replace(cases[0], text=args.text if args.text is not None else cases[0].text,
                                      audio=str(args.audio.resolve()) if args.audio else cases[0].audio)]
     if args.max_new_tokens is not None:
-        bound = {"tts": "max_new_tokens", "turbo": "max_gen_len"}  # T3's step bound, per model
+        bound = {"tts": "max_new_tokens", "turbo": "max_gen_len", "mtl": "max_new_tokens"}  # T3's step bound, per model
         cases = [dataclasses.replace(c, params={**c.params, bound[case_model(c)]: args.max_new_tokens})
                  if case_model(c) in bound else c for c in cases]
-    validate = {"vc": validate_vc_case_inputs, "turbo": validate_turbo_case_inputs}
+    validate = {"vc": validate_vc_case_inputs, "turbo": validate_turbo_case_inputs, "mtl": validate_mtl_case_inputs}
     for case in cases:
         validate.get(case_model(case), validate_case_inputs)(case)
     # Turbo cases run on a Turbo folder: --checkpoint where it is one (or where only Turbo cases are asked
     # for), else $CHATTERBOX_TURBO_CKPT or the synthetic one; the other cases on the English folder
     turbo_only = {case_model(c) for c in cases} == {"turbo"}
     ckpts = {}
-    if not turbo_only:
-        ckpts["tts"] = ckpts["vc"] = resolve_checkpoint(None if is_turbo_dir(args.checkpoint) else args.checkpoint)
+    if {case_model(c) for c in cases} & {"tts", "vc"}:
+        other = is_turbo_dir(args.checkpoint) or is_mtl_dir(args.checkpoint)
+        ckpts["tts"] = ckpts["vc"] = resolve_checkpoint(None if other else args.checkpoint)
     if any(case_model(c) == "turbo" for c in cases):
         use = args.checkpoint is not None and (turbo_only or is_turbo_dir(args.checkpoint))
         ckpts["turbo"] = resolve_turbo_checkpoint(args.checkpoint if use else None)
+    if any(case_model(c) == "mtl" for c in cases):  # as Turbo: --checkpoint where it is a multilingual folder
+        ckpts["mtl"] = resolve_mtl_checkpoint(args.checkpoint if is_mtl_dir(args.checkpoint) else None)
     for ckpt in {id(c): c for c in ckpts.values()}.values():
         ckpt.validate()
-    tts = vc = turbo = None
+    tts = vc = turbo = mtl = None
     for case in cases:
         ckpt = ckpts[case_model(case)]
         target = fixture_dir(args.out, case.name)
@@ -103,6 +108,10 @@ def cmd_export(args):
                 tts = vc = None
                 turbo = turbo or load_original_turbo(ckpt)
                 out = export_turbo_case(ckpt, case, out_root=args.out, tts=turbo)
+            elif case_model(case) == "mtl":
+                tts = vc = turbo = None
+                mtl = mtl or load_original_mtl(ckpt)
+                out = export_mtl_case(ckpt, case, out_root=args.out, tts=mtl)
             else:
                 vc = turbo = None
                 tts = tts or load_original(ckpt)

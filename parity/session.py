@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from . import flips, registry
-from .cases import Case, load_cases, load_turbo_cases, load_vc_cases
+from .cases import Case, load_cases, load_mtl_cases, load_turbo_cases, load_vc_cases
 from .checkpoint_dir import CheckpointDir
 from .errors import ParityError
 from .fixtures import Fixture, default_fixture_root, fixture_dir
@@ -35,6 +35,8 @@ def export_version(model: str = "tts") -> Optional[str]:
             from reference.export_vc import VC_EXPORT_VERSION as EXPORT_VERSION
         elif model == "turbo":
             from reference.export_turbo import TURBO_EXPORT_VERSION as EXPORT_VERSION
+        elif model == "mtl":
+            from reference.export_mtl import MTL_EXPORT_VERSION as EXPORT_VERSION
         else:
             from reference.export import EXPORT_VERSION
     except ImportError:
@@ -45,17 +47,18 @@ def export_version(model: str = "tts") -> Optional[str]:
 # the manifest fields of a case that make its fixture stale when they change, per model
 CASE_KEYS = {"tts": ("text", "seed", "audio_sha256", "params"),
              "vc": ("seed", "source_sha256", "target_voice_sha256", "params"),
-             "turbo": ("text", "seed", "audio_sha256", "params")}
+             "turbo": ("text", "seed", "audio_sha256", "params"),
+             "mtl": ("text", "language", "seed", "audio_sha256", "params")}
 
 
 def case_model(case) -> str:
-    """The model a case runs: a VCCase says "vc", a TurboCase "turbo", an English Case has no `model`."""
+    """The model a case runs: a VCCase says "vc", a TurboCase "turbo", an MtlCase "mtl", an English Case has no `model`."""
     return getattr(case, "model", "tts")
 
 
 def all_cases() -> dict:
-    """Every case of fixtures/cases.toml: the English model's, then the VC ones, then Chatterbox Turbo's."""
-    return {**load_cases(), **load_vc_cases(), **load_turbo_cases()}
+    """Every case of fixtures/cases.toml: the English model's, then the VC ones, Chatterbox Turbo's, the multilingual ones."""
+    return {**load_cases(), **load_vc_cases(), **load_turbo_cases(), **load_mtl_cases()}
 
 
 def staleness(fx_root: Path, case: Case, ckpt: CheckpointDir) -> Optional[str]:
@@ -145,7 +148,14 @@ class ParitySession:
 
     def ckpt_for(self, model: str = "tts"):
         """The checkpoint a model's cases run on: the session's own, or for Chatterbox Turbo its own folder
-        ($CHATTERBOX_TURBO_CKPT, else the synthetic one; parity/turbo_checkpoint.py)."""
+        ($CHATTERBOX_TURBO_CKPT, else the synthetic one; parity/turbo_checkpoint.py), for the multilingual
+        model its own ($CHATTERBOX_MTL_CKPT, else the synthetic one; parity/mtl_checkpoint.py)."""
+        if model == "mtl":
+            if self._mtl_ckpt is None:
+                from .mtl_checkpoint import resolve_mtl_checkpoint
+
+                self._mtl_ckpt = resolve_mtl_checkpoint(create_synthetic=reference_available())
+            return self._mtl_ckpt
         if model != "turbo":
             return self.ckpt
         if self._turbo_ckpt is None:
@@ -175,10 +185,11 @@ class ParitySession:
         if not stale:
             return
         from reference.export import export_case
+        from reference.export_mtl import export_mtl_case, load_original_mtl
         from reference.export_turbo import export_turbo_case, load_original_turbo
         from reference.export_vc import export_vc_case, load_original_vc
 
-        turbo = None
+        turbo = mtl = None
         for name, (case, why) in stale.items():
             self.log(f"exporting reference fixture '{name}' ({why})")
             if case_model(case) == "vc":
@@ -189,12 +200,18 @@ class ParitySession:
                 self._tts = self._vc = None
                 turbo = turbo or load_original_turbo(self.ckpt_for("turbo"))
                 export_turbo_case(self.ckpt_for("turbo"), case, out_root=self.fx_root, tts=turbo, log=self.log)
+            elif case_model(case) == "mtl":
+                self._tts = self._vc = turbo = None
+                mtl = mtl or load_original_mtl(self.ckpt_for("mtl"))
+                export_mtl_case(self.ckpt_for("mtl"), case, out_root=self.fx_root, tts=mtl, log=self.log)
             else:
                 export_case(self.ckpt, case, out_root=self.fx_root, tts=self._original(), log=self.log)
-        self._tts = self._vc = turbo = None
+        self._tts = self._vc = turbo = mtl = None
         gc.collect()
 
     _turbo_ckpt = None
+
+    _mtl_ckpt = None
 
     _vc = None
 

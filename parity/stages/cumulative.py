@@ -8,6 +8,7 @@
          the recorded flow noise and SineGen draws.
   vc     voice conversion (ChatterboxVC) from the source and target files (vc_cumulative.py).
   turbo  Chatterbox Turbo from the case's audio file and text (turbo_cumulative.py).
+  mtl    Chatterbox Multilingual from the case's audio file, text and language (mtl_cumulative.py).
 Compared in tests/parity/test_cumulative.py against [cumulative.<mode>] tolerances of the registry.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from .. import flips
 
-MODES = ("e2e", "s3gen", "vc", "turbo")  # vc: ChatterboxVC end to end (vc_cumulative.py); turbo: turbo_cumulative.py
+MODES = ("e2e", "s3gen", "vc", "turbo", "mtl")  # vc: ChatterboxVC end to end (vc_cumulative.py); turbo, mtl: turbo_cumulative.py, mtl_cumulative.py
 
 
 _PIPELINES: dict = {}
@@ -115,6 +116,7 @@ def run_e2e(fx, ckpt) -> dict:
 
 
 def run(fx, ckpt, mode: str) -> dict:
-    from . import turbo_cumulative, vc_cumulative
+    from . import mtl_cumulative, turbo_cumulative, vc_cumulative
 
-    return {"e2e": run_e2e, "s3gen": run_s3gen, "vc": vc_cumulative.run, "turbo": turbo_cumulative.run}[mode](fx, ckpt)
+    return {"e2e": run_e2e, "s3gen": run_s3gen, "vc": vc_cumulative.run, "turbo": turbo_cumulative.run,
+            "mtl": mtl_cumulative.run}[mode](fx, ckpt)
