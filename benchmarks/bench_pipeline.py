@@ -13,10 +13,15 @@ conds.pt instead of the reference clip (the GPU machine has no librosa). `--mlx-
 `--expert-dtype` take several dtypes: one worker each, all alternating (the first MLX dtype is the
 "mlx" side the ratios use; the others are sides "mlx_<dtype>"; an expert in float32 is "expert",
 in another dtype "expert_<dtype>": its T3 and conditioning cast to that dtype, S3Gen float32).
+
+`--model turbo` times Chatterbox Turbo instead: the original `ChatterboxTurboTTS.generate` against
+MLX's (benchmarks/turbo_workers.py: same Turbo checkpoint, default `checkpoints/synthetic-turbo-s0`,
+same case, default `turbo_espeak`, same token draws; `--tokens` bounds inference_turbo), CPU, float32;
+results under reports/out/bench_cpu_turbo.*. `--note` adds a line to the record (e.g. what else ran).
 Usage:
-    python benchmarks/bench_pipeline.py [--checkpoint DIR] [--case espeak_22k] [--tokens 100] [--rounds 3]
-        [--device cpu|gpu] [--mlx-dtype float32|bfloat16|float16 ...] [--expert]
-        [--expert-dtype float32|bfloat16|float16 ...] [--builtin-voice]
+    python benchmarks/bench_pipeline.py [--model chatterbox|turbo] [--checkpoint DIR] [--case CASE]
+        [--tokens 100] [--rounds 3] [--device cpu|gpu] [--mlx-dtype float32|bfloat16|float16 ...] [--expert]
+        [--expert-dtype float32|bfloat16|float16 ...] [--builtin-voice] [--note TEXT]
 """
 from __future__ import annotations
 
@@ -157,7 +162,11 @@ def worker_mlx(ckpt_dir: str, case_name: str, n_tokens: int, uniforms, device: s
 def worker_main(side: str, args):
     uniforms = json.loads(Path(args.uniforms).read_text()) if args.uniforms else None
     common = (str(args.checkpoint), args.case, args.tokens)
-    if side.startswith("mlx"):
+    if args.model == "turbo":
+        from benchmarks.turbo_workers import worker_mlx_turbo, worker_original_turbo
+
+        run = worker_mlx_turbo(*common, uniforms) if side == "mlx" else worker_original_turbo(*common)
+    elif side.startswith("mlx"):
         run = worker_mlx(*common, uniforms, args.device, args.builtin_voice, args.worker_dtype, args.mlx_step)
     else:
         run = worker_original(*common, args.device, args.builtin_voice, expert=side.startswith("expert"),
@@ -185,7 +194,8 @@ class Worker:
     def __init__(self, side, args, uniforms_path="", dtype="float32"):
         self.side, self.dtype = side, dtype
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--worker", side, "--checkpoint", str(args.checkpoint), "--case", args.case,
+            [sys.executable, __file__, "--worker", side, "--model", args.model, "--checkpoint", str(args.checkpoint),
+             "--case", args.case,
              "--tokens", str(args.tokens), "--uniforms", uniforms_path, "--device", args.device,
              "--worker-dtype", dtype]
             + (["--mlx-step", args.mlx_step] if args.mlx_step else [])
@@ -228,13 +238,16 @@ def summarise(runs):
             "t3_tokens_per_s_by_round": [round(m["t3_tokens_per_s"], 2) for m in per_run], "conditioning_s": med("cond_s"),
             "audio_s": med("audio_s"), "t3_tokens": runs[0]["t3_tokens"],
             "peak_rss_mb": max(r["max_rss_mb"] for r in runs), "runs": len(runs),
+            **({"generate_s": med("total_s")} if "total_s" in runs[0] else {}),
             **({"gpu_peak_mb": max(r["gpu_peak_mb"] for r in runs)} if "gpu_peak_mb" in runs[0] else {})}
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoint", type=Path, default=None)
-    ap.add_argument("--case", default="espeak_22k")
+    ap.add_argument("--model", choices=MODELS, default="chatterbox",
+                    help="chatterbox (the English ChatterboxTTS) or turbo (ChatterboxTurboTTS.generate)")
+    ap.add_argument("--case", default=None, help="default: espeak_22k (chatterbox), turbo_espeak (turbo)")
     ap.add_argument("--tokens", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "out")
@@ -253,18 +266,18 @@ def main():
                     help="T3 one-token step of fast decode (mlx_impl/t3/inference/step_kinds.make_step); default: the model's")
     ap.add_argument("--expert", action="store_true", help="GPU: add the StaticCache + CUDA-graphs T3 baseline")
     ap.add_argument("--builtin-voice", action="store_true", help="conditioning from the checkpoint's conds.pt")
+    ap.add_argument("--note", default="", help="a line kept in the record (e.g. what else ran on the machine)")
     args = ap.parse_args()
+    check_model_options(ap, args)
     if args.worker:
         return worker_main(args.worker, args)
     if args.checkpoint is None:
-        from benchmarks.bench_checkpoint import default_bench_checkpoint
-
-        args.checkpoint = default_bench_checkpoint()
+        args.checkpoint = default_checkpoint(args.model)
 
     orig = Worker("original", args)
     warm = orig.run("warmup")  # its recorded draws make the MLX side decode the same tokens
     args.out.mkdir(parents=True, exist_ok=True)
-    upath = args.out / ".bench_uniforms.json"
+    upath = args.out / f".bench_uniforms_{args.model}.json"
     upath.write_text(json.dumps(warm["uniforms"]))
     workers = [orig] + [Worker(side_of("mlx", d, i == 0), args, str(upath), d) for i, d in enumerate(args.mlx_dtype)]
     if args.expert:
@@ -282,6 +295,32 @@ def main():
     for w in workers:
         w.close()
     write_results(args, runs)
+
+
+MODELS = ("chatterbox", "turbo")
+DEFAULT_CASES = {"chatterbox": "espeak_22k", "turbo": "turbo_espeak"}
+
+
+def check_model_options(ap, args) -> None:
+    """The model's default case; Turbo's side has no GPU, half-precision, expert or built-in-voice variant."""
+    args.case = args.case or DEFAULT_CASES[args.model]
+    if args.model != "turbo":
+        return
+    unsupported = [opt for opt, used in (("--device gpu", args.device != "cpu"), ("--expert", args.expert),
+                                         ("--builtin-voice", args.builtin_voice), ("--mlx-step", bool(args.mlx_step)),
+                                         ("--mlx-dtype", args.mlx_dtype != ["float32"])) if used]
+    if unsupported:
+        ap.error(f"--model turbo: {', '.join(unsupported)} not supported (CPU, float32, the case's clip)")
+
+
+def default_checkpoint(model: str) -> Path:
+    if model == "turbo":
+        from reference.synth_turbo_checkpoint import ensure_turbo_checkpoint
+
+        return ensure_turbo_checkpoint()
+    from benchmarks.bench_checkpoint import default_bench_checkpoint
+
+    return default_bench_checkpoint()
 
 
 def device_name(args) -> str:
@@ -313,6 +352,7 @@ def mlx_blas() -> str:
 
 LABELS = (("t3_tokens_per_s", "T3 tokens/s (higher is better)"), ("s3gen_s_per_audio_s", "S3Gen s per audio s"),
           ("conditioning_s", "conditioning s"), ("pipeline_rtf", "pipeline real-time factor"),
+          ("generate_s", "generate() s (Turbo)"),
           ("peak_rss_mb", "peak RSS MB"), ("gpu_peak_mb", "peak GPU memory MB"))
 
 
@@ -333,16 +373,21 @@ def write_results(args, runs: dict) -> None:
         res[side]["same_tokens_every_round"] = all(r["tokens"] == side_runs[0]["tokens"] for r in side_runs)
     ratio = {k: res["mlx"][k] / res["original"][k] for k in SPEEDS}
     per_round = round_ratios(runs["original"], runs["mlx"])
-    record = {"device": device_name(args), "case": args.case, "t3_tokens": args.tokens, "rounds": args.rounds,
+    record = {"device": device_name(args), "model": args.model, "checkpoint": str(args.checkpoint), "case": args.case,
+              "t3_tokens": args.tokens, "rounds": args.rounds,
               "same_tokens": same_tokens, "tokens_differ_from": differ_at, "builtin_voice": args.builtin_voice,
               "dtypes": {w: d for w, d in side_dtypes(args).items() if w in res}, **res, "mlx_over_original": ratio,
               "mlx_over_original_by_round": per_round, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    name = f"bench_{args.device}"
+    if args.note:
+        record["note"] = args.note
+    name = f"bench_{args.device}" + ("_turbo" if args.model == "turbo" else "")
     sides = list(res)
-    md = ["## Benchmark: MLX vs the original (same weights, case and draws)", "", f"{record['device']}; case "
-          f"{args.case}; {args.tokens} T3 steps with CFG; medians of {args.rounds} alternating runs after warm-up; "
+    what = "Chatterbox Turbo, generate()" if args.model == "turbo" else "T3 steps with CFG"
+    md = [f"## Benchmark{' (Chatterbox Turbo)' if args.model == 'turbo' else ''}: MLX vs the original (same weights, "
+          "case and draws)", "", f"{record['device']}; case "
+          f"{args.case}; {args.tokens} {what}; medians of {args.rounds} alternating runs after warm-up; "
           f"identical tokens: {same_tokens}" + ("; conditioning from conds.pt (not timed)" if args.builtin_voice
-                                                else ""), "",
+                                                else "") + (f"; {args.note}" if args.note else ""), "",
           "| metric | " + " | ".join(side_name(s) for s in sides) + " | MLX / original |",
           "|---|" + "---|" * (len(sides) + 1)]
     for k, label in LABELS:
