@@ -6,7 +6,8 @@ What a Swift (MLX Swift) port's unit tests load, one folder:
   DIR/README.md                     how to load and compare (written from README_TEXT below)
   DIR/cases/<case>/<stage>.safetensors   per component of a reference case (full-size synthetic
                                     checkpoint): the stage's inputs + expected outputs + random draws
-  DIR/cases/<case>/assets/          the case's audio clip and the checkpoint's tokenizer.json
+  DIR/cases/<case>/assets/          the case's audio clip and the checkpoint's tokenizer files
+                                    (cases of the English model and of Chatterbox Turbo, stages turbo_*)
   DIR/tiny/<stage>.safetensors      the same components from TINY seeded ORIGINAL modules
   DIR/tiny/weights/torch/*.safetensors   the tiny modules' original state dicts (hub layout)
   DIR/tiny/weights/mlx/*.safetensors     the same converted by mlx_impl.convert.*.sanitize
@@ -58,12 +59,29 @@ COMPONENT_INPUTS: Dict[str, List[str]] = {
     "t3_greedy": ["t3.input_embeds", "t3.text_tokens"],
     "flow": ["flow.speech_tokens", "embed_ref.prompt_token", "embed_ref.prompt_feat", "embed_ref.xvector"],
     "hift": ["flow.output_mel"],
+    # Chatterbox Turbo (registry model turbo): no T3 text-token checkpoint of its own (no [START]/[STOP])
+    "turbo_text": [],
+    "turbo_audio": [],
+    "turbo_ve": ["turbo.audio.wav_16k"],
+    "turbo_s3tok": ["turbo.audio.wav_16k"],
+    "turbo_embed_ref": ["turbo.audio.wav_24k"],
+    "turbo_t3_cond": ["turbo.ve.speaker_emb", "turbo.s3tok.prompt_tokens", "turbo.text.tokens"],
+    "turbo_t3_decode": ["turbo.t3.input_embeds", "turbo.text.tokens"],
+    "turbo_t3_greedy": ["turbo.t3.input_embeds", "turbo.text.tokens"],
+    "turbo_flow": ["turbo.t3.speech_tokens", "turbo.embed_ref.prompt_token", "turbo.embed_ref.prompt_feat",
+                   "turbo.embed_ref.xvector"],
+    "turbo_hift": ["turbo.flow.output_mel"],
 }
+# The models whose cases the pack carries (registry models): the English ChatterboxTTS and Chatterbox Turbo.
+PACK_MODELS = ("tts", "turbo")
+TEXT_STAGES, AUDIO_STAGES = ("text", "turbo_text"), ("audio", "turbo_audio")
 # The MLX stage runners whose docstrings say how each sub-step is fed (the isolated mode).
 RUNNERS: Dict[str, List[str]] = {
     "text": ["text"], "audio": ["audio"], "ve": ["ve"], "s3tok": ["s3tok"],
     "embed_ref": ["embed_ref_tokens", "embed_ref_speaker"], "t3_cond": ["t3_cond"], "t3_decode": ["t3_decode"],
     "t3_greedy": ["t3_greedy"], "flow": ["flow"], "hift": ["hift"],
+    **{f"turbo_{s}": [f"turbo_{s}"] for s in ("text", "audio", "ve", "s3tok", "embed_ref", "t3_cond", "t3_decode",
+                                              "t3_greedy", "flow", "hift")},
 }
 # Case parameters each component needs.
 COMPONENT_PARAMS: Dict[str, List[str]] = {
@@ -71,10 +89,18 @@ COMPONENT_PARAMS: Dict[str, List[str]] = {
     "t3_decode": ["temperature", "cfg_weight", "min_p", "top_p", "repetition_penalty", "max_new_tokens"],
     "t3_greedy": ["temperature", "cfg_weight", "min_p", "top_p", "repetition_penalty", "max_new_tokens"],
     "flow": ["n_cfm_timesteps"],
+    "turbo_t3_decode": ["temperature", "top_k", "top_p", "repetition_penalty", "max_gen_len"],
+    "turbo_t3_greedy": ["max_gen_len"],
 }
 # Per-step logits: (n_steps, ...) float32, 8194 wide; full-size cases keep the first steps only.
 PER_STEP_LOGITS = ("t3.logits_raw", "t3.logits_cfg", "t3.logits_rep", "t3.logits_temp", "t3.logits_min_p",
-                   "t3.logits_top_p", "t3_greedy.logits_cfg")
+                   "t3.logits_top_p", "t3_greedy.logits_cfg",
+                   # Chatterbox Turbo: (n_steps, 1, 6563)
+                   "turbo.t3.logits_raw", "turbo.t3.logits_temp", "turbo.t3.logits_top_k", "turbo.t3.logits_top_p",
+                   "turbo.t3.logits_rep", "turbo.t3_greedy.logits_raw")
+# Tokenizer files of a case's checkpoint copied beside its clip: the English BPE, Turbo's GPT-2 tokenizer
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "added_tokens.json", "special_tokens_map.json",
+                   "tokenizer_config.json")
 TINY_STAGES = ("ve", "s3tok", "embed_ref", "t3_cond", "t3_decode", "t3_greedy", "flow", "hift")
 TINY_NOT_INCLUDED = {
     "text": "no weights: punc_norm + the BPE tokenizer are the same at any model size; use a case's text component "
@@ -111,6 +137,7 @@ ORIGINAL PyTorch Chatterbox (`chatterbox-tts==0.1.7`). `manifest.json` describes
   synthetic checkpoint named in `sets.<case>.checkpoint` (regenerate it with
   `chatterbox-parity checkpoint synth --out DIR --seed 0`; its files' sha256 are in the manifest).
   `cases/<case>/assets/` has the case's audio clip and the checkpoint's `tokenizer.json`.
+  A set's `model` says which model made it: `tts` (ChatterboxTTS) or `turbo` (Chatterbox Turbo, below).
 - `tiny/<stage>.safetensors`: the same components made by tiny, seeded ORIGINAL modules
   (`sets.tiny.config`), with their weights in `tiny/weights/torch/` (the original state dicts, hub
   layout: `ve.safetensors`, `t3_cfg.safetensors`, `s3gen.safetensors`) and `tiny/weights/mlx/` (the same,
@@ -160,6 +187,21 @@ err = out - ref;  snr_db = -10 * log10( sum(err^2) / sum(ref^2) )    // +inf whe
 ```
 Shapes must be equal. Integer tensors: exact-match rate = mean(out == ref) over all entries. Pass when
 `snr_db >= tolerance.snr_db` (and `cosine`, `max_abs` when present) or `exact >= tolerance.exact`.
+
+## Chatterbox Turbo cases (`model: turbo`)
+Made by the original `ChatterboxTurboTTS.generate` on the synthetic Turbo checkpoint (regenerate it with
+`python -m reference.synth_turbo_checkpoint`; hashes in `sets.<case>.checkpoint`). Components `turbo_text` ...
+`turbo_hift`, tensors `turbo.<the English name>`; `assets/` has the GPT-2 tokenizer files (`vocab.json`,
+`merges.txt`, `tokenizer_config.json`, ...). What differs from the English cases:
+- text: Turbo's punc_norm, then the GPT-2 tokenizer's ids as they are (no [START]/[STOP], no CFG copy);
+- audio: the clip loudness-normalised to -27 LUFS (`turbo.audio.wav_24k`) before the 16 kHz copy;
+- T3 (GPT-2 medium, no CFG): per step the speech head's logits (`turbo.t3.logits_raw`, 6563 wide), then
+  temperature, top-k (1000), top-p (0.95), the repetition penalty (1.2; its history the start token at step
+  0, then the drawn tokens), in that order; the draw is the inverse CDF below on softmax of `turbo.t3.logits_rep`
+  with `turbo.t3.uniform_draws`; stop token 6562, never checked at step 0;
+- flow: MeanFlow, 2 Euler steps (t = 0 -> 0.5 -> 1, the estimator also gets r), from `turbo.flow.start_noise`
+  (the whole start x: the original's two draws already combined), no CFG batch;
+- `turbo.flow.speech_tokens` = the drawn tokens < 6561, then three 4299 (S3GEN_SIL).
 
 ## Replaying the random draws
 - **T3 sampling** (`t3.uniform_draws`, float64, one per decoding step): the original's
@@ -238,13 +280,25 @@ def runner_notes(stage: str) -> str:
     return "\n\n".join(docs)
 
 
+def fixture_tensor(fx, name: str) -> np.ndarray:
+    """fx.tensor(name); a fixture file that is missing or unreadable is one ParityError naming it."""
+    from safetensors import SafetensorError
+
+    try:
+        return fx.tensor(name)
+    except (OSError, SafetensorError) as e:
+        fname = fx.manifest["tensors"][name]["file"]
+        raise ParityError(f"fixture file {Path(fx.root) / fname} (tensor '{name}'): "
+                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}") from None
+
+
 def component_tensors(fx, stage: str, t3_steps: Optional[int]) -> Dict[str, tuple]:
     """name -> (array, role, subset) of one component of a fixture."""
     reg = registry.load()
     names = list(COMPONENT_INPUTS[stage]) + [c.name for c in reg.by_stage(stage) if c.name not in COMPONENT_INPUTS[stage]]
     out = {}
     for name in names:
-        a = np.ascontiguousarray(fx.tensor(name))
+        a = np.ascontiguousarray(fixture_tensor(fx, name))
         subset = None
         if name in PER_STEP_LOGITS and t3_steps is not None and a.shape[0] > t3_steps:
             subset = {"axis": 0, "start": 0, "stop": int(t3_steps), "full_shape": list(a.shape),
@@ -264,25 +318,26 @@ def write_component(fx, stage: str, folder: Path, rel: str, t3_steps: Optional[i
     entry = {"file": f"{rel}/{stage}.safetensors", "stage": stage, "params": params,
              "notes": runner_notes(stage),
              "tensors": [tensor_entry(k, a, role, subset) for k, (a, role, subset) in tensors.items()]}
-    if stage == "text":
+    if stage in TEXT_STAGES:
         entry["text"] = fx.case["text"]
-    if stage == "audio":
+    if stage in AUDIO_STAGES:
         entry["audio_file"] = f"{rel}/assets/{Path(fx.case['audio']).name}"
     return entry
 
 
 def write_case_set(fx, folder: Path, rel: str, t3_steps: Optional[int], ckpt_dir: Optional[Path],
-                   stages=None) -> dict:
+                   model: str = "tts") -> dict:
+    """A reference case of `model` (a registry model of PACK_MODELS): one component per stage of it."""
     folder.mkdir(parents=True)
     assets = folder / "assets"
     assets.mkdir()
     shutil.copyfile(fx.audio_path(), assets / Path(fx.case["audio"]).name)
-    if ckpt_dir is not None and (Path(ckpt_dir) / "tokenizer.json").is_file():
-        shutil.copyfile(Path(ckpt_dir) / "tokenizer.json", assets / "tokenizer.json")
-    stages = stages or registry.load().stages
-    comps = {s: write_component(fx, s, folder, rel, t3_steps) for s in stages}
-    return {"case": fx.case, "checkpoint": fx.manifest["checkpoint"], "versions": fx.manifest["versions"],
-            "driver": fx.manifest.get("driver", {}), "components": comps}
+    for fname in TOKENIZER_FILES:
+        if ckpt_dir is not None and (Path(ckpt_dir) / fname).is_file():
+            shutil.copyfile(Path(ckpt_dir) / fname, assets / fname)
+    comps = {s: write_component(fx, s, folder, rel, t3_steps) for s in registry.load().models[model]}
+    return {"model": model, "case": fx.case, "checkpoint": fx.manifest["checkpoint"],
+            "versions": fx.manifest["versions"], "driver": fx.manifest.get("driver", {}), "components": comps}
 
 
 # ----------------------------------------------------------------------------- tiny ORIGINAL modules
@@ -663,51 +718,92 @@ def validate_manifest(manifest: dict) -> None:
     import jsonschema
 
     schema = json.loads(SCHEMA_FILE.read_text())
-    try:
-        jsonschema.Draft202012Validator(schema).validate(manifest)
-    except jsonschema.ValidationError as e:
+    # the most specific error (inside a set's oneOf: the branch that came closest), its message cut short
+    e = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(manifest))
+    if e is not None:
         path = "/".join(str(p) for p in e.absolute_path)
-        raise ParityError(f"pack manifest does not match {SCHEMA_FILE.name} at '{path}': {e.message}") from None
+        message = e.message if len(e.message) <= 300 else e.message[:300] + "..."
+        raise ParityError(f"pack manifest does not match {SCHEMA_FILE.name} at '{path}': {message}")
+
+
+def pack_cases() -> dict:
+    """name -> case of every case the pack can carry: those of fixtures/cases.toml whose model is in PACK_MODELS."""
+    from .session import all_cases, case_model
+
+    return {n: c for n, c in all_cases().items() if case_model(c) in PACK_MODELS}
 
 
 def existing_cases(fx_root: Path) -> List[str]:
-    from .cases import load_cases
+    return [c for c in pack_cases() if (fx_root / c / "manifest.json").is_file()]
 
-    return [c for c in load_cases() if (fx_root / c / "manifest.json").is_file()]
+
+def check_pack_files(pack_dir: Path) -> int:
+    """Every file the manifest lists is there with its size, and every component's tensors load with their
+    listed shape, dtype and sha256; the first that is not: one ParityError naming the file. Returns the
+    number of tensors checked."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    from .fixtures import tensor_sha256
+
+    pack_dir = Path(pack_dir)
+    try:
+        m = json.loads((pack_dir / MANIFEST).read_text())
+    except (OSError, ValueError) as e:
+        raise ParityError(f"pack {pack_dir}: {MANIFEST} unreadable: {e}") from None
+    for rel, size in m["files"].items():
+        path = pack_dir / rel
+        if not path.is_file():
+            raise ParityError(f"pack file missing: {path}")
+        if path.stat().st_size != size:
+            raise ParityError(f"pack file {path}: {path.stat().st_size} bytes, the manifest lists {size}")
+    n = 0
+    for set_name, pset in m["sets"].items():
+        for stage, comp in pset["components"].items():
+            path = pack_dir / comp["file"]
+            try:
+                arrays = load_file(str(path))
+            except (OSError, SafetensorError) as e:
+                raise ParityError(f"pack file {path}: not a readable safetensors file ({e})") from None
+            for t in comp["tensors"]:
+                a = arrays.get(t["name"])
+                if a is None or tensor_sha256(a) != t["sha256"]:
+                    what = "missing" if a is None else "differs from the manifest's sha256"
+                    raise ParityError(f"pack file {path}: tensor '{t['name']}' {what}")
+                n += 1
+    return n
 
 
 def build_pack(out: Path, cases: Optional[List[str]] = None, *, t3_steps: int = DEFAULT_T3_STEPS, tiny: bool = True,
                log=print) -> Path:
     import sys as _sys
 
-    from .cases import load_cases
-    from .fixtures import default_fixture_root, replace_dir
+    from .fixtures import default_fixture_root, staged_dir
+    from .session import case_model
 
     _sys.path.insert(0, str(ROOT))
     out = Path(out).resolve()
     fx_root = default_fixture_root()
-    all_cases = list(load_cases())
+    known = pack_cases()
     skipped = []
     if cases is None:
         cases = existing_cases(fx_root)
         skipped = [{"case": c, "reason": f"no fixture folder in {fx_root} (export it, or name it with --cases)"}
-                   for c in all_cases if c not in cases]
-    unknown = [c for c in cases if c not in all_cases]
+                   for c in known if c not in cases]
+    unknown = [c for c in cases if c not in known]
     if unknown:
-        raise ParityError(f"unknown case(s) {unknown}; known: {all_cases}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)
-    try:
+        raise ParityError(f"unknown case(s) {unknown}; known: {list(known)}")
+    with staged_dir(out) as tmp:
         from .session import ParitySession
 
         session = ParitySession.create(log=log)
         sets = {}
         for name in cases:
             log(f"[pack] case {name}")
+            model = case_model(known[name])
             fx = session.fixture(name)  # exports a missing or stale fixture (slow)
             sets[name] = {"kind": "case", **write_case_set(fx, tmp / "cases" / name, f"cases/{name}", t3_steps,
-                                                           session.ckpt.path)}
+                                                           session.ckpt_for(model).path, model)}
         tiny_omitted = []
         if tiny:
             log("[pack] tiny modules: building and exporting")
@@ -717,7 +813,8 @@ def build_pack(out: Path, cases: Optional[List[str]] = None, *, t3_steps: int = 
         manifest = {
             "pack_version": PACK_VERSION,
             "generated_by": "chatterbox-parity pack (parity/pack.py)",
-            "registry": {"stages": registry.load().stages, "file": "parity/checkpoints.toml"},
+            "registry": {"stages": registry.load().stages, "file": "parity/checkpoints.toml",
+                         "models": {m: registry.load().models[m] for m in PACK_MODELS}},
             "t3_logit_steps": t3_steps,
             "sets": sets,
             "skipped_cases": skipped,
@@ -733,10 +830,6 @@ def build_pack(out: Path, cases: Optional[List[str]] = None, *, t3_steps: int = 
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=_json_default) + "\n")
         for p in tmp.rglob("*"):
             p.chmod(0o755 if p.is_dir() else 0o644)
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -754,6 +847,8 @@ def cmd_pack(args):
     print(f"wrote {out}: {len(m['files'])} files, {m['total_bytes'] / 1e6:.1f} MB; sets: {', '.join(m['sets'])}")
     for s in m["skipped_cases"]:
         print(f"  skipped case {s['case']}: {s['reason']}")
+    if args.verify:
+        print(f"  files: {check_pack_files(out)} tensors match the manifest")
     if args.verify and "tiny" in m["sets"]:
         bad = 0
         for name, r in verify_tiny(out).items():
@@ -774,5 +869,6 @@ def register(sub):
     p.add_argument("--t3-steps", type=int, default=DEFAULT_T3_STEPS,
                    help=f"decoding steps of full-size per-step T3 logits to keep (default {DEFAULT_T3_STEPS})")
     p.add_argument("--no-tiny", action="store_true", help="leave out the tiny seeded variants")
-    p.add_argument("--verify", action="store_true", help="then check that mlx_impl reproduces the tiny set")
+    p.add_argument("--verify", action="store_true",
+                   help="then check every file against the manifest and that mlx_impl reproduces the tiny set")
     p.set_defaults(fn=cmd_pack)

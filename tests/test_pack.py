@@ -1,7 +1,9 @@
 """The Swift fixture pack (parity/pack.py): manifest against its schema and against the files, tensors
 against the reference fixtures and the registry, atomic writes, and the tiny seeded variants reproduced
 by the MLX implementation (>= 100 dB SNR, integers exact) through the same stage runners as the parity
-tests. One pack is built per module (about a minute: the tiny original modules are exported)."""
+tests; the Chatterbox Turbo case (stages turbo_*) beside the English one, and a missing or corrupted Turbo
+file as one error naming it. One pack is built per module (about a minute: the tiny original modules are
+exported)."""
 from __future__ import annotations
 
 import copy
@@ -20,8 +22,8 @@ from parity.fixtures import default_fixture_root, tensor_sha256  # noqa: E402
 from parity import pack as P  # noqa: E402
 
 SNR_MIN = registry.load().default("float").snr_db  # the registry's float goal
-SIZE_LIMIT = 80e6  # one case + the tiny set (measured 59.9 MB for espeak_22k)
-PACKED_CASES = ["espeak_22k"]
+SIZE_LIMIT = 100e6  # espeak_22k + turbo_espeak + the tiny set (measured 80.8 MB; turbo_espeak alone 27.7 MB)
+PACKED_CASES = ["espeak_22k", "turbo_espeak"]
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +134,7 @@ def test_case_components_equal_the_fixtures(built, parity_session):
     assert sorted(cases) == sorted(PACKED_CASES)
     for name in cases:
         fx = parity_session.fixture(name)
-        assert set(m["sets"][name]["components"]) == set(registry.load().stages)
+        assert set(m["sets"][name]["components"]) == set(registry.load().models[m["sets"][name]["model"]])
         for stage, comp in m["sets"][name]["components"].items():
             arrays = load(out / comp["file"])
             for t in comp["tensors"]:
@@ -144,7 +146,75 @@ def test_case_components_equal_the_fixtures(built, parity_session):
                     ref = ref[s["start"]:s["stop"]]
                 np.testing.assert_array_equal(arrays[t["name"]], ref, err_msg=f"{name} {t['name']}")
         assets = out / "cases" / name / "assets"
-        assert (assets / "tokenizer.json").is_file() and (out / m["sets"][name]["components"]["audio"]["audio_file"]).is_file()
+        audio = next(c for s, c in m["sets"][name]["components"].items() if s in P.AUDIO_STAGES)
+        assert (out / audio["audio_file"]).is_file()
+        tokenizer = ("vocab.json", "merges.txt") if m["sets"][name]["model"] == "turbo" else ("tokenizer.json",)
+        assert all((assets / f).is_file() for f in tokenizer), name
+
+
+def test_turbo_case_is_packed_with_its_stages_and_validates(built):
+    """The Turbo case: model turbo, one component per turbo_* stage with the English components' inputs renamed,
+    GPT-2 tokenizer and clip in assets, per-step logits cut to the first steps; the schema holds it and refuses
+    a Turbo set without its model or with a stage of no registry model."""
+    out, m = built
+    reg = registry.load()
+    assert m["registry"]["models"]["turbo"] == reg.models["turbo"]
+    t = m["sets"]["turbo_espeak"]
+    assert t["kind"] == "case" and t["model"] == "turbo" and list(t["components"]) == reg.models["turbo"]
+    assert t["checkpoint"]["name"] == "synthetic-turbo-s0" and t["case"]["params"]["norm_loudness"] is True
+    comps = t["components"]
+    for stage, comp in comps.items():
+        english = stage.removeprefix("turbo_")
+        assert len(P.COMPONENT_INPUTS[stage]) == len(P.COMPONENT_INPUTS[english]), stage
+        assert all(x["name"].startswith("turbo.") for x in comp["tensors"]), stage
+    roles = {x["name"]: x["role"] for c in comps.values() for x in c["tensors"]}
+    assert {n for n, r in roles.items() if r == "random"} == {"turbo.t3.uniform_draws", "turbo.flow.start_noise",
+                                                              "turbo.hift.sine_phase", "turbo.hift.sine_noise"}
+    assert roles["turbo.t3.sampling_margin"] == "reference" and roles["turbo.t3.speech_tokens"] == "input"
+    raw = next(x for x in comps["turbo_t3_decode"]["tensors"] if x["name"] == "turbo.t3.logits_raw")
+    assert raw["shape"][0] == m["t3_logit_steps"] and raw["subset"]["full_shape"][0] == 201
+    assert comps["turbo_t3_decode"]["params"]["top_k"] == 1000 and "Turbo" in comps["turbo_flow"]["notes"]
+    broken = copy.deepcopy(m)
+    del broken["sets"]["turbo_espeak"]["model"]
+    with pytest.raises(ParityError, match="model"):
+        P.validate_manifest(broken)
+    broken = copy.deepcopy(m)
+    broken["sets"]["turbo_espeak"]["components"]["turbo_flow"]["stage"] = "turbo_vocoder"
+    with pytest.raises(ParityError, match="turbo_vocoder"):
+        P.validate_manifest(broken)
+
+
+def test_turbo_missing_or_corrupted_file_is_one_clear_error(built, tmp_path):
+    """check_pack_files (pack --verify) names a missing, truncated or altered Turbo component file; a missing
+    or unreadable Turbo fixture file stops the pack with one error naming it."""
+    import shutil
+
+    from parity.fixtures import Fixture
+
+    out, m = built
+    assert P.check_pack_files(out) > 100
+    copy_dir = tmp_path / "pack"
+    shutil.copytree(out, copy_dir)
+    flow = copy_dir / "cases" / "turbo_espeak" / "turbo_flow.safetensors"
+    flow.unlink()
+    with pytest.raises(ParityError, match="pack file missing: .*turbo_espeak/turbo_flow.safetensors"):
+        P.check_pack_files(copy_dir)
+    shutil.copyfile(out / "cases" / "turbo_espeak" / "turbo_flow.safetensors", flow)
+    decode = copy_dir / "cases" / "turbo_espeak" / "turbo_t3_decode.safetensors"
+    data = bytearray(decode.read_bytes())
+    data[-8:] = bytes(8 * [0x7F])  # the same size, a tensor's last bytes altered
+    decode.write_bytes(bytes(data))
+    with pytest.raises(ParityError, match="turbo_t3_decode.safetensors: tensor '.*' differs from the manifest's sha256"):
+        P.check_pack_files(copy_dir)
+    decode.write_bytes(bytes(data[:1000]))
+    with pytest.raises(ParityError, match="turbo_t3_decode.safetensors: 1000 bytes, the manifest lists"):
+        P.check_pack_files(copy_dir)
+
+    fx_copy = tmp_path / "turbo_espeak"
+    shutil.copytree(default_fixture_root() / "turbo_espeak", fx_copy)
+    (fx_copy / "turbo_hift.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ParityError, match="fixture file .*turbo_hift.safetensors"):
+        P.write_case_set(Fixture.open(fx_copy), tmp_path / "set", "cases/turbo_espeak", 6, None, "turbo")
 
 
 def registry_cases():
