@@ -37,6 +37,8 @@ OUT_DIR = ROOT / "reports" / "out"
 RECORD = ROOT / "reports" / "mutations.json"
 S3GEN_STAGES = {"flow", "hift"}
 ROUNDING_SNR_DB = 130.0  # an output this close to the unmutated MLX output moved by float32 rounding only
+TURBO_KINDS = {"turbo_t3": lambda tts: tts.t3, "turbo_flow": lambda tts: tts.s3gen.flow,
+               "turbo_hift": lambda tts: tts.s3gen.mel2wav}
 
 
 # ============================================================================ model instances
@@ -45,9 +47,10 @@ class MutationContext:
     runners' (parity/stages/) and, when cumulative mode runs, the pipeline's (a copy of S3Gen and
     the VoiceEncoder; T3 is shared)."""
 
-    def __init__(self, ckpt, with_pipeline: bool):
+    def __init__(self, ckpt, with_pipeline: bool, turbo_ckpt=None):
         self.ckpt = ckpt
         self.with_pipeline = with_pipeline
+        self.turbo_ckpt = turbo_ckpt
 
     def pipeline(self):
         from .stages.cumulative import _pipeline
@@ -57,6 +60,12 @@ class MutationContext:
     def models(self, kind: str) -> list:
         from .stages import embed_ref_speaker, flow, hift, s3tok, t3_cond, ve
 
+        if kind in TURBO_KINDS:  # Turbo's stage runners and its cumulative mode share one pipeline
+            from .stages.turbo_common import pipeline
+
+            if self.turbo_ckpt is None:
+                raise KeyError(f"model kind '{kind}': no Turbo checkpoint in this context")
+            return [TURBO_KINDS[kind](pipeline(self.turbo_ckpt))]
         isolated = {
             "ve": lambda: ve.load_ve_model(self.ckpt), "s3tok": lambda: s3tok.load_tokenizer(self.ckpt),
             "campplus": lambda: embed_ref_speaker.load_campplus_model(self.ckpt),
@@ -134,8 +143,16 @@ def planned_checks(m: Mutation) -> List[tuple]:
     then cumulative mode (s3gen for flow / HiFT mutations, e2e otherwise)."""
     reg = registry.load()
     isolated = [(None, cp.name) for cp in reg.ordered() if cp.stage in m.stages and cp.compared]
-    mode = "s3gen" if set(m.stages) <= S3GEN_STAGES else "e2e"
+    model = mutation_model(m)
+    mode = model if model != "tts" else "s3gen" if set(m.stages) <= S3GEN_STAGES else "e2e"
     return isolated + [(mode, name) for name in reg.cumulative[mode]]
+
+
+def mutation_model(m: Mutation) -> str:
+    """The model whose case the mutation runs on ("tts", "turbo"; cumulative mode: e2e/s3gen, turbo)."""
+    from .session import all_cases, case_model
+
+    return case_model(all_cases()[m.case])
 
 
 def pipeline_position(label: str) -> tuple:
@@ -208,24 +225,33 @@ class Runner:
         self.base = ParitySession(ckpt=ckpt, fx_root=fx_root, log=quiet)
         self.mutated = ParitySession(ckpt=ckpt, fx_root=fx_root, log=quiet)
         self.mutated.fixtures = self.base.fixtures  # one copy of the fixtures
-        self._original = None
+        self._originals = {}
 
-    def original(self):
-        if self._original is None:
-            self._original = self.base._original()
-        return self._original
+    def original(self, model: str = "tts"):
+        """The original model bisect runs beside MLX (ChatterboxTTS, or Turbo's for a turbo_* stage), one held."""
+        if model not in self._originals:
+            from .bisect import load_original_model
+
+            self._originals.clear()
+            self._originals[model] = (self.base._original() if model == "tts"
+                                      else load_original_model(model, self.base.ckpt_for(model)))
+        return self._originals[model]
 
     def run(self, m: Mutation, case: Optional[str] = None, cumulative: str = "if-missed",
             every_case: bool = True) -> Outcome:
         """cumulative: "always", "if-missed" (only when the isolated checks did not catch it: the
         first failing checkpoint lies in the mutation's own stages, which isolated mode checks first)
         or "never". every_case: an invisible mutation is measured on every case (isolated mode)."""
+        from .session import all_cases, case_model
+
         t0 = time.time()
         case = case or m.case
         isolated = [c for c in planned_checks(m) if c[0] is None]
         chained = [c for c in planned_checks(m) if c[0] is not None] if cumulative != "never" else []
-        ctx = MutationContext(self.ckpt, with_pipeline=bool(chained))
-        if chained:
+        # the English cumulative pipeline holds copies of the models; Turbo's stages and its cumulative mode share one
+        english_chain = bool(chained) and case_model(all_cases()[case]) == "tts"
+        ctx = MutationContext(self.ckpt, with_pipeline=english_chain, turbo_ckpt=self.base.ckpt_for("turbo"))
+        if english_chain:
             ctx.pipeline()  # loaded before the patch, so that a weight patch reaches it
         self.mutated.outputs.clear()
         self.mutated.results.clear()
@@ -255,9 +281,10 @@ class Runner:
     def _on_every_case(self, m: Mutation, out: Outcome) -> Outcome:
         """An invisible mutation must move no output on any case: its isolated checks on the others.
         Caught on another case, that case's outcome is the mutation's."""
-        from .cases import load_cases
+        from .session import all_cases, case_model
 
-        for other in load_cases():
+        cases = all_cases()
+        for other in [n for n, c in cases.items() if case_model(c) == case_model(cases[out.case])]:
             if other == out.case:
                 continue
             o = self.run(m, case=other, cumulative="never", every_case=False)
@@ -282,7 +309,7 @@ class Runner:
                 o.bisect = "not run (--no-bisect)"
             return
         release_t3_and_pipeline()
-        ctx = MutationContext(self.ckpt, with_pipeline=False)
+        ctx = MutationContext(self.ckpt, with_pipeline=False, turbo_ckpt=self.base.ckpt_for("turbo"))
         for m, o in todo:
             t0 = time.time()
             try:
@@ -294,10 +321,12 @@ class Runner:
             self.log(f"  bisect {m.name}: {o.bisect}")
 
     def _bisect(self, m: Mutation, case: str) -> str:
-        from .bisect import bisect
+        from .bisect import STAGES, bisect
 
+        model = STAGES[m.bisect].model
         try:
-            f = bisect(m.bisect, self.base.fixture(case), ckpt=self.ckpt, tts=self.original(),
+            ckpt = self.base.ckpt_for(model)
+            f = bisect(m.bisect, self.base.fixture(case), ckpt=ckpt, tts=self.original(model),
                        max_len=m.bisect_max_len)
         except Exception as e:  # reported in the record, the catalogue goes on
             return f"error: {e!r}"[:300]
@@ -330,9 +359,10 @@ def release_t3_and_pipeline() -> None:
 
     import mlx.core as mx
 
-    from .stages import cumulative, t3_cond
+    from .stages import cumulative, t3_cond, turbo_common
 
     cumulative._PIPELINES.clear()
+    turbo_common._MODELS.clear()
     t3_cond._load_t3.cache_clear()
     gc.collect()
     mx.clear_cache()
@@ -445,7 +475,7 @@ def select(only: Optional[List[str]]) -> List[Mutation]:
 
 
 def cmd_mutate(args):
-    from .cases import load_cases
+    from .session import all_cases
     from .fixtures import default_fixture_root
     from .synthetic import resolve_checkpoint
 
@@ -454,8 +484,8 @@ def cmd_mutate(args):
             print(f"{m.name}\t{','.join(m.stages)}\t{m.case}\t{m.source}")
         return
     chosen = select(args.only)
-    if args.case is not None and args.case not in load_cases():
-        raise ParityError(f"--case: unknown case '{args.case}' (one of: {', '.join(load_cases())})")
+    if args.case is not None and args.case not in all_cases():
+        raise ParityError(f"--case: unknown case '{args.case}' (one of: {', '.join(all_cases())})")
     ckpt = resolve_checkpoint(args.checkpoint)
     runner = Runner(ckpt, Path(args.fixtures or default_fixture_root()), do_bisect=not args.no_bisect)
     t0, outcomes = time.time(), []

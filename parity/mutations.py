@@ -702,6 +702,138 @@ def _hift_no_audio_limit(ctx):
     return instance_attrs(ctx.models("hift"), lambda m: isinstance(m, HiFTGenerator), "audio_limit", math.inf)
 
 
+# ---------------------------------------------------------------- Chatterbox Turbo
+TURBO_CASE = "turbo_espeak"
+
+
+def _turbo_processors(reorder=None, **override):
+    """inference_turbo's processor list (mlx_impl.t3.t3's turbo_logits_processors) built with `override`
+    arguments, then put in another order by `reorder(list)`."""
+    def patch(ctx):
+        from mlx_impl.t3 import t3 as t3_module
+
+        def make(orig):
+            def processors(temperature, top_k, top_p, repetition_penalty):
+                args = dict(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty)
+                out = orig(**{**args, **override})
+                return reorder(out) if reorder else out
+            return processors
+        return wrapped(t3_module, "turbo_logits_processors", make)
+    return patch
+
+
+def _penalty_first(processors):
+    from mlx_impl.t3.inference.sampling import RepetitionPenaltyLogitsProcessor
+
+    return ([p for p in processors if isinstance(p, RepetitionPenaltyLogitsProcessor)]
+            + [p for p in processors if not isinstance(p, RepetitionPenaltyLogitsProcessor)])
+
+
+def _turbo_penalty_without_start(ctx):
+    from mlx_impl.convert.t3_turbo import turbo_hp
+    from mlx_impl.t3.inference.sampling import RepetitionPenaltyLogitsProcessor
+
+    start = turbo_hp().start_speech_token
+
+    def call(orig):
+        def __call__(self, input_ids, scores):
+            ids = np.asarray(input_ids).reshape(-1)
+            return scores if ids.size == 1 and ids[0] == start else orig(self, input_ids, scores)
+        return __call__
+    return wrapped(RepetitionPenaltyLogitsProcessor, "__call__", call)
+
+
+def _turbo_stop_on_first_draw(ctx):
+    """The loop's stop check also after the first draw: a first stop token ends decoding there (then
+    trimmed: no tokens), where the original goes on. Planted as the loop's all -inf break after it."""
+    import mlx.core as mx
+
+    from mlx_impl.t3.t3 import T3
+
+    state = {}
+
+    def draw(orig):
+        def turbo_draw(logits, draw_fn, step, on_token):
+            token = orig(logits, draw_fn, step, on_token)
+            if step == 0:
+                state["stop"] = token
+            return token
+        return staticmethod(turbo_draw)
+
+    def step_logits(orig):
+        def turbo_step_logits(self, token, cache):
+            logits = orig(self, token, cache)
+            if state.pop("stop", None) == self.hp.stop_speech_token:
+                return mx.full(logits.shape, -math.inf, logits.dtype)
+            return logits
+        return turbo_step_logits
+    return all_of(patched(T3, "turbo_draw", draw(T3.turbo_draw)), wrapped(T3, "turbo_step_logits", step_logits))
+
+
+def _turbo_gelu_exact(ctx):
+    import mlx.nn as nn
+    import mlx_lm.models.gpt2 as gpt2
+
+    def __call__(self, x):
+        return self.c_proj(nn.gelu(self.c_fc(x)))
+    return patched(gpt2.MLP, "__call__", __call__)
+
+
+def _turbo_wpe_offset_fixed(ctx):
+    import mlx.core as mx
+    from mlx_lm.models.base import create_attention_mask
+
+    from mlx_impl.t3.gpt2 import GPT2Backbone
+
+    def __call__(self, inputs=None, cache=None, input_embeddings=None):
+        h = input_embeddings + self.wpe(mx.arange(input_embeddings.shape[1]))  # no cache offset
+        cache = cache if cache is not None else [None] * len(self.h)
+        mask = create_attention_mask(h, cache[0])
+        for layer, c in zip(self.h, cache):
+            h = layer(h, mask, cache=c)
+        return self.ln_f(h)
+    return patched(GPT2Backbone, "__call__", __call__)
+
+
+def _turbo_speech_head_no_bias(ctx):
+    import mlx.core as mx
+
+    return weights(ctx.models("turbo_t3"), r"^speech_head\.bias$", mx.zeros_like, expect=1)
+
+
+def _turbo_meanflow_without_r(ctx):
+    """time_embed_mixer(concat(t_emb, r_emb)) with the r half of its weight dropped: a port that mixes t only."""
+    import mlx.core as mx
+
+    def t_half_only(w):
+        half = w.shape[1] // 2
+        return mx.concatenate([w[:, :half], mx.zeros_like(w[:, half:])], axis=1)
+    return weights(ctx.models("turbo_flow"), r"decoder\.estimator\.time_embed_mixer\.weight$", t_half_only, expect=1)
+
+
+def _turbo_meanflow_cosine(ctx):
+    from mlx_impl.s3gen import flow_matching
+
+    return wrapped(flow_matching, "t_span_schedule",
+                   lambda orig: lambda n_timesteps, scheduler="cosine": orig(n_timesteps, "cosine"))
+
+
+def _turbo_no_silence_tokens(ctx):
+    from mlx_impl import tts_turbo
+
+    def s3gen_tokens(speech_tokens):
+        speech_tokens = np.asarray(speech_tokens).reshape(-1)
+        return speech_tokens[speech_tokens < tts_turbo.SPEECH_VOCAB_SIZE].astype(np.int32)
+    return patched(tts_turbo, "s3gen_tokens", s3gen_tokens)
+
+
+def _turbo_loudness_23(ctx):
+    from mlx_impl import tts_turbo
+
+    return wrapped(tts_turbo, "norm_loudness",
+                   lambda orig: lambda wav, sr, target_lufs=-27: orig(wav, sr, -23))
+
+
 # ============================================================================ the catalogue
 _PARITY_NOTES = "docs/PARITY_NOTES.md"
 _SECOND_PORT = "a second public MLX port (PARITY_NOTES)"
@@ -849,6 +981,36 @@ CATALOGUE: List[Mutation] = [
              bisect="hift", bisect_max_len=20),
     Mutation("hift_no_trim_fade", "the 40 ms trim-fade missing (issue 19)", ("hift",), _hift_no_trim_fade,
              bisect_na="after the vocoder: no module to bisect"),
+    # Chatterbox Turbo (GPT-2 T3, inference_turbo's processors, MeanFlow S3Gen, generate()'s hand-over)
+    Mutation("turbo_rep_penalty_first", "Turbo's repetition penalty applied before temperature / top-k / top-p "
+             "instead of last (the English order carried over)", ("turbo_t3_decode",),
+             _turbo_processors(reorder=_penalty_first), case=TURBO_CASE,
+             bisect_na="logits processors: no module to bisect"),
+    Mutation("turbo_penalty_history_without_start", "the first draw's penalty history empty instead of the "
+             "start-of-speech token", ("turbo_t3_decode",), _turbo_penalty_without_start, case=TURBO_CASE,
+             bisect_na="logits processors: no module to bisect"),
+    Mutation("turbo_stop_on_first_draw", "the stop-token check also on the first draw (the original checks "
+             "from the second)", ("turbo_t3_decode", "turbo_t3_greedy"), _turbo_stop_on_first_draw,
+             case=TURBO_CASE, bisect_na="the decoding loop: no module to bisect"),
+    Mutation("turbo_gpt2_gelu_exact", "GPT-2's tanh GELU (gelu_new) replaced by the exact erf GELU",
+             ("turbo_t3_decode",), _turbo_gelu_exact, case=TURBO_CASE, bisect="turbo_t3", bisect_max_len=40),
+    Mutation("turbo_wpe_offset_not_advanced", "GPT-2's wpe position not advanced with the KV cache (every "
+             "step at position 0..L)", ("turbo_t3_decode",), _turbo_wpe_offset_fixed, case=TURBO_CASE,
+             bisect="turbo_t3", bisect_max_len=40),
+    Mutation("turbo_speech_head_no_bias", "the speech head's bias dropped (the English head has none)",
+             ("turbo_t3_decode",), _turbo_speech_head_no_bias, case=TURBO_CASE, bisect="turbo_t3",
+             bisect_max_len=40),
+    Mutation("turbo_meanflow_without_r", "MeanFlow's time_embed_mixer without the end time r's half",
+             ("turbo_flow",), _turbo_meanflow_without_r, case=TURBO_CASE, bisect="turbo_flow", bisect_max_len=8),
+    Mutation("turbo_meanflow_cosine_t_span", "MeanFlow's 2 steps on the cosine t_span of the English CFM "
+             "instead of basic_euler's linear one", ("turbo_flow",), _turbo_meanflow_cosine, case=TURBO_CASE,
+             bisect_na="the solver's time grid: bisect's turbo_flow stage runs the estimator's first step"),
+    Mutation("turbo_no_s3gen_silence", "the three S3GEN_SIL tokens not appended before S3Gen", ("turbo_flow",),
+             _turbo_no_silence_tokens, case=TURBO_CASE, bisect_na="token hand-over: no module to bisect"),
+    Mutation("turbo_loudness_minus_23", "the reference clip normalised to -23 LUFS (EBU R128) instead of -27",
+             ("turbo_audio",), _turbo_loudness_23, case=TURBO_CASE, bisect_na="loudness: before the networks"),
+    Mutation("turbo_top_k_100", "top_k 100 instead of generate()'s 1000", ("turbo_t3_decode",),
+             _turbo_processors(top_k=100), case=TURBO_CASE, bisect_na="logits processors: no module to bisect"),
 ]
 
 

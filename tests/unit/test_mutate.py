@@ -18,7 +18,7 @@ import pytest
 
 import mlx_impl
 from parity import bisect, cli, mutate, registry
-from parity.cases import load_cases
+from parity.session import all_cases
 from parity.mutations import CATALOGUE, by_name, patched, weights
 
 
@@ -37,7 +37,7 @@ def implementation_state() -> dict:
     every attribute in the __dict__ of their classes."""
     state = {}
     for name, mod in list(sys.modules.items()):
-        if not name.startswith("mlx_impl") or mod is None:
+        if not name.startswith(("mlx_impl", "mlx_lm.models.gpt2")) or mod is None:  # + the GPT-2 blocks T3 uses
             continue
         for attr, value in vars(mod).items():
             state[(name, attr)] = id(value)
@@ -80,8 +80,8 @@ def test_catalogue_is_well_formed():
     assert len(CATALOGUE) >= 40
     assert len(by_name()) == len(CATALOGUE)  # names unique
     for m in CATALOGUE:
-        assert m.stages and set(m.stages) <= set(reg.stages), m.name
-        assert m.case in load_cases(), m.name
+        assert m.stages and set(m.stages) <= set(reg.models[mutate.mutation_model(m)]), m.name
+        assert m.case in all_cases(), m.name
         assert m.source, m.name
         assert (m.bisect in bisect.STAGES) if m.bisect else m.bisect_na, m.name
 
@@ -281,3 +281,23 @@ def test_update_record_replaces_entries_and_rescores(tmp_path, monkeypatch):
     monkeypatch.setattr(mutate, "RECORD", tmp_path / "none.json")
     with pytest.raises(mutate.ParityError, match="--update-record"):
         mutate.merged_into_record(mutate.record([fixed], 5.0, {}))
+
+
+def test_turbo_mutations_run_turbo_checks_and_the_turbo_cumulative_mode():
+    """A Turbo mutation (its case a turbo_* one) is checked by the Turbo stages' checkpoints in isolated mode,
+    then by cumulative mode "turbo" (not the English e2e / s3gen modes); its bisect stage, if any, is a Turbo
+    one; the catalogue plants each Turbo bug the issue lists."""
+    reg = registry.load()
+    turbo = [m for m in CATALOGUE if mutate.mutation_model(m) == "turbo"]
+    assert {"turbo_rep_penalty_first", "turbo_penalty_history_without_start", "turbo_stop_on_first_draw",
+            "turbo_gpt2_gelu_exact", "turbo_wpe_offset_not_advanced", "turbo_speech_head_no_bias",
+            "turbo_meanflow_without_r", "turbo_meanflow_cosine_t_span", "turbo_no_s3gen_silence",
+            "turbo_loudness_minus_23", "turbo_top_k_100"} <= {m.name for m in turbo}
+    for m in turbo:
+        checks = mutate.planned_checks(m)
+        isolated = [name for mode, name in checks if mode is None]
+        assert isolated and all(reg.checkpoints[n].stage in m.stages and n.startswith("turbo.") for n in isolated)
+        assert {mode for mode, _ in checks if mode is not None} == {"turbo"}, m.name
+        assert m.bisect is None or bisect.STAGES[m.bisect].model == "turbo", m.name
+    english = by_name()["t3_rmsnorm_eps"]
+    assert {mode for mode, _ in mutate.planned_checks(english) if mode} == {"e2e"}
