@@ -14,6 +14,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from .. import backend
 from ..s3gen.utils.mel import frame
 from .config import VoiceEncConfig
 from .melspec import melspectrogram
@@ -102,11 +103,12 @@ def stride_as_partials(mel: ArrayLike, hp: VoiceEncConfig = VoiceEncConfig(), ov
 class LSTM(nn.Module):
     """torch.nn.LSTM(input_size, hidden_size, num_layers, batch_first=True), returning the last
     layer's final hidden state. MLX's LSTM cell uses PyTorch's gate order (i, f, g, o); its single
-    bias is PyTorch's bias_ih + bias_hh (summed by the converter)."""
+    bias is PyTorch's bias_ih + bias_hh (summed by the converter). backend.LSTM is nn.LSTM with its
+    time step compiled on the CPU (same bits)."""
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int):
         super().__init__()
-        self.layers = [nn.LSTM(input_size if i == 0 else hidden_size, hidden_size) for i in range(num_layers)]
+        self.layers = [backend.LSTM(input_size if i == 0 else hidden_size, hidden_size) for i in range(num_layers)]
 
     def __call__(self, x: mx.array) -> mx.array:
         for layer in self.layers:
