@@ -81,7 +81,8 @@ def s3gen_speech_tokens(row) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- ChatterboxTTS
-from typing import Callable, Optional  # noqa: E402
+import os  # noqa: E402
+from typing import Callable, List, Optional, Sequence  # noqa: E402
 
 import mlx.core as mx  # noqa: E402
 
@@ -182,3 +183,80 @@ class ChatterboxTTS:
         wav, _ = self.s3gen.inference(speech_tokens[None], ref_dict=self.conds.gen, flow_noise=flow_noise,
                                       sine_phase=sine_phase, sine_noise=sine_noise, trace=trace)
         return wav
+
+    def generate_batch(self, texts: Sequence[str], repetition_penalty=1.2, min_p=0.05, top_p=1.0,
+                       audio_prompt_paths=None, exaggeration=0.5, cfg_weight=0.5, temperature=0.8,
+                       max_new_tokens: int = 1000, draws=None, flow_noises=None, sine_phases=None, sine_noises=None,
+                       on_token: Optional[Callable[[int, int, int], None]] = None) -> List[mx.array]:
+        """`generate` for several texts: a (1, L) waveform per text. T3 decodes all texts together
+        (T3.inference_batch); S3Gen then runs text by text. `audio_prompt_paths`: None (the loaded
+        conditionals), one path for every text, or one per text (each voice prepared once; the
+        conditionals last prepared stay loaded, as after `generate`). `draws`, `flow_noises`,
+        `sine_phases`, `sine_noises`: None or one per text; text r then gets generate's waveform
+        for texts[r] with its voice and draws. `on_token(text, step, token)` reports T3 progress."""
+        from .validate import UsageError, check_sampling
+
+        if isinstance(texts, str) or not isinstance(texts, Sequence) or not texts:
+            raise UsageError("texts: a non-empty list of strings expected")
+        B = len(texts)
+        draws, flow_noises, sine_phases, sine_noises = (
+            self._one_per_text(values, B, name) for values, name in
+            ((draws, "draws"), (flow_noises, "flow_noises"), (sine_phases, "sine_phases"), (sine_noises, "sine_noises")))
+        check_sampling(dict(exaggeration=exaggeration))
+        self.t3.check_decode_args(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, min_p=min_p,
+                                  repetition_penalty=repetition_penalty, cfg_weight=cfg_weight)
+        text_tokens = [self.text_tokens(text) for text in texts]
+        for tokens in text_tokens:
+            self.t3.check_text_tokens(tokens)
+        conds = self._conditionals_per_text(audio_prompt_paths, B, exaggeration)
+        t3_conds = {id(c): self._t3_cond(c, exaggeration) for c in conds}
+        tokens = self.t3.inference_batch(
+            t3_conds=[t3_conds[id(c)] for c in conds], text_tokens=text_tokens, max_new_tokens=max_new_tokens,
+            temperature=temperature, cfg_weight=cfg_weight, repetition_penalty=repetition_penalty, min_p=min_p,
+            top_p=top_p, draws=draws, on_token=on_token)
+        wavs = []
+        for r, (row, c) in enumerate(zip(tokens, conds)):
+            wav, _ = self.s3gen.inference(s3gen_speech_tokens(row[0])[None], ref_dict=c.gen, flow_noise=flow_noises[r],
+                                          sine_phase=sine_phases[r], sine_noise=sine_noises[r])
+            wavs.append(wav)
+        return wavs
+
+    @staticmethod
+    def _one_per_text(values, B: int, name: str) -> list:
+        from .validate import UsageError
+
+        if values is None:
+            return [None] * B
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) != B:
+            raise UsageError(f"{name}: one per text expected ({B} texts)")
+        return list(values)
+
+    def _conditionals_per_text(self, audio_prompt_paths, B: int, exaggeration: float) -> list:
+        """Each text's Conditionals: the loaded ones, one voice's, or each text's voice (each path
+        prepared once)."""
+        from .validate import UsageError
+
+        if not audio_prompt_paths:
+            if self.conds is None:
+                raise UsageError("Please `prepare_conditionals` first or specify `audio_prompt_paths`")
+            return [self.conds] * B
+        if isinstance(audio_prompt_paths, (str, os.PathLike)):
+            audio_prompt_paths = [audio_prompt_paths] * B
+        paths = self._one_per_text(audio_prompt_paths, B, "audio_prompt_paths")
+        prepared = {}
+        for path in paths:
+            if path not in prepared:
+                prepared[path] = self.prepare_conditionals(path, exaggeration=exaggeration)
+        return [prepared[path] for path in paths]
+
+    @staticmethod
+    def _t3_cond(conds: Conditionals, exaggeration: float):
+        """conds.t3 with `exaggeration` as its emotion value (generate's replacement, without
+        changing conds)."""
+        from .t3.modules.cond_enc import T3Cond
+
+        cond = conds.t3
+        if float(np.asarray(cond.emotion_adv).reshape(-1)[0]) == exaggeration:
+            return cond
+        return T3Cond(speaker_emb=cond.speaker_emb, cond_prompt_speech_tokens=cond.cond_prompt_speech_tokens,
+                      emotion_adv=exaggeration * mx.ones((1, 1, 1)))

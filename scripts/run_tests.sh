@@ -16,6 +16,7 @@ run tests/test_vc.py tests/test_turbo_checkpoint.py tests/test_turbo_generate.py
 run tests/test_turbo_layout.py  # Turbo's MLX layout at --dtype float16 / --quantize-t3 4: converted, loaded, generate() run, the precision rows' measures reproduced
 run tests/test_mtl_checkpoint.py  # the synthetic multilingual checkpoint: the original from_local loads it, MLX token ids equal its tokenizer's, generate() runs
 run tests/test_mtl_generate.py  # Chatterbox Multilingual generate() against the original (el, ja; greedy, sampled; 120 steps): tokens, AlignmentStreamAnalyzer decisions, waveform
+run tests/test_batched_generate.py  # ChatterboxTTS.generate_batch at full size (3 texts, 2 voices, 50 steps) against generate(): its own process (~2 min, 5.2 GB)
 run tests/test_bisect.py
 run tests/test_pack.py
 exit $status

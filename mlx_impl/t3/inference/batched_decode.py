@@ -260,19 +260,21 @@ def make_batched_sampler(*, cfg_weight: float, repetition_penalty: float, temper
 
 class RowUniforms:
     """Each row's uniform of a step, (B,) on the device: replayed records as one uploaded table,
-    other draws through device_sampler.Uniforms row by row."""
+    MLXDraw's through device_sampler.Uniforms row by row; greedy rows read none (and take nothing
+    from MLX's generator)."""
 
     def __init__(self, draws: Sequence):
         self.rows = [Uniforms(d) for d in draws]
         self.replays = [u.replay for u in self.rows]
-        if all(r is not None for r in self.replays):
+        self.table = None
+        if all(isinstance(d, GreedyDraw) for d in draws):
+            self.table = mx.zeros((len(draws), 1), dtype=mx.float32)
+        elif all(r is not None for r in self.replays):
             width = max(r.size for r in self.replays) + 1  # the last column: placeholders
             table = np.full((len(draws), width), 0.5, dtype=np.float32)
             for i, r in enumerate(self.replays):
                 table[i, : r.size] = r
             self.table = mx.array(table)
-        else:
-            self.table = None
 
     def __call__(self, step: int) -> mx.array:
         if self.table is not None:
