@@ -20,19 +20,23 @@ def test_impl_check_is_real():
 
 def test_vc_and_turbo_module_rows_are_covered():
     ms = coverage.module_rows()
-    assert {m["model"] for m in ms} == {"vc", "turbo"}
+    assert {m["model"] for m in ms} == {"vc", "turbo", "mtl"}
     problems = [(m["item"], m["problems"]) for m in ms if m["status"] != "covered"]
     assert not problems, problems
     for wanted in ("mlx_impl/vc.py:ChatterboxVC.set_target_voice", "mlx_impl/vc.py:ChatterboxVC.generate",
                    "mlx_impl/t3/gpt2.py:GPT2Backbone", "mlx_impl/t3/inference/sampling.py:turbo_logits_processors",
                    "mlx_impl/s3gen/decoder.py:ConditionalDecoder.time_embed_mixer",
                    "mlx_impl/s3gen/flow_matching.py:CausalConditionalCFM.basic_euler",
-                   "mlx_impl/tts_turbo.py:norm_loudness", "mlx_impl/tts_turbo.py:punc_norm"):
+                   "mlx_impl/tts_turbo.py:norm_loudness", "mlx_impl/tts_turbo.py:punc_norm",
+                   "mlx_impl/t3/inference/alignment_stream_analyzer.py:AlignmentStreamAnalyzer.step",
+                   "mlx_impl/tokenizers/tokenizer.py:MTLTokenizer", "mlx_impl/tokenizers/tokenizer.py:hiragana_normalize"):
         assert any(m["impl"] == wanted for m in ms), wanted
     vc_target = next(m for m in ms if m["impl"].endswith("set_target_voice"))
     assert "vc.ref_dict.embedding" in vc_target["checkpoints"]
     processors = next(m for m in ms if m["impl"].endswith("turbo_logits_processors"))
     assert {"turbo.t3.logits_top_k", "turbo.t3.logits_rep"} <= set(processors["checkpoints"])
+    analyzer = next(m for m in ms if m["impl"].endswith("AlignmentStreamAnalyzer.step"))
+    assert {"mtl.t3.analysis", "mtl.t3.logits_analyzed", "mtl.t3_greedy.analysis"} <= set(analyzer["checkpoints"])
 
 
 def test_vc_and_turbo_module_checks_are_real(tmp_path, monkeypatch):
