@@ -71,9 +71,17 @@ COMPONENT_INPUTS: Dict[str, List[str]] = {
     "turbo_flow": ["turbo.t3.speech_tokens", "turbo.embed_ref.prompt_token", "turbo.embed_ref.prompt_feat",
                    "turbo.embed_ref.xvector"],
     "turbo_hift": ["turbo.flow.output_mel"],
+    # voice conversion (registry model vc): the target's reference dict and the source's tokens feed the flow
+    "vc_target": [],
+    "vc_source": [],
+    "vc_flow": ["vc.source_tokens", "vc.ref_dict.prompt_token", "vc.ref_dict.prompt_feat", "vc.ref_dict.embedding"],
+    "vc_hift": ["vc.output_mel"],
 }
-# The models whose cases the pack carries (registry models): the English ChatterboxTTS and Chatterbox Turbo.
-PACK_MODELS = ("tts", "turbo")
+# The models whose cases the pack carries (registry models): the English ChatterboxTTS, Chatterbox Turbo and
+# voice conversion (ChatterboxVC).
+PACK_MODELS = ("tts", "turbo", "vc")
+# A case's clips (copied to assets/): the key of each in the case, and the component that reads it
+CLIP_KEYS = {"audio": ("audio", "turbo_audio"), "source": ("vc_source",), "target_voice": ("vc_target",)}
 TEXT_STAGES, AUDIO_STAGES = ("text", "turbo_text"), ("audio", "turbo_audio")
 # The MLX stage runners whose docstrings say how each sub-step is fed (the isolated mode).
 RUNNERS: Dict[str, List[str]] = {
@@ -82,6 +90,7 @@ RUNNERS: Dict[str, List[str]] = {
     "t3_greedy": ["t3_greedy"], "flow": ["flow"], "hift": ["hift"],
     **{f"turbo_{s}": [f"turbo_{s}"] for s in ("text", "audio", "ve", "s3tok", "embed_ref", "t3_cond", "t3_decode",
                                               "t3_greedy", "flow", "hift")},
+    **{f"vc_{s}": [f"vc_{s}"] for s in ("target", "source", "flow", "hift")},
 }
 # Case parameters each component needs.
 COMPONENT_PARAMS: Dict[str, List[str]] = {
@@ -91,6 +100,7 @@ COMPONENT_PARAMS: Dict[str, List[str]] = {
     "flow": ["n_cfm_timesteps"],
     "turbo_t3_decode": ["temperature", "top_k", "top_p", "repetition_penalty", "max_gen_len"],
     "turbo_t3_greedy": ["max_gen_len"],
+    "vc_flow": ["n_cfm_timesteps"],
 }
 # Per-step logits: (n_steps, ...) float32, 8194 wide; full-size cases keep the first steps only.
 PER_STEP_LOGITS = ("t3.logits_raw", "t3.logits_cfg", "t3.logits_rep", "t3.logits_temp", "t3.logits_min_p",
@@ -202,6 +212,13 @@ Made by the original `ChatterboxTurboTTS.generate` on the synthetic Turbo checkp
 - flow: MeanFlow, 2 Euler steps (t = 0 -> 0.5 -> 1, the estimator also gets r), from `turbo.flow.start_noise`
   (the whole start x: the original's two draws already combined), no CFG batch;
 - `turbo.flow.speech_tokens` = the drawn tokens < 6561, then three 4299 (S3GEN_SIL).
+
+## Voice conversion cases (`model: vc`)
+Made by the original `ChatterboxVC.generate(source, target_voice_path=target)` on the English synthetic
+checkpoint (its `s3gen.safetensors`): `vc_target` (the target clip at 24 kHz and S3Gen's reference dict, as
+the English `embed_ref`), `vc_source` (the source clip at 16 kHz, its log-mel and speech tokens, no max_len),
+`vc_flow` (the English flow on the source tokens, 10 CFG Euler steps, `vc.flow.start_noise` replayed) and
+`vc_hift` (`vc.wav`). Both clips are in `assets/` (`audio_file` of `vc_source` / `vc_target`); no text.
 
 ## Replaying the random draws
 - **T3 sampling** (`t3.uniform_draws`, float64, one per decoding step): the original's
@@ -320,8 +337,9 @@ def write_component(fx, stage: str, folder: Path, rel: str, t3_steps: Optional[i
              "tensors": [tensor_entry(k, a, role, subset) for k, (a, role, subset) in tensors.items()]}
     if stage in TEXT_STAGES:
         entry["text"] = fx.case["text"]
-    if stage in AUDIO_STAGES:
-        entry["audio_file"] = f"{rel}/assets/{Path(fx.case['audio']).name}"
+    for key, stages in CLIP_KEYS.items():
+        if stage in stages:
+            entry["audio_file"] = f"{rel}/assets/{Path(fx.case[key]).name}"
     return entry
 
 
@@ -331,8 +349,10 @@ def write_case_set(fx, folder: Path, rel: str, t3_steps: Optional[int], ckpt_dir
     folder.mkdir(parents=True)
     assets = folder / "assets"
     assets.mkdir()
-    shutil.copyfile(fx.audio_path(), assets / Path(fx.case["audio"]).name)
-    for fname in TOKENIZER_FILES:
+    for key in CLIP_KEYS:
+        if key in fx.case:
+            shutil.copyfile(ROOT / fx.case[key], assets / Path(fx.case[key]).name)
+    for fname in TOKENIZER_FILES if model != "vc" else ():  # voice conversion reads no text
         if ckpt_dir is not None and (Path(ckpt_dir) / fname).is_file():
             shutil.copyfile(Path(ckpt_dir) / fname, assets / fname)
     comps = {s: write_component(fx, s, folder, rel, t3_steps) for s in registry.load().models[model]}

@@ -22,8 +22,9 @@ from parity.fixtures import default_fixture_root, tensor_sha256  # noqa: E402
 from parity import pack as P  # noqa: E402
 
 SNR_MIN = registry.load().default("float").snr_db  # the registry's float goal
-SIZE_LIMIT = 100e6  # espeak_22k + turbo_espeak + the tiny set (measured 80.8 MB; turbo_espeak alone 27.7 MB)
-PACKED_CASES = ["espeak_22k", "turbo_espeak"]
+SIZE_LIMIT = 120e6  # espeak_22k + turbo_espeak + vc_espeak_to_long + the tiny set (measured 99.6 MB; turbo_espeak
+# alone 27.7 MB, vc_espeak_to_long 18.8 MB)
+PACKED_CASES = ["espeak_22k", "turbo_espeak", "vc_espeak_to_long"]
 
 
 @pytest.fixture(scope="module")
@@ -146,9 +147,9 @@ def test_case_components_equal_the_fixtures(built, parity_session):
                     ref = ref[s["start"]:s["stop"]]
                 np.testing.assert_array_equal(arrays[t["name"]], ref, err_msg=f"{name} {t['name']}")
         assets = out / "cases" / name / "assets"
-        audio = next(c for s, c in m["sets"][name]["components"].items() if s in P.AUDIO_STAGES)
+        audio = next(c for s, c in m["sets"][name]["components"].items() if s in P.AUDIO_STAGES + ("vc_source",))
         assert (out / audio["audio_file"]).is_file()
-        tokenizer = ("vocab.json", "merges.txt") if m["sets"][name]["model"] == "turbo" else ("tokenizer.json",)
+        tokenizer = {"turbo": ("vocab.json", "merges.txt"), "vc": ()}.get(m["sets"][name]["model"], ("tokenizer.json",))
         assert all((assets / f).is_file() for f in tokenizer), name
 
 
@@ -181,6 +182,28 @@ def test_turbo_case_is_packed_with_its_stages_and_validates(built):
     broken = copy.deepcopy(m)
     broken["sets"]["turbo_espeak"]["components"]["turbo_flow"]["stage"] = "turbo_vocoder"
     with pytest.raises(ParityError, match="turbo_vocoder"):
+        P.validate_manifest(broken)
+
+
+def test_vc_case_is_packed_with_both_clips(built):
+    """The voice conversion case: model vc, its four stages, the source and target clips in assets (no text,
+    no tokenizer), the flow fed the source tokens and the target's reference dict; a VC case without its
+    target clip fails the schema."""
+    out, m = built
+    v = m["sets"]["vc_espeak_to_long"]
+    assert v["model"] == "vc" and list(v["components"]) == registry.load().models["vc"]
+    comps = v["components"]
+    for stage, key in (("vc_source", "source"), ("vc_target", "target_voice")):
+        clip = out / comps[stage]["audio_file"]
+        assert clip.name == Path(v["case"][key]).name and clip.read_bytes() == (P.ROOT / v["case"][key]).read_bytes()
+    assert sorted(p.name for p in (out / "cases" / "vc_espeak_to_long" / "assets").iterdir()) == sorted(
+        {Path(v["case"]["source"]).name, Path(v["case"]["target_voice"]).name})
+    roles = {t["name"]: t["role"] for t in comps["vc_flow"]["tensors"]}
+    assert [n for n, r in roles.items() if r == "input"] == P.COMPONENT_INPUTS["vc_flow"]
+    assert roles["vc.flow.start_noise"] == "random" and comps["vc_flow"]["params"] == {"n_cfm_timesteps": 10}
+    broken = copy.deepcopy(m)
+    del broken["sets"]["vc_espeak_to_long"]["case"]["target_voice"]
+    with pytest.raises(ParityError, match="vc_espeak_to_long/case"):
         P.validate_manifest(broken)
 
 
