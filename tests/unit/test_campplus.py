@@ -142,41 +142,6 @@ def test_conv2d_im2col_matches_native(stride, padding, k):
     assert compare(native, out).snr_db >= 120
 
 
-def _taps_concatenated_2d(x, w, stride, padding):
-    """im2col written as one slice per tap, concatenated: the reference for the strided copy."""
-    (sh, sw), (ph, pw) = stride, padding
-    x = mx.pad(x, [(0, 0), (ph, ph), (pw, pw), (0, 0)])
-    o, kh, kw, i = w.shape
-    h_out, w_out = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
-    cols = mx.concatenate([x[:, a: a + (h_out - 1) * sh + 1: sh, b: b + (w_out - 1) * sw + 1: sw]
-                           for a in range(kh) for b in range(kw)], axis=-1)
-    return cols @ w.reshape(o, kh * kw * i).T
-
-
-@pytest.mark.parametrize("transposed", [False, True])
-def test_im2col_strided_copy_gives_the_concatenated_taps_bits(transposed):
-    """CAMPPlus's convolutions build im2col as one strided copy: bit-identical to slicing each tap
-    and concatenating (the same buffer, the same product), also for a non-contiguous input."""
-    rng = np.random.default_rng(2)
-    x2 = mx.array(rng.standard_normal((1, 33, 20, 8), dtype=np.float32))
-    x2 = x2.transpose(0, 2, 1, 3) if transposed else x2.reshape(1, 20, 33, 8)
-    w2 = mx.array(rng.standard_normal((12, 3, 3, 8), dtype=np.float32))
-    for stride, padding in (((1, 1), (1, 1)), ((2, 1), (1, 1)), ((2, 1), (0, 0))):
-        ref = np.array(_taps_concatenated_2d(x2, w2, stride, padding))
-        assert np.array_equal(np.array(xv.conv2d_im2col(x2, w2, stride=stride, padding=padding)), ref)
-    x1 = mx.array(rng.standard_normal((2, 24, 57), dtype=np.float32))
-    x1 = x1.transpose(0, 2, 1) if transposed else x1.reshape(2, 57, 24)
-    w1 = mx.array(rng.standard_normal((16, 5, 24), dtype=np.float32))
-    for stride, padding, dilation in ((1, 4, 2), (2, 2, 1), (1, 0, 1)):
-        xp = mx.pad(x1, [(0, 0), (padding, padding), (0, 0)])
-        t_out = (xp.shape[1] - dilation * 4 - 1) // stride + 1
-        cols = mx.concatenate([xp[:, k * dilation: k * dilation + (t_out - 1) * stride + 1: stride]
-                               for k in range(5)], axis=-1)
-        ref = np.array(cols @ w1.reshape(16, 5 * 24).T)
-        out = np.array(xv.conv1d_im2col(x1, w1, stride=stride, padding=padding, dilation=dilation))
-        assert np.array_equal(out, ref)
-
-
 @pytest.mark.parametrize("t", [100, 250, 37])
 def test_seg_pooling_and_stats(t):
     """avg_pool1d(ceil_mode=True) averages the last, shorter segment over its own frames only."""
