@@ -8,7 +8,7 @@ status=0
 run() { echo "=== pytest $*"; "$PY" -m pytest -q -rxXs -p no:cacheprovider "$@" || status=1; }
 run tests/unit
 run tests/parity --ignore=tests/parity/test_generate.py -k "not turbo and not mtl"
-run tests/parity/test_parity.py tests/parity/test_cumulative.py tests/test_turbo_parity.py -k turbo  # Chatterbox Turbo: export of turbo_espeak/turbo_very_long (200 steps), isolated + cumulative parity, export determinism, bad input
+run tests/parity/test_parity.py tests/parity/test_cumulative.py tests/test_turbo_parity.py tests/parity/test_mutations.py -k turbo  # Chatterbox Turbo: export of turbo_espeak/turbo_very_long (200 steps), isolated + cumulative parity, export determinism, bad input, two Turbo mutations
 run tests/parity/test_parity.py tests/parity/test_cumulative.py tests/test_mtl_parity.py -k mtl  # Chatterbox Multilingual: export of the mtl_* cases (200 steps), isolated + cumulative parity, export determinism, bad input
 run tests/parity/test_generate.py  # its own full-size pipeline (from_pretrained): a process of its own
 run tests/test_export.py tests/test_convert.py tests/test_tts_cli.py tests/test_real_weights.py

@@ -7,9 +7,10 @@ import pytest
 from parity.mutate import Runner
 from parity.mutations import by_name
 
-# fast (isolated stages without T3), each from another part of the pipeline
+# fast (isolated stages without T3), each from another part of the pipeline; Chatterbox Turbo's loudness step
+# and generate()'s hand-over to MeanFlow S3Gen (turbo_espeak)
 CI_MUTATIONS = ("punc_norm_no_ellipsis", "s3gen_mel_htk", "campplus_stats_eps", "ve_lstm_gate_order",
-                "hift_final_leaky_slope")
+                "hift_final_leaky_slope", "turbo_loudness_minus_23", "turbo_no_s3gen_silence")
 
 
 @pytest.fixture(scope="module")
