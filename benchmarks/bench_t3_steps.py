@@ -135,8 +135,10 @@ def profile_step(t3, cond, text, n_warm: int = 20):
             res["kernel_ms"] = sum(e.device_time for e in kernels) / 1e3
             names = {}
             for e in kernels:
-                names[e.name[:60]] = names.get(e.name[:60], 0) + 1
-            res["top_kernels"] = sorted(names.items(), key=lambda kv: -kv[1])[:12]
+                count, us = names.get(e.name[:60], (0, 0.0))
+                names[e.name[:60]] = (count + 1, us + e.device_time)
+            res["top_kernels"] = [[name, count, round(us / 1e3, 4)]  # name, launches, ms in all
+                                  for name, (count, us) in sorted(names.items(), key=lambda kv: -kv[1][1])[:12]]
         except Exception as e:  # profiling is best effort; the timings above stand
             res["kernel_profile_error"] = repr(e)[:200]
     return res

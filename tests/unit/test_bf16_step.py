@@ -133,9 +133,9 @@ class KernelRecorder:
         self.launches = []
 
     def __call__(self, name, input_names, output_names, source, **_):
-        def launch(*, inputs, output_shapes, output_dtypes, template=(), **__):
+        def launch(*, inputs, output_shapes, output_dtypes, template=(), grid=None, threadgroup=None, **__):
             self.launches.append(dict(name=name, inputs=dict(zip(input_names, inputs)), out_dtypes=list(output_dtypes),
-                                      template=dict(template)))
+                                      template=dict(template), grid=grid, threadgroup=threadgroup))
             return [mx.zeros(s, d) for s, d in zip(output_shapes, output_dtypes)]
 
         return launch
@@ -165,8 +165,8 @@ def test_graph_step_kernels_read_the_weights_as_stored(dtype, cuda_kernels_recor
     assert logits.dtype == dtype and step.keys.dtype == dtype
     launches = cuda_kernels_recorded.launches
     names = [k["name"] for k in launches]
-    assert names == ["t3_gemv_norm", "t3_attend_appended", "t3_gemv_plain_res", "t3_gemv_norm",
-                     "t3_gemv_swiglu_res"] * LAYERS + ["t3_gemv_norm"]
+    assert names == ["t3_gemv2_norm", "t3_attend_appended_v2", "t3_gemv2_plain_res", "t3_gemv2_norm",
+                     "t3_gemv2_swiglu_res"] * LAYERS + ["t3_gemv2_norm"]
     weights = [w for layer in m.tfmr.layers for w in (layer.self_attn.qkv_proj.weight, layer.self_attn.o_proj.weight,
                                                       layer.mlp.gate_up_proj.weight, layer.mlp.down_proj.weight)]
     weights.append(m.speech_head.weight)
@@ -190,6 +190,29 @@ def test_float32_kernels_keep_their_launches(cuda_kernels_recorded):
     step(mx.random.normal((2, 1, DIM)), cache)
     launches = cuda_kernels_recorded.launches
     assert len(launches) == 5 * LAYERS + 1 and all("T" not in k["template"] for k in launches)
+
+
+@pytest.mark.parametrize("K, itemsize, warps", [(1024, 4, 1), (4096, 4, 4), (1024, 2, 1), (4096, 2, 2), (64, 4, 1),
+                                                (16384, 4, 8), (65536, 2, 8)])
+def test_gemv_warps_per_column_keep_a_lanes_loads_in_registers(K, itemsize, warps):
+    assert cuda_kernels.warps_per_column(K, itemsize) == warps
+
+
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("K", [64, 1000, 1024, 4096, 8200])
+def test_gemv_launch_covers_every_weight_column_and_value(K, dtype, cuda_kernels_recorded):
+    """The launch's KS warps x V loads x 32 lanes x (16 bytes) span the whole weight row, and the
+    grid has a warp group for every output column (N not a multiple of the columns per block too)."""
+    N = 8194
+    cuda_kernels.gemv(mx.zeros((2, 1, K), dtype), mx.zeros((N, K), dtype))
+    (launch,) = cuda_kernels_recorded.launches
+    t = launch["template"]
+    per_load = 16 // mx.zeros((1,), dtype).itemsize
+    assert t["KS"] * t["V"] * 32 * per_load >= K > (t["KS"] * t["V"] - t["KS"]) * 32 * per_load
+    assert t["V"] <= 8 or t["KS"] == 8
+    blocks, threads = launch["grid"][0] // launch["threadgroup"][0], launch["threadgroup"][0]
+    columns_per_block = cuda_kernels.WARPS // t["KS"]
+    assert threads == cuda_kernels.THREADS and blocks * columns_per_block >= N > (blocks - 1) * columns_per_block
 
 
 def test_gemv_refuses_mixed_dtypes(cuda_kernels_recorded):
