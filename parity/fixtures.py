@@ -99,6 +99,23 @@ class Fixture:
         return ROOT / self.case["audio"]
 
 
+class RenamedFixture:
+    """A fixture read under another model's checkpoint names: `rename(name)` is the name stored in
+    `fx` (e.g. "turbo." + name); everything else (case, params, manifest) as `fx` has it."""
+
+    def __init__(self, fx, rename):
+        self.fx, self.rename = fx, rename
+
+    def __getattr__(self, name):
+        return getattr(self.fx, name)
+
+    def tensor(self, name: str) -> np.ndarray:
+        return self.fx.tensor(self.rename(name))
+
+    def has(self, name: str) -> bool:
+        return self.fx.has(self.rename(name))
+
+
 class FixtureWriter:
     """Collects tensors of one case, then writes the folder atomically."""
 

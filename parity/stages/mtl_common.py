@@ -12,6 +12,8 @@ from typing import Dict
 
 import numpy as np
 
+from ..fixtures import RenamedFixture
+
 PREFIX = "mtl."
 
 _MODELS: Dict[str, object] = {}
@@ -59,20 +61,11 @@ def offline_front_end(ckpt):
                 os.environ["PKUSEG_HOME"] = saved_env
 
 
-class MtlFixture:
-    """A multilingual fixture read under the English checkpoint names ("mtl." + name); its case and params as they are."""
+class MtlFixture(RenamedFixture):
+    """A multilingual fixture read under the English checkpoint names ("mtl." + name)."""
 
     def __init__(self, fx):
-        self.fx = fx
-
-    def __getattr__(self, name):
-        return getattr(self.fx, name)
-
-    def tensor(self, name: str) -> np.ndarray:
-        return self.fx.tensor(PREFIX + name)
-
-    def has(self, name: str) -> bool:
-        return self.fx.has(PREFIX + name)
+        super().__init__(fx, lambda name: PREFIX + name)
 
 
 def mtl_names(names) -> list:

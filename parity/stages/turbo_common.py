@@ -12,6 +12,8 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from ..fixtures import RenamedFixture
+
 PREFIX = "turbo."
 # the output each of inference_turbo's processors is recorded under, by the processor's type (MLX's
 # temperature step is a plain function: mlx_impl.t3.inference.sampling.turbo_logits_processors)
@@ -34,20 +36,11 @@ def pipeline(ckpt):
     return _MODELS[key]
 
 
-class TurboFixture:
-    """A Turbo fixture read under the English checkpoint names ("turbo." + name); its case and params as they are."""
+class TurboFixture(RenamedFixture):
+    """A Turbo fixture read under the English checkpoint names ("turbo." + name)."""
 
     def __init__(self, fx):
-        self.fx = fx
-
-    def __getattr__(self, name):
-        return getattr(self.fx, name)
-
-    def tensor(self, name: str) -> np.ndarray:
-        return self.fx.tensor(PREFIX + name)
-
-    def has(self, name: str) -> bool:
-        return self.fx.has(PREFIX + name)
+        super().__init__(fx, lambda name: PREFIX + name)
 
 
 def turbo_names(names) -> list:

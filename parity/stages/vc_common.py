@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from typing import Dict
 
-import numpy as np
-
 from .. import ROOT
+from ..fixtures import RenamedFixture
 
 # English checkpoint -> the VC checkpoint that holds the same tensor of ChatterboxVC's run
 VC_NAMES: Dict[str, str] = {
@@ -24,20 +23,11 @@ VC_NAMES: Dict[str, str] = {
 }
 
 
-class VCFixture:
-    """A VC fixture read under the English checkpoint names (VC_NAMES); everything else as is."""
+class VCFixture(RenamedFixture):
+    """A VC fixture read under the English checkpoint names (VC_NAMES)."""
 
     def __init__(self, fx):
-        self.fx = fx
-
-    def __getattr__(self, name):
-        return getattr(self.fx, name)
-
-    def tensor(self, name: str) -> np.ndarray:
-        return self.fx.tensor(VC_NAMES.get(name, name))
-
-    def has(self, name: str) -> bool:
-        return self.fx.has(VC_NAMES.get(name, name))
+        super().__init__(fx, lambda name: VC_NAMES.get(name, name))
 
 
 def vc_names(names) -> list:

@@ -8,7 +8,7 @@ import pytest
 from parity import registry
 from parity.cases import load_cases
 from parity.errors import ParityError
-from parity.fixtures import Fixture, FixtureWriter, diff_fixtures
+from parity.fixtures import Fixture, FixtureWriter, RenamedFixture, diff_fixtures
 from parity.metrics import check, compare
 
 
@@ -97,6 +97,16 @@ def test_fixture_roundtrip_and_determinism(tmp_path):
     arrays = mx.load(str(a / "flow.safetensors"))
     assert np.array_equal(np.array(arrays["flow.mu"]), fx.tensor("flow.mu"))
     assert diff_fixtures(fx, Fixture.open(b))[-1] == "2 of 2 tensors bit-identical"
+
+
+def test_renamed_fixture_reads_the_other_models_names(tmp_path):
+    w = FixtureWriter()
+    w.add("turbo.t3.logits_raw", np.arange(3, dtype=np.float32))
+    inner = Fixture.open(w.write(tmp_path / "case", {"case": {"name": "case"}}))
+    fx = RenamedFixture(inner, lambda name: "turbo." + name)
+    assert fx.has("t3.logits_raw") and not fx.has("turbo.t3.logits_raw")
+    np.testing.assert_array_equal(fx.tensor("t3.logits_raw"), np.arange(3, dtype=np.float32))
+    assert fx.manifest is inner.manifest  # everything but the tensors as the fixture has it
 
 
 def test_fixture_write_is_atomic(tmp_path):
