@@ -17,6 +17,12 @@ turbo.t3.uniform_draws replayed) from the reference's conditioning, and S3Gen wi
 the reference's tokens, start noise and SineGen draws; the same four measures, the VoiceEncoder of the
 Turbo checkpoint (float32) for the speaker cosine.
 
+Chatterbox Multilingual cases (mtl_*): the multilingual T3 (its 2454-entry text table; T3.inference, so the
+AlignmentStreamAnalyzer runs on the text's positions at every step) from the reference's mtl.* conditioning
+and padded text tokens, the reference's mtl.t3.uniform_draws replayed, and S3Gen (10 Euler steps, as the
+multilingual generate() passes none) on the reference's mtl.flow.speech_tokens, start noise and SineGen draws;
+the same four measures, the multilingual checkpoint's VoiceEncoder (float32) for the speaker cosine.
+
 Tolerances: [precision_matrix.<precision>] in parity/checkpoints.toml. Results go to
 reports/out/precision.{json,md} (the report includes them).
 """
@@ -37,7 +43,8 @@ PRECISIONS = ("fp32", "fp16", "bf16", "q4")
 OUT = ROOT / "reports" / "out"
 # what a model's rows measure: VC has no T3 (no tokens to agree on, nothing for q4 to quantize)
 NOT_APPLICABLE = {"vc": ("token_agreement",)}
-MODEL_PRECISIONS = {"tts": PRECISIONS, "vc": ("fp32", "fp16", "bf16"), "turbo": PRECISIONS}
+MODEL_PRECISIONS = {"tts": PRECISIONS, "vc": ("fp32", "fp16", "bf16"), "turbo": PRECISIONS, "mtl": PRECISIONS}
+MTL_N_CFM_TIMESTEPS = 10  # the multilingual generate() passes none: S3Gen's default
 
 
 def _models(ckpt, precision: str):
@@ -95,11 +102,17 @@ def row_tolerance(tols: dict, model: str, precision: str) -> dict:
 
 
 def measure(fx, ckpt, precision: str, n_tokens: int, ve) -> dict:
+    t3, s3gen = _models(ckpt, precision)
+    return measure_modules(fx, t3, s3gen, n_tokens, ve)
+
+
+def measure_modules(fx, t3, s3gen, n_tokens: int, ve, n_cfm_timesteps=None) -> dict:
+    """An English-named fixture's row for given modules: T3.inference's first n_tokens from the reference's
+    conditioning and text with its uniforms replayed, and S3Gen as measure_s3gen."""
     from mlx_impl.t3.inference.sampling import ReplayDraw
 
     from .stages.t3_cond import t3_cond_from_fixture
 
-    t3, s3gen = _models(ckpt, precision)
     p = fx.params
     t0 = time.time()
     ref_tokens = fx.tensor("t3.speech_tokens")[0][:n_tokens]
@@ -112,7 +125,24 @@ def measure(fx, ckpt, precision: str, n_tokens: int, ve) -> dict:
     agree = float(np.mean(tokens[:m] == ref_tokens[:m])) * m / max(len(ref_tokens), 1)
     diff = np.nonzero(tokens[:m] != ref_tokens[:m])[0]
     return {"token_agreement": agree, "first_token_mismatch": int(diff[0]) if diff.size else None, "tokens": m,
-            **measure_s3gen(fx, s3gen, ve), "seconds": time.time() - t0}
+            **measure_s3gen(fx, s3gen, ve, n_cfm_timesteps=n_cfm_timesteps), "seconds": time.time() - t0}
+
+
+def _mtl_models(ckpt, precision: str):
+    """(VoiceEncoder float32, T3 and S3Gen at the precision) of a multilingual checkpoint folder (hub layout)."""
+    from mlx_impl.mtl_tts import load_hub_weights
+
+    ve, t3, s3gen = load_hub_weights(ckpt.path)
+    return (ve, *at_precision(t3, s3gen, precision))
+
+
+def measure_mtl(fx, ckpt, precision: str, n_tokens: int, ve=None) -> dict:
+    """A multilingual case on the multilingual checkpoint's modules at the precision, the fixture read under
+    the English names (MtlFixture); the multilingual VoiceEncoder (float32) measures the speaker cosine."""
+    from .stages.mtl_common import MtlFixture
+
+    mtl_ve, t3, s3gen = _mtl_models(ckpt, precision)
+    return measure_modules(MtlFixture(fx), t3, s3gen, n_tokens, mtl_ve, n_cfm_timesteps=MTL_N_CFM_TIMESTEPS)
 
 
 def measure_vc(fx, ckpt, precision: str, n_tokens: int, ve) -> dict:
@@ -254,7 +284,7 @@ def cmd_precision(args):
     for case, model, precs in plan(args.cases, args.precisions):
         fx = s.fixture(case)
         for prec in precs:
-            run = {"vc": measure_vc, "turbo": measure_turbo}.get(model, measure)
+            run = {"vc": measure_vc, "turbo": measure_turbo, "mtl": measure_mtl}.get(model, measure)
             row = {"case": case, "model": model, "precision": prec,
                    **run(fx, s.ckpt_for(model), prec, args.tokens, ve)}
             row.pop("drawn", None)
@@ -263,13 +293,17 @@ def cmd_precision(args):
             print(json.dumps(row))
     OUT.mkdir(parents=True, exist_ok=True)
     rows = merge_rows(_previous_rows(args.tokens), rows)
+    for r in rows:  # the kept rows against today's bounds too (a model's own bound may have come since)
+        r["failures"] = check_row(r, row_tolerance(tols, r.get("model", "tts"), r["precision"]),
+                                  NOT_APPLICABLE.get(r.get("model", "tts"), ()))
     write_text_atomic(OUT / "precision.json", json.dumps(rows, indent=1, default=float) + "\n")
     md = ["## Precision matrix (MLX vs the float32 reference)", "",
           f"T3: first {args.tokens} tokens, free-running with the reference's draws; mel and waveform from the "
           "reference's tokens and noise; speaker cosine of the VoiceEncoder embeddings of the two waveforms. "
           "q4 = T3 transformer 4-bit (group 64), the rest float32. vc_* cases: ChatterboxVC's S3Gen only (no T3: "
           "token agreement n/a, no q4). turbo_* cases: Chatterbox Turbo (GPT-2 T3 with its processors, "
-          "S3Gen with MeanFlow) on the Turbo checkpoint.", "",
+          "S3Gen with MeanFlow) on the Turbo checkpoint. mtl_* cases: Chatterbox Multilingual (T3 with its "
+          "AlignmentStreamAnalyzer, S3Gen) on the multilingual checkpoint.", "",
           "| case | precision | token agreement | mel SNR dB | wav SNR dB | speaker cos | tolerance | status |",
           "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -286,8 +320,9 @@ def cmd_precision(args):
 
 def register(sub):
     p = sub.add_parser("precision", help="precision matrix: MLX at fp32/fp16/bf16/4-bit T3 vs the fp32 reference")
-    p.add_argument("--cases", nargs="+", default=["espeak_22k", "vc_stereo_to_espeak", "turbo_espeak"],
-                   help="cases to measure, English, voice-conversion (vc_*) or Turbo (turbo_*) (default: %(default)s)")
+    p.add_argument("--cases", nargs="+", default=["espeak_22k", "vc_stereo_to_espeak", "turbo_espeak", "mtl_de"],
+                   help="cases to measure, English, voice-conversion (vc_*), Turbo (turbo_*) or multilingual "
+                        "(mtl_*) (default: %(default)s)")
     p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS,
                    help="precisions to measure, of %(choices)s (default: all)")
     p.add_argument("--tokens", type=int, default=60, help="T3 steps compared per case (default: %(default)s)")

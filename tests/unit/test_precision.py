@@ -91,3 +91,89 @@ def test_turbo_half_precision_waveform_bound_is_its_own_and_documented():
             k: v for k, v in shared.items() if k != "wav_snr_db"}
     assert row_tolerance(tols, "turbo", "q4") == row_tolerance(tols, "tts", "q4")
     assert "turbo" not in row_tolerance(tols, "tts", "fp32")
+
+
+def test_mtl_cases_get_all_four_rows_on_the_mtl_checkpoint(tmp_path, monkeypatch):
+    """A multilingual case (mtl_*): fp32, fp16, bf16 and q4 rows, measured by measure_mtl on the multilingual
+    checkpoint (ParitySession.ckpt_for("mtl")), written with model "mtl" and checked against the shared
+    [precision_matrix.<precision>] bounds; the default --cases measure one multilingual case."""
+    import argparse
+    import json
+
+    import pytest
+    from types import SimpleNamespace
+
+    import mlx_impl.convert.voice_encoder as ve_conv
+    import parity.session
+    from parity import precision
+
+    assert precision.plan(["mtl_de"], list(precision.PRECISIONS)) == [("mtl_de", "mtl", list(precision.PRECISIONS))]
+    parser = argparse.ArgumentParser()
+    precision.register(parser.add_subparsers())
+    assert "mtl_de" in parser.parse_args(["precision"]).cases
+    calls = []
+
+    def fake_mtl(fx, ckpt, prec, n_tokens, ve):
+        calls.append((fx, ckpt, prec, n_tokens))
+        return {"token_agreement": 1.0 if prec == "fp32" else 0.5, "first_token_mismatch": None, "tokens": n_tokens,
+                "mel_snr_db": 20.0 if prec == "bf16" else 120.0, "wav_snr_db": 70.0, "speaker_cosine": 1.0,
+                "seconds": 0.0}
+
+    session = SimpleNamespace(ckpt=SimpleNamespace(state=lambda c: {}), fixture=lambda case: f"fx:{case}",
+                              ckpt_for=lambda model: f"ckpt:{model}")
+    monkeypatch.setattr(parity.session.ParitySession, "create", staticmethod(lambda: session))
+    monkeypatch.setattr(ve_conv, "load_voice_encoder", lambda state: "ve")
+    monkeypatch.setattr(precision, "measure_mtl", fake_mtl)
+    monkeypatch.setattr(precision, "OUT", tmp_path)
+    with pytest.raises(SystemExit, match="1"):  # the bf16 row's mel is under its bound
+        precision.cmd_precision(SimpleNamespace(cases=["mtl_de"], precisions=list(precision.PRECISIONS), tokens=7))
+    assert calls == [("fx:mtl_de", "ckpt:mtl", p, 7) for p in precision.PRECISIONS]
+    rows = json.loads((tmp_path / "precision.json").read_text())
+    assert [(r["case"], r["model"], r["precision"]) for r in rows] == [("mtl_de", "mtl", p) for p in precision.PRECISIONS]
+    shared_bf16 = precision.row_tolerance(precision._tolerances(), "tts", "bf16")["mel_snr_db"]
+    assert [r["failures"] for r in rows] == [[], [], [f"mel_snr_db 20 < {shared_bf16}"], []]
+
+
+def test_mtl_measure_reads_the_mtl_fixture_names_and_runs_s3gen_at_generates_steps(monkeypatch):
+    """measure_mtl loads the multilingual folder's modules at the precision and measures through MtlFixture
+    (mtl.* tensors under the English names) with the multilingual VoiceEncoder and 10 Euler steps."""
+    from types import SimpleNamespace
+
+    from parity import precision
+    from parity.stages.mtl_common import MtlFixture
+
+    seen = {}
+    monkeypatch.setattr(precision, "_mtl_models", lambda ckpt, prec: (f"ve:{ckpt.path}", f"t3:{prec}", "s3gen"))
+    monkeypatch.setattr(precision, "measure_modules",
+                        lambda fx, t3, s3gen, n, ve, n_cfm_timesteps=None: seen.update(
+                            fx=fx, t3=t3, ve=ve, n=n, steps=n_cfm_timesteps) or {})
+    precision.measure_mtl("fx", SimpleNamespace(path="mtl-folder"), "fp16", 9)
+    assert isinstance(seen["fx"], MtlFixture) and seen["fx"].fx == "fx"
+    assert (seen["t3"], seen["ve"], seen["n"], seen["steps"]) == ("t3:fp16", "ve:mtl-folder", 9, 10)
+
+
+def test_mtl_run_rechecks_the_kept_rows_against_todays_bounds(tmp_path, monkeypatch):
+    """A new mtl run keeps the other cases' rows of precision.json and checks them again against today's
+    bounds (a stale failure recorded before a model's own measured bound does not fail the run)."""
+    import json
+    from types import SimpleNamespace
+
+    import mlx_impl.convert.voice_encoder as ve_conv
+    import parity.session
+    from parity import precision
+
+    kept = {"case": "turbo_espeak", "model": "turbo", "precision": "fp16", "token_agreement": 0.1, "tokens": 7,
+            "mel_snr_db": 63.6, "wav_snr_db": 9.86, "speaker_cosine": 1.0, "failures": ["wav_snr_db 9.86 < 10.0"]}
+    (tmp_path / "precision.json").write_text(json.dumps([kept]))
+    session = SimpleNamespace(ckpt=SimpleNamespace(state=lambda c: {}), fixture=lambda case: case,
+                              ckpt_for=lambda model: model)
+    monkeypatch.setattr(parity.session.ParitySession, "create", staticmethod(lambda: session))
+    monkeypatch.setattr(ve_conv, "load_voice_encoder", lambda state: "ve")
+    monkeypatch.setattr(precision, "measure_mtl", lambda fx, ckpt, prec, n, ve: {
+        "token_agreement": 1.0, "first_token_mismatch": None, "tokens": n, "mel_snr_db": 122.0,
+        "wav_snr_db": 75.0, "speaker_cosine": 1.0, "seconds": 0.0})
+    monkeypatch.setattr(precision, "OUT", tmp_path)
+    precision.cmd_precision(SimpleNamespace(cases=["mtl_de"], precisions=["fp32"], tokens=7))  # no SystemExit
+    rows = json.loads((tmp_path / "precision.json").read_text())
+    assert [(r["case"], r["precision"], r["failures"]) for r in rows] == [
+        ("mtl_de", "fp32", []), ("turbo_espeak", "fp16", [])]
