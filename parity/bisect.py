@@ -36,9 +36,10 @@ from .errors import ParityError
 from .metrics import Metrics, compare
 
 MODEL_CASES = {"tts": "the English model's cases", "vc": "the voice-conversion cases (vc_*)",
-               "turbo": "the Chatterbox Turbo cases (turbo_*)"}
+               "turbo": "the Chatterbox Turbo cases (turbo_*)", "mtl": "the Chatterbox Multilingual cases (mtl_*)"}
 MEANFLOW_T_SPAN = (0.0, 0.5, 1.0)  # basic_euler's linear t_span for generate()'s 2 steps
 HIFT_HOP = 480  # source samples per mel frame (S3Token2Wav: 8 * 5 * 3 upsampling * 4 iSTFT hop)
+MTL_CFG = 0.5  # the multilingual T3.inference always decodes the CFG pair: any cfg_weight > 0 zeroes row 1's text
 S3TOK_PROMPT_FRAMES = 150 * 4  # S3Tokenizer.forward(..., max_len=150) keeps 600 mel frames
 
 
@@ -409,6 +410,69 @@ def _turbo_t3_mlx(t3, i):
     return t3.speech_head(hidden)
 
 
+def _mtl_t3_inputs(fx, n):
+    """The multilingual T3's conditioning (the reference's VoiceEncoder embedding and prompt tokens), its padded
+    text tokens with the CFG copy (the first n with `n`), the start speech token, and the reference's first
+    drawn token for the decode step."""
+    text = fx.tensor("t3.text_tokens").astype(np.int64)
+    if n is not None:
+        text = text[:, :n]
+    return {"speaker_emb": fx.tensor("ve.speaker_emb").astype(np.float32),
+            "prompt_tokens": fx.tensor("s3tok.prompt_tokens").astype(np.int64),
+            "emotion_adv": np.full((1, 1, 1), float(fx.params["exaggeration"]), dtype=np.float32),
+            "text_tokens": text,
+            "next_token": fx.tensor("t3.speech_tokens").astype(np.int64).reshape(-1)[:1][None]}
+
+
+def _start_speech(t3, text_tokens):
+    return np.full((text_tokens.shape[0], 1), t3.hp.start_speech_token, dtype=np.int64)
+
+
+def _mtl_t3_original(t3, i):
+    """T3.inference's prefill (prepare_input_embeds: cond_enc, the text table with the uncond row zeroed, the
+    position embeddings; the HF Llama with eager attention, as the AlignmentStreamAnalyzer sets it; the speech
+    head on the last position), then one step on the KV cache (speech_emb of the drawn token + its position)."""
+    import torch
+    from chatterbox.models.t3.modules.cond_enc import T3Cond
+
+    t3.tfmr.config._attn_implementation = "eager"
+    cond = T3Cond(speaker_emb=i["speaker_emb"], cond_prompt_speech_tokens=i["prompt_tokens"],
+                  emotion_adv=i["emotion_adv"])
+    embeds, _ = t3.prepare_input_embeds(t3_cond=cond, text_tokens=i["text_tokens"], cfg_weight=MTL_CFG,
+                                        speech_tokens=torch.from_numpy(_start_speech(t3, i["text_tokens"])))
+    out = t3.tfmr(inputs_embeds=embeds, use_cache=True)
+    t3.speech_head(out[0][:, -1:])
+    step = t3.speech_emb(i["next_token"]) + t3.speech_pos_emb.get_fixed_embedding(1)
+    step = t3.tfmr(inputs_embeds=torch.cat([step, step]), past_key_values=out.past_key_values, use_cache=True)
+    return t3.speech_head(step[0])
+
+
+def _mtl_t3_mlx(t3, i):
+    import mlx.core as mx
+
+    from mlx_impl.t3 import T3Cond
+
+    cond = T3Cond(speaker_emb=i["speaker_emb"], cond_prompt_speech_tokens=i["prompt_tokens"],
+                  emotion_adv=i["emotion_adv"])
+    embeds, _ = t3.prepare_input_embeds(t3_cond=cond, text_tokens=np.asarray(i["text_tokens"]),
+                                        speech_tokens=_start_speech(t3, i["text_tokens"]), cfg_weight=MTL_CFG)
+    cache = t3.make_cache()
+    hidden = t3.tfmr(None, cache=cache, input_embeddings=embeds)
+    t3.speech_head(hidden[:, -1:])
+    step = t3.speech_emb(i["next_token"]) + t3.speech_pos_emb.get_fixed_embedding(1)
+    hidden = t3.tfmr(None, cache=cache, input_embeddings=mx.concatenate([step, step]))
+    return t3.speech_head(hidden)
+
+
+def _mtl(inputs):
+    """A stage's input builder reading a multilingual fixture under the English names (stages/mtl_common.py)."""
+    def build(fx, n):
+        from .stages.mtl_common import MtlFixture
+
+        return inputs(MtlFixture(fx), n)
+    return build
+
+
 def _turbo(inputs):
     """A stage's input builder reading a Turbo fixture under the English names (stages/turbo_common.py)."""
     def build(fx, n):
@@ -501,6 +565,16 @@ def _mlx_turbo_t3(ckpt):
     return pipeline(ckpt).t3
 
 
+def _mlx_mtl_t3(ckpt):
+    """The multilingual T3 as converted from the hub's file, q/k/v and gate/up not fused (the original's modules)."""
+    from mlx_impl.convert.t3 import load_t3
+    from mlx_impl.load import convert_file
+    from mlx_impl.mtl_tts import T3_WEIGHTS
+    from mlx_impl.t3 import T3Config
+
+    return convert_file(lambda state: load_t3(state, T3Config.multilingual()), ckpt.path / T3_WEIGHTS)
+
+
 def _mlx_turbo_flow(ckpt):
     from .stages.turbo_common import pipeline
 
@@ -557,6 +631,15 @@ STAGES: Dict[str, Stage] = {
         run_original=lambda m, i: m.decode(x=i["mel"], s=i["source"]),
         run_mlx=lambda m, i: m.decode(i["mel"], i["source"]),
         length_unit="mel frames (and 480 source samples each)", entry="HiFTGenerator.decode", model="vc"),
+    # Chatterbox Multilingual: its T3 (t3_mtl23ls_v2.safetensors); the stage reads the mtl.* tensors
+    "mtl_t3": Stage(
+        about="the multilingual T3: prepare_input_embeds (cond_enc, the 2454-entry text table, position embeddings) of "
+              "mtl.t3.text_tokens, the Llama prefill (eager attention) and the speech head, then one decode step on "
+              "the KV cache (speech_emb of mtl.t3.speech_tokens[0])",
+        original=lambda tts: tts.t3, mlx=_mlx_mtl_t3, inputs=_mtl(_mtl_t3_inputs),
+        run_original=_mtl_t3_original, run_mlx=_mtl_t3_mlx, length_unit="text tokens",
+        entry="the stage's prepare_input_embeds + tfmr + speech_head calls (T3.inference's prefill and first step)",
+        model="mtl"),
     # Chatterbox Turbo: S3Gen with MeanFlow (s3gen_meanflow.safetensors); its stages read the turbo.* tensors
     "turbo_t3": Stage(
         about="Turbo's T3 on GPT-2 medium: the prefill of turbo.t3.input_embeds (wpe added, 24 blocks, ln_f) and the "
@@ -683,6 +766,10 @@ def load_original_model(model: str, ckpt):
         from reference.export_turbo import load_original_turbo
 
         return load_original_turbo(ckpt)
+    if model == "mtl":
+        from reference.export_mtl import load_original_mtl
+
+        return load_original_mtl(ckpt)
     if model == "vc":
         from reference.export_vc import load_original_vc
 
@@ -862,6 +949,6 @@ def register(sub):
                    help="only the first N steps of the stage input (HiFT: mel frames, with 480 N source samples; "
                         "campplus: fbank frames; s3tok: mel frames; ve: partials; t3_cond: prompt tokens; "
                         "flow_encoder: tokens; flow, vc_flow, turbo_flow: tokens and 2 mel frames each; vc_hift, turbo_hift: as "
-                        "hift; turbo_t3: prefill positions)")
+                        "hift; turbo_t3: prefill positions; mtl_t3: text tokens)")
     p.add_argument("--verbose", "-v", action="store_true", help="also list every compared tensor and its SNR")
     p.set_defaults(fn=cmd_bisect)

@@ -17,6 +17,7 @@ from parity.bisect import (Stage, align, bisect, find_first_divergence, record_m
 CASE = "espeak_22k"
 VC_CASE = "vc_stereo_to_espeak"
 TURBO_CASE = "turbo_espeak"
+MTL_CASE = "mtl_de"
 
 
 @contextlib.contextmanager
@@ -75,6 +76,22 @@ def turbo_env(parity_session):
     else:
         fx = s.fixture(TURBO_CASE)
     return ckpt, fx, load_original_turbo(ckpt)
+
+
+@pytest.fixture(scope="module")
+def mtl_env(parity_session):
+    """The multilingual case's fixture, its checkpoint and the original ChatterboxMultilingualTTS."""
+    from parity.fixtures import Fixture, fixture_dir
+    from parity.session import all_cases, staleness
+    from reference.export_mtl import load_original_mtl
+
+    s = parity_session
+    ckpt = s.ckpt_for("mtl")
+    if staleness(s.fx_root, all_cases()[MTL_CASE], ckpt) is None:
+        fx = Fixture.open(fixture_dir(s.fx_root, MTL_CASE))
+    else:
+        fx = s.fixture(MTL_CASE)
+    return ckpt, fx, load_original_mtl(ckpt)
 
 
 def _snr(check):
@@ -312,6 +329,56 @@ def test_turbo_t3_clean_then_gelu_layernorm_eps_and_wpe_offset_named(turbo_env):
     assert f.check.what == "in" and f.check.match.metrics.exact == 0.0  # position 0 for the reference's 40
 
 
+def test_mtl_t3_clean_then_text_embedding_row_and_rmsnorm_eps_named(mtl_env):
+    """mtl_t3: the multilingual T3's prefill (cond_enc, the 2454-entry text table, the Llama layers with eager
+    attention, the speech head) and one decode step on the KV cache, against the original's HF Llama. Planted:
+    the text table read one row off (named at text_emb), RMSNorm eps 1e-3 for the config's 1e-5 (the first
+    layer's input_layernorm)."""
+    import mlx.nn as nn
+
+    from parity.bisect import _mlx_mtl_t3
+
+    ckpt, fx, tts = mtl_env
+    clean = bisect("mtl_t3", fx, ckpt=ckpt, tts=tts, max_len=12)
+    _assert_clean(clean, min_calls=300)
+    names = {c.call.name for c in clean.checks if c.call is not None}
+    assert {"cond_enc", "text_emb", "speech_emb", "tfmr.layers.29.self_attn", "tfmr.layers.29.mlp", "tfmr.norm",
+            "speech_head"} <= names
+    assert any(c.call.name == "tfmr.layers.29.mlp" and c.call.index == 1 for c in clean.checks if c.call is not None)
+
+    t3 = _mlx_mtl_t3(ckpt)
+    table = t3.text_emb
+
+    class OffByOne(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = table.weight
+
+        def __call__(self, tokens):
+            return self.weight[tokens + 1]
+
+    t3.text_emb = OffByOne()
+    try:
+        f = bisect("mtl_t3", fx, ckpt=ckpt, tts=tts, max_len=12, mlx_root=t3)
+    finally:
+        t3.text_emb = table
+    print(f.report())
+    assert f.kind == "module" and f.module == "text_emb", f.report()
+
+    norms = [m for _, m in t3.tfmr.named_modules() if isinstance(m, nn.RMSNorm)]
+    assert len(norms) == 2 * 30 + 1
+    eps = norms[0].eps
+    try:
+        for m in norms:
+            m.eps = 1e-3
+        f = bisect("mtl_t3", fx, ckpt=ckpt, tts=tts, max_len=12, mlx_root=t3)
+    finally:
+        for m in norms:
+            m.eps = eps
+    print(f.report())
+    assert f.kind == "module" and f.module == "tfmr.layers.0.input_layernorm", f.report()
+
+
 # ------------------------------------------------------------------------------ the machinery, on toys
 def test_align_adapts_channels_last_layouts():
     rng = np.random.default_rng(0)
@@ -449,6 +516,7 @@ def test_every_stage_is_registered():
     assert all(isinstance(s, Stage) for s in STAGES.values())
     assert {n for n, s in STAGES.items() if s.model == "vc"} == {"vc_flow", "vc_hift"}
     assert {n for n, s in STAGES.items() if s.model == "turbo"} == {"turbo_t3", "turbo_flow", "turbo_hift"}
+    assert {n for n, s in STAGES.items() if s.model == "mtl"} == {"mtl_t3"}
 
 
 def test_vc_stage_on_an_english_case_names_the_vc_cases(capsys):
