@@ -325,6 +325,8 @@ class T3(nn.Module):
         speech tokens (1, n_r) per text; `draws` one per text; `on_token(row, step, token)`."""
         from .inference.batched_decode import inference_batch
 
+        for tokens in text_tokens:
+            _ensure_BOT_EOT(np.atleast_2d(np.asarray(tokens)), self.hp)
         return inference_batch(self, t3_conds=t3_conds, text_tokens=text_tokens, max_new_tokens=max_new_tokens,
                                temperature=temperature, top_p=top_p, min_p=min_p,
                                repetition_penalty=repetition_penalty, cfg_weight=cfg_weight, draws=draws,

@@ -42,9 +42,8 @@ def inference_batch(t3, *, t3_conds: Sequence, text_tokens: Sequence, max_new_to
                     cfg_weight: float = 0.5, **decode_options) -> List[np.ndarray]:
     """T3.inference for several texts (each (2, n + 2) with [START]/[STOP], the CFG copy in row 1)
     and their voices (one T3Cond each), decoded together: each text's input embeddings as
-    T3.inference builds them, then `batched_decode`."""
-    from ..t3 import _ensure_BOT_EOT
-
+    T3.inference builds them, then `batched_decode`. (T3.inference_batch checks the [START]/[STOP]
+    tokens first, as T3.inference does.)"""
     if t3.is_gpt or t3.hp.is_multilingual:
         raise NotImplementedError("batched decoding runs the English T3 (the LLaMA backbone with CFG)")
     if len(t3_conds) != len(text_tokens):
@@ -55,7 +54,6 @@ def inference_batch(t3, *, t3_conds: Sequence, text_tokens: Sequence, max_new_to
         tokens = np.atleast_2d(np.asarray(tokens)).astype(np.int32)
         if tokens.shape[0] != 2:
             raise ValueError(f"inference_batch: each text's tokens are its CFG pair (2, n), not {tokens.shape}")
-        _ensure_BOT_EOT(tokens, t3.hp)
         start = np.full_like(tokens[:, :1], t3.hp.start_speech_token)
         e, _ = t3.prepare_input_embeds(t3_cond=cond, text_tokens=tokens, speech_tokens=start, cfg_weight=cfg_weight)
         embeds.append(e)
