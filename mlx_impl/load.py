@@ -174,7 +174,16 @@ def load_mlx_layout(model_dir: Path, modules=None):
         except ConversionError as e:
             raise ModelLoadError(f"{model_dir / 'model.safetensors'}: {e}") from None
         module.eval()
+    keep_front_end_float32(ve, s3gen)
     return ve, t3, s3gen
+
+
+def keep_front_end_float32(ve, s3gen) -> None:
+    """A half-precision layout (`convert --dtype float16|bfloat16`) runs T3, the flow and the vocoder in its
+    dtype; the VoiceEncoder, the S3 tokenizer and CAMPPlus compute in float32 (their kernels take float32
+    only: set_half_precision's split), also where an older layout stored them in half precision."""
+    for module in (ve, s3gen.tokenizer, s3gen.speaker_encoder):
+        module.set_dtype(mx.float32)
 
 
 def read_state_dict(path: Path) -> Dict[str, np.ndarray]:

@@ -193,20 +193,9 @@ def load_turbo(model_dir: Path, cls, files: Optional[TurboFiles] = None):
     files = files if files is not None else check_turbo_dir(Path(model_dir))
     if files.kind == "mlx":
         ve, t3, s3gen = load_mlx_layout(files.path, modules=turbo_modules())
-        keep_front_end_float32(ve, s3gen)
     else:
         ve, t3, s3gen = load_turbo_weights(files.path)
     return cls(t3, s3gen, ve, files.tokenizer, conds=files.conds)
-
-
-def keep_front_end_float32(ve, s3gen) -> None:
-    """A half-precision layout (`convert --dtype float16|bfloat16`) runs T3, the flow and the vocoder in its
-    dtype; the VoiceEncoder, the S3 tokenizer and CAMPPlus compute in float32 (their kernels take float32
-    only; load.set_half_precision's split)."""
-    import mlx.core as mx
-
-    for module in (ve, s3gen.tokenizer, s3gen.speaker_encoder):
-        module.set_dtype(mx.float32)
 
 
 # ----------------------------------------------------------------------------- ChatterboxTurboTTS

@@ -68,3 +68,37 @@ def test_unknown_source_tensor_is_an_error(states):
     broken["s3gen"]["elsewhere.weight"] = np.zeros(3, np.float32)  # outside every known module
     with pytest.raises(ConversionError, match="elsewhere"):
         convert_state(broken)
+
+
+def test_float16_layout_keeps_the_front_end_float32_and_prepares_conditionals(parity_session, tmp_path):
+    """`convert --dtype float16`: T3, the flow and HiFT in float16; the VoiceEncoder, S3 tokenizer and CAMPPlus
+    stay float32 in the file and when loaded (their kernels take float32 only: the S3 tokenizer's depthwise
+    convolution refused a float16 layout's input before), so the folder conditions on a clip and decodes."""
+    import subprocess
+    import sys
+
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    from mlx_impl.tts import ChatterboxTTS
+    from mlx_impl.validate import safetensors_header
+    from parity.cases import get_case
+
+    out = tmp_path / "fp16"
+    r = subprocess.run([sys.executable, "-m", "mlx_impl.convert", "--checkpoint", str(parity_session.ckpt.path),
+                        "--out", str(out), "--dtype", "float16"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    header = safetensors_header(out / "model.safetensors")
+    dtypes = {k: v["dtype"] for k, v in header.items() if isinstance(v, dict) and "dtype" in v}
+    front_end = {dtypes[k] for k in dtypes if k.startswith(("ve.", "s3_tokenizer.", "s3gen.speaker_encoder."))}
+    assert front_end == {"F32"}
+    assert dtypes["t3.speech_head.weight"] == dtypes["s3gen.mel2wav.conv_post.weight"] == "F16"
+
+    tts = ChatterboxTTS.from_pretrained(str(out))
+    assert dict(tree_flatten(tts.t3.parameters()))["speech_head.weight"].dtype == mx.float16
+    assert dict(tree_flatten(tts.ve.parameters()))["proj.weight"].dtype == mx.float32
+    case = get_case("espeak_22k")
+    conds = tts.prepare_conditionals(str(case.audio_path))
+    assert conds.t3.speaker_emb.dtype == mx.float32
+    tokens = tts.t3.inference(t3_cond=conds.t3, text_tokens=tts.text_tokens(case.text), max_new_tokens=4)
+    assert tokens.shape[1] >= 1

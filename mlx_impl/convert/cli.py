@@ -217,7 +217,6 @@ def cmd_convert_turbo(args, ckpt: Path):
     del states, weights  # the modules hold the converted weights: one copy of the model in memory from here
 
     out, quant = output_weights(turbo.module_weights(*modules), modules[1], args)
-    out.update(turbo.float32_front_end(turbo.module_weights(*modules)))
     config = {**turbo.turbo_config(files.text_vocab), "format": FORMAT, "dtype": args.dtype,
               "quantization": {"t3": quant} if quant else {},
               "source": {"checkpoint": str(ckpt), "files_sha256": file_hashes(ckpt, TURBO_WEIGHTS)}}
@@ -267,13 +266,19 @@ def cmd_convert_mtl(args, ckpt: Path):
     print("unassigned MLX parameters: 0, unconsumed source tensors outside the ignore list: 0")
 
 
+# the VoiceEncoder, the S3 tokenizer and CAMPPlus compute in float32 whatever --dtype says (their kernels
+# take float32 only; load.keep_front_end_float32): their file copy stays float32, not rounded
+FLOAT32_PREFIXES = ("ve.", "s3_tokenizer.", "s3gen.speaker_encoder.")
+
+
 def output_weights(weights: Dict[str, object], t3, args):
-    """(the weights to save, in --dtype, T3's transformer quantized with --quantize-t3; the
-    quantization entry of config.json or None). `t3`: the module the weights were assigned to."""
-    dtype = DTYPES[args.dtype]
+    """(the weights to save, in --dtype (the front end's float32: FLOAT32_PREFIXES), T3's transformer
+    quantized with --quantize-t3; the quantization entry of config.json or None). `t3`: the module
+    the weights were assigned to."""
     out: Dict[str, mx.array] = {}
     for k, v in weights.items():
         a = v if isinstance(v, mx.array) else mx.array(v)
+        dtype = mx.float32 if k.startswith(FLOAT32_PREFIXES) else DTYPES[args.dtype]
         out[k] = a.astype(dtype) if mx.issubdtype(a.dtype, mx.floating) and a.dtype != dtype else a
     if not args.quantize_t3:
         return out, None

@@ -78,17 +78,6 @@ def module_weights(ve, t3, s3gen) -> dict:
     return out
 
 
-FLOAT32_PREFIXES = ("ve.", "s3_tokenizer.", "s3gen.speaker_encoder.")
-
-
-def float32_front_end(weights: dict) -> dict:
-    """The weights that stay float32 whatever --dtype says: the VoiceEncoder, the S3 tokenizer and CAMPPlus
-    compute in float32 (tts_turbo.keep_front_end_float32), so their file copy is not rounded either."""
-    import mlx.core as mx
-
-    return {k: v.astype(mx.float32) for k, v in weights.items() if k.startswith(FLOAT32_PREFIXES)}
-
-
 def turbo_config(text_vocab: int) -> dict:
     """config.json's model part for Turbo (the loaders read model_type; the rest documents the layout)."""
     from ..load import TURBO_MODEL_TYPE

@@ -39,3 +39,19 @@ def test_recorded_sampler_replays_and_is_greedy_when_asked():
     assert a.uniforms == b.uniforms and len(a.uniforms) == 50
     g = RecordedSampler(seed=0, greedy=True)
     assert int(g(p)) == 5
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_host_draws_take_half_precision_probabilities(dtype):
+    """A half-precision T3's step loop (the multilingual one, or on_step) hands its draws bfloat16 / float16
+    probabilities: they are widened, and draw the token the float32 ones draw."""
+    import mlx.core as mx
+
+    from mlx_impl.t3.inference.sampling import GreedyDraw, ReplayDraw
+
+    p32 = mx.softmax(mx.array(np.random.default_rng(0).normal(size=(1, 64)).astype(np.float32) * 3), axis=-1)
+    half = p32.astype(getattr(mx, dtype))
+    uniforms = [0.1, 0.5, 0.9]
+    for step, u in enumerate(uniforms):
+        assert ReplayDraw(uniforms)(half, step) == ReplayDraw(uniforms)(half.astype(mx.float32), step)
+    assert GreedyDraw()(half, 0) == int(np.argmax(np.array(half.astype(mx.float32))))

@@ -146,6 +146,11 @@ def inverse_cdf_token(probs: np.ndarray, u: float) -> int:
     return int(min(np.searchsorted(cdf, u * cdf[-1], side="right"), p.size - 1))
 
 
+def host_probs(probs: mx.array) -> np.ndarray:
+    """The probabilities as numpy float32 (numpy has no bfloat16: a half-precision T3's are widened)."""
+    return np.array(probs.astype(mx.float32) if probs.dtype != mx.float32 else probs)
+
+
 class ReplayDraw:
     """Inverse-CDF draw with the step's recorded float64 uniform (fixture `t3.uniform_draws`)."""
 
@@ -155,14 +160,14 @@ class ReplayDraw:
     def __call__(self, probs: mx.array, step: int) -> int:
         if step >= self.uniforms.size:
             raise IndexError(f"no recorded uniform for decode step {step} ({self.uniforms.size} recorded)")
-        return inverse_cdf_token(np.array(probs), float(self.uniforms[step]))
+        return inverse_cdf_token(host_probs(probs), float(self.uniforms[step]))
 
 
 class GreedyDraw:
     """argmax of the probabilities (first index of the max)."""
 
     def __call__(self, probs: mx.array, step: int) -> int:
-        return int(np.argmax(np.array(probs).reshape(-1)))
+        return int(np.argmax(host_probs(probs).reshape(-1)))
 
 
 class MLXDraw:
