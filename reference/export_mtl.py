@@ -37,7 +37,7 @@ from parity.errors import ParityError
 from .export import (_LibrosaProxy, checkpoint_meta, from_local_or_error, greedy_margins, package_versions,
                      record_conditioning, record_s3gen, record_t3, sampling_margins, sanity_check,
                      validate_case_inputs, write_case_fixture)
-from .recording import RecordedSampler, Recorder, patched, wrap_method
+from .recording import ModelRecorder, RecordedSampler, Recorder, patched, wrap_method
 
 MTL_EXPORT_VERSION = "mtl-1"
 # the AlignmentStreamAnalyzer's decisions per step: columns of mtl.t3.analysis (int32), in this order
@@ -49,18 +49,6 @@ LANGUAGE_STEPS = {"ja": "hiragana_normalize", "he": "add_hebrew_diacritics", "ko
                   "ru": "add_russian_stress"}
 T3_STEP_KEYS = ("logits_raw", "logits_cfg", "logits_analyzed", "logits_rep", "logits_temp", "logits_min_p",
                 "logits_top_p")
-
-
-def mtl_name(name: str) -> str:
-    return name if name.startswith("mtl.") else f"mtl.{name}"
-
-
-class MtlRecorder(Recorder):
-    """A Recorder that files each value under its multilingual checkpoint, "mtl." + the English name the
-    shared hooks use; the per-step lists keep the names they were appended under."""
-
-    def put(self, name, value) -> None:
-        super().put(mtl_name(name), value)
 
 
 @contextlib.contextmanager
@@ -294,7 +282,7 @@ def export_mtl_case(ckpt, case: MtlCase, out_root=None, tts=None, log=print) -> 
     tts = tts or load_original_mtl(ckpt)
     p = case.params
     bound = int(p["max_new_tokens"])
-    rec = MtlRecorder()
+    rec = ModelRecorder("mtl")
     t0 = time.time()
 
     # 1. generate(), unmodified but for the bound and the recorded draws: conditioning, text, T3 sampled, S3Gen

@@ -34,7 +34,7 @@ from parity.errors import ParityError
 
 from .export import (_LibrosaProxy, _recording_processor, checkpoint_meta, from_local_or_error, package_versions,
                      record_conditioning, record_s3gen, sanity_check, validate_case_inputs, write_case_fixture)
-from .recording import RecordedSampler, Recorder, forward_hook, patched, wrap_method
+from .recording import ModelRecorder, RecordedSampler, Recorder, forward_hook, patched, wrap_method
 
 TURBO_EXPORT_VERSION = "turbo-1"
 # inference_turbo's processors in its order, each recorded under the name of its output
@@ -42,18 +42,6 @@ PROCESSORS = (("TemperatureLogitsWarper", "logits_temp"), ("TopKLogitsWarper", "
               ("TopPLogitsWarper", "logits_top_p"), ("RepetitionPenaltyLogitsProcessor", "logits_rep"))
 STEP_KEYS = ("logits_raw",) + tuple(name for _, name in PROCESSORS)
 N_CFM_TIMESTEPS = 2  # ChatterboxTurboTTS.generate's s3gen.inference(n_cfm_timesteps=2)
-
-
-def turbo_name(name: str) -> str:
-    return name if name.startswith("turbo.") else f"turbo.{name}"
-
-
-class TurboRecorder(Recorder):
-    """A Recorder that files each value under its Turbo checkpoint, "turbo." + the English name the
-    shared hooks use; the per-step lists keep the names they were appended under."""
-
-    def put(self, name, value) -> None:
-        super().put(turbo_name(name), value)
 
 
 def load_original_turbo(ckpt, device: str = "cpu"):
@@ -203,7 +191,7 @@ def export_turbo_case(ckpt, case: TurboCase, out_root=None, tts=None, log=print)
     tts = tts or load_original_turbo(ckpt)
     p = case.params
     bound = int(p["max_gen_len"])
-    rec = TurboRecorder()
+    rec = ModelRecorder("turbo")
     t0 = time.time()
 
     # 1. generate(), unmodified but for the bound and the recorded draws: conditioning, text, T3 sampled, S3Gen

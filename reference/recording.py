@@ -38,6 +38,19 @@ class Recorder:
         return torch.stack(items)
 
 
+class ModelRecorder(Recorder):
+    """A Recorder that files each value under another model's checkpoint, `model` + "." + the English name
+    the shared hooks use (a name already so prefixed stays); the per-step lists keep the names they were
+    appended under."""
+
+    def __init__(self, model: str):
+        super().__init__()
+        self.model_prefix = model + "."
+
+    def put(self, name, value) -> None:
+        super().put(name if name.startswith(self.model_prefix) else self.model_prefix + name, value)
+
+
 @contextlib.contextmanager
 def patched(obj, attr: str, new):
     """Temporarily replace `obj.attr` (a module global, a class attribute or an instance attribute)."""
