@@ -14,7 +14,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from .validate import UsageError
-from .tts import SENTENCE_ENDERS, ChatterboxTTS, drop_invalid_tokens, normalize_punctuation
+from .tts import SENTENCE_ENDERS, ChatterboxTTS, drop_invalid_tokens, normalize_punctuation, use_conditionals
 
 REPO_ID = "ResembleAI/chatterbox"
 
@@ -295,9 +295,6 @@ class ChatterboxMultilingualTTS:
         original's random draws; `on_token(step, token)` reports T3 progress; `trace` gets t3_tokens
         and, per T3 step, the analyzer's decisions (`analysis`). The language is checked first (the
         original's ValueError is an UnsupportedLanguageError here), then every other argument."""
-        import mlx.core as mx
-
-        from .t3.modules.cond_enc import T3Cond
         from .validate import check_sampling
 
         check_language_id(language_id)
@@ -306,14 +303,7 @@ class ChatterboxMultilingualTTS:
                                   repetition_penalty=repetition_penalty, cfg_weight=cfg_weight)
         text_tokens = self.text_tokens(text, language_id)
         self.t3.check_text_tokens(text_tokens)
-        if not audio_prompt_path and self.conds is None:
-            raise UsageError("Please `prepare_conditionals` first or specify `audio_prompt_path`")
-        if audio_prompt_path:
-            self.prepare_conditionals(audio_prompt_path, exaggeration=exaggeration)
-        cond = self.conds.t3
-        if float(exaggeration) != float(np.asarray(cond.emotion_adv).reshape(-1)[0]):
-            self.conds.t3 = T3Cond(speaker_emb=cond.speaker_emb, cond_prompt_speech_tokens=cond.cond_prompt_speech_tokens,
-                                   emotion_adv=exaggeration * mx.ones((1, 1, 1)))
+        use_conditionals(self, audio_prompt_path, exaggeration)
         analysis = []
         speech_tokens = self.t3.inference(
             t3_cond=self.conds.t3, text_tokens=text_tokens, max_new_tokens=max_new_tokens, temperature=temperature,

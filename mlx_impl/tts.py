@@ -95,6 +95,22 @@ S3GEN_SR = 24_000
 REPO_ID = "ResembleAI/chatterbox"
 
 
+def use_conditionals(tts, audio_prompt_path, exaggeration: float) -> None:
+    """generate()'s conditioning (the English and the multilingual one): the clip's (prepare_conditionals)
+    or the loaded ones, with T3's emotion_adv set to `exaggeration`."""
+    from .t3.modules.cond_enc import T3Cond
+    from .validate import UsageError
+
+    if not audio_prompt_path and tts.conds is None:
+        raise UsageError("Please `prepare_conditionals` first or specify `audio_prompt_path`")
+    if audio_prompt_path:
+        tts.prepare_conditionals(audio_prompt_path, exaggeration=exaggeration)
+    cond = tts.conds.t3
+    if float(np.asarray(cond.emotion_adv).reshape(-1)[0]) != float(exaggeration):
+        tts.conds.t3 = T3Cond(speaker_emb=cond.speaker_emb, cond_prompt_speech_tokens=cond.cond_prompt_speech_tokens,
+                              emotion_adv=exaggeration * mx.ones((1, 1, 1)))
+
+
 class ChatterboxTTS:
     """The Chatterbox pipeline in MLX (chatterbox.tts.ChatterboxTTS): reference clip ->
     conditionals; text -> T3 speech tokens -> S3Gen waveform at 24 kHz. No watermark is applied."""
@@ -157,22 +173,14 @@ class ChatterboxTTS:
         original's random draws; `on_token(step, token)` reports T3 progress. Every argument is
         checked (validate.RULES, the text against T3's tables) before any work; a bad one raises
         validate.UsageError (a ValueError) naming it."""
-        from .t3.modules.cond_enc import T3Cond
-        from .validate import UsageError, check_sampling
+        from .validate import check_sampling
 
         check_sampling(dict(exaggeration=exaggeration))
         self.t3.check_decode_args(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, min_p=min_p,
                                   repetition_penalty=repetition_penalty, cfg_weight=cfg_weight)
         text_tokens = self.text_tokens(text)
         self.t3.check_text_tokens(text_tokens)
-        if not audio_prompt_path and self.conds is None:
-            raise UsageError("Please `prepare_conditionals` first or specify `audio_prompt_path`")
-        if audio_prompt_path:
-            self.prepare_conditionals(audio_prompt_path, exaggeration=exaggeration)
-        cond = self.conds.t3
-        if float(np.asarray(cond.emotion_adv).reshape(-1)[0]) != exaggeration:
-            self.conds.t3 = T3Cond(speaker_emb=cond.speaker_emb, cond_prompt_speech_tokens=cond.cond_prompt_speech_tokens,
-                                   emotion_adv=exaggeration * mx.ones((1, 1, 1)))
+        use_conditionals(self, audio_prompt_path, exaggeration)
         speech_tokens = self.t3.inference(
             t3_cond=self.conds.t3, text_tokens=text_tokens, max_new_tokens=max_new_tokens, temperature=temperature,
             cfg_weight=cfg_weight, repetition_penalty=repetition_penalty, min_p=min_p, top_p=top_p, draw=draw,
