@@ -17,9 +17,12 @@ in another dtype "expert_<dtype>": its T3 and conditioning cast to that dtype, S
 `--model turbo` times Chatterbox Turbo instead: the original `ChatterboxTurboTTS.generate` against
 MLX's (benchmarks/turbo_workers.py: same Turbo checkpoint, default `checkpoints/synthetic-turbo-s0`,
 same case, default `turbo_espeak`, same token draws; `--tokens` bounds inference_turbo), CPU, float32;
-results under reports/out/bench_cpu_turbo.*. `--note` adds a line to the record (e.g. what else ran).
+results under reports/out/bench_cpu_turbo.*. `--model mtl` times Chatterbox Multilingual the same way:
+the original `ChatterboxMultilingualTTS.generate` against MLX's (benchmarks/mtl_workers.py: the AlignmentStreamAnalyzer
+runs in both; default checkpoint `checkpoints/synthetic-mtl-s0`, case `mtl_de`; `--tokens` bounds T3.inference),
+results under reports/out/bench_cpu_mtl.*. `--note` adds a line to the record (e.g. what else ran).
 Usage:
-    python benchmarks/bench_pipeline.py [--model chatterbox|turbo] [--checkpoint DIR] [--case CASE]
+    python benchmarks/bench_pipeline.py [--model chatterbox|turbo|mtl] [--checkpoint DIR] [--case CASE]
         [--tokens 100] [--rounds 3] [--device cpu|gpu] [--mlx-dtype float32|bfloat16|float16 ...] [--expert]
         [--expert-dtype float32|bfloat16|float16 ...] [--builtin-voice] [--note TEXT]
 """
@@ -166,6 +169,10 @@ def worker_main(side: str, args):
         from benchmarks.turbo_workers import worker_mlx_turbo, worker_original_turbo
 
         run = worker_mlx_turbo(*common, uniforms) if side == "mlx" else worker_original_turbo(*common)
+    elif args.model == "mtl":
+        from benchmarks.mtl_workers import worker_mlx_mtl, worker_original_mtl
+
+        run = worker_mlx_mtl(*common, uniforms) if side == "mlx" else worker_original_mtl(*common)
     elif side.startswith("mlx"):
         run = worker_mlx(*common, uniforms, args.device, args.builtin_voice, args.worker_dtype, args.mlx_step)
     else:
@@ -246,8 +253,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoint", type=Path, default=None)
     ap.add_argument("--model", choices=MODELS, default="chatterbox",
-                    help="chatterbox (the English ChatterboxTTS) or turbo (ChatterboxTurboTTS.generate)")
-    ap.add_argument("--case", default=None, help="default: espeak_22k (chatterbox), turbo_espeak (turbo)")
+                    help="chatterbox (the English ChatterboxTTS), turbo (ChatterboxTurboTTS.generate) or mtl "
+                         "(ChatterboxMultilingualTTS.generate)")
+    ap.add_argument("--case", default=None, help="default: espeak_22k (chatterbox), turbo_espeak (turbo), mtl_de (mtl)")
     ap.add_argument("--tokens", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "out")
@@ -297,20 +305,22 @@ def main():
     write_results(args, runs)
 
 
-MODELS = ("chatterbox", "turbo")
-DEFAULT_CASES = {"chatterbox": "espeak_22k", "turbo": "turbo_espeak"}
+MODELS = ("chatterbox", "turbo", "mtl")
+DEFAULT_CASES = {"chatterbox": "espeak_22k", "turbo": "turbo_espeak", "mtl": "mtl_de"}
+MODEL_TITLES = {"turbo": "Chatterbox Turbo", "mtl": "Chatterbox Multilingual"}
 
 
 def check_model_options(ap, args) -> None:
-    """The model's default case; Turbo's side has no GPU, half-precision, expert or built-in-voice variant."""
+    """The model's default case; the Turbo and multilingual sides have no GPU, half-precision, expert or
+    built-in-voice variant."""
     args.case = args.case or DEFAULT_CASES[args.model]
-    if args.model != "turbo":
+    if args.model == "chatterbox":
         return
     unsupported = [opt for opt, used in (("--device gpu", args.device != "cpu"), ("--expert", args.expert),
                                          ("--builtin-voice", args.builtin_voice), ("--mlx-step", bool(args.mlx_step)),
                                          ("--mlx-dtype", args.mlx_dtype != ["float32"])) if used]
     if unsupported:
-        ap.error(f"--model turbo: {', '.join(unsupported)} not supported (CPU, float32, the case's clip)")
+        ap.error(f"--model {args.model}: {', '.join(unsupported)} not supported (CPU, float32, the case's clip)")
 
 
 def default_checkpoint(model: str) -> Path:
@@ -318,6 +328,10 @@ def default_checkpoint(model: str) -> Path:
         from reference.synth_turbo_checkpoint import ensure_turbo_checkpoint
 
         return ensure_turbo_checkpoint()
+    if model == "mtl":
+        from reference.mtl_synth_checkpoint import ensure_mtl_checkpoint
+
+        return ensure_mtl_checkpoint()
     from benchmarks.bench_checkpoint import default_bench_checkpoint
 
     return default_bench_checkpoint()
@@ -352,7 +366,7 @@ def mlx_blas() -> str:
 
 LABELS = (("t3_tokens_per_s", "T3 tokens/s (higher is better)"), ("s3gen_s_per_audio_s", "S3Gen s per audio s"),
           ("conditioning_s", "conditioning s"), ("pipeline_rtf", "pipeline real-time factor"),
-          ("generate_s", "generate() s (Turbo)"),
+          ("generate_s", "generate() s (the whole call)"),
           ("peak_rss_mb", "peak RSS MB"), ("gpu_peak_mb", "peak GPU memory MB"))
 
 
@@ -380,10 +394,11 @@ def write_results(args, runs: dict) -> None:
               "mlx_over_original_by_round": per_round, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if args.note:
         record["note"] = args.note
-    name = f"bench_{args.device}" + ("_turbo" if args.model == "turbo" else "")
+    name = f"bench_{args.device}" + (f"_{args.model}" if args.model in MODEL_TITLES else "")
     sides = list(res)
-    what = "Chatterbox Turbo, generate()" if args.model == "turbo" else "T3 steps with CFG"
-    md = [f"## Benchmark{' (Chatterbox Turbo)' if args.model == 'turbo' else ''}: MLX vs the original (same weights, "
+    title = MODEL_TITLES.get(args.model)
+    what = f"T3 steps in {title}'s generate()" if title else "T3 steps with CFG"
+    md = [f"## Benchmark{f' ({title})' if title else ''}: MLX vs the original (same weights, "
           "case and draws)", "", f"{record['device']}; case "
           f"{args.case}; {args.tokens} {what}; medians of {args.rounds} alternating runs after warm-up; "
           f"identical tokens: {same_tokens}" + ("; conditioning from conds.pt (not timed)" if args.builtin_voice
