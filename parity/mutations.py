@@ -834,6 +834,116 @@ def _turbo_loudness_23(ctx):
                    lambda orig: lambda wav, sr, target_lufs=-27: orig(wav, sr, -23))
 
 
+# ---------------------------------------------------------------- Chatterbox Multilingual
+MTL_CASE = "mtl_de"
+MTL_ZH_CASE = "mtl_zh"
+
+
+def _mtl_tokenizer_method(name: str, make: Callable):
+    """MTLTokenizer.<name> (or ChineseCangjieConverter's, `name` "cangjie.<method>") replaced by make(original)."""
+    def patch(ctx):
+        from mlx_impl.tokenizers import tokenizer
+
+        owner, _, method = name.rpartition(".")
+        cls = tokenizer.ChineseCangjieConverter if owner == "cangjie" else tokenizer.MTLTokenizer
+        return wrapped(cls, method, make)
+    return patch
+
+
+def _without_language_tag(orig):
+    def front_end(self, txt, language_id=None, lowercase=True, nfkd_normalize=True):
+        out = orig(self, txt, language_id=language_id, lowercase=lowercase, nfkd_normalize=nfkd_normalize)
+        tag = f"[{language_id.lower()}]" if language_id else ""
+        return out[len(tag):] if tag and out.startswith(tag) else out
+    return front_end
+
+
+def _without_nfkd(orig):
+    def preprocess_text(self, raw_text, language_id=None, lowercase=True, nfkd_normalize=True):
+        return orig(self, raw_text, language_id=language_id, lowercase=lowercase, nfkd_normalize=False)
+    return preprocess_text
+
+
+def _cangjie_index_from_one(orig):
+    def _cangjie_encode(self, glyph):
+        code = self.word2cj.get(glyph, None)
+        if code is None:
+            return None
+        return code + str(self.cj2word[code].index(glyph) + 1)  # the original: index, and none for the first glyph
+    return _cangjie_encode
+
+
+def _mtl_analyzer_heads(heads):
+    def patch(ctx):
+        from mlx_impl.t3.inference import alignment_stream_analyzer
+
+        return patched(alignment_stream_analyzer, "LLAMA_ALIGNED_HEADS", list(heads))
+    return patch
+
+
+def _mtl_analyzer_unconditional_row(ctx):
+    """The spy's attention weights of batch row 1 (CFG's unconditional half) instead of row 0."""
+    import mlx.core as mx
+
+    from mlx_impl.t3.inference.alignment_stream_analyzer import AttentionSpy, causal_bias, rope
+
+    def head_weights(self, offset, cache):
+        keys = cache.keys[1:2, :, : cache.offset]
+        n_kv, D = keys.shape[1], keys.shape[-1]
+        L = self._q.shape[1]
+        q = self._q[1:2].reshape(1, L, -1, D)[:, :, self.head_idx][:, None]
+        q = rope(self.attn.rope, q, offset).astype(mx.float32)
+        k = keys[:, self.head_idx // (self.attn.n_heads // n_kv)][:, None].astype(mx.float32)
+        scores = (q @ k.swapaxes(-1, -2)) * self.attn.scale
+        if L > 1:
+            scores = scores + causal_bias(L, k.shape[2])
+        return mx.softmax(scores, axis=-1)[0, 0]
+    return patched(AttentionSpy, "head_weights", head_weights)
+
+
+def _mtl_eos_suppression(rule: Callable):
+    """AlignmentStreamAnalyzer.step with the stop token suppressed where rule(analyzer, step_record, S) holds
+    (the original: cur_text_posn < S - 3), S > 5 as in the original; a forced stop still replaces the row."""
+    def patch(ctx):
+        import mlx.core as mx
+
+        from mlx_impl.t3.inference import alignment_stream_analyzer as asa
+
+        def make(orig):
+            def step(self, logits, next_token=None):
+                out = orig(self, logits, next_token=next_token)
+                record, S = self.steps[-1], self.alignment.shape[1]
+                suppress = bool(rule(self, record, S)) and S > 5
+                if suppress != record["eos_suppressed"] and not record["forced_eos"]:
+                    eos = mx.arange(out.shape[-1]) == self.eos_idx
+                    out = mx.where(eos, mx.array(-asa.EOS_LOGIT, dtype=out.dtype) if suppress else logits, out)
+                record["eos_suppressed"] = suppress
+                return out
+            return step
+        return wrapped(asa.AlignmentStreamAnalyzer, "step", make)
+    return patch
+
+
+def _mtl_t3_processor(name: str, **fixed):
+    """The multilingual loop's logits processor `name` (mlx_impl.t3.t3's global) built with `fixed` arguments
+    whatever T3.inference passes."""
+    def patch(ctx):
+        return wrapped("mlx_impl.t3.t3", name, lambda orig: lambda *a, **kw: orig(**fixed))
+    return patch
+
+
+def _mtl_speech_filter(ctx):
+    """The English generate()'s `< 6561` filter after drop_invalid_tokens in the multilingual pipeline."""
+    from mlx_impl import mtl_tts
+
+    def make(orig):
+        def drop_invalid_tokens(x):
+            tokens = orig(x)
+            return tokens[tokens < mtl_tts.SPEECH_VOCAB_SIZE]
+        return drop_invalid_tokens
+    return wrapped(mtl_tts, "drop_invalid_tokens", make)
+
+
 # ============================================================================ the catalogue
 _PARITY_NOTES = "docs/PARITY_NOTES.md"
 _SECOND_PORT = "a second public MLX port (PARITY_NOTES)"
@@ -1011,6 +1121,39 @@ CATALOGUE: List[Mutation] = [
              ("turbo_audio",), _turbo_loudness_23, case=TURBO_CASE, bisect_na="loudness: before the networks"),
     Mutation("turbo_top_k_100", "top_k 100 instead of generate()'s 1000", ("turbo_t3_decode",),
              _turbo_processors(top_k=100), case=TURBO_CASE, bisect_na="logits processors: no module to bisect"),
+    # Chatterbox Multilingual (MTLTokenizer's front end, the AlignmentStreamAnalyzer, the decoding loop, the hand-over)
+    Mutation("mtl_language_tag_missing", "the [xx] language tag not prepended to the text", ("mtl_text",),
+             _mtl_tokenizer_method("front_end", _without_language_tag), case=MTL_CASE,
+             bisect_na="text front end: no module to bisect"),
+    Mutation("mtl_nfkd_skipped", "no NFKD after lower() (precomposed umlauts and compatibility forms kept)",
+             ("mtl_text",), _mtl_tokenizer_method("preprocess_text", _without_nfkd), case=MTL_CASE,
+             bisect_na="text front end: no module to bisect"),
+    Mutation("mtl_cangjie_index_from_one", "the Cangjie glyph index counted from 1 (every glyph of a code suffixed "
+             "1, 2, ...; the original: none for the first, then 1, 2, ...)", ("mtl_text",),
+             _mtl_tokenizer_method("cangjie._cangjie_encode", _cangjie_index_from_one), case=MTL_ZH_CASE,
+             bisect_na="text front end: no module to bisect"),
+    Mutation("mtl_analyzer_head_off_by_one", "the analyzer watching head 14 of layer 12 instead of head 15",
+             ("mtl_t3_decode",), _mtl_analyzer_heads([(12, 14), (13, 11), (9, 2)]), case=MTL_CASE,
+             bisect_na="the analyzer reads attention weights, no module's output: bisect's mtl_t3 compares modules"),
+    Mutation("mtl_analyzer_unconditional_row", "the analyzer reading CFG's unconditional row (batch 1) of the "
+             "attention instead of the conditional one", ("mtl_t3_decode",), _mtl_analyzer_unconditional_row,
+             case=MTL_CASE, bisect_na="the analyzer reads attention weights, no module's output: bisect's mtl_t3 compares modules"),
+    Mutation("mtl_eos_suppressed_on_text_position", "the stop token suppressed while the analyzer's kept "
+             "text_position < S - 3 instead of this step's cur_text_posn", ("mtl_t3_decode",),
+             _mtl_eos_suppression(lambda analyzer, record, S: analyzer.text_position < S - 3), case=MTL_CASE,
+             bisect_na="the analyzer's rule: no module to bisect"),
+    Mutation("mtl_eos_threshold_off_by_one", "the stop token suppressed while cur_text_posn < S - 2 instead of "
+             "S - 3", ("mtl_t3_decode", "mtl_t3_greedy"), _mtl_eos_suppression(lambda analyzer, record, S: record["cur_text_posn"] < S - 2),
+             case=MTL_CASE, bisect_na="the analyzer's rule: no module to bisect"),
+    Mutation("mtl_rep_penalty_1_2", "the repetition penalty 1.2 (the English generate()'s) instead of the "
+             "multilingual 2.0", ("mtl_t3_decode",), _mtl_t3_processor("RepetitionPenaltyLogitsProcessor", penalty=1.2),
+             case=MTL_CASE, bisect_na="logits processors: no module to bisect"),
+    Mutation("mtl_top_p_0_95", "top_p 0.95 (T3.inference's default) instead of the multilingual generate()'s 1.0",
+             ("mtl_t3_decode",), _mtl_t3_processor("TopPLogitsWarper", top_p=0.95), case=MTL_CASE,
+             bisect_na="logits processors: no module to bisect"),
+    Mutation("mtl_speech_filter_6561", "the English generate()'s `< 6561` filter applied before S3Gen (the "
+             "multilingual generate() has only drop_invalid_tokens)", ("mtl_flow",), _mtl_speech_filter, case=MTL_CASE,
+             bisect_na="token hand-over: no module to bisect"),
 ]
 
 

@@ -9,7 +9,7 @@ run() { echo "=== pytest $*"; "$PY" -m pytest -q -rxXs -p no:cacheprovider "$@" 
 run tests/unit
 run tests/parity --ignore=tests/parity/test_generate.py -k "not turbo and not mtl"
 run tests/parity/test_parity.py tests/parity/test_cumulative.py tests/test_turbo_parity.py tests/parity/test_mutations.py -k turbo  # Chatterbox Turbo: export of turbo_espeak/turbo_very_long (200 steps), isolated + cumulative parity, export determinism, bad input, two Turbo mutations
-run tests/parity/test_parity.py tests/parity/test_cumulative.py tests/test_mtl_parity.py -k mtl  # Chatterbox Multilingual: export of the mtl_* cases (200 steps), isolated + cumulative parity, export determinism, bad input
+run tests/parity/test_parity.py tests/parity/test_cumulative.py tests/test_mtl_parity.py tests/parity/test_mutations.py -k mtl  # Chatterbox Multilingual: export of the mtl_* cases (200 steps), isolated + cumulative parity, export determinism, bad input, two multilingual mutations
 run tests/parity/test_generate.py  # its own full-size pipeline (from_pretrained): a process of its own
 run tests/test_export.py tests/test_convert.py tests/test_tts_cli.py tests/test_real_weights.py
 run tests/test_vc.py tests/test_turbo_checkpoint.py tests/test_turbo_generate.py  # voice conversion (the original ChatterboxVC, the MLX vc command); the synthetic Turbo checkpoint; Turbo generate() against the original

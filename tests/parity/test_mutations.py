@@ -8,9 +8,11 @@ from parity.mutate import Runner
 from parity.mutations import by_name
 
 # fast (isolated stages without T3), each from another part of the pipeline; Chatterbox Turbo's loudness step
-# and generate()'s hand-over to MeanFlow S3Gen (turbo_espeak)
+# and generate()'s hand-over to MeanFlow S3Gen (turbo_espeak); Chatterbox Multilingual's text front end (the
+# language tag on mtl_de, the Cangjie codes on mtl_zh)
 CI_MUTATIONS = ("punc_norm_no_ellipsis", "s3gen_mel_htk", "campplus_stats_eps", "ve_lstm_gate_order",
-                "hift_final_leaky_slope", "turbo_loudness_minus_23", "turbo_no_s3gen_silence")
+                "hift_final_leaky_slope", "turbo_loudness_minus_23", "turbo_no_s3gen_silence",
+                "mtl_language_tag_missing", "mtl_cangjie_index_from_one")
 
 
 @pytest.fixture(scope="module")

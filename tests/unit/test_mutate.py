@@ -301,3 +301,59 @@ def test_turbo_mutations_run_turbo_checks_and_the_turbo_cumulative_mode():
         assert m.bisect is None or bisect.STAGES[m.bisect].model == "turbo", m.name
     english = by_name()["t3_rmsnorm_eps"]
     assert {mode for mode, _ in mutate.planned_checks(english) if mode} == {"e2e"}
+
+
+def test_mtl_mutations_run_mtl_checks_and_the_mtl_cumulative_mode():
+    """A multilingual mutation (its case an mtl_* one) is checked by the multilingual stages' checkpoints in
+    isolated mode, then by cumulative mode "mtl"; the catalogue plants the multilingual bugs of issue 21."""
+    reg = registry.load()
+    mtl = [m for m in CATALOGUE if mutate.mutation_model(m) == "mtl"]
+    assert {"mtl_language_tag_missing", "mtl_nfkd_skipped", "mtl_cangjie_index_from_one",
+            "mtl_analyzer_head_off_by_one", "mtl_analyzer_unconditional_row", "mtl_eos_suppressed_on_text_position",
+            "mtl_eos_threshold_off_by_one", "mtl_rep_penalty_1_2", "mtl_top_p_0_95",
+            "mtl_speech_filter_6561"} <= {m.name for m in mtl}
+    for m in mtl:
+        checks = mutate.planned_checks(m)
+        isolated = [name for mode, name in checks if mode is None]
+        assert isolated and all(reg.checkpoints[n].stage in m.stages and n.startswith("mtl.") for n in isolated)
+        assert {mode for mode, _ in checks if mode is not None} == {"mtl"}, m.name
+        assert m.bisect is None or bisect.STAGES[m.bisect].model == "mtl", m.name
+
+
+def _tiny_analyzer(S: int = 10, n_cond: int = 3):
+    """An AlignmentStreamAnalyzer without spies over a text of S tokens after n_cond conditioning positions."""
+    from mlx_impl.t3.inference.alignment_stream_analyzer import AlignmentStreamAnalyzer
+
+    return AlignmentStreamAnalyzer(None, None, text_tokens_slice=(n_cond, n_cond + S), eos_idx=1)
+
+
+def _attention_at(analyzer, column: int, rows: int):
+    """Attention rows (rows, n_cond + S + 2) all on one text column, for the three watched heads."""
+    i, j = analyzer.text_tokens_slice
+    a = np.zeros((rows, j + 2), np.float32)
+    a[:, i + column] = 1.0
+    analyzer.last_aligned_attns = [mx.array(a)] * 3
+
+
+@pytest.mark.parametrize("name", ["mtl_eos_suppressed_on_text_position", "mtl_eos_threshold_off_by_one"])
+def test_mtl_eos_suppression_mutations_change_the_stop_logit(name):
+    """The two suppression rules planted in AlignmentStreamAnalyzer.step: where the original lets the stop token
+    through (cur_text_posn = S - 3 after a jump the analyzer calls a discontinuity: text_position stays 0), the
+    mutated step suppresses it, and records that it did."""
+    S = 10
+    logits = mx.zeros((1, 4))
+    plain = _tiny_analyzer(S)
+    _attention_at(plain, 0, rows=plain.text_tokens_slice[1] + 2)  # the prefill: two rows from the text's end
+    plain.step(logits)
+    plain.curr_frame_pos = S  # nothing masked: the jump below is seen
+    _attention_at(plain, S - 3, rows=1)
+    out = plain.step(logits)
+    assert not plain.steps[-1]["eos_suppressed"] and float(out[0, 1]) == 0.0
+    with by_name()[name].patch(None):
+        mutated = _tiny_analyzer(S)
+        _attention_at(mutated, 0, rows=mutated.text_tokens_slice[1] + 2)
+        mutated.step(logits)
+        mutated.curr_frame_pos = S
+        _attention_at(mutated, S - 3, rows=1)
+        out = mutated.step(logits)
+    assert mutated.steps[-1]["eos_suppressed"] is True and float(out[0, 1]) == -2.0 ** 15
