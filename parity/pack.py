@@ -8,29 +8,25 @@ What a Swift (MLX Swift) port's unit tests load, one folder:
                                     checkpoint): the stage's inputs + expected outputs + random draws
   DIR/cases/<case>/assets/          the case's audio clip and the checkpoint's tokenizer files
                                     (cases of the English model and of Chatterbox Turbo, stages turbo_*)
-  DIR/tiny/<stage>.safetensors      the same components from TINY seeded ORIGINAL modules
-  DIR/tiny/weights/torch/*.safetensors   the tiny modules' original state dicts (hub layout)
-  DIR/tiny/weights/mlx/*.safetensors     the same converted by mlx_impl.convert.*.sanitize
+  DIR/<tiny set>/<stage>.safetensors     the same components from TINY seeded ORIGINAL modules: the
+                                    English `tiny/`, Chatterbox Turbo's `tiny_turbo/`
+  DIR/<tiny set>/weights/torch/*.safetensors   the tiny modules' original state dicts (hub layout)
+  DIR/<tiny set>/weights/mlx/*.safetensors     the same converted by mlx_impl.convert.*.sanitize
 
-The tiny set is made by the project's own export (reference.export.export_case) run on a
-ChatterboxTTS assembled from the ORIGINAL classes with small sizes registered at runtime, so its
-tensors have the registry's names and meanings. `verify_tiny` runs the MLX stage runners
-(parity/stages) on it with MLX models of the same tiny sizes (tests/test_pack.py asserts the result).
+A tiny set is made by the project's own export (reference.export.export_case, export_turbo_case) run on
+a ChatterboxTTS / ChatterboxTurboTTS assembled from the ORIGINAL classes with small sizes registered at
+runtime, so its tensors have the registry's names and meanings; the builders are parity/pack_tiny*.py.
+`verify_tiny` runs the MLX stage runners (parity/stages) on it with MLX models of the same tiny sizes
+(tests/test_pack.py asserts the result).
 
 The manifest is validated against parity/pack_schema.json, and the folder is written atomically
 (temporary sibling, then rename).
 """
 from __future__ import annotations
 
-import contextlib
-import copy
-import dataclasses
-import functools
 import importlib
 import json
-import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -44,8 +40,6 @@ PACK_VERSION = 1
 SCHEMA_FILE = Path(__file__).with_name("pack_schema.json")
 MANIFEST = "manifest.json"
 DEFAULT_T3_STEPS = 6  # decoding steps of per-step T3 logits kept for full-size cases
-TINY_SEED = 0
-TINY_BASE_CASE = "espeak_22k"
 
 # Tensors of other stages (or of the stage itself) that a component's unit test is fed.
 COMPONENT_INPUTS: Dict[str, List[str]] = {
@@ -111,31 +105,6 @@ PER_STEP_LOGITS = ("t3.logits_raw", "t3.logits_cfg", "t3.logits_rep", "t3.logits
 # Tokenizer files of a case's checkpoint copied beside its clip: the English BPE, Turbo's GPT-2 tokenizer
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "added_tokens.json", "special_tokens_map.json",
                    "tokenizer_config.json")
-TINY_STAGES = ("ve", "s3tok", "embed_ref", "t3_cond", "t3_decode", "t3_greedy", "flow", "hift")
-TINY_NOT_INCLUDED = {
-    "text": "no weights: punc_norm + the BPE tokenizer are the same at any model size; use a case's text component "
-            "(with assets/tokenizer.json)",
-    "audio": "no weights: loading and resampling are the same at any model size; use a case's audio component",
-}
-
-# Small sizes of the tiny ORIGINAL modules (and of the MLX ones that reproduce them).
-TINY_CONFIG = {
-    "t3": {"llama": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-                         head_dim=16, intermediate_size=128),
-           "llama_config_name": "Llama_tiny_pack", "text_tokens_dict_size": 704,
-           "perceiver": "pre_attention_query_size = embedding_dim = hidden_size (the original hard-codes 1024)"},
-    "ve": {"ve_hidden_size": 32, "speaker_embed_size": 256},
-    "s3tokenizer": {"n_audio_state": 128, "n_audio_head": 2, "n_audio_layer": 1},
-    "campplus": {"growth_rate": 8, "bn_size": 2, "init_channels": 32, "embedding_size": 192},
-    "flow": {"input_size": 64,
-             "encoder": dict(input_size=64, output_size=64, attention_heads=2, linear_units=128, num_blocks=1),
-             "encoder_fixed_width": 64,
-             "estimator": dict(channels=[64], attention_head_dim=32, n_blocks=1, num_mid_blocks=1, num_heads=2)},
-    "hift": {"base_channels": 32, "f0_cond_channels": 32},
-    "case": {"base": TINY_BASE_CASE, "max_new_tokens": 12, "clip_seconds": 3.0},
-    "seed": TINY_SEED,
-}
-
 README_TEXT = r"""# Chatterbox Swift fixture pack
 
 Made by `chatterbox-parity pack` (chatterbox-parity, parity/pack.py) from the reference fixtures of the
@@ -155,6 +124,11 @@ ORIGINAL PyTorch Chatterbox (`chatterbox-tts==0.1.7`). `manifest.json` describes
   component builds the module with the tiny sizes, loads `tiny/weights/mlx/...` and runs in seconds.
   The MLX reference reproduces every tiny expected tensor at >= 100 dB SNR (integers exactly):
   chatterbox-parity's tests/test_pack.py.
+- `tiny_turbo/`: the same for Chatterbox Turbo (`sets.tiny_turbo`, `model: turbo`, components `turbo_ve` ...
+  `turbo_hift`): T3 on a 2-layer, 64-wide GPT-2 with from_local's Turbo settings and a 512-row text table,
+  S3Gen with MeanFlow at the English tiny sizes; hub files `ve.safetensors`, `t3_turbo_v1.safetensors`,
+  `s3gen_meanflow.safetensors` in `tiny_turbo/weights/torch/`, converted in `tiny_turbo/weights/mlx/`
+  (`t3.safetensors` by `mlx_impl/convert/t3_turbo.py`). Every weight file's sha256 is in the manifest.
 
 ## Loading a fixture in Swift
 ```swift
@@ -360,244 +334,50 @@ def write_case_set(fx, folder: Path, rel: str, t3_steps: Optional[int], ckpt_dir
             "versions": fx.manifest["versions"], "driver": fx.manifest.get("driver", {}), "components": comps}
 
 
-# ----------------------------------------------------------------------------- tiny ORIGINAL modules
-@contextlib.contextmanager
-def _patched_attrs(patches):
-    """patches: [(obj, attr, new)], restored in reverse order on exit."""
-    saved = []
-    try:
-        for obj, attr, new in patches:
-            saved.append((obj, attr, getattr(obj, attr)))
-            setattr(obj, attr, new)
-        yield
-    finally:
-        for obj, attr, old in reversed(saved):
-            setattr(obj, attr, old)
-
-
-def _overriding(cls, **over):
-    """A stand-in for `cls` whose keyword arguments `over` replace the caller's."""
-    def make(*a, **kw):
-        return cls(*a, **{**kw, **over})
-    return make
-
-
-def _fixed_width_layers(module, width: int):
-    """UpsampleConformerEncoder builds PreLookaheadLayer(channels=512) and Upsample1D(512, 512), hard-coded
-    in the original and in mlx_impl: the tiny flow sizes them to the encoder width."""
-    pre, up = module.PreLookaheadLayer, module.Upsample1D
-    return [(module, "PreLookaheadLayer", lambda channels, pre_lookahead_len=1: pre(channels=width, pre_lookahead_len=pre_lookahead_len)),
-            (module, "Upsample1D", lambda channels, out_channels, stride=2: up(width, width, stride))]
-
-
-@contextlib.contextmanager
-def tiny_original_classes(cfg: dict = TINY_CONFIG):
-    """The ORIGINAL classes, sized small for the duration of the block (runtime only): a tiny LLaMA in
-    LLAMA_CONFIGS, the Perceiver at the hidden width, and S3Token2Mel/S3Token2Wav's sub-modules."""
-    from chatterbox.models.s3gen import s3gen as s3gen_mod
-    from chatterbox.models.s3gen.transformer import upsample_encoder as ue
-    from chatterbox.models.t3 import llama_configs
-    from chatterbox.models.t3.modules import cond_enc, perceiver
-    from s3tokenizer.model_v2 import ModelConfig, S3TokenizerV2
-
-    t3c = cfg["t3"]
-    llama = copy.deepcopy(llama_configs.LLAMA_520M_CONFIG_DICT)
-    llama.update(t3c["llama"])
-    hidden = llama["hidden_size"]
-    fl, hf = cfg["flow"], cfg["hift"]
-    v2_init = S3TokenizerV2.__init__
-    patches = [
-        (cond_enc, "Perceiver", functools.partial(perceiver.Perceiver, pre_attention_query_size=hidden, embedding_dim=hidden)),
-        (S3TokenizerV2.__init__, "__defaults__", (ModelConfig(**cfg["s3tokenizer"]),)),
-        (s3gen_mod, "CAMPPlus", _overriding(s3gen_mod.CAMPPlus, **cfg["campplus"])),
-        (s3gen_mod, "UpsampleConformerEncoder", _overriding(s3gen_mod.UpsampleConformerEncoder, **fl["encoder"])),
-        (s3gen_mod, "ConditionalDecoder", _overriding(s3gen_mod.ConditionalDecoder, **fl["estimator"])),
-        (s3gen_mod, "CausalMaskedDiffWithXvec", _overriding(s3gen_mod.CausalMaskedDiffWithXvec, input_size=fl["input_size"])),
-        (s3gen_mod, "HiFTGenerator", _overriding(s3gen_mod.HiFTGenerator, base_channels=hf["base_channels"])),
-        (s3gen_mod, "ConvRNNF0Predictor", _overriding(s3gen_mod.ConvRNNF0Predictor, cond_channels=hf["f0_cond_channels"])),
-        *_fixed_width_layers(ue, fl["encoder_fixed_width"]),
-    ]
-    assert v2_init.__defaults__ is not None
-    llama_configs.LLAMA_CONFIGS[t3c["llama_config_name"]] = llama
-    try:
-        with _patched_attrs(patches):
-            yield llama
-    finally:
-        llama_configs.LLAMA_CONFIGS.pop(t3c["llama_config_name"], None)
-
-
-def _perturb_t3(model, seed: int) -> None:
-    """Seeded weights away from the default init (norm gains and biases too; a peaked speech head so
-    that sampling is not uniform)."""
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for k, p in model.named_parameters():
-            if k.endswith("norm.weight"):
-                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
-            elif k.endswith(".bias"):
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
-            elif "emb" in k.split(".")[0] or k == "cond_enc.perceiver.pre_attention_query":
-                p.copy_(0.5 * torch.randn(p.shape, generator=g))
-            else:
-                gain = 3.0 if k == "speech_head.weight" else 1.0
-                p.copy_(gain * torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5)
-
-
-def _perturb_s3gen(s3, seed: int) -> None:
-    """Biases, norm gains, Snake alphas, weight-norm gains and BatchNorm statistics away from their
-    default (0 / 1) values; the S3 tokenizer's FSQ projection widened so tokens spread over the codebook;
-    the F0 classifier scaled (weight x 300, bias -30; the synthetic checkpoint does the like) so that F0
-    has voiced (> 10 Hz) and unvoiced frames."""
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in s3.named_parameters():
-            noise = torch.randn(p.shape, generator=g)
-            if name.startswith("tokenizer."):
-                continue
-            if name.endswith("alpha") or name.endswith("original0"):
-                p.mul_(0.75 + 0.5 * torch.rand(p.shape, generator=g))
-            elif name.endswith("bias") and "pos_bias" not in name:
-                p.add_(0.05 * noise)
-            elif "pos_bias" in name:
-                p.copy_(0.2 * noise)
-            elif name.startswith("flow.") and ("norm" in name or ".block.2." in name):
-                p.copy_(1.0 + 0.1 * noise)
-        for m in s3.speaker_encoder.modules():
-            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-                m.running_mean.copy_(0.3 * torch.randn(m.running_mean.shape, generator=g))
-                m.running_var.copy_(0.5 + 1.5 * torch.rand(m.running_var.shape, generator=g))
-                m.num_batches_tracked.fill_(1000)
-        w = s3.tokenizer.quantizer._codebook.project_down.weight
-        w.copy_(torch.randn(w.shape, generator=g) * (3.0 / np.sqrt(w.shape[1])))
-        clf = s3.mel2wav.f0_predictor.classifier
-        clf.weight.mul_(300.0)
-        clf.bias.fill_(-30.0)
-
-
-def build_tiny_original(tokenizer_json: Path, cfg: dict = TINY_CONFIG):
-    """A ChatterboxTTS of tiny, seeded ORIGINAL modules (T3, S3Gen, VoiceEncoder), on the CPU."""
-    import torch
-    from chatterbox.models.s3gen import S3Gen
-    from chatterbox.models.t3 import T3
-    from chatterbox.models.t3.modules.t3_config import T3Config
-    from chatterbox.models.tokenizers import EnTokenizer
-    from chatterbox.models.voice_encoder import VoiceEncoder
-    from chatterbox.models.voice_encoder.config import VoiceEncConfig
-    from chatterbox.tts import ChatterboxTTS
-
-    torch.set_grad_enabled(False)
-    seed = cfg["seed"]
-    with tiny_original_classes(cfg):
-        hp = VoiceEncConfig()
-        for k, v in cfg["ve"].items():
-            setattr(hp, k, v)
-        torch.manual_seed(seed)
-        ve = VoiceEncoder(hp).eval()
-        torch.manual_seed(seed + 1)
-        t3hp = T3Config.english_only()
-        t3hp.llama_config_name = cfg["t3"]["llama_config_name"]
-        t3 = T3(t3hp).eval()
-        _perturb_t3(t3, seed + 1)
-        torch.manual_seed(seed + 2)
-        s3 = S3Gen().eval()
-        _perturb_s3gen(s3, seed + 2)
-    return ChatterboxTTS(t3, s3, ve, EnTokenizer(str(tokenizer_json)), "cpu")
-
-
-def save_tiny_checkpoint(tts, out_dir: Path, tokenizer_json: Path) -> Path:
-    """The tiny modules' state dicts in the hub's layout (what ChatterboxTTS.from_local reads)."""
-    from safetensors.torch import save_file
-
-    from reference.synth_checkpoint import NOT_STORED
-
-    out_dir.mkdir(parents=True)
-    for fname, module, drop in (("ve.safetensors", tts.ve, ()), ("t3_cfg.safetensors", tts.t3, ()),
-                                ("s3gen.safetensors", tts.s3gen, NOT_STORED)):
-        state = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items() if k not in drop}
-        save_file(state, str(out_dir / fname))
-    shutil.copyfile(tokenizer_json, out_dir / "tokenizer.json")
-    return out_dir
-
-
-def mlx_weights(ckpt_dir: Path) -> Dict[str, Dict[str, np.ndarray]]:
-    """The tiny checkpoint converted by the project's sanitize functions (MLX layout)."""
-    from mlx_impl.convert import s3gen as s3gen_conv
-    from mlx_impl.convert import t3 as t3_conv
-    from mlx_impl.convert import voice_encoder as ve_conv
-
-    from .checkpoint_dir import CheckpointDir
-
-    ck = CheckpointDir.open(ckpt_dir)
-    return {"ve.safetensors": ve_conv.sanitize(ck.state("ve")), "t3.safetensors": t3_conv.sanitize(ck.state("t3")),
-            "s3gen.safetensors": s3gen_conv.sanitize(ck.state("s3gen"))}
-
-
-def make_tiny_fixture(work: Path, log=print):
-    """Run the project's export on the tiny ChatterboxTTS: returns (fixture, checkpoint folder)."""
-    from reference.export import export_case
-
-    from .cases import get_case
-    from .checkpoint_dir import CheckpointDir
-    from .synthetic import resolve_checkpoint
-    from .fixtures import Fixture
-
-    tok = resolve_checkpoint(None).file("tokenizer.json")
-    tts = build_tiny_original(tok)
-    ckpt_dir = save_tiny_checkpoint(tts, work / "tiny-ckpt", tok)
-    import soundfile as sf
-
-    cc = TINY_CONFIG["case"]
-    base = get_case(cc["base"])
-    audio, sr = sf.read(str(base.audio_path), dtype="float32", always_2d=True)
-    excerpt = work / f"{base.name}_first_{cc['clip_seconds']:g}s.wav"
-    sf.write(str(excerpt), audio[: int(cc["clip_seconds"] * sr)], sr, subtype="FLOAT")
-    case = dataclasses.replace(base, name="tiny", audio=str(excerpt),
-                               about=f"tiny seeded modules on the first {cc['clip_seconds']:g} s of {base.audio}",
-                               params={**base.params, "max_new_tokens": cc["max_new_tokens"]})
-    out = export_case(CheckpointDir.open(ckpt_dir), case, out_root=work / "fx", tts=tts, log=log)
-    return Fixture.open(out), ckpt_dir
-
-
 def weights_entry(path: Path, rel: str, layout: str) -> dict:
     from safetensors.numpy import load_file
 
+    from .checkpoint_dir import sha256_file
+
     w = load_file(str(path))
     return {"file": rel, "layout": layout, "n_tensors": len(w), "bytes": path.stat().st_size,
-            "tensors": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in sorted(w.items())}}
+            "sha256": sha256_file(path), "tensors": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in sorted(w.items())}}
 
 
-def write_tiny_set(fx, ckpt_dir: Path, folder: Path) -> dict:
+def tiny_builders() -> Dict[str, object]:
+    """set name -> the module that builds that tiny set (parity/pack_tiny*.py), in pack order."""
+    from . import pack_tiny, pack_tiny_turbo
+
+    return {m.SET_NAME: m for m in (pack_tiny, pack_tiny_turbo)}
+
+
+def write_tiny_set(builder, fx, ckpt_dir: Path, folder: Path) -> dict:
+    """A tiny set (builder: a parity/pack_tiny*.py module): its components, and its weights in the hub's
+    layout (the original state dicts) and converted by the project's sanitize functions (MLX layout)."""
     from safetensors.numpy import save_file
 
+    rel = builder.FOLDER
     folder.mkdir(parents=True)
-    comps = {s: write_component(fx, s, folder, "tiny", None) for s in TINY_STAGES}
+    comps = {s: write_component(fx, s, folder, rel, None) for s in builder.STAGES}
     (folder / "weights" / "torch").mkdir(parents=True)
     (folder / "weights" / "mlx").mkdir(parents=True)
     weights = {"torch": {}, "mlx": {}}
-    for fname in ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors"):
+    for fname in builder.TORCH_FILES:
         shutil.copyfile(ckpt_dir / fname, folder / "weights" / "torch" / fname)
         weights["torch"][fname.split(".")[0]] = weights_entry(folder / "weights" / "torch" / fname,
-                                                              f"tiny/weights/torch/{fname}", "torch")
-    for fname, w in mlx_weights(ckpt_dir).items():
+                                                              f"{rel}/weights/torch/{fname}", "torch")
+    for fname, w in builder.mlx_weights(ckpt_dir).items():
         save_file({k: np.ascontiguousarray(v) for k, v in w.items()}, str(folder / "weights" / "mlx" / fname))
         weights["mlx"][fname.split(".")[0]] = weights_entry(folder / "weights" / "mlx" / fname,
-                                                            f"tiny/weights/mlx/{fname}", "mlx")
-    case = dict(fx.case, audio=f"{fx.case['about']} (written to a temporary file when packed)")
-    return {"case": case, "checkpoint": fx.manifest["checkpoint"], "versions": fx.manifest["versions"],
-            "driver": fx.manifest.get("driver", {}), "config": TINY_CONFIG, "weights": weights,
-            "components": comps,
-            "not_included": [{"component": k, "reason": v} for k, v in TINY_NOT_INCLUDED.items()],
-            "notes": ("Tiny ORIGINAL modules (seeded, sizes in `config`), run through the project's export "
-                      "(reference.export.export_case) on the case clip; component tensors have the registry's names. "
-                      "Runtime substitutions in the original (and, for the check, in mlx_impl): LLAMA_CONFIGS gets "
-                      "the tiny LLaMA; T3CondEnc's Perceiver (hard-coded 1024) takes the hidden width; "
-                      "UpsampleConformerEncoder's PreLookaheadLayer and Upsample1D (hard-coded 512) take "
-                      "flow.encoder_fixed_width; S3Token2Mel's sub-module constructors get the tiny sizes. "
-                      "T3 per-step logits: every step is kept.")}
+                                                            f"{rel}/weights/mlx/{fname}", "mlx")
+    case = dict(fx.case)
+    if Path(case["audio"]).is_absolute():  # an excerpt of a case clip, written to a temporary folder
+        case["audio"] = f"{fx.case['about']} (written to a temporary file when packed)"
+    return {"model": builder.MODEL, "case": case, "checkpoint": fx.manifest["checkpoint"],
+            "versions": fx.manifest["versions"], "driver": fx.manifest.get("driver", {}), "config": builder.CONFIG,
+            "weights": weights, "components": comps,
+            "not_included": [{"component": k, "reason": v} for k, v in builder.NOT_INCLUDED.items()],
+            "notes": builder.NOTES}
 
 
 # ----------------------------------------------------------------------------- MLX check of the tiny set
@@ -624,113 +404,25 @@ class PackFixture:
     def has(self, name):
         return name in self._t
 
-
-def tiny_mlx_models(pack_dir: Path, cfg: dict):
-    """MLX models of the tiny sizes with the pack's MLX-layout weights, loaded strictly."""
-    from dataclasses import replace
-
-    from safetensors.numpy import load_file
-
-    from mlx_impl.convert.common import load_strict
-    from mlx_impl.s3gen import xvector
-    from mlx_impl.s3gen.configs import CFM_PARAMS
-    from mlx_impl.s3gen.decoder import ConditionalDecoder
-    from mlx_impl.s3gen.f0_predictor import ConvRNNF0Predictor
-    from mlx_impl.s3gen.flow import CausalMaskedDiffWithXvec
-    from mlx_impl.s3gen.flow_matching import CausalConditionalCFM
-    from mlx_impl.s3gen.hifigan import HiFTConfig, HiFTGenerator
-    from mlx_impl.s3gen.transformer import upsample_encoder as ue
-    from mlx_impl.s3tokenizer.model_v2 import ModelConfig
-    from mlx_impl.s3tokenizer.s3tokenizer import S3Tokenizer
-    from mlx_impl.t3 import T3, T3Config
-    from mlx_impl.voice_encoder import VoiceEncConfig, VoiceEncoder
-
-    wdir = Path(pack_dir) / "tiny" / "weights" / "mlx"
-    ve_w, t3_w, s3_w = (load_file(str(wdir / f)) for f in ("ve.safetensors", "t3.safetensors", "s3gen.safetensors"))
-
-    def part(prefix):
-        return {k[len(prefix):]: v for k, v in s3_w.items() if k.startswith(prefix)}
-
-    models = {}
-    ve = VoiceEncoder(VoiceEncConfig(**cfg["ve"]))
-    load_strict(ve, ve_w, what="tiny ve")
-    models["ve"] = ve
-    from chatterbox.models.t3 import llama_configs  # the base LLaMA dict, as the original's
-
-    llama = copy.deepcopy(llama_configs.LLAMA_520M_CONFIG_DICT)
-    llama.update(cfg["t3"]["llama"])
-    t3 = T3(T3Config(cfg["t3"]["text_tokens_dict_size"], llama_config=llama))
-    load_strict(t3, t3_w, what="tiny t3")
-    t3.eval()
-    models["t3"] = t3
-    tok = S3Tokenizer("speech_tokenizer_v2_25hz", config=ModelConfig(**cfg["s3tokenizer"]))
-    load_strict(tok, part("tokenizer."), what="tiny s3tokenizer")
-    models["tokenizer"] = tok
-    cam = xvector.CAMPPlus(**cfg["campplus"])
-    load_strict(cam, part("speaker_encoder."), what="tiny campplus")
-    models["campplus"] = cam
-    fl = cfg["flow"]
-    with _patched_attrs(_fixed_width_layers(ue, fl["encoder_fixed_width"])):
-        encoder = ue.UpsampleConformerEncoder(**{**dict(
-            output_size=512, attention_heads=8, linear_units=2048, num_blocks=6, dropout_rate=0.1,
-            positional_dropout_rate=0.1, attention_dropout_rate=0.1, normalize_before=True, input_layer="linear",
-            pos_enc_layer_type="rel_pos_espnet", selfattention_layer_type="rel_selfattn", input_size=512,
-            use_cnn_module=False, macaron_style=False), **fl["encoder"]})
-    estimator = ConditionalDecoder(**{**dict(in_channels=320, out_channels=80, causal=True, channels=[256], dropout=0.0,
-                                             attention_head_dim=64, n_blocks=4, num_mid_blocks=12, num_heads=8,
-                                             act_fn="gelu", meanflow=False), **fl["estimator"]})
-    flow = CausalMaskedDiffWithXvec(input_size=fl["input_size"], encoder=encoder,
-                                    decoder=CausalConditionalCFM(spk_emb_dim=80, cfm_params=CFM_PARAMS, estimator=estimator))
-    load_strict(flow, part("flow."), what="tiny flow")
-    models["flow"] = flow
-    hift = HiFTGenerator(replace(HiFTConfig.s3gen(), base_channels=cfg["hift"]["base_channels"]),
-                         f0_predictor=ConvRNNF0Predictor(cond_channels=cfg["hift"]["f0_cond_channels"]))
-    load_strict(hift, part("mel2wav."), what="tiny hift")
-    hift.eval()
-    models["hift"] = hift
-    return models
-
-
-@contextlib.contextmanager
-def runners_with(models: dict):
-    """The MLX stage runners of parity/stages, with their checkpoint loaders returning `models`."""
-    from .stages import embed_ref_speaker, embed_ref_tokens, flow, hift, s3tok, t3_cond, ve
-
-    const = lambda m: (lambda ckpt: m)  # noqa: E731
-    with _patched_attrs([
-        (ve, "load_ve_model", const(models["ve"])),
-        (s3tok, "load_tokenizer", const(models["tokenizer"])),
-        (embed_ref_tokens, "load_tokenizer", const(models["tokenizer"])),
-        (embed_ref_speaker, "load_campplus_model", const(models["campplus"])),
-        (t3_cond, "load_t3_model", const(models["t3"])),
-        (flow, "load_flow", const(models["flow"])),
-        (hift, "model", const(models["hift"])),
-    ]):
-        yield
-
-
-def verify_tiny(pack_dir: Path) -> Dict[str, dict]:
-    """Run the MLX stage runners (isolated mode) on the pack's tiny set with tiny MLX models; return
-    checkpoint -> {"kind", "metrics" (parity.metrics.Metrics), "role"} for every expected tensor."""
+def verify_tiny(pack_dir: Path, set_name: str = "tiny") -> Dict[str, dict]:
+    """Run the MLX stage runners (isolated mode) on one tiny set of the pack with MLX models of its tiny
+    sizes; return checkpoint -> {"kind", "metrics" (parity.metrics.Metrics)} for every expected tensor."""
     from .metrics import compare
     from .stages import providers
 
     pack_dir = Path(pack_dir)
-    fx = PackFixture(pack_dir, "tiny")
-    models = tiny_mlx_models(pack_dir, fx.set["config"])
+    fx = PackFixture(pack_dir, set_name)
+    builder = tiny_builders()[set_name]
+    models = builder.mlx_models(pack_dir / builder.FOLDER / "weights" / "mlx", fx.set["config"])
     reg = registry.load()
-    expected = {t["name"]: t for c in fx.set["components"].values() for t in c["tensors"] if t["role"] == "expected"}
-    results = {}
+    expected = [t["name"] for c in fx.set["components"].values() for t in c["tensors"] if t["role"] == "expected"]
     outputs = {}
-    with runners_with(models):
+    with builder.runners_with(models):
         for mod in sorted({providers()[n] for n in expected if n in providers()}, key=lambda m: m.__name__):
             outputs.update(mod.run(fx, None))
-    for name in expected:
-        if name not in outputs:
-            results[name] = {"kind": reg[name].kind, "metrics": None}
-            continue
-        results[name] = {"kind": reg[name].kind, "metrics": compare(fx.tensor(name), outputs[name], reg[name].kind)}
-    return results
+    return {name: {"kind": reg[name].kind,
+                   "metrics": compare(fx.tensor(name), outputs[name], reg[name].kind) if name in outputs else None}
+            for name in expected}
 
 
 # ----------------------------------------------------------------------------- the pack
@@ -758,12 +450,13 @@ def existing_cases(fx_root: Path) -> List[str]:
 
 
 def check_pack_files(pack_dir: Path) -> int:
-    """Every file the manifest lists is there with its size, and every component's tensors load with their
-    listed shape, dtype and sha256; the first that is not: one ParityError naming the file. Returns the
-    number of tensors checked."""
+    """Every file the manifest lists is there with its size, every tiny set's weight file has its sha256, and
+    every component's tensors load with their listed shape, dtype and sha256; the first that is not: one
+    ParityError naming the file. Returns the number of component tensors checked."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
+    from .checkpoint_dir import sha256_file
     from .fixtures import tensor_sha256
 
     pack_dir = Path(pack_dir)
@@ -777,6 +470,10 @@ def check_pack_files(pack_dir: Path) -> int:
             raise ParityError(f"pack file missing: {path}")
         if path.stat().st_size != size:
             raise ParityError(f"pack file {path}: {path.stat().st_size} bytes, the manifest lists {size}")
+    for pset in m["sets"].values():
+        for entry in [e for layout in pset.get("weights", {}).values() for e in layout.values()]:
+            if sha256_file(pack_dir / entry["file"]) != entry["sha256"]:
+                raise ParityError(f"pack file {pack_dir / entry['file']}: its sha256 differs from the manifest's")
     n = 0
     for set_name, pset in m["sets"].items():
         for stage, comp in pset["components"].items():
@@ -826,10 +523,11 @@ def build_pack(out: Path, cases: Optional[List[str]] = None, *, t3_steps: int = 
                                                            session.ckpt_for(model).path, model)}
         tiny_omitted = []
         if tiny:
-            log("[pack] tiny modules: building and exporting")
-            with tempfile.TemporaryDirectory(prefix="pack-tiny-") as work:
-                tfx, tckpt = make_tiny_fixture(Path(work), log=lambda m: log(f"[pack] {m}"))
-                sets["tiny"] = {"kind": "tiny", **write_tiny_set(tfx, tckpt, tmp / "tiny")}
+            for set_name, builder in tiny_builders().items():
+                log(f"[pack] {set_name}: building the tiny modules and exporting")
+                with tempfile.TemporaryDirectory(prefix=f"pack-{set_name}-") as work:
+                    tfx, tckpt = builder.make_fixture(Path(work), log=lambda m: log(f"[pack] {m}"))
+                    sets[set_name] = {"kind": "tiny", **write_tiny_set(builder, tfx, tckpt, tmp / builder.FOLDER)}
         manifest = {
             "pack_version": PACK_VERSION,
             "generated_by": "chatterbox-parity pack (parity/pack.py)",
@@ -861,24 +559,31 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
+def report_tiny(out: Path, set_name: str) -> int:
+    """verify_tiny's verdict per expected tensor of one tiny set, printed; returns the number not reproduced
+    (>= 100 dB SNR, integers exact)."""
+    bad = 0
+    for name, r in verify_tiny(out, set_name).items():
+        met = r["metrics"]
+        line = "not computed" if met is None else met.headline(r["kind"])
+        ok = met is not None and (met.exact == 1.0 if r["kind"] == "int" else (met.snr_db >= 100.0 and not met.nonfinite_mismatch))
+        bad += not ok
+        print(f"  {set_name} {name}: {line}{'' if ok else '  FAIL'}")
+    return bad
+
+
 def cmd_pack(args):
     out = build_pack(args.out, args.cases, t3_steps=args.t3_steps, tiny=not args.no_tiny)
     m = json.loads((out / MANIFEST).read_text())
     print(f"wrote {out}: {len(m['files'])} files, {m['total_bytes'] / 1e6:.1f} MB; sets: {', '.join(m['sets'])}")
     for s in m["skipped_cases"]:
         print(f"  skipped case {s['case']}: {s['reason']}")
-    if args.verify:
-        print(f"  files: {check_pack_files(out)} tensors match the manifest")
-    if args.verify and "tiny" in m["sets"]:
-        bad = 0
-        for name, r in verify_tiny(out).items():
-            met = r["metrics"]
-            line = "not computed" if met is None else met.headline(r["kind"])
-            ok = met is not None and (met.exact == 1.0 if r["kind"] == "int" else (met.snr_db >= 100.0 and not met.nonfinite_mismatch))
-            bad += not ok
-            print(f"  tiny {name}: {line}{'' if ok else '  FAIL'}")
-        if bad:
-            raise ParityError(f"{bad} tiny tensors not reproduced by the MLX implementation")
+    if not args.verify:
+        return
+    print(f"  files: {check_pack_files(out)} tensors match the manifest")
+    bad = sum(report_tiny(out, name) for name, s in m["sets"].items() if s["kind"] == "tiny")
+    if bad:
+        raise ParityError(f"{bad} tiny tensors not reproduced by the MLX implementation")
 
 
 def register(sub):

@@ -1,9 +1,9 @@
 """The Swift fixture pack (parity/pack.py): manifest against its schema and against the files, tensors
 against the reference fixtures and the registry, atomic writes, and the tiny seeded variants reproduced
 by the MLX implementation (>= 100 dB SNR, integers exact) through the same stage runners as the parity
-tests; the Chatterbox Turbo case (stages turbo_*) beside the English one, and a missing or corrupted Turbo
-file as one error naming it. One pack is built per module (about a minute: the tiny original modules are
-exported)."""
+tests (the English tiny set and Chatterbox Turbo's, tiny_turbo); the Chatterbox Turbo case (stages turbo_*)
+beside the English one, and a missing or corrupted Turbo file (case or tiny set) as one error naming it. One
+pack is built per module (the tiny original modules are exported)."""
 from __future__ import annotations
 
 import copy
@@ -20,11 +20,16 @@ from parity import registry  # noqa: E402
 from parity.errors import ParityError  # noqa: E402
 from parity.fixtures import default_fixture_root, tensor_sha256  # noqa: E402
 from parity import pack as P  # noqa: E402
+from parity import pack_tiny_turbo  # noqa: E402
 
 SNR_MIN = registry.load().default("float").snr_db  # the registry's float goal
-SIZE_LIMIT = 120e6  # espeak_22k + turbo_espeak + vc_espeak_to_long + the tiny set (measured 99.6 MB; turbo_espeak
-# alone 27.7 MB, vc_espeak_to_long 18.8 MB)
+SIZE_LIMIT = 145e6  # espeak_22k + turbo_espeak + vc_espeak_to_long + the tiny sets tiny and tiny_turbo: measured
+# 135.0 MB (tiny_turbo 34.9 MB of it; turbo_espeak 27.7 MB, vc_espeak_to_long 18.8 MB), plus 10 MB of margin
 PACKED_CASES = ["espeak_22k", "turbo_espeak", "vc_espeak_to_long"]
+TINY_SETS = ["tiny", "tiny_turbo"]
+TINY_RANDOMS = {"tiny": {"t3.uniform_draws", "flow.start_noise", "hift.sine_phase", "hift.sine_noise"},
+                "tiny_turbo": {"turbo.t3.uniform_draws", "turbo.flow.start_noise", "turbo.hift.sine_phase",
+                               "turbo.hift.sine_noise"}}
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +78,15 @@ def test_manifest_matches_schema_and_schema_rejects_broken(built):
     broken["sets"]["tiny"]["weights"]["mlx"].pop("t3")
     with pytest.raises(ParityError, match="t3"):
         P.validate_manifest(broken)
+    broken = copy.deepcopy(m)  # a Turbo tiny set needs Turbo's hub files, not the English ones
+    w = broken["sets"]["tiny_turbo"]["weights"]["torch"]
+    w["t3_cfg"] = w.pop("t3_turbo_v1")
+    with pytest.raises(ParityError, match="t3_turbo_v1"):
+        P.validate_manifest(broken)
+    broken = copy.deepcopy(m)
+    del broken["sets"]["tiny_turbo"]["model"]
+    with pytest.raises(ParityError, match="model"):
+        P.validate_manifest(broken)
 
 
 def test_every_tensor_matches_its_file(built):
@@ -87,8 +101,8 @@ def test_every_tensor_matches_its_file(built):
             assert tensor_sha256(a) == t["sha256"], (set_name, t["name"])
             n += 1
     assert n > 100
-    for layout in ("torch", "mlx"):
-        for entry in m["sets"]["tiny"]["weights"][layout].values():
+    for layout in [s["weights"][layout] for s in m["sets"].values() if s["kind"] == "tiny" for layout in ("torch", "mlx")]:
+        for entry in layout.values():
             w = load(out / entry["file"])
             assert len(w) == entry["n_tensors"]
             assert {k: [list(v.shape), str(v.dtype)] for k, v in w.items()} == {
@@ -122,10 +136,15 @@ def test_roles_tolerances_and_meaning_from_registry(built):
                 assert cp.stage == stage
         for name in P.COMPONENT_INPUTS[stage]:
             assert roles[name] == "input", (stage, name)
-    tiny = m["sets"]["tiny"]["components"]
-    randoms = {t["name"] for c in tiny.values() for t in c["tensors"] if t["role"] == "random"}
-    assert randoms == {"t3.uniform_draws", "flow.start_noise", "hift.sine_phase", "hift.sine_noise"}
-    assert set(tiny) == set(P.TINY_STAGES)
+    assert [k for k, s in m["sets"].items() if s["kind"] == "tiny"] == TINY_SETS
+    for set_name in TINY_SETS:
+        tiny = m["sets"][set_name]["components"]
+        randoms = {t["name"] for c in tiny.values() for t in c["tensors"] if t["role"] == "random"}
+        assert randoms == TINY_RANDOMS[set_name], set_name
+        builder = P.tiny_builders()[set_name]
+        assert list(tiny) == list(builder.STAGES) and m["sets"][set_name]["model"] == builder.MODEL
+        assert set(tiny) | {x["component"] for x in m["sets"][set_name]["not_included"]} == set(
+            registry.load().models[builder.MODEL])
 
 
 def test_case_components_equal_the_fixtures(built, parity_session):
@@ -257,22 +276,30 @@ def test_readme_explains_loading_tolerance_and_replay(built):
 # ----------------------------------------------------------------------------- tiny variants
 def test_tiny_mlx_weights_are_the_sanitized_torch_weights(built):
     out, m = built
-    w = m["sets"]["tiny"]["weights"]
-    torch_dir = out / "tiny" / "weights" / "torch"
-    from mlx_impl.convert import s3gen, t3, voice_encoder
+    from mlx_impl.convert import s3gen, t3, t3_turbo, voice_encoder
 
-    converted = {"ve.safetensors": voice_encoder.sanitize(load(torch_dir / "ve.safetensors")),
-                 "t3.safetensors": t3.sanitize(load(torch_dir / "t3_cfg.safetensors")),
-                 "s3gen.safetensors": s3gen.sanitize(load(torch_dir / "s3gen.safetensors"))}
-    for fname, ref in converted.items():
-        got = load(out / w["mlx"][fname.split(".")[0]]["file"])
-        assert sorted(got) == sorted(ref), fname
-        for k in ref:
-            np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
-    # really tiny: the T3 backbone is 2 x 64 wide, the flow encoder 64 wide
-    tw = load(out / w["torch"]["t3_cfg"]["file"])
+    sanitize = {"ve": voice_encoder.sanitize, "t3_cfg": t3.sanitize, "t3_turbo_v1": lambda w: t3_turbo.sanitize(w)[0],
+                "s3gen": s3gen.sanitize, "s3gen_meanflow": s3gen.sanitize}
+    for set_name in TINY_SETS:
+        w = m["sets"][set_name]["weights"]
+        torch_files = list(w["torch"])
+        assert [f"{k}.safetensors" for k in torch_files] == list(P.tiny_builders()[set_name].TORCH_FILES)
+        for source, target in zip(torch_files, ("ve", "t3", "s3gen")):
+            ref = sanitize[source](load(out / w["torch"][source]["file"]))
+            got = load(out / w["mlx"][target]["file"])
+            assert sorted(got) == sorted(ref), (set_name, target)
+            for k in ref:
+                np.testing.assert_array_equal(got[k], ref[k], err_msg=f"{set_name} {k}")
+    # really tiny: the T3 backbones are 2 x 64 wide, the flow encoder 64 wide
+    tw = load(out / m["sets"]["tiny"]["weights"]["torch"]["t3_cfg"]["file"])
     assert tw["tfmr.layers.1.self_attn.q_proj.weight"].shape == (64, 64) and "tfmr.layers.2.mlp.up_proj.weight" not in tw
-    assert load(out / w["mlx"]["s3gen"]["file"])["flow.encoder.pre_lookahead_layer.conv1.weight"].shape[0] == 64
+    assert load(out / m["sets"]["tiny"]["weights"]["mlx"]["s3gen"]["file"])[
+        "flow.encoder.pre_lookahead_layer.conv1.weight"].shape[0] == 64
+    tw = load(out / m["sets"]["tiny_turbo"]["weights"]["torch"]["t3_turbo_v1"]["file"])
+    assert tw["tfmr.h.1.attn.c_attn.weight"].shape == (64, 192) and "tfmr.h.2.ln_1.weight" not in tw
+    assert tw["speech_emb.weight"].shape == (6563, 64) and tw["text_emb.weight"].shape == (512, 64)
+    assert "flow.decoder.estimator.time_embed_mixer.weight" in load(
+        out / m["sets"]["tiny_turbo"]["weights"]["torch"]["s3gen_meanflow"]["file"])  # MeanFlow
 
 
 def test_tiny_fixtures_exercise_the_model(built):
@@ -288,16 +315,37 @@ def test_tiny_fixtures_exercise_the_model(built):
     assert fx.tensor("flow.speech_tokens").shape[1] >= 4
 
 
-def test_mlx_reproduces_the_tiny_set(built):
+def test_tiny_turbo_fixtures_exercise_the_model(built):
+    """The Turbo tiny set runs every part of Turbo's path: a varied T3 prompt, the loudness step, top-k and
+    top-p filtering, sampled tokens other than the greedy ones, generate()'s hand-over (three S3GEN_SIL),
+    MeanFlow's two steps, voiced and unvoiced F0."""
     out, m = built
-    results = P.verify_tiny(out)
-    expected = {t["name"] for c in m["sets"]["tiny"]["components"].values() for t in c["tensors"] if t["role"] == "expected"}
+    fx = P.PackFixture(out, "tiny_turbo")
+    assert m["sets"]["tiny_turbo"]["case"]["params"]["max_gen_len"] == pack_tiny_turbo.CONFIG["case"]["max_gen_len"]
+    assert len(np.unique(fx.tensor("turbo.s3tok.prompt_tokens"))) > 20
+    sampled, greedy = fx.tensor("turbo.t3.speech_tokens"), fx.tensor("turbo.t3_greedy.speech_tokens")
+    assert sampled.shape[1] >= 4 and not np.array_equal(sampled, greedy)
+    assert np.isinf(fx.tensor("turbo.t3.logits_top_k")).mean() > 0.5  # top-k 1000 of 6563
+    assert np.isinf(fx.tensor("turbo.t3.logits_top_p")).sum() > np.isinf(fx.tensor("turbo.t3.logits_top_k")).sum()
+    speech = sampled[sampled < 6561]
+    assert fx.tensor("turbo.flow.speech_tokens").tolist() == [speech.tolist() + [4299] * 3]
+    assert not np.array_equal(fx.tensor("turbo.flow.estimator_first"), fx.tensor("turbo.flow.estimator_last"))
+    f0 = fx.tensor("turbo.hift.f0")
+    assert (f0 <= 10).any() and (f0 > 10).any(), "F0 should have unvoiced and voiced frames"
+
+
+@pytest.mark.parametrize("set_name", TINY_SETS)
+def test_mlx_reproduces_the_tiny_set(built, set_name):
+    out, m = built
+    results = P.verify_tiny(out, set_name)
+    expected = {t["name"] for c in m["sets"][set_name]["components"].values() for t in c["tensors"]
+                if t["role"] == "expected"}
     assert set(results) == expected
     fails = []
     for name, r in results.items():
         met = r["metrics"]
         assert met is not None, f"{name}: no MLX runner output"
-        print(f"tiny {name}: {met.headline(r['kind'])}")
+        print(f"{set_name} {name}: {met.headline(r['kind'])}")
         if met.length_mismatch:
             fails.append(f"{name}: shape")
         elif r["kind"] == "int":
@@ -308,8 +356,12 @@ def test_mlx_reproduces_the_tiny_set(built):
     assert not fails, fails
 
 
-def test_verify_detects_a_wrong_weight(built, tmp_path):
-    """The check can fail: one perturbed MLX weight of the flow estimator breaks the flow's outputs."""
+@pytest.mark.parametrize("set_name, file, key, broken, intact", [
+    ("tiny", "s3gen", "flow.decoder.estimator.final_proj.weight", "flow.estimator_first", "ve.speaker_emb"),
+    ("tiny_turbo", "t3", "tfmr.h.1.mlp.c_proj.weight", "turbo.t3.logits_raw", "turbo.flow.output_mel"),
+])
+def test_verify_detects_a_wrong_weight(built, tmp_path, set_name, file, key, broken, intact):
+    """The check can fail: one perturbed MLX weight breaks the outputs of its module, and only those."""
     import shutil
 
     from safetensors.numpy import save_file
@@ -317,14 +369,38 @@ def test_verify_detects_a_wrong_weight(built, tmp_path):
     out, m = built
     copy_dir = tmp_path / "pack"
     shutil.copytree(out, copy_dir)
-    f = copy_dir / m["sets"]["tiny"]["weights"]["mlx"]["s3gen"]["file"]
+    f = copy_dir / m["sets"][set_name]["weights"]["mlx"][file]["file"]
     w = load(f)
-    key = "flow.decoder.estimator.final_proj.weight"
     w[key] = w[key] * np.float32(1.001)
     save_file(w, str(f))
-    results = P.verify_tiny(copy_dir)
-    assert results["flow.estimator_first"]["metrics"].snr_db < SNR_MIN
-    assert results["ve.speaker_emb"]["metrics"].snr_db >= SNR_MIN  # the others are unaffected
+    results = P.verify_tiny(copy_dir, set_name)
+    assert results[broken]["metrics"].snr_db < SNR_MIN
+    assert results[intact]["metrics"].snr_db >= SNR_MIN  # the others are unaffected
+
+
+def test_tiny_turbo_missing_or_corrupted_file_is_one_clear_error(built, tmp_path):
+    """check_pack_files (pack --verify) names a missing or altered tiny Turbo weight file; verify_tiny names
+    an MLX weight file that is not safetensors."""
+    import shutil
+
+    out, m = built
+    copy_dir = tmp_path / "pack"
+    shutil.copytree(out, copy_dir)
+    weights = m["sets"]["tiny_turbo"]["weights"]
+    t3_file = copy_dir / weights["torch"]["t3_turbo_v1"]["file"]
+    t3_file.unlink()
+    with pytest.raises(ParityError, match="pack file missing: .*tiny_turbo/weights/torch/t3_turbo_v1.safetensors"):
+        P.check_pack_files(copy_dir)
+    shutil.copyfile(out / weights["torch"]["t3_turbo_v1"]["file"], t3_file)
+    mlx_file = copy_dir / weights["mlx"]["s3gen"]["file"]
+    data = bytearray(mlx_file.read_bytes())
+    data[-4:] = bytes(4 * [0x7F])  # the same size, the last weight's last bytes altered
+    mlx_file.write_bytes(bytes(data))
+    with pytest.raises(ParityError, match="tiny_turbo/weights/mlx/s3gen.safetensors: its sha256 differs"):
+        P.check_pack_files(copy_dir)
+    mlx_file.write_bytes(b"not a safetensors file")
+    with pytest.raises(ParityError, match="tiny weights .*tiny_turbo/weights/mlx/s3gen.safetensors: not a readable"):
+        P.verify_tiny(copy_dir, "tiny_turbo")
 
 
 # ----------------------------------------------------------------------------- writing
