@@ -84,10 +84,24 @@ def test_parallel_batch_equals_the_call_on_the_whole_batch():
     assert np.array_equal(np.array(backend.parallel_batch(fn, a, b)), np.array(fn(a, b)))
 
 
+def _lstm_pair(input_size, hidden_size, weight_scale, seed):
+    """nn.LSTM and backend.LSTM with the same seeded weights (scaled: gates reach exp's clip)."""
+    import mlx.nn as nn
+
+    rng = np.random.default_rng(seed)
+    plain = nn.LSTM(input_size, hidden_size)
+    plain.update({name: mx.array(rng.standard_normal(p.shape).astype(np.float32) * weight_scale)
+                  for name, p in plain.parameters().items()})
+    fast = backend.LSTM(input_size, hidden_size)
+    fast.update(plain.parameters())
+    return plain, fast, rng
+
+
 @pytest.mark.parametrize("with_state", [False, True])
-def test_lstm_with_its_step_compiled_gives_nn_lstms_bits(with_state):
-    """The VoiceEncoder's LSTM (backend.LSTM): every hidden and cell state bit-identical to
-    nn.LSTM's, first layer (40 -> 256, first step without a state) and with a given state."""
+def test_lstm_gives_nn_lstms_bits(with_state):
+    """The VoiceEncoder's LSTM (backend.LSTM: the recurrence kernel where built): every hidden and
+    cell state bit-identical to nn.LSTM's, first layer (40 -> 256, first step without a state) and
+    with a given state."""
     import mlx.nn as nn
 
     mx.random.seed(3)
@@ -98,6 +112,51 @@ def test_lstm_with_its_step_compiled_gives_nn_lstms_bits(with_state):
     state = (mx.random.normal((6, 256)), mx.random.normal((6, 256))) if with_state else (None, None)
     for a, b in zip(plain(x, *state), fast(x, *state)):
         assert a.shape == (6, 160, 256) and np.array_equal(np.array(a), np.array(b))
+
+
+@pytest.mark.parametrize("shape,weight_scale", [((6, 160, 256, 256), 0.2), ((3, 17, 8, 16), 30.0),
+                                                 ((1, 1, 4, 8), 1.0), ((2, 3, 5, 40, 32), 1.0)])
+def test_lstm_kernel_and_compiled_steps_give_nn_lstms_bits(shape, weight_scale):
+    """Both CPU forms of backend.LSTM (the recurrence kernel, one compiled graph a step) against
+    nn.LSTM, bit for bit: gates far into the sigmoid's and tanh's saturation (scale 30: exp's
+    argument past its +-88 clip), one step, extra leading axes."""
+    from mlx_impl.backend import recurrent
+
+    *lead, length, input_size, hidden_size = shape
+    plain, fast, rng = _lstm_pair(input_size, hidden_size, weight_scale, seed=sum(shape))
+    x = mx.array(rng.standard_normal((*lead, length, input_size)).astype(np.float32))
+    want = [np.array(a) for a in plain(x)]
+    xw = mx.addmm(fast.bias, x, fast.Wx.T)
+    forms = {"compiled steps": recurrent._compiled_steps(xw, fast.Wh.T), "backend.LSTM": fast(x)}
+    if backend.native.available():
+        forms["kernel"] = recurrent._kernel_layer(xw, fast.Wh)
+    for form, got in forms.items():
+        for a, b in zip(want, got):
+            assert a.shape == (*lead, length, hidden_size) and np.array_equal(a, np.array(b)), form
+
+
+def test_lstm_kernel_gives_nn_lstms_bits_for_every_partial_count():
+    """The kernel splits the rows (partials) over the stream's threads only where the BLAS gives a
+    block's rows the whole product's bits (MKL's kernel depends on the row count here): 1 to 12
+    rows at the VoiceEncoder's width, against nn.LSTM bit for bit."""
+    if not backend.native.available():
+        pytest.skip(backend.native.why_unavailable())
+    plain, fast, rng = _lstm_pair(40, 256, 0.2, seed=7)
+    for rows in range(1, 13):
+        x = mx.array(rng.standard_normal((rows, 5, 40)).astype(np.float32))
+        for a, b in zip(plain(x), fast(x)):
+            assert np.array_equal(np.array(a), np.array(b)), rows
+
+
+def test_lstm_kernel_rejects_bad_shapes():
+    """The kernel's own check: one clear error for a w_hh that is not (4H, H) or an empty sequence."""
+    if not backend.native.available():
+        pytest.skip(backend.native.why_unavailable())
+    k = backend.native.kernels()
+    with pytest.raises(ValueError, match="lstm: xw"):
+        k.lstm(mx.zeros((2, 3, 12)), mx.zeros((12, 4)))
+    with pytest.raises(ValueError, match="lstm: xw"):
+        k.lstm(mx.zeros((2, 0, 16)), mx.zeros((16, 4)))
 
 
 def _imports(path: Path):

@@ -48,6 +48,9 @@ NB_MODULE(_kernels, m) {
         "dilation"_a = 1,
         "torch's conv1d (groups 1), channels last, through the wide BLAS: x (B, T, C_in), weight "
         "(C_out, K, C_in), bias (C_out,) or None -> (B, T_out, C_out)");
+  m.def("lstm", &lstm, "xw"_a, "w_hh"_a,
+        "one LSTM layer's recurrence (gates i, f, g, o), bit-identical to MLX's nn.LSTM step on the "
+        "CPU: xw = x W_ih^T + bias (B, L, 4H), w_hh (4H, H) -> (2, B, L, H): all hidden, all cell states");
   m.def("wide_blas", []() { return wide_blas_about(); },
         "the wide BLAS (S3Gen's large products): library and core, or why MLX's BLAS is used");
   m.def("wide_blas_loaded", &wide_blas_loaded);

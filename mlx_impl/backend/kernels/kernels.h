@@ -29,6 +29,9 @@ mx::array conv1d(const mx::array& x, const mx::array& weight, std::optional<mx::
 mx::array depthwise_conv1d(const mx::array& x, const mx::array& w);
 mx::array rope(const mx::array& x, const mx::array& cos_t, const mx::array& sin_t);
 
+// recurrent.cpp
+mx::array lstm(const mx::array& xw, const mx::array& w_hh);
+
 // threads.cpp
 bool set_stream_blas_threads(int threads);
 mx::array stream_blas_threads();
