@@ -70,13 +70,26 @@ COMPONENT_INPUTS: Dict[str, List[str]] = {
     "vc_source": [],
     "vc_flow": ["vc.source_tokens", "vc.ref_dict.prompt_token", "vc.ref_dict.prompt_feat", "vc.ref_dict.embedding"],
     "vc_hift": ["vc.output_mel"],
+    # Chatterbox Multilingual (registry model mtl): the English components renamed "mtl."; the flow is fed T3's
+    # row (its hand-over, drop_invalid_tokens, is the flow stage's own mtl.flow.speech_tokens)
+    "mtl_text": [],
+    "mtl_audio": [],
+    "mtl_ve": ["mtl.audio.wav_16k"],
+    "mtl_s3tok": ["mtl.audio.wav_16k"],
+    "mtl_embed_ref": ["mtl.audio.wav_24k"],
+    "mtl_t3_cond": ["mtl.ve.speaker_emb", "mtl.s3tok.prompt_tokens", "mtl.text.tokens"],
+    "mtl_t3_decode": ["mtl.t3.input_embeds", "mtl.t3.text_tokens"],
+    "mtl_t3_greedy": ["mtl.t3.input_embeds", "mtl.t3.text_tokens"],
+    "mtl_flow": ["mtl.t3.speech_tokens", "mtl.embed_ref.prompt_token", "mtl.embed_ref.prompt_feat",
+                 "mtl.embed_ref.xvector"],
+    "mtl_hift": ["mtl.flow.output_mel"],
 }
-# The models whose cases the pack carries (registry models): the English ChatterboxTTS, Chatterbox Turbo and
-# voice conversion (ChatterboxVC).
-PACK_MODELS = ("tts", "turbo", "vc")
+# The models whose cases the pack carries (registry models): the English ChatterboxTTS, Chatterbox Turbo,
+# voice conversion (ChatterboxVC) and Chatterbox Multilingual.
+PACK_MODELS = ("tts", "turbo", "vc", "mtl")
 # A case's clips (copied to assets/): the key of each in the case, and the component that reads it
-CLIP_KEYS = {"audio": ("audio", "turbo_audio"), "source": ("vc_source",), "target_voice": ("vc_target",)}
-TEXT_STAGES, AUDIO_STAGES = ("text", "turbo_text"), ("audio", "turbo_audio")
+CLIP_KEYS = {"audio": ("audio", "turbo_audio", "mtl_audio"), "source": ("vc_source",), "target_voice": ("vc_target",)}
+TEXT_STAGES, AUDIO_STAGES = ("text", "turbo_text", "mtl_text"), ("audio", "turbo_audio", "mtl_audio")
 # The MLX stage runners whose docstrings say how each sub-step is fed (the isolated mode).
 RUNNERS: Dict[str, List[str]] = {
     "text": ["text"], "audio": ["audio"], "ve": ["ve"], "s3tok": ["s3tok"],
@@ -85,6 +98,8 @@ RUNNERS: Dict[str, List[str]] = {
     **{f"turbo_{s}": [f"turbo_{s}"] for s in ("text", "audio", "ve", "s3tok", "embed_ref", "t3_cond", "t3_decode",
                                               "t3_greedy", "flow", "hift")},
     **{f"vc_{s}": [f"vc_{s}"] for s in ("target", "source", "flow", "hift")},
+    **{f"mtl_{s}": [f"mtl_{s}"] for s in ("text", "audio", "ve", "s3tok", "embed_ref", "t3_cond", "t3_decode",
+                                          "t3_greedy", "flow", "hift")},
 }
 # Case parameters each component needs.
 COMPONENT_PARAMS: Dict[str, List[str]] = {
@@ -95,16 +110,24 @@ COMPONENT_PARAMS: Dict[str, List[str]] = {
     "turbo_t3_decode": ["temperature", "top_k", "top_p", "repetition_penalty", "max_gen_len"],
     "turbo_t3_greedy": ["max_gen_len"],
     "vc_flow": ["n_cfm_timesteps"],
+    "mtl_t3_cond": ["exaggeration", "cfg_weight"],
+    "mtl_t3_decode": ["temperature", "cfg_weight", "min_p", "top_p", "repetition_penalty", "max_new_tokens"],
+    "mtl_t3_greedy": ["temperature", "cfg_weight", "min_p", "top_p", "repetition_penalty", "max_new_tokens"],
 }
 # Per-step logits: (n_steps, ...) float32, 8194 wide; full-size cases keep the first steps only.
 PER_STEP_LOGITS = ("t3.logits_raw", "t3.logits_cfg", "t3.logits_rep", "t3.logits_temp", "t3.logits_min_p",
                    "t3.logits_top_p", "t3_greedy.logits_cfg",
                    # Chatterbox Turbo: (n_steps, 1, 6563)
                    "turbo.t3.logits_raw", "turbo.t3.logits_temp", "turbo.t3.logits_top_k", "turbo.t3.logits_top_p",
-                   "turbo.t3.logits_rep", "turbo.t3_greedy.logits_raw")
-# Tokenizer files of a case's checkpoint copied beside its clip: the English BPE, Turbo's GPT-2 tokenizer
+                   "turbo.t3.logits_rep", "turbo.t3_greedy.logits_raw",
+                   # Chatterbox Multilingual: as the English ones, plus the AlignmentStreamAnalyzer's output
+                   "mtl.t3.logits_raw", "mtl.t3.logits_cfg", "mtl.t3.logits_analyzed", "mtl.t3.logits_rep",
+                   "mtl.t3.logits_temp", "mtl.t3.logits_min_p", "mtl.t3.logits_top_p", "mtl.t3_greedy.logits_cfg")
+# Tokenizer files of a case's checkpoint copied beside its clip: the English BPE, Turbo's GPT-2 tokenizer, the
+# multilingual BPE; the Cangjie mapping only for a Chinese multilingual case (the only language that reads it)
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "added_tokens.json", "special_tokens_map.json",
-                   "tokenizer_config.json")
+                   "tokenizer_config.json", "grapheme_mtl_merged_expanded_v1.json")
+CANGJIE_FILE, CANGJIE_LANGUAGE = "Cangjie5_TC.json", "zh"
 README_TEXT = r"""# Chatterbox Swift fixture pack
 
 Made by `chatterbox-parity pack` (chatterbox-parity, parity/pack.py) from the reference fixtures of the
@@ -116,7 +139,8 @@ ORIGINAL PyTorch Chatterbox (`chatterbox-tts==0.1.7`). `manifest.json` describes
   synthetic checkpoint named in `sets.<case>.checkpoint` (regenerate it with
   `chatterbox-parity checkpoint synth --out DIR --seed 0`; its files' sha256 are in the manifest).
   `cases/<case>/assets/` has the case's audio clip and the checkpoint's `tokenizer.json`.
-  A set's `model` says which model made it: `tts` (ChatterboxTTS) or `turbo` (Chatterbox Turbo, below).
+  A set's `model` says which model made it: `tts` (ChatterboxTTS), `turbo` (Chatterbox Turbo), `vc`
+  (ChatterboxVC) or `mtl` (Chatterbox Multilingual): sections below.
 - `tiny/<stage>.safetensors`: the same components made by tiny, seeded ORIGINAL modules
   (`sets.tiny.config`), with their weights in `tiny/weights/torch/` (the original state dicts, hub
   layout: `ve.safetensors`, `t3_cfg.safetensors`, `s3gen.safetensors`) and `tiny/weights/mlx/` (the same,
@@ -186,6 +210,32 @@ Made by the original `ChatterboxTurboTTS.generate` on the synthetic Turbo checkp
 - flow: MeanFlow, 2 Euler steps (t = 0 -> 0.5 -> 1, the estimator also gets r), from `turbo.flow.start_noise`
   (the whole start x: the original's two draws already combined), no CFG batch;
 - `turbo.flow.speech_tokens` = the drawn tokens < 6561, then three 4299 (S3GEN_SIL).
+
+## Chatterbox Multilingual cases (`model: mtl`)
+Made by the original `ChatterboxMultilingualTTS.generate(text, language_id, audio_prompt_path=clip)` on the
+synthetic multilingual checkpoint (regenerate it with `chatterbox-parity checkpoint synth --model mtl`; hashes in
+`sets.<case>.checkpoint`). Components `mtl_text` ... `mtl_hift`, tensors `mtl.<the English name>` plus the ones
+below; the case entry and the `mtl_text` component carry `language`; `assets/` has the clip and
+`grapheme_mtl_merged_expanded_v1.json` (the multilingual BPE; a Chinese case also `Cangjie5_TC.json`, the Cangjie
+mapping its front end reads). The modules are the English model's but for T3's 2454-entry text table; what differs:
+- text: the multilingual punc_norm (`mtl.text.normalized_utf8`), then MTLTokenizer's front end, whose result
+  `mtl.text.preprocessed` (UTF-8) is the string its BPE encodes: lower case, NFKD (a German umlaut is the base
+  letter + U+0308), the language's own step (zh: Cangjie codes of pkuseg words; ja: kana; ...), the `[xx]` tag
+  prepended, spaces as `[SPACE]`; `mtl.text.tokens` its ids; `mtl.t3.text_tokens` adds [START] 255 / [STOP] 0
+  and ALWAYS the CFG copy (2 rows; the English model only where cfg_weight > 0);
+- conditioning: the S3 prompt from the first 6 s (150 tokens), S3Gen's reference from the first 10 s, no
+  loudness step;
+- T3 (LLaMA 520M, CFG 0.5): per step the raw logits (`mtl.t3.logits_raw`, 2 rows), the CFG mix
+  (`mtl.t3.logits_cfg`), then the AlignmentStreamAnalyzer (`mtl.t3.logits_analyzed`: the stop token 6562 at
+  -2**15 while suppressed; a row of -2**15 with the stop token at +2**15 where it forces the end), then the
+  repetition penalty (2.0), temperature, min-p (0.05), top-p (1.0), in that order; the draw is the inverse CDF
+  below on softmax of `mtl.t3.logits_top_p`. The analyzer reads the attention of (layer, head) = (12, 15),
+  (13, 11), (9, 2) of the conditional row over the text columns: `mtl.t3.alignment` the rows it appended,
+  `mtl.t3.analysis` (`mtl.t3_greedy.analysis`) its decisions per step, int32 columns `text_position`,
+  `cur_text_posn`, `false_start`, `complete`, `long_tail`, `alignment_repetition`, `token_repetition`,
+  `discontinuity`, `eos_suppressed`, `forced_eos`: a port's analyzer must give them exactly;
+- flow: `mtl.flow.speech_tokens` = drop_invalid_tokens of T3's row (no `< 6561` filter), 10 CFG Euler steps as
+  the English flow, from `mtl.flow.start_noise`; HiFT as the English one.
 
 ## Voice conversion cases (`model: vc`)
 Made by the original `ChatterboxVC.generate(source, target_voice_path=target)` on the English synthetic
@@ -311,6 +361,8 @@ def write_component(fx, stage: str, folder: Path, rel: str, t3_steps: Optional[i
              "tensors": [tensor_entry(k, a, role, subset) for k, (a, role, subset) in tensors.items()]}
     if stage in TEXT_STAGES:
         entry["text"] = fx.case["text"]
+        if "language" in fx.case:
+            entry["language"] = fx.case["language"]
     for key, stages in CLIP_KEYS.items():
         if stage in stages:
             entry["audio_file"] = f"{rel}/assets/{Path(fx.case[key]).name}"
@@ -326,7 +378,8 @@ def write_case_set(fx, folder: Path, rel: str, t3_steps: Optional[int], ckpt_dir
     for key in CLIP_KEYS:
         if key in fx.case:
             shutil.copyfile(ROOT / fx.case[key], assets / Path(fx.case[key]).name)
-    for fname in TOKENIZER_FILES if model != "vc" else ():  # voice conversion reads no text
+    text_files = TOKENIZER_FILES + ((CANGJIE_FILE,) if fx.case.get("language") == CANGJIE_LANGUAGE else ())
+    for fname in text_files if model != "vc" else ():  # voice conversion reads no text
         if ckpt_dir is not None and (Path(ckpt_dir) / fname).is_file():
             shutil.copyfile(Path(ckpt_dir) / fname, assets / fname)
     comps = {s: write_component(fx, s, folder, rel, t3_steps) for s in registry.load().models[model]}
