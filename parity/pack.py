@@ -9,12 +9,13 @@ What a Swift (MLX Swift) port's unit tests load, one folder:
   DIR/cases/<case>/assets/          the case's audio clip and the checkpoint's tokenizer files
                                     (cases of the English model and of Chatterbox Turbo, stages turbo_*)
   DIR/<tiny set>/<stage>.safetensors     the same components from TINY seeded ORIGINAL modules: the
-                                    English `tiny/`, Chatterbox Turbo's `tiny_turbo/`
+                                    English `tiny/`, Chatterbox Turbo's `tiny_turbo/`, Multilingual's `tiny_mtl/`
   DIR/<tiny set>/weights/torch/*.safetensors   the tiny modules' original state dicts (hub layout)
   DIR/<tiny set>/weights/mlx/*.safetensors     the same converted by mlx_impl.convert.*.sanitize
 
-A tiny set is made by the project's own export (reference.export.export_case, export_turbo_case) run on
-a ChatterboxTTS / ChatterboxTurboTTS assembled from the ORIGINAL classes with small sizes registered at
+A tiny set is made by the project's own export (reference.export.export_case, export_turbo_case,
+export_mtl_case) run on a ChatterboxTTS / ChatterboxTurboTTS / ChatterboxMultilingualTTS assembled from the
+ORIGINAL classes with small sizes registered at
 runtime, so its tensors have the registry's names and meanings; the builders are parity/pack_tiny*.py.
 `verify_tiny` runs the MLX stage runners (parity/stages) on it with MLX models of the same tiny sizes
 (tests/test_pack.py asserts the result).
@@ -153,6 +154,13 @@ ORIGINAL PyTorch Chatterbox (`chatterbox-tts==0.1.7`). `manifest.json` describes
   S3Gen with MeanFlow at the English tiny sizes; hub files `ve.safetensors`, `t3_turbo_v1.safetensors`,
   `s3gen_meanflow.safetensors` in `tiny_turbo/weights/torch/`, converted in `tiny_turbo/weights/mlx/`
   (`t3.safetensors` by `mlx_impl/convert/t3_turbo.py`). Every weight file's sha256 is in the manifest.
+- `tiny_mtl/`: the same for Chatterbox Multilingual (`sets.tiny_mtl`, `model: mtl`, components `mtl_ve` ...
+  `mtl_hift`): the multilingual T3 (2454-row text table) on a 14-layer LLaMA of 16 heads (64 wide, head_dim 4),
+  so that the AlignmentStreamAnalyzer's heads (12, 15), (13, 11), (9, 2) exist and it runs as in the full
+  model: `mtl.t3.analysis` / `mtl.t3_greedy.analysis` hold its decisions (exact); the English tiny VoiceEncoder
+  and S3Gen. Hub files `ve`, `t3_mtl23ls_v2`, `s3gen` in `tiny_mtl/weights/torch/` (the hub's `ve.pt` /
+  `s3gen.pt` state dicts stored as safetensors), converted in `tiny_mtl/weights/mlx/`; a port fuses nothing (the
+  MLX reference fuses q/k/v and gate/up after loading, bit-identically).
 
 ## Loading a fixture in Swift
 ```swift
@@ -399,9 +407,9 @@ def weights_entry(path: Path, rel: str, layout: str) -> dict:
 
 def tiny_builders() -> Dict[str, object]:
     """set name -> the module that builds that tiny set (parity/pack_tiny*.py), in pack order."""
-    from . import pack_tiny, pack_tiny_turbo
+    from . import pack_tiny, pack_tiny_mtl, pack_tiny_turbo
 
-    return {m.SET_NAME: m for m in (pack_tiny, pack_tiny_turbo)}
+    return {m.SET_NAME: m for m in (pack_tiny, pack_tiny_turbo, pack_tiny_mtl)}
 
 
 def write_tiny_set(builder, fx, ckpt_dir: Path, folder: Path) -> dict:

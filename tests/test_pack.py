@@ -20,17 +20,18 @@ from parity import registry  # noqa: E402
 from parity.errors import ParityError  # noqa: E402
 from parity.fixtures import default_fixture_root, tensor_sha256  # noqa: E402
 from parity import pack as P  # noqa: E402
-from parity import pack_tiny_turbo  # noqa: E402
+from parity import pack_tiny_mtl, pack_tiny_turbo  # noqa: E402
 
 SNR_MIN = registry.load().default("float").snr_db  # the registry's float goal
-SIZE_LIMIT = 180e6  # espeak_22k + turbo_espeak + vc_espeak_to_long + mtl_de + the tiny sets tiny and tiny_turbo:
-# measured 168.2 MB (mtl_de 33.2 MB of it, tiny_turbo 34.9 MB; turbo_espeak 27.7 MB, vc_espeak_to_long 18.8 MB),
-# plus 12 MB of margin
+SIZE_LIMIT = 230e6  # espeak_22k + turbo_espeak + vc_espeak_to_long + mtl_de + the tiny sets tiny, tiny_turbo and
+# tiny_mtl: measured 216.5 MB (cases 95.4 MB, mtl_de 33.2 of it; tiny 36.8, tiny_turbo 34.9, tiny_mtl 47.7 MB),
+# plus 13.5 MB of margin
 PACKED_CASES = ["espeak_22k", "turbo_espeak", "vc_espeak_to_long", "mtl_de"]
-TINY_SETS = ["tiny", "tiny_turbo"]
+TINY_SETS = ["tiny", "tiny_turbo", "tiny_mtl"]
 TINY_RANDOMS = {"tiny": {"t3.uniform_draws", "flow.start_noise", "hift.sine_phase", "hift.sine_noise"},
                 "tiny_turbo": {"turbo.t3.uniform_draws", "turbo.flow.start_noise", "turbo.hift.sine_phase",
-                               "turbo.hift.sine_noise"}}
+                               "turbo.hift.sine_noise"},
+                "tiny_mtl": {"mtl.t3.uniform_draws", "mtl.flow.start_noise", "mtl.hift.sine_phase", "mtl.hift.sine_noise"}}
 
 
 @pytest.fixture(scope="module")
@@ -341,7 +342,7 @@ def test_tiny_mlx_weights_are_the_sanitized_torch_weights(built):
     from mlx_impl.convert import s3gen, t3, t3_turbo, voice_encoder
 
     sanitize = {"ve": voice_encoder.sanitize, "t3_cfg": t3.sanitize, "t3_turbo_v1": lambda w: t3_turbo.sanitize(w)[0],
-                "s3gen": s3gen.sanitize, "s3gen_meanflow": s3gen.sanitize}
+                "t3_mtl23ls_v2": t3.sanitize, "s3gen": s3gen.sanitize, "s3gen_meanflow": s3gen.sanitize}
     for set_name in TINY_SETS:
         w = m["sets"][set_name]["weights"]
         torch_files = list(w["torch"])
@@ -362,6 +363,12 @@ def test_tiny_mlx_weights_are_the_sanitized_torch_weights(built):
     assert tw["speech_emb.weight"].shape == (6563, 64) and tw["text_emb.weight"].shape == (512, 64)
     assert "flow.decoder.estimator.time_embed_mixer.weight" in load(
         out / m["sets"]["tiny_turbo"]["weights"]["torch"]["s3gen_meanflow"]["file"])  # MeanFlow
+    tw = load(out / m["sets"]["tiny_mtl"]["weights"]["torch"]["t3_mtl23ls_v2"]["file"])  # the analyzer's layers exist
+    assert tw["tfmr.layers.13.self_attn.q_proj.weight"].shape == (64, 64) and "tfmr.layers.14.mlp.up_proj.weight" not in tw
+    assert tw["text_emb.weight"].shape == (2454, 64) and not tw["speech_head.weight"][6563:].any()
+    for name in ("ve", "s3gen"):  # the same seeds and sizes as the English tiny set's: the same weights
+        english, mtl = (load(out / m["sets"][s]["weights"]["mlx"][name]["file"]) for s in ("tiny", "tiny_mtl"))
+        assert sorted(english) == sorted(mtl) and all(np.array_equal(english[k], mtl[k]) for k in english), name
 
 
 def test_tiny_fixtures_exercise_the_model(built):
@@ -396,6 +403,24 @@ def test_tiny_turbo_fixtures_exercise_the_model(built):
     assert (f0 <= 10).any() and (f0 > 10).any(), "F0 should have unvoiced and voiced frames"
 
 
+def test_tiny_mtl_fixtures_exercise_the_analyzer(built):
+    """The multilingual tiny set runs the analyzer for real: its decisions change over the steps, it suppresses
+    the stop token, the alignment rows follow the text; the CFG copy of the text; F0 voiced and unvoiced."""
+    out, m = built
+    fx = P.PackFixture(out, "tiny_mtl")
+    assert m["sets"]["tiny_mtl"]["case"]["language"] == "de"
+    assert fx.tensor("mtl.t3.text_tokens").shape[0] == 2
+    for prefix in ("mtl.t3", "mtl.t3_greedy"):
+        analysis = fx.tensor(f"{prefix}.analysis")
+        assert analysis.shape == (fx.tensor(f"{prefix}.speech_tokens").shape[1], 10)
+        assert len(np.unique(analysis[:, 0])) > 1, f"{prefix}: the alignment position never moves"
+        assert analysis[:, 8].any(), f"{prefix}: the stop token is never suppressed"
+    assert np.isinf(fx.tensor("mtl.t3.logits_min_p")).any()
+    assert not np.array_equal(fx.tensor("mtl.t3.speech_tokens"), fx.tensor("mtl.t3_greedy.speech_tokens"))
+    f0 = fx.tensor("mtl.hift.f0")
+    assert (f0 <= 10).any() and (f0 > 10).any(), "F0 should have unvoiced and voiced frames"
+
+
 @pytest.mark.parametrize("set_name", TINY_SETS)
 def test_mlx_reproduces_the_tiny_set(built, set_name):
     out, m = built
@@ -421,6 +446,7 @@ def test_mlx_reproduces_the_tiny_set(built, set_name):
 @pytest.mark.parametrize("set_name, file, key, broken, intact", [
     ("tiny", "s3gen", "flow.decoder.estimator.final_proj.weight", "flow.estimator_first", "ve.speaker_emb"),
     ("tiny_turbo", "t3", "tfmr.h.1.mlp.c_proj.weight", "turbo.t3.logits_raw", "turbo.flow.output_mel"),
+    ("tiny_mtl", "t3", "tfmr.layers.12.self_attn.v_proj.weight", "mtl.t3.logits_raw", "mtl.ve.speaker_emb"),
 ])
 def test_verify_detects_a_wrong_weight(built, tmp_path, set_name, file, key, broken, intact):
     """The check can fail: one perturbed MLX weight breaks the outputs of its module, and only those."""
@@ -440,29 +466,30 @@ def test_verify_detects_a_wrong_weight(built, tmp_path, set_name, file, key, bro
     assert results[intact]["metrics"].snr_db >= SNR_MIN  # the others are unaffected
 
 
-def test_tiny_turbo_missing_or_corrupted_file_is_one_clear_error(built, tmp_path):
-    """check_pack_files (pack --verify) names a missing or altered tiny Turbo weight file; verify_tiny names
-    an MLX weight file that is not safetensors."""
+@pytest.mark.parametrize("set_name, t3_file", [("tiny_turbo", "t3_turbo_v1"), ("tiny_mtl", "t3_mtl23ls_v2")])
+def test_tiny_missing_or_corrupted_file_is_one_clear_error(built, tmp_path, set_name, t3_file):
+    """check_pack_files (pack --verify) names a missing or altered tiny Turbo / multilingual weight file;
+    verify_tiny names an MLX weight file that is not safetensors."""
     import shutil
 
     out, m = built
     copy_dir = tmp_path / "pack"
     shutil.copytree(out, copy_dir)
-    weights = m["sets"]["tiny_turbo"]["weights"]
-    t3_file = copy_dir / weights["torch"]["t3_turbo_v1"]["file"]
-    t3_file.unlink()
-    with pytest.raises(ParityError, match="pack file missing: .*tiny_turbo/weights/torch/t3_turbo_v1.safetensors"):
+    weights = m["sets"][set_name]["weights"]
+    t3_path = copy_dir / weights["torch"][t3_file]["file"]
+    t3_path.unlink()
+    with pytest.raises(ParityError, match=f"pack file missing: .*{set_name}/weights/torch/{t3_file}.safetensors"):
         P.check_pack_files(copy_dir)
-    shutil.copyfile(out / weights["torch"]["t3_turbo_v1"]["file"], t3_file)
+    shutil.copyfile(out / weights["torch"][t3_file]["file"], t3_path)
     mlx_file = copy_dir / weights["mlx"]["s3gen"]["file"]
     data = bytearray(mlx_file.read_bytes())
     data[-4:] = bytes(4 * [0x7F])  # the same size, the last weight's last bytes altered
     mlx_file.write_bytes(bytes(data))
-    with pytest.raises(ParityError, match="tiny_turbo/weights/mlx/s3gen.safetensors: its sha256 differs"):
+    with pytest.raises(ParityError, match=f"{set_name}/weights/mlx/s3gen.safetensors: its sha256 differs"):
         P.check_pack_files(copy_dir)
     mlx_file.write_bytes(b"not a safetensors file")
-    with pytest.raises(ParityError, match="tiny weights .*tiny_turbo/weights/mlx/s3gen.safetensors: not a readable"):
-        P.verify_tiny(copy_dir, "tiny_turbo")
+    with pytest.raises(ParityError, match=f"tiny weights .*{set_name}/weights/mlx/s3gen.safetensors: not a readable"):
+        P.verify_tiny(copy_dir, set_name)
 
 
 # ----------------------------------------------------------------------------- writing
