@@ -10,7 +10,8 @@ form than MLX's native op; on a GPU each of them is MLX's native op, as written 
   sdpa.py         scaled dot-product attention
   convolution.py  conv1d, conv_transpose1d, depthwise and im2col forms
   layers.py       Linear, LayerNorm, RMSNorm drop-ins (kernels on the CPU), `use_wide_blas`
-  recurrent.py    LSTM drop-in (its time step compiled on the CPU)
+  recurrent.py    LSTM drop-in (its recurrence one kernel, else one compiled graph a step, on the CPU)
+  normalization.py  inference BatchNorm (+ ReLU) in one pass on the CPU
   lanes.py        independent work on both CPU cores: `parallel_lanes`, `parallel_batch`
 docs/MLX_CPU.md has the measurements behind each of them.
 """
@@ -22,5 +23,6 @@ from .device import FAST, NATIVE, apply_mlx_defaults, on_cuda, on_gpu
 from .elementwise import exp, gelu, mish, sigmoid, silu, sin_squared, snake, softmax, softmax_matmul
 from .layers import LayerNorm, Linear, RMSNorm, use_wide_blas
 from .recurrent import LSTM
+from .normalization import batch_norm
 from .lanes import interleave_point, multiply_count, one_blas_thread, parallel_batch, parallel_lanes
 from .native import wide_blas

@@ -110,7 +110,16 @@ def conv1d_addmm(x: mx.array, weight: mx.array, bias=None, stride: int = 1, padd
 
 
 def conv2d_im2col(x: mx.array, weight: mx.array, stride=(1, 1), padding=(0, 0)) -> mx.array:
-    """mx.conv2d (groups=1, no dilation) as im2col + matmul. x: (B, H, W, I), weight: (O, KH, KW, I)."""
+    """mx.conv2d (groups=1, no dilation) as im2col + matmul. x: (B, H, W, I), weight: (O, KH, KW, I).
+    Where the kernels apply, the same product built in blocks of output rows (kernels/im2col.cpp:
+    the same bits, without the whole column buffer)."""
+    (sh, sw), (ph, pw) = stride, padding
+    if applies_to(x) and applies_to(weight):
+        return kernels().conv2d_im2col(x, weight, sh, sw, ph, pw)
+    return _conv2d_im2col_ops(x, weight, stride, padding)
+
+
+def _conv2d_im2col_ops(x: mx.array, weight: mx.array, stride, padding) -> mx.array:
     out_ch, kh, kw, in_ch = weight.shape
     (sh, sw), (ph, pw) = stride, padding
     if ph or pw:

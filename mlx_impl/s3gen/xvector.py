@@ -7,6 +7,7 @@ eval mode when built.
 
 On the CPU, MLX's convolutions with a dilation or a 3x3 kernel are slow (dilated ones fall back to a
 naive loop), so `Conv1d`/`Conv2d` run as im2col + matmul there; native convolutions elsewhere.
+BatchNorm (+ ReLU) goes through `backend.batch_norm` (one pass on the CPU, the module's own bits).
 """
 from __future__ import annotations
 
@@ -164,8 +165,8 @@ class BasicResBlock(nn.Module):
             ]
 
     def __call__(self, x):
-        out = nn.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = backend.batch_norm(self.bn1, self.conv1(x), relu=True)
+        out = backend.batch_norm(self.bn2, self.conv2(out))
         shortcut = x
         for layer in self.shortcut:
             shortcut = layer(shortcut)
@@ -194,10 +195,10 @@ class FCM(nn.Module):
     def __call__(self, x):
         """(B, T, F) -> (B, T, C * F / 8), channels ordered c * (F / 8) + f as the original's reshape."""
         out = x.transpose(0, 2, 1)[..., None]  # (B, H=F, W=T, 1)
-        out = nn.relu(self.bn1(self.conv1(out)))
+        out = backend.batch_norm(self.bn1, self.conv1(out), relu=True)
         for layer in self.layer1 + self.layer2:
             out = layer(out)
-        out = nn.relu(self.bn2(self.conv2(out)))  # (B, F', T, C)
+        out = backend.batch_norm(self.bn2, self.conv2(out), relu=True)  # (B, F', T, C)
         b, f, t, c = out.shape
         return out.transpose(0, 2, 3, 1).reshape(b, t, c * f)
 
@@ -224,13 +225,15 @@ class NonLinear(nn.Module):
                 raise ValueError("Unexpected module ({}).".format(name))
 
     def __call__(self, x):
+        if self.config_str == "batchnorm-relu":  # the trunk's every pair: one pass on the CPU
+            return backend.batch_norm(self.batchnorm, x, relu=True)
         for name in self.config_str.split("-"):
             if name == "relu":
                 x = nn.relu(x)
             elif name == "prelu":
                 x = self.prelu(x)
             else:
-                x = self.batchnorm(x)
+                x = backend.batch_norm(self.batchnorm, x)
         return x
 
 

@@ -142,6 +142,77 @@ def test_conv2d_im2col_matches_native(stride, padding, k):
     assert compare(native, out).snr_db >= 120
 
 
+@pytest.mark.parametrize("shape,stride,padding", [
+    ((1, 80, 607, 1, 32, 3, 3), (1, 1), (1, 1)),  # the FCM head's conv1
+    ((1, 80, 607, 32, 32, 3, 3), (2, 1), (1, 1)),  # layer1's first block (many blocks of rows)
+    ((1, 10, 37, 32, 32, 3, 3), (1, 1), (1, 1)),  # fewer rows than one block
+    ((2, 9, 30, 4, 5, 3, 2), (2, 3), (0, 1)),  # batch, strides and padding on both axes
+])
+def test_conv2d_im2col_kernel_gives_the_ops_forms_bits(shape, stride, padding):
+    """The blocked im2col kernel (kernels/im2col.cpp) against the MLX-ops im2col it replaces on
+    the CPU: bit for bit (the same BLAS product; row blocks only where they keep the bits)."""
+    from mlx_impl.backend import convolution, native
+
+    if not native.available():
+        pytest.skip(native.why_unavailable())
+    b, h, w, c, o, kh, kw = shape
+    rng = np.random.default_rng(sum(shape))
+    x = mx.array(rng.standard_normal((b, h, w, c), dtype=np.float32))
+    weight = mx.array(rng.standard_normal((o, kh, kw, c), dtype=np.float32))
+    want = np.array(convolution._conv2d_im2col_ops(x, weight, stride, padding))
+    got = np.array(convolution.conv2d_im2col(x, weight, stride, padding))
+    assert got.shape == want.shape and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("shape,affine", [((2, 37, 48), True), ((1, 10, 21, 32), True), ((3, 192), False)])
+def test_batch_norm_kernel_gives_the_modules_bits(shape, affine):
+    """backend.batch_norm (one pass on the CPU) against nn.BatchNorm in eval mode, with and without
+    the ReLU after it, bit for bit; in training mode it is the module itself."""
+    import mlx.nn as nn
+
+    from mlx_impl import backend
+
+    rng = np.random.default_rng(sum(shape))
+    c = shape[-1]
+    bn = nn.BatchNorm(c, affine=affine)
+    stats = {"running_mean": rng.standard_normal(c), "running_var": rng.uniform(0.01, 3.0, c)}
+    if affine:
+        stats.update(weight=rng.standard_normal(c), bias=rng.standard_normal(c))
+    bn.update({k: mx.array(v.astype(np.float32)) for k, v in stats.items()})
+    bn.eval()
+    x = mx.array((rng.standard_normal(shape) * 3).astype(np.float32))
+    assert np.array_equal(np.array(backend.batch_norm(bn, x)), np.array(bn(x)))
+    assert np.array_equal(np.array(backend.batch_norm(bn, x, relu=True)), np.array(nn.relu(bn(x))))
+    bn.train()
+    assert np.array_equal(np.array(backend.batch_norm(bn, x)), np.array(bn(x)))
+
+
+def test_campplus_on_the_kernels_gives_the_ops_forms_bits(monkeypatch):
+    """The whole CAMPPlus (seeded weights and BatchNorm statistics) with the CPU kernels (blocked
+    im2col, one-pass BatchNorm + ReLU) and with MLX's ops forms: the same x-vector, bit for bit."""
+    from mlx.utils import tree_map_with_path
+
+    from mlx_impl.backend import convolution, native, normalization
+
+    if not native.available():
+        pytest.skip(native.why_unavailable())
+    rng = np.random.default_rng(5)
+    model = xv.CAMPPlus()
+
+    def seeded(path, p):
+        values = rng.uniform(0.5, 1.5, p.shape) if path.endswith("running_var") else rng.standard_normal(p.shape)
+        scale = 1.0 / np.sqrt(np.prod(p.shape[1:])) if p.ndim > 1 else 0.1
+        return mx.array((values * (1.0 if path.endswith("running_var") else scale)).astype(np.float32))
+
+    model.update(tree_map_with_path(seeded, model.parameters()))  # running statistics included
+    x = mx.array(rng.standard_normal((1, 203, 80)).astype(np.float32))
+    fast = np.array(model(x))
+    monkeypatch.setattr(convolution, "applies_to", lambda _x: False)
+    monkeypatch.setattr(normalization, "applies_to", lambda _x: False)
+    plain = np.array(model(x))
+    assert fast.shape == (1, 192) and np.isfinite(fast).all() and np.array_equal(fast, plain)
+
+
 @pytest.mark.parametrize("t", [100, 250, 37])
 def test_seg_pooling_and_stats(t):
     """avg_pool1d(ceil_mode=True) averages the last, shorter segment over its own frames only."""

@@ -51,6 +51,14 @@ NB_MODULE(_kernels, m) {
   m.def("lstm", &lstm, "xw"_a, "w_hh"_a,
         "one LSTM layer's recurrence (gates i, f, g, o), bit-identical to MLX's nn.LSTM step on the "
         "CPU: xw = x W_ih^T + bias (B, L, 4H), w_hh (4H, H) -> (2, B, L, H): all hidden, all cell states");
+  m.def("conv2d_im2col", &conv2d_im2col, "x"_a, "weight"_a, "stride_h"_a, "stride_w"_a, "pad_h"_a, "pad_w"_a,
+        "conv2d (groups 1, no dilation), channels last, as im2col + MLX's BLAS in blocks of output rows "
+        "(the bits of one product of the whole column buffer): x (B, H, W, C_in), weight (C_out, KH, KW, "
+        "C_in) -> (B, H_out, W_out, C_out)");
+  m.def("batch_norm", &batch_norm, "x"_a, "mean"_a, "inv"_a, "weight"_a = nb::none(), "bias"_a = nb::none(),
+        "relu"_a = false,
+        "inference BatchNorm over the last axis, as nn.BatchNorm's ops ((x - mean) * inv, then weight * . "
+        "+ bias), inv = rsqrt(var + eps) given; then maximum(., 0) if relu: x (..., C), the rest (C,)");
   m.def("wide_blas", []() { return wide_blas_about(); },
         "the wide BLAS (S3Gen's large products): library and core, or why MLX's BLAS is used");
   m.def("wide_blas_loaded", &wide_blas_loaded);

@@ -32,6 +32,14 @@ mx::array rope(const mx::array& x, const mx::array& cos_t, const mx::array& sin_
 // recurrent.cpp
 mx::array lstm(const mx::array& xw, const mx::array& w_hh);
 
+// im2col.cpp
+mx::array conv2d_im2col(const mx::array& x, const mx::array& weight, int stride_h, int stride_w, int pad_h,
+                        int pad_w);
+
+// normalization.cpp
+mx::array batch_norm(const mx::array& x, const mx::array& mean, const mx::array& inv, std::optional<mx::array> weight,
+                     std::optional<mx::array> bias, bool relu);
+
 // threads.cpp
 bool set_stream_blas_threads(int threads);
 mx::array stream_blas_threads();
