@@ -66,7 +66,7 @@ NOTES = ("Tiny ORIGINAL modules (seeded, sizes in `config`), run through the pro
 
 # ----------------------------------------------------------------------------- tiny ORIGINAL modules
 @contextlib.contextmanager
-def _patched_attrs(patches):
+def patched_attrs(patches):
     """patches: [(obj, attr, new)], restored in reverse order on exit."""
     saved = []
     try:
@@ -79,14 +79,14 @@ def _patched_attrs(patches):
             setattr(obj, attr, old)
 
 
-def _overriding(cls, **over):
+def overriding(cls, **over):
     """A stand-in for `cls` whose keyword arguments `over` replace the caller's."""
     def make(*a, **kw):
         return cls(*a, **{**kw, **over})
     return make
 
 
-def _fixed_width_layers(module, width: int):
+def fixed_width_layers(module, width: int):
     """UpsampleConformerEncoder builds PreLookaheadLayer(channels=512) and Upsample1D(512, 512), hard-coded
     in the original and in mlx_impl: the tiny flow sizes them to the encoder width."""
     pre, up = module.PreLookaheadLayer, module.Upsample1D
@@ -96,7 +96,7 @@ def _fixed_width_layers(module, width: int):
 
 def original_s3gen_patches(cfg: dict) -> list:
     """S3Token2Mel/S3Token2Wav's sub-module constructors (and the S3TokenizerV2 default config) at the tiny
-    sizes of `cfg` (S3GEN_CONFIG's keys), for _patched_attrs."""
+    sizes of `cfg` (S3GEN_CONFIG's keys), for patched_attrs."""
     from chatterbox.models.s3gen import s3gen as s3gen_mod
     from chatterbox.models.s3gen.transformer import upsample_encoder as ue
     from s3tokenizer.model_v2 import ModelConfig, S3TokenizerV2
@@ -105,13 +105,13 @@ def original_s3gen_patches(cfg: dict) -> list:
     assert S3TokenizerV2.__init__.__defaults__ is not None
     return [
         (S3TokenizerV2.__init__, "__defaults__", (ModelConfig(**cfg["s3tokenizer"]),)),
-        (s3gen_mod, "CAMPPlus", _overriding(s3gen_mod.CAMPPlus, **cfg["campplus"])),
-        (s3gen_mod, "UpsampleConformerEncoder", _overriding(s3gen_mod.UpsampleConformerEncoder, **fl["encoder"])),
-        (s3gen_mod, "ConditionalDecoder", _overriding(s3gen_mod.ConditionalDecoder, **fl["estimator"])),
-        (s3gen_mod, "CausalMaskedDiffWithXvec", _overriding(s3gen_mod.CausalMaskedDiffWithXvec, input_size=fl["input_size"])),
-        (s3gen_mod, "HiFTGenerator", _overriding(s3gen_mod.HiFTGenerator, base_channels=hf["base_channels"])),
-        (s3gen_mod, "ConvRNNF0Predictor", _overriding(s3gen_mod.ConvRNNF0Predictor, cond_channels=hf["f0_cond_channels"])),
-        *_fixed_width_layers(ue, fl["encoder_fixed_width"]),
+        (s3gen_mod, "CAMPPlus", overriding(s3gen_mod.CAMPPlus, **cfg["campplus"])),
+        (s3gen_mod, "UpsampleConformerEncoder", overriding(s3gen_mod.UpsampleConformerEncoder, **fl["encoder"])),
+        (s3gen_mod, "ConditionalDecoder", overriding(s3gen_mod.ConditionalDecoder, **fl["estimator"])),
+        (s3gen_mod, "CausalMaskedDiffWithXvec", overriding(s3gen_mod.CausalMaskedDiffWithXvec, input_size=fl["input_size"])),
+        (s3gen_mod, "HiFTGenerator", overriding(s3gen_mod.HiFTGenerator, base_channels=hf["base_channels"])),
+        (s3gen_mod, "ConvRNNF0Predictor", overriding(s3gen_mod.ConvRNNF0Predictor, cond_channels=hf["f0_cond_channels"])),
+        *fixed_width_layers(ue, fl["encoder_fixed_width"]),
     ]
 
 
@@ -146,11 +146,11 @@ def tiny_original_classes(cfg: dict = CONFIG):
     hidden = llama["hidden_size"]
     perceiver_patch = (cond_enc, "Perceiver",
                        functools.partial(perceiver.Perceiver, pre_attention_query_size=hidden, embedding_dim=hidden))
-    with registered_backbone(cfg["t3"]["llama_config_name"], llama), _patched_attrs([perceiver_patch]):
+    with registered_backbone(cfg["t3"]["llama_config_name"], llama), patched_attrs([perceiver_patch]):
         yield llama
 
 
-def _perturb_t3(model, seed: int) -> None:
+def perturb_t3(model, seed: int) -> None:
     """Seeded weights away from the default init (norm gains and biases too; a peaked speech head so
     that sampling is not uniform)."""
     import torch
@@ -171,7 +171,7 @@ def _perturb_t3(model, seed: int) -> None:
                 p.copy_(gain * torch.randn(p.shape, generator=g) / fan_in ** 0.5)
 
 
-def _perturb_s3gen(s3, seed: int, f0_bias: float = -30.0) -> None:
+def perturb_s3gen(s3, seed: int, f0_bias: float = -30.0) -> None:
     """Biases, norm gains, Snake alphas, weight-norm gains and BatchNorm statistics away from their
     default (0 / 1) values; the S3 tokenizer's FSQ projection widened so tokens spread over the codebook;
     the F0 classifier scaled (weight x 300, bias `f0_bias`; the synthetic checkpoint does the like) so that
@@ -218,14 +218,14 @@ def tiny_voice_encoder(cfg: dict, seed: int):
 
 
 def tiny_s3gen(cfg: dict, seed: int, meanflow: bool = False):
-    """The ORIGINAL S3Gen (S3Token2Wav) at the sizes of `cfg`, seeded and perturbed (_perturb_s3gen)."""
+    """The ORIGINAL S3Gen (S3Token2Wav) at the sizes of `cfg`, seeded and perturbed (perturb_s3gen)."""
     import torch
     from chatterbox.models.s3gen import S3Gen
 
-    with _patched_attrs(original_s3gen_patches(cfg)):
+    with patched_attrs(original_s3gen_patches(cfg)):
         torch.manual_seed(seed)
         s3 = S3Gen(meanflow=meanflow).eval()
-    _perturb_s3gen(s3, seed, cfg["hift"].get("f0_classifier_bias", -30.0))
+    perturb_s3gen(s3, seed, cfg["hift"].get("f0_classifier_bias", -30.0))
     return s3
 
 
@@ -253,7 +253,7 @@ def tiny_llama_t3(cfg: dict, seed: int, hp):
     with tiny_original_classes(cfg):
         torch.manual_seed(seed)
         t3 = T3(hp).eval()
-    _perturb_t3(t3, seed)
+    perturb_t3(t3, seed)
     return t3
 
 
@@ -367,7 +367,7 @@ def mlx_s3gen_parts(cfg: dict, s3_w: dict, meanflow: bool = False) -> dict:
     cam = xvector.CAMPPlus(**cfg["campplus"])
     load_strict(cam, part("speaker_encoder."), what="tiny campplus")
     fl = cfg["flow"]
-    with _patched_attrs(_fixed_width_layers(ue, fl["encoder_fixed_width"])):
+    with patched_attrs(fixed_width_layers(ue, fl["encoder_fixed_width"])):
         encoder = ue.UpsampleConformerEncoder(**{**dict(
             output_size=512, attention_heads=8, linear_units=2048, num_blocks=6, dropout_rate=0.1,
             positional_dropout_rate=0.1, attention_dropout_rate=0.1, normalize_before=True, input_layer="linear",
@@ -391,7 +391,7 @@ def mlx_s3token2wav(cfg: dict, s3_w: dict, meanflow: bool = False):
     import mlx_impl.s3gen.s3gen as s3mod
 
     parts = mlx_s3gen_parts(cfg, s3_w, meanflow=meanflow)
-    with _patched_attrs([(s3mod, "S3Tokenizer", lambda name: parts["tokenizer"]),
+    with patched_attrs([(s3mod, "S3Tokenizer", lambda name: parts["tokenizer"]),
                          (s3mod, "CAMPPlus", lambda: parts["campplus"]),
                          (s3mod, "build_causal_flow", lambda meanflow: parts["flow"]),
                          (s3mod, "ConvRNNF0Predictor", lambda: None),
@@ -421,7 +421,7 @@ def runners_with(models: dict):
     """The English MLX stage runners of parity/stages, with their checkpoint loaders returning `models`."""
     from .stages import embed_ref_speaker, embed_ref_tokens, flow, hift, s3tok, t3_cond, ve
 
-    with _patched_attrs([
+    with patched_attrs([
         (ve, "load_ve_model", constant(models["ve"])),
         (s3tok, "load_tokenizer", constant(models["tokenizer"])),
         (embed_ref_tokens, "load_tokenizer", constant(models["tokenizer"])),

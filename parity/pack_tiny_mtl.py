@@ -20,7 +20,7 @@ from typing import Dict
 
 import numpy as np
 
-from .pack_tiny import (S3GEN_CONFIG, VE_CONFIG, _patched_attrs, constant, load_weights, mlx_s3token2wav,
+from .pack_tiny import (S3GEN_CONFIG, VE_CONFIG, patched_attrs, constant, load_weights, mlx_s3token2wav,
                         mlx_voice_encoder, save_state, tiny_llama, tiny_llama_t3, tiny_s3gen, tiny_voice_encoder)
 
 SET_NAME = "tiny_mtl"
@@ -161,5 +161,5 @@ def runners_with(models: dict):
     from .stages import mtl_common, mtl_t3_decode
 
     tts = models["tts"]
-    with _patched_attrs([(mtl_common, "pipeline", constant(tts)), (mtl_t3_decode, "pipeline", constant(tts))]):
+    with patched_attrs([(mtl_common, "pipeline", constant(tts)), (mtl_t3_decode, "pipeline", constant(tts))]):
         yield

@@ -20,7 +20,7 @@ from typing import Dict
 import numpy as np
 
 from .errors import ParityError
-from .pack_tiny import (S3GEN_CONFIG, VE_CONFIG, _patched_attrs, _perturb_t3, constant, load_weights,
+from .pack_tiny import (S3GEN_CONFIG, VE_CONFIG, patched_attrs, perturb_t3, constant, load_weights,
                         mlx_s3token2wav, mlx_voice_encoder, registered_backbone, save_state, tiny_s3gen,
                         tiny_voice_encoder)
 
@@ -43,7 +43,7 @@ CONFIG = {
                               "from_local deletes it), as LLaMA's vocab_size 8"},
     "ve": VE_CONFIG,
     **S3GEN_CONFIG,
-    # the F0 classifier's bias (pack_tiny._perturb_s3gen): at the English set's -30 every frame of this
+    # the F0 classifier's bias (pack_tiny.perturb_s3gen): at the English set's -30 every frame of this
     # clip's flow output is voiced (F0 = |classifier| 21-43 Hz, the scaled classifier's w.x -13 to 9); at -3
     # F0 has voiced (> 10 Hz) and unvoiced frames
     "hift": {**S3GEN_CONFIG["hift"], "f0_classifier_bias": -3.0},
@@ -82,7 +82,7 @@ def tiny_turbo_t3(cfg: dict, seed: int):
     with registered_backbone(hp.llama_config_name, tiny_gpt2(cfg)):
         torch.manual_seed(seed)
         t3 = T3(hp).eval()
-    _perturb_t3(t3, seed)
+    perturb_t3(t3, seed)
     return t3
 
 
@@ -188,6 +188,6 @@ def runners_with(models: dict):
 
     tts = models["tts"]
     runners = (turbo_ve, turbo_s3tok, turbo_embed_ref, turbo_t3_cond, turbo_t3_decode, turbo_t3_greedy, turbo_flow)
-    with _patched_attrs([(m, "pipeline", constant(tts)) for m in runners] +
+    with patched_attrs([(m, "pipeline", constant(tts)) for m in runners] +
                         [(hift, "model", constant(tts.s3gen.mel2wav))]):
         yield
