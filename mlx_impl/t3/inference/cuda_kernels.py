@@ -42,7 +42,13 @@ def _typed(dtype):
 
 def attend_appended_cuda(qkv, tables, keys, values, offset, layer_id, new_kv, scale: float):
     """graph_step.attend_appended as one kernel (`cuda_attend_applies`): RoPE of the query and new
-    key from `tables` (cos, sin), the attention, and this layer's key / value written into new_kv."""
+    key from `tables` (cos, sin), the attention, and this layer's key / value written into new_kv
+    AND into `keys` / `values` at position `offset`, in place. MLX's arrays are immutable, so this
+    is the one place that writes into an input: GraphStep then skips its slice updates, which on
+    MLX's CUDA backend copied both whole buffers every step (the previous step's kernels still held
+    them, so the update could not take the buffer over: +2 buffers in flight, ~1 GB in float32).
+    Only GraphStep's own contiguous buffers may be passed, and nothing else may read them between
+    the kernel and the next step (each step's kernels follow the previous step's through its token)."""
     L, B, H, capacity, D = keys.shape
     if not (qkv.dtype == keys.dtype == values.dtype == new_kv.dtype):
         raise TypeError(f"attend_appended_cuda: qkv {qkv.dtype}, keys {keys.dtype}, values {values.dtype} and "
@@ -132,6 +138,9 @@ def _attend_appended_kernel(scale: float, dtype=mx.float32):
             size_t at = (((size_t)li * B + b) * 2 * H + h) * D + tid;
             new_kv_out[at] = {st("kr")};
             new_kv_out[at + (size_t)H * D] = vn[tid];
+            // the cache's position S written in place (`attend_appended_cuda`); this block reads rows < S only
+            const_cast<{t}*>(kc)[(size_t)S * D + tid] = {st("kr")};
+            const_cast<{t}*>(vc)[(size_t)S * D + tid] = vn[tid];
         }}
         __syncthreads();
         for (int s = tid; s <= S; s += {THREADS}) {{{score}

@@ -14,8 +14,9 @@ class GraphStep:
     stacked buffers, keys and values (layers, B, heads, capacity, D), with the valid length as an
     array input, so that one trace serves every step. Each layer attends over the cache's first
     `offset` positions plus its new key / value (`attend_appended`) and writes them into a small
-    (layers, B, 2, heads, D) buffer that the call returns; two slice updates (in place) then store
-    it in the cache. It takes over mlx-lm's `cache` after the prefill (which it leaves as it was):
+    (layers, B, 2, heads, D) buffer that the call returns; two slice updates then store it in the
+    cache (on CUDA the attention kernels write the cache in place instead: `writes_in_place`).
+    It takes over mlx-lm's `cache` after the prefill (which it leaves as it was):
     build one per decode (fast_decode does). The weights are the trace's constants. (An earlier
     one-call step wrote the cache inside the trace at a dynamic offset, which cost more kernels
     than the Python it saved: 156 vs 214 tokens/s on the H200.)
@@ -38,6 +39,7 @@ class GraphStep:
         self.capacity_hint = capacity
         self.layer_ids = [mx.array([i], dtype=mx.int32) for i in range(len(self.layers))]
         self.source = None  # the mlx-lm cache taken over
+        self.in_place = None  # whether the CUDA kernels' in-place cache writes work (checked on the first step)
         self.step = mx.compile(self._step)
 
     def attention_in_kernel(self, x, head_dim: int, capacity: int) -> bool:
@@ -96,10 +98,27 @@ class GraphStep:
             self.values = self._padded(self.values[:, :, :, : self.offset], 0)
         logits, new_kv = self.step(x, self.keys, self.values, mx.array(self.offset, dtype=mx.int32))
         o = self.offset
-        self.keys[:, :, :, o] = new_kv[:, :, 0]
-        self.values[:, :, :, o] = new_kv[:, :, 1]
+        if not (self.writes_in_place(x) and self._in_place_confirmed(new_kv, o)):
+            self.keys[:, :, :, o] = new_kv[:, :, 0]
+            self.values[:, :, :, o] = new_kv[:, :, 1]
         self.offset += 1
         return logits
+
+    def writes_in_place(self, x) -> bool:
+        """Whether the step's attention kernels write the new keys / values into the cache buffers
+        themselves (`attend_appended_cuda`), so that no slice update is needed."""
+        return self.in_place is not False and self.attention_in_kernel(x, self.keys.shape[4], self.keys.shape[3])
+
+    def _in_place_confirmed(self, new_kv, position: int) -> bool:
+        """On the first in-place step: whether the kernels' writes reached the buffers (they would
+        not if MLX handed the kernel a copy); if not, this step and all later ones use slice updates."""
+        if self.in_place is None:
+            mx.eval(new_kv)
+            if not mx.any(new_kv[:, :, 0] != 0).item():  # nothing to tell the write from the zero padding
+                return False
+            self.in_place = bool(mx.array_equal(self.keys[:, :, :, position], new_kv[:, :, 0]).item()
+                                 and mx.array_equal(self.values[:, :, :, position], new_kv[:, :, 1]).item())
+        return self.in_place
 
 
 def capacity_for(positions: int, grow: int = GraphStep.GROW) -> int:
