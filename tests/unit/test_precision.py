@@ -6,6 +6,21 @@ def row(case, prec, snr):
     return {"case": case, "precision": prec, "mel_snr_db": snr}
 
 
+def _stand_in_session(monkeypatch, tmp_path, fixture=lambda case: f"fx:{case}", ckpt_for=lambda model: f"ckpt:{model}"):
+    """cmd_precision with nothing loaded: ParitySession.create gives a session whose fixtures and checkpoints
+    are what `fixture` / `ckpt_for` name, the VoiceEncoder is a name too, and the records go to tmp_path."""
+    from types import SimpleNamespace
+
+    import mlx_impl.convert.voice_encoder as ve_conv
+    import parity.session
+    from parity import precision
+
+    session = SimpleNamespace(ckpt=SimpleNamespace(state=lambda c: {}), fixture=fixture, ckpt_for=ckpt_for)
+    monkeypatch.setattr(parity.session.ParitySession, "create", staticmethod(lambda: session))
+    monkeypatch.setattr(ve_conv, "load_voice_encoder", lambda state: "ve")
+    monkeypatch.setattr(precision, "OUT", tmp_path)
+
+
 def test_new_rows_replace_same_case_and_precision_only():
     old = [row("a", "fp32", 1), row("a", "fp16", 2), row("b", "fp32", 3)]
     merged = merge_rows(old, [row("a", "fp16", 20), row("c", "q4", 5)])
@@ -48,8 +63,6 @@ def test_turbo_cases_get_all_four_rows_on_the_turbo_checkpoint(tmp_path, monkeyp
     import json
     from types import SimpleNamespace
 
-    import mlx_impl.convert.voice_encoder as ve_conv
-    import parity.session
     from parity import precision
 
     assert precision.plan(["turbo_espeak"], list(precision.PRECISIONS)) == [
@@ -61,12 +74,8 @@ def test_turbo_cases_get_all_four_rows_on_the_turbo_checkpoint(tmp_path, monkeyp
         return {"token_agreement": 1.0 if prec == "fp32" else 0.5, "first_token_mismatch": None, "tokens": n_tokens,
                 "mel_snr_db": 120.0, "wav_snr_db": 70.0, "speaker_cosine": 1.0, "seconds": 0.0, "drawn": [1, 2]}
 
-    session = SimpleNamespace(ckpt=SimpleNamespace(state=lambda c: {}), fixture=lambda case: f"fx:{case}",
-                              ckpt_for=lambda model: f"ckpt:{model}")
-    monkeypatch.setattr(parity.session.ParitySession, "create", staticmethod(lambda: session))
-    monkeypatch.setattr(ve_conv, "load_voice_encoder", lambda state: "ve")
+    _stand_in_session(monkeypatch, tmp_path)
     monkeypatch.setattr(precision, "measure_turbo", fake_turbo)
-    monkeypatch.setattr(precision, "OUT", tmp_path)
     precision.cmd_precision(SimpleNamespace(cases=["turbo_espeak"], precisions=list(precision.PRECISIONS), tokens=7))
     assert calls == [("fx:turbo_espeak", "ckpt:turbo", p, 7) for p in precision.PRECISIONS]
     rows = json.loads((tmp_path / "precision.json").read_text())
@@ -103,8 +112,6 @@ def test_mtl_cases_get_all_four_rows_on_the_mtl_checkpoint(tmp_path, monkeypatch
     import pytest
     from types import SimpleNamespace
 
-    import mlx_impl.convert.voice_encoder as ve_conv
-    import parity.session
     from parity import precision
 
     assert precision.plan(["mtl_de"], list(precision.PRECISIONS)) == [("mtl_de", "mtl", list(precision.PRECISIONS))]
@@ -119,12 +126,8 @@ def test_mtl_cases_get_all_four_rows_on_the_mtl_checkpoint(tmp_path, monkeypatch
                 "mel_snr_db": 20.0 if prec == "bf16" else 120.0, "wav_snr_db": 70.0, "speaker_cosine": 1.0,
                 "seconds": 0.0}
 
-    session = SimpleNamespace(ckpt=SimpleNamespace(state=lambda c: {}), fixture=lambda case: f"fx:{case}",
-                              ckpt_for=lambda model: f"ckpt:{model}")
-    monkeypatch.setattr(parity.session.ParitySession, "create", staticmethod(lambda: session))
-    monkeypatch.setattr(ve_conv, "load_voice_encoder", lambda state: "ve")
+    _stand_in_session(monkeypatch, tmp_path)
     monkeypatch.setattr(precision, "measure_mtl", fake_mtl)
-    monkeypatch.setattr(precision, "OUT", tmp_path)
     with pytest.raises(SystemExit, match="1"):  # the bf16 row's mel is under its bound
         precision.cmd_precision(SimpleNamespace(cases=["mtl_de"], precisions=list(precision.PRECISIONS), tokens=7))
     assert calls == [("fx:mtl_de", "ckpt:mtl", p, 7) for p in precision.PRECISIONS]
@@ -158,21 +161,15 @@ def test_mtl_run_rechecks_the_kept_rows_against_todays_bounds(tmp_path, monkeypa
     import json
     from types import SimpleNamespace
 
-    import mlx_impl.convert.voice_encoder as ve_conv
-    import parity.session
     from parity import precision
 
     kept = {"case": "turbo_espeak", "model": "turbo", "precision": "fp16", "token_agreement": 0.1, "tokens": 7,
             "mel_snr_db": 63.6, "wav_snr_db": 9.86, "speaker_cosine": 1.0, "failures": ["wav_snr_db 9.86 < 10.0"]}
     (tmp_path / "precision.json").write_text(json.dumps([kept]))
-    session = SimpleNamespace(ckpt=SimpleNamespace(state=lambda c: {}), fixture=lambda case: case,
-                              ckpt_for=lambda model: model)
-    monkeypatch.setattr(parity.session.ParitySession, "create", staticmethod(lambda: session))
-    monkeypatch.setattr(ve_conv, "load_voice_encoder", lambda state: "ve")
+    _stand_in_session(monkeypatch, tmp_path, fixture=lambda case: case, ckpt_for=lambda model: model)
     monkeypatch.setattr(precision, "measure_mtl", lambda fx, ckpt, prec, n, ve: {
         "token_agreement": 1.0, "first_token_mismatch": None, "tokens": n, "mel_snr_db": 122.0,
         "wav_snr_db": 75.0, "speaker_cosine": 1.0, "seconds": 0.0})
-    monkeypatch.setattr(precision, "OUT", tmp_path)
     precision.cmd_precision(SimpleNamespace(cases=["mtl_de"], precisions=["fp32"], tokens=7))  # no SystemExit
     rows = json.loads((tmp_path / "precision.json").read_text())
     assert [(r["case"], r["precision"], r["failures"]) for r in rows] == [
