@@ -131,13 +131,20 @@ def snapshot(root: Path) -> dict:
     return out
 
 
-@pytest.fixture
-def no_load(monkeypatch):
+def forbid_loading(monkeypatch, *loaders) -> None:
+    """Each (module, name) loader replaced by one that fails the test (validation must stop before any
+    weights load), and $CHATTERBOX_CKPT unset."""
     def fail(*a, **k):
         pytest.fail("the model was loaded: validation should have stopped before")
 
-    monkeypatch.setattr(load_mod, "load_pipeline", fail)
+    for module, name in loaders:
+        monkeypatch.setattr(module, name, fail)
     monkeypatch.delenv("CHATTERBOX_CKPT", raising=False)
+
+
+@pytest.fixture
+def no_load(monkeypatch):
+    forbid_loading(monkeypatch, (load_mod, "load_pipeline"))
 
 
 def run_cli(argv, capsys):
@@ -155,9 +162,29 @@ def assert_one_error_line(rc, err, expect):
         assert part in lines[0], lines[0]
 
 
+R = "{root}"  # in the tables of bad input: the test's folder
+
+
+def command_argv(command: str, root: Path, defaults: dict, extra: list) -> list:
+    """`<command> --quiet` with the options of `defaults`, each replaced by `extra`'s (flag, value) pairs
+    ({root} filled in; a None value drops the option)."""
+    args = dict(defaults)
+    for flag, value in zip(extra[::2], extra[1::2]):
+        args[flag] = value.replace(R, str(root)) if value is not None else None
+    return [command, "--quiet"] + [x for k, v in args.items() if v is not None for x in (k, v)]
+
+
+def assert_refused_leaving_files_alone(root: Path, argv: list, expect: list, capsys) -> None:
+    """The command exits 2 with one error line holding every part of `expect` ({root} filled in), and
+    nothing under `root` is written, removed or touched."""
+    before = snapshot(root)
+    rc, _, err = run_cli(argv, capsys)
+    assert_one_error_line(rc, err, [e.replace(R, str(root)) for e in expect])
+    assert snapshot(root) == before
+
+
 # ----------------------------------------------------------------------------- tts: items 1 and 2
 
-R = "{root}"
 TTS_BAD = [
     # (id, extra argv, substrings of the one error line)
     ("temperature-0", ["--temperature", "0"], ["--temperature", "> 0"]),
@@ -203,15 +230,8 @@ TTS_BAD = [
 @pytest.mark.parametrize("case_id,extra,expect", TTS_BAD, ids=[c[0] for c in TTS_BAD])
 def test_tts_bad_input_is_one_line_exit_2_nothing_written(world, no_load, capsys, case_id, extra, expect):
     root = world["root"]
-    args = {"--text": "Hello there.", "--out": f"{root}/out.wav", "--model": str(world["model"])}
-    extra = [a.replace(R, str(root)) for a in extra]
-    for flag, value in zip(extra[::2], extra[1::2]):
-        args[flag] = value
-    argv = ["tts", "--quiet"] + [x for kv in args.items() for x in kv]
-    before = snapshot(root)
-    rc, _, err = run_cli(argv, capsys)
-    assert_one_error_line(rc, err, [e.replace(R, str(root)) for e in expect])
-    assert snapshot(root) == before
+    defaults = {"--text": "Hello there.", "--out": f"{root}/out.wav", "--model": str(world["model"])}
+    assert_refused_leaving_files_alone(root, command_argv("tts", root, defaults, extra), expect, capsys)
 
 
 def test_tts_env_checkpoint_error_names_the_variable(world, no_load, capsys, monkeypatch):

@@ -21,7 +21,8 @@ import soundfile as sf
 from mlx_impl import load as load_mod
 from mlx_impl import tts_turbo
 from mlx_impl.load import ModelLoadError
-from test_cli_validation import _conds, _hub_checkpoint, _mlx_model, _safetensors, assert_one_error_line, run_cli, snapshot
+from test_cli_validation import (R, _conds, _hub_checkpoint, _mlx_model, _safetensors, assert_one_error_line,
+                                 assert_refused_leaving_files_alone, command_argv, forbid_loading, run_cli, snapshot)
 
 TURBO_CONFIG = '{"model_type": "chatterbox_turbo", "t3": {"text_tokens_dict_size": 50276}}\n'
 
@@ -85,15 +86,9 @@ def world(tmp_path_factory):
 
 @pytest.fixture
 def no_load(monkeypatch):
-    def fail(*a, **k):
-        pytest.fail("the model was loaded: validation should have stopped before")
-
-    monkeypatch.setattr(tts_turbo, "load_turbo", fail)
-    monkeypatch.setattr(load_mod, "load_pipeline", fail)
-    monkeypatch.delenv("CHATTERBOX_CKPT", raising=False)
+    forbid_loading(monkeypatch, (tts_turbo, "load_turbo"), (load_mod, "load_pipeline"))
 
 
-R = "{root}"
 TURBO_BAD = [
     # (id, extra argv, substrings of the one error line)
     ("turbo-voice-5s", ["--voice", R + "/clips/five.wav"], ["--voice", "five.wav", "5.00 s", "longer than 5 s"]),
@@ -122,18 +117,13 @@ TURBO_BAD = [
 
 def _argv(world, extra):
     root = world["root"]
-    args = {"--text": "Hi.", "--out": f"{root}/out.wav", "--model": str(world["turbo"])}
-    for flag, value in zip(extra[::2], extra[1::2]):
-        args[flag] = value.replace(R, str(root))
-    return ["tts", "--quiet"] + [x for kv in args.items() for x in kv]
+    return command_argv("tts", root, {"--text": "Hi.", "--out": f"{root}/out.wav", "--model": str(world["turbo"])},
+                        extra)
 
 
 @pytest.mark.parametrize("case_id,extra,expect", TURBO_BAD, ids=[c[0] for c in TURBO_BAD])
 def test_turbo_tts_bad_input_is_one_line_exit_2_nothing_written(world, no_load, capsys, case_id, extra, expect):
-    before = snapshot(world["root"])
-    rc, _, err = run_cli(_argv(world, extra), capsys)
-    assert_one_error_line(rc, err, [e.replace(R, str(world["root"])) for e in expect])
-    assert snapshot(world["root"]) == before
+    assert_refused_leaving_files_alone(world["root"], _argv(world, extra), expect, capsys)
 
 
 def test_turbo_tts_long_text_is_one_line_no_tokenizer_warning(world, no_load, capsys, caplog):

@@ -17,7 +17,8 @@ import soundfile as sf
 
 from mlx_impl import load as load_mod
 from mlx_impl.validate import UsageError
-from test_cli_validation import _conds, _safetensors, assert_one_error_line, run_cli, snapshot
+from test_cli_validation import (R, _conds, _safetensors, assert_one_error_line, assert_refused_leaving_files_alone,
+                                 command_argv, forbid_loading, run_cli, snapshot)
 
 
 def _vc_hub(d: Path, *, conds: bool) -> Path:
@@ -59,14 +60,9 @@ def world(tmp_path_factory):
 
 @pytest.fixture
 def no_load(monkeypatch):
-    def fail(*a, **k):
-        pytest.fail("the model was loaded: validation should have stopped before")
-
-    monkeypatch.setattr(load_mod, "load_vc", fail)
-    monkeypatch.delenv("CHATTERBOX_CKPT", raising=False)
+    forbid_loading(monkeypatch, (load_mod, "load_vc"))
 
 
-R = "{root}"
 VC_BAD = [
     # (id, extra argv, substrings of the one error line)
     ("source-missing", ["--source", R + "/clips/nothere.wav"], ["--source", "nothere.wav", "not found"]),
@@ -93,19 +89,13 @@ VC_BAD = [
 
 def _argv(world, extra):
     root = world["root"]
-    args = {"--source": f"{root}/clips/good.wav", "--target-voice": f"{root}/clips/good.wav",
-            "--out": f"{root}/out.wav", "--model": str(world["model"])}
-    for flag, value in zip(extra[::2], extra[1::2]):
-        args[flag] = value.replace(R, str(root)) if value is not None else None
-    return ["vc", "--quiet"] + [x for k, v in args.items() if v is not None for x in (k, v)]
+    return command_argv("vc", root, {"--source": f"{root}/clips/good.wav", "--target-voice": f"{root}/clips/good.wav",
+                                     "--out": f"{root}/out.wav", "--model": str(world["model"])}, extra)
 
 
 @pytest.mark.parametrize("case_id,extra,expect", VC_BAD, ids=[c[0] for c in VC_BAD])
 def test_vc_bad_input_is_one_line_exit_2_nothing_written(world, no_load, capsys, case_id, extra, expect):
-    before = snapshot(world["root"])
-    rc, _, err = run_cli(_argv(world, extra), capsys)
-    assert_one_error_line(rc, err, [e.replace(R, str(world["root"])) for e in expect])
-    assert snapshot(world["root"]) == before
+    assert_refused_leaving_files_alone(world["root"], _argv(world, extra), expect, capsys)
 
 
 def test_vc_out_is_the_target_voice(world, no_load, capsys):
