@@ -154,8 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="run the ORIGINAL model on a case and write its reference fixtures")
     _ckpt_arg(p)
     p.add_argument("--case", default="all",
-                   help="case name from fixtures/cases.toml (an English, a voice-conversion vc_* or a Turbo turbo_* "
-                        "case), or 'all'")
+                   help="case name from fixtures/cases.toml (an English, a voice-conversion vc_*, a Turbo turbo_* "
+                        "or a multilingual mtl_* case), or 'all'")
     p.add_argument("--out", type=Path, default=None, help="fixture root (default: fixtures/)")
     p.add_argument("--text", default=None, help="override the case's text")
     p.add_argument("--audio", type=Path, default=None, help="override the case's reference audio file")

@@ -173,7 +173,7 @@ def has_test(ref: str) -> bool:
 
 
 def module_rows() -> List[dict]:
-    """The [[module]] rows of coverage.toml (the VC and Turbo modules), each checked: its original
+    """The [[module]] rows of coverage.toml (the VC, Turbo and multilingual modules), each checked: its original
     symbol, its MLX symbol, its checkpoints (by stage or name: the registry's compared ones) and its
     tests. status: "covered", or "missing" with what is missing."""
     modules = tomllib.loads(MAPPING.read_text()).get("module", []) if MAPPING.is_file() else []
@@ -244,6 +244,6 @@ def cmd_coverage(args):
 def register(sub):
     p = sub.add_parser("coverage", help="seed checklist -> MLX implementation -> parity checkpoints")
     p.add_argument("--strict", action="store_true",
-                   help="exit 1 when a checklist item has neither implementation nor reason, or a VC/Turbo module row "
+                   help="exit 1 when a checklist item has neither implementation nor reason, or a VC/Turbo/multilingual module row "
                         "lacks its original, its MLX symbol or a check")
     p.set_defaults(fn=cmd_coverage)
