@@ -71,6 +71,23 @@ def _hub_checkpoint(d: Path, *, conds_pt: bytes = None) -> Path:
     return d
 
 
+def write_clips(d: Path) -> Path:
+    """The clips the audio checks are tried on, 16 kHz, in the new folder `d`: good.wav (1 s), short.wav
+    (25 ms: too short), empty.wav (no samples), nan.wav (a NaN sample), text.wav (not audio), folder.wav (a
+    folder)."""
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    sf.write(d / "good.wav", (0.1 * rng.standard_normal(16000)).astype(np.float32), 16000)
+    sf.write(d / "short.wav", (0.1 * rng.standard_normal(400)).astype(np.float32), 16000)
+    sf.write(d / "empty.wav", np.zeros(0, np.float32), 16000)
+    nan = (0.1 * rng.standard_normal(16000)).astype(np.float32)
+    nan[100] = np.nan
+    sf.write(d / "nan.wav", nan, 16000, subtype="FLOAT")
+    (d / "text.wav").write_text("this is not audio\n")
+    (d / "folder.wav").mkdir()
+    return d
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("issue23")
@@ -95,18 +112,9 @@ def world(tmp_path_factory):
     _mlx_model(m)
     _safetensors(m / "model.safetensors", {"t3.text_emb.weight": np.zeros((100, 2), np.float32)})
 
-    v = root / "voices"
-    v.mkdir()
-    rng = np.random.default_rng(0)
-    sf.write(v / "good.wav", (0.1 * rng.standard_normal(16000)).astype(np.float32), 16000)
-    sf.write(v / "short_ok.wav", (0.1 * rng.standard_normal(800)).astype(np.float32), 16000)  # 50 ms: a warning
-    sf.write(v / "short.wav", (0.1 * rng.standard_normal(400)).astype(np.float32), 16000)  # 25 ms: too short
-    sf.write(v / "empty.wav", np.zeros(0, np.float32), 16000)
-    nan = (0.1 * rng.standard_normal(16000)).astype(np.float32)
-    nan[100] = np.nan
-    sf.write(v / "nan.wav", nan, 16000, subtype="FLOAT")
-    (v / "text.wav").write_text("this is not audio\n")
-    (v / "folder.wav").mkdir()
+    v = write_clips(root / "voices")
+    short_ok = (0.1 * np.random.default_rng(1).standard_normal(800)).astype(np.float32)
+    sf.write(v / "short_ok.wav", short_ok, 16000)  # 50 ms: a warning
 
     (root / "afile").write_text("x")
     full = root / "full"

@@ -18,7 +18,7 @@ import soundfile as sf
 from mlx_impl import load as load_mod
 from mlx_impl.validate import UsageError
 from test_cli_validation import (R, _conds, _safetensors, assert_one_error_line, assert_refused_leaving_files_alone,
-                                 command_argv, forbid_loading, run_cli, snapshot)
+                                 command_argv, forbid_loading, run_cli, snapshot, write_clips)
 
 
 def _vc_hub(d: Path, *, conds: bool) -> Path:
@@ -44,17 +44,7 @@ def world(tmp_path_factory):
     m.mkdir()
     _safetensors(m / "model.safetensors", {"t3.text_emb.weight": np.zeros((4, 2), np.float32)})
 
-    v = root / "clips"
-    v.mkdir()
-    rng = np.random.default_rng(0)
-    sf.write(v / "good.wav", (0.1 * rng.standard_normal(16000)).astype(np.float32), 16000)
-    sf.write(v / "short.wav", (0.1 * rng.standard_normal(400)).astype(np.float32), 16000)  # 25 ms
-    sf.write(v / "empty.wav", np.zeros(0, np.float32), 16000)
-    nan = (0.1 * rng.standard_normal(16000)).astype(np.float32)
-    nan[10] = np.nan
-    sf.write(v / "nan.wav", nan, 16000, subtype="FLOAT")
-    (v / "text.wav").write_text("not audio\n")
-    (v / "folder.wav").mkdir()
+    write_clips(root / "clips")
     return w
 
 
