@@ -23,7 +23,7 @@ runs in both; default checkpoint `checkpoints/synthetic-mtl-s0`, case `mtl_de`; 
 results under reports/out/bench_cpu_mtl.*. `--note` adds a line to the record (e.g. what else ran).
 Usage:
     python benchmarks/bench_pipeline.py [--model chatterbox|turbo|mtl] [--checkpoint DIR] [--case CASE]
-        [--tokens 100] [--rounds 3] [--device cpu|gpu] [--mlx-dtype float32|bfloat16|float16 ...] [--expert]
+        [--tokens 100] [--rounds 3] [--device cpu|gpu] [--mlx-dtype float32|bfloat16|float16|bfloat16-t3 ...] [--expert]
         [--expert-dtype float32|bfloat16|float16 ...] [--builtin-voice] [--note TEXT]
 """
 from __future__ import annotations
@@ -117,7 +117,7 @@ def worker_mlx(ckpt_dir: str, case_name: str, n_tokens: int, uniforms, device: s
     import numpy as np
 
     from mlx_impl import backend
-    from mlx_impl.load import set_half_precision
+    from mlx_impl.load import cast_in_place, set_half_precision
     from mlx_impl.t3.inference.sampling import ReplayDraw
     from mlx_impl.tts import ChatterboxTTS, SPEECH_VOCAB_SIZE
     from parity.cases import get_case
@@ -126,7 +126,9 @@ def worker_mlx(ckpt_dir: str, case_name: str, n_tokens: int, uniforms, device: s
     mx.set_default_device(mx.gpu if device == "gpu" else mx.cpu)
     case = get_case(case_name)
     tts = ChatterboxTTS.from_pretrained(ckpt_dir)
-    if dtype != "float32":
+    if dtype in MLX_T3_ONLY_DTYPES:
+        cast_in_place(tts.t3, getattr(mx, dtype.removesuffix("-t3")))
+    elif dtype != "float32":
         set_half_precision(tts.t3, tts.s3gen, getattr(mx, dtype))
     if step_kind:
         tts.t3.compile_steps = step_kind
@@ -190,6 +192,10 @@ def worker_main(side: str, args):
 
 
 # ----------------------------------------------------------------------------- parent
+# MLX dtypes of T3 alone (S3Gen float32), as the expert's half-precision workers run
+MLX_T3_ONLY_DTYPES = ("bfloat16-t3",)
+
+
 def side_of(kind: str, dtype: str, first: bool) -> str:
     """A worker's side name: "mlx" for the first MLX dtype, "expert" for a float32 expert, else
     the kind and the dtype ("mlx_bfloat16", "expert_bfloat16")."""
@@ -263,11 +269,12 @@ def main():
     ap.add_argument("--uniforms", default="")
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     dtypes = ("float32", "bfloat16", "float16")
-    ap.add_argument("--mlx-dtype", choices=dtypes, nargs="+", default=["float32"],
-                    help="one MLX worker per dtype; the first is the side the ratios use")
+    ap.add_argument("--mlx-dtype", choices=dtypes + MLX_T3_ONLY_DTYPES, nargs="+", default=["float32"],
+                    help="one MLX worker per dtype; the first is the side the ratios use (bfloat16-t3: T3 in "
+                         "bfloat16, S3Gen float32, as the expert's bfloat16)")
     ap.add_argument("--expert-dtype", choices=dtypes, nargs="+", default=["float32"],
                     help="with --expert: one expert worker per dtype")
-    ap.add_argument("--worker-dtype", choices=dtypes, default="float32", help=argparse.SUPPRESS)
+    ap.add_argument("--worker-dtype", choices=dtypes + MLX_T3_ONLY_DTYPES, default="float32", help=argparse.SUPPRESS)
     from mlx_impl.t3.inference.step_kinds import STEP_KINDS
 
     ap.add_argument("--mlx-step", choices=STEP_KINDS, default=None,

@@ -198,9 +198,8 @@ def read_state_dict(path: Path) -> Dict[str, np.ndarray]:
 def convert_file(loader, path: Path):
     """`loader` (a converter of the hub's state dict) applied to the weight file `path`; a conversion
     error or a missing tensor is an error naming the file."""
-    state = read_state_dict(path)
-    try:
-        return loader(state)
+    try:  # the loader holds the only reference to the state dict, so that it can release it
+        return loader(read_state_dict(path))
     except ConversionError as e:
         raise ModelLoadError(f"{path}: {e}") from None
     except KeyError as e:
@@ -229,7 +228,27 @@ def set_half_precision(t3, s3gen, dtype) -> None:
     """T3, the flow and the vocoder in `dtype` (the precision matrix's fp16/bf16 setting); the
     speech tokenizer, CAMPPlus and the VoiceEncoder stay float32."""
     for module in (t3, s3gen.flow, s3gen.mel2wav):
-        module.set_dtype(dtype)
+        cast_in_place(module, dtype)
+
+
+def cast_in_place(module, dtype) -> None:
+    """module.set_dtype(dtype) (its floating-point parameters), one parameter at a time, each cast
+    evaluated before the next: cast whole, a model's weights would be held in both dtypes at once."""
+    from mlx.utils import tree_flatten
+
+    keys = [k for k, v in tree_flatten(module.parameters()) if mx.issubdtype(v.dtype, mx.floating) and v.dtype != dtype]
+    for key in keys:  # by key: a list of the arrays themselves would keep every old one alive
+        cast = _parameter(module, key).astype(dtype)
+        mx.eval(cast)
+        module.load_weights([(key, cast)], strict=False)
+
+
+def _parameter(module, key: str):
+    """The parameter at a dotted key of module.parameters() ("tfmr.layers.0.mlp.up_proj.weight")."""
+    node = module.parameters()
+    for part in key.split("."):
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return node
 
 
 def load_tokenizer(path: Path):

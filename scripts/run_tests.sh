@@ -5,7 +5,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 status=0
-run() { echo "=== pytest $*"; "$PY" -m pytest -q -rxXs -p no:cacheprovider "$@" || status=1; }
+# each group's wall time and peak memory, where GNU time is installed (the 24 GB budget: docs/TESTING.md)
+TIMER=()
+[ -x /usr/bin/time ] && TIMER=(/usr/bin/time -f "=== group took %e s, peak RSS %M KB")
+run() { echo "=== pytest $*"; "${TIMER[@]}" "$PY" -m pytest -q -rxXs -p no:cacheprovider "$@" || status=1; }
 run tests/unit
 run tests/parity --ignore=tests/parity/test_generate.py -k "not turbo and not mtl"
 run tests/parity/test_parity.py tests/parity/test_cumulative.py tests/test_turbo_parity.py tests/parity/test_mutations.py -k turbo  # Chatterbox Turbo: export of turbo_espeak/turbo_very_long (200 steps), isolated + cumulative parity, export determinism, bad input, two Turbo mutations

@@ -61,8 +61,8 @@ def check_all_consumed(weights: Weights, consumed: Iterable[str], ignored_prefix
 
 
 def load_strict(model, weights: Weights, what: str = "") -> None:
-    """Assign `weights` (MLX layout, flat keys) to `model`; every parameter must be assigned once,
-    with the right shape. Errors name the key."""
+    """Assign `weights` (MLX layout, flat keys) to `model`, emptying the dict; every parameter must
+    be assigned once, with the right shape. Errors name the key (and leave `weights` as it was)."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
@@ -77,4 +77,6 @@ def load_strict(model, weights: Weights, what: str = "") -> None:
     for k, v in weights.items():
         if tuple(params[k].shape) != tuple(v.shape):
             raise ConversionError(f"{what}: '{k}' has shape {tuple(v.shape)}, model expects {tuple(params[k].shape)}")
-    model.load_weights([(k, mx.array(v)) for k, v in weights.items()], strict=True)
+    # `weights` is consumed key by key: each source array is released as its MLX copy is made (where
+    # the caller holds no other reference), so that a model's weights are not held twice while loading
+    model.load_weights([(k, mx.array(weights.pop(k))) for k in list(weights)], strict=True)

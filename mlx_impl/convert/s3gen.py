@@ -61,6 +61,8 @@ def load_s3gen(state: Weights, meanflow: bool = False):
     from ..s3gen.s3gen import S3Token2Wav
 
     model = S3Token2Wav(meanflow=meanflow)
-    load_strict(model, sanitize(state), what="s3gen")
+    weights = sanitize(state)
+    del state  # the converted arrays' only holder from here (see load_strict)
+    load_strict(model, weights, what="s3gen")
     model.eval()
     return model

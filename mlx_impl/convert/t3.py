@@ -84,13 +84,15 @@ def load_t3(state: Weights, hp=None, *, verbose: bool = False):
 
     from .common import load_strict
 
-    weights = sanitize(state)
+    weights, n_source = sanitize(state), len(state)
+    del state  # the converted arrays' only holder from here (see load_strict)
+    n_weights = len(weights)
     if hp is None:
         hp = T3Config(text_tokens_dict_size=int(weights["text_emb.weight"].shape[0]))
     model = T3(hp)
     load_strict(model, weights, what="t3")
     model.eval()
     if verbose:  # keys map one to one, so consumed == assigned
-        print(f"t3: {len(state)} source tensors, {len(weights)} consumed, {len(state) - len(weights)} ignored; "
-              f"{len(weights)} MLX parameters assigned")
+        print(f"t3: {n_source} source tensors, {n_weights} consumed, {n_source - n_weights} ignored; "
+              f"{n_weights} MLX parameters assigned")
     return model

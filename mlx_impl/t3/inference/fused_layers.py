@@ -83,7 +83,8 @@ def is_fused(tfmr) -> bool:
 
 def fuse_projections(tfmr) -> None:
     """In place: every layer of mlx-lm's LlamaModel gets FusedAttention and FusedMLP, and its
-    RMSNorms (and the final one) run as one CPU kernel where it applies (backend.layers)."""
+    RMSNorms (and the final one) run as one CPU kernel where it applies (backend.layers). Layer by
+    layer, evaluated: fused lazily as a whole, both copies of every layer were held at once."""
     for layer in tfmr.layers:
         if not isinstance(layer.self_attn, FusedAttention):
             layer.self_attn = FusedAttention(layer.self_attn)
@@ -91,6 +92,7 @@ def fuse_projections(tfmr) -> None:
             layer.mlp = FusedMLP(layer.mlp)
         layer.input_layernorm = _kernel_norm(layer.input_layernorm)
         layer.post_attention_layernorm = _kernel_norm(layer.post_attention_layernorm)
+        mx.eval(layer.parameters())  # this layer's separate weights freed before the next is copied
     tfmr.norm = _kernel_norm(tfmr.norm)
 
 
