@@ -6,29 +6,11 @@ returns audio through T3's multilingual path (its AlignmentStreamAnalyzer includ
 into checkpoints/synthetic-mtl-s0 when missing (heavy: run under the shared lock)."""
 import pytest
 
+from tests.mtl_front_end import ckpt, offline_front_end  # noqa: F401 (module fixtures)
+
 pytestmark = pytest.mark.reference
 
 N_STEPS = 8  # generate() lets T3 run 1000 steps; only that bound is lowered here
-
-
-@pytest.fixture(scope="module")
-def ckpt():
-    from reference.mtl_synth_checkpoint import ensure_mtl_checkpoint
-
-    return ensure_mtl_checkpoint()
-
-
-@pytest.fixture(scope="module")
-def offline_front_end(ckpt):
-    """The hub out of reach (the stand-in Cangjie file must be the one read), pkuseg's model from the folder."""
-    from huggingface_hub import constants
-
-    from reference.mtl_data import pkuseg_home
-    from reference.mtl_synth_checkpoint import PKUSEG_DIR
-
-    with pytest.MonkeyPatch.context() as mp, pkuseg_home(ckpt / PKUSEG_DIR):
-        mp.setattr(constants, "HF_HUB_OFFLINE", True)
-        yield
 
 
 @pytest.fixture(scope="module")

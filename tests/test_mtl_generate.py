@@ -19,31 +19,13 @@ import numpy as np
 import pytest
 
 from tests.mtl_analysis import DECISIONS, recording_original_analysis
+from tests.mlx_layout_checks import assert_same_parameters_and_voice
+from tests.mtl_front_end import ckpt, offline_env, offline_front_end  # noqa: F401 (module fixtures)
 
 pytestmark = pytest.mark.reference
 
 N_STEPS = 120
 CASES = [("el", "greedy"), ("el", "sampled"), ("ja", "greedy"), ("ja", "sampled")]
-
-
-@pytest.fixture(scope="module")
-def ckpt():
-    from reference.mtl_synth_checkpoint import ensure_mtl_checkpoint
-
-    return ensure_mtl_checkpoint()
-
-
-@pytest.fixture(scope="module")
-def offline_front_end(ckpt):
-    """The hub out of reach (the stand-in Cangjie file must be the one read), pkuseg's model from the folder."""
-    from huggingface_hub import constants
-
-    from reference.mtl_data import pkuseg_home
-    from reference.mtl_synth_checkpoint import PKUSEG_DIR
-
-    with pytest.MonkeyPatch.context() as mp, pkuseg_home(ckpt / PKUSEG_DIR):
-        mp.setattr(constants, "HF_HUB_OFFLINE", True)
-        yield
 
 
 def _run_original(mtl, text: str, lang: str, greedy: bool, seed: int) -> dict:
@@ -167,16 +149,12 @@ def test_mtl_t3_logits_gap_of_eager_attention(reference_runs, mlx_mtl):
 @pytest.fixture(scope="module")
 def converted(ckpt, tmp_path_factory, mlx_mtl):
     """The synthetic multilingual checkpoint converted by `chatterbox-parity convert --checkpoint mtl`."""
-    import os
     import subprocess
     import sys
 
-    from reference.mtl_synth_checkpoint import PKUSEG_DIR
-
     out = tmp_path_factory.mktemp("mtl") / "mlx"
-    env = dict(os.environ, PKUSEG_HOME=str(ckpt / PKUSEG_DIR), HF_HUB_OFFLINE="1")
     r = subprocess.run([sys.executable, "-m", "parity.cli", "convert", "--checkpoint", "mtl", "--out", str(out)],
-                       capture_output=True, text=True, env=env)
+                       capture_output=True, text=True, env=offline_env(ckpt))
     assert r.returncode == 0, r.stderr[-2000:]
     print(r.stdout)
     return out, r.stdout
@@ -201,20 +179,12 @@ def test_mtl_convert_writes_the_multilingual_mlx_layout(converted):
 def test_mtl_mlx_layout_loads_the_hubs_weights_bit_exact(converted, mlx_mtl, offline_front_end):
     """from_pretrained on the converted folder: every parameter bit-exact, the same built-in voice, the
     same text tokens (Chinese too: the Cangjie mapping read from the copied hub cache)."""
-    import mlx.core as mx
-    from mlx.utils import tree_flatten
-
     from mlx_impl.mtl_tts import ChatterboxMultilingualTTS
     from reference.mtl_tokenizer_json import SENTENCES
 
     out, _ = converted
     mlx = ChatterboxMultilingualTTS.from_pretrained(str(out))
-    for part in ("ve", "t3", "s3gen"):
-        a, b = dict(tree_flatten(getattr(mlx_mtl, part).parameters())), dict(tree_flatten(getattr(mlx, part).parameters()))
-        assert a.keys() == b.keys() and len(a) > 0, part
-        assert all(mx.array_equal(a[k], b[k]).item() for k in a), part
-    assert np.array_equal(np.array(mlx_mtl.conds.t3.cond_prompt_speech_tokens), np.array(mlx.conds.t3.cond_prompt_speech_tokens))
-    assert np.array_equal(np.array(mlx_mtl.conds.gen["prompt_feat"]), np.array(mlx.conds.gen["prompt_feat"]))
+    assert_same_parameters_and_voice(mlx_mtl, mlx)
     assert mlx.tokenizer.cangjie_converter.mapping_file is not None
     for lang, text in SENTENCES.items():
         assert np.array_equal(mlx.text_tokens(text, lang), mlx_mtl.text_tokens(text, lang)), lang
@@ -224,17 +194,15 @@ def test_mtl_tts_command_hub_and_mlx_layouts_write_the_same_wav(tmp_path, conver
     """`chatterbox-parity tts --model mtl --language el` (the hub's layout, built-in voice) and `python -m
     mlx_impl.generate --model <converted> --language el`, greedy: the same 24 kHz WAV of S3Gen's length
     (960 samples per token), no temporary left beside it."""
-    import os
     import subprocess
     import sys
 
     import soundfile as sf
 
-    from reference.mtl_synth_checkpoint import PKUSEG_DIR
     from reference.mtl_tokenizer_json import SENTENCES
 
     out_dir, _ = converted
-    env = dict(os.environ, PKUSEG_HOME=str(ckpt / PKUSEG_DIR), HF_HUB_OFFLINE="1")
+    env = offline_env(ckpt)
     env.pop("CHATTERBOX_CKPT", None)
     args = ["--text", SENTENCES["el"], "--language", "el", "--greedy", "--max-new-tokens", "20", "--quiet"]
     wavs = []

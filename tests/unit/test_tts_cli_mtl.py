@@ -20,7 +20,9 @@ from mlx_impl import generate
 from mlx_impl import load as load_mod
 from mlx_impl import mtl_tts
 from mlx_impl.load import ModelLoadError
-from test_cli_validation import _conds, _hub_checkpoint, _mlx_model, _safetensors, assert_one_error_line, run_cli, snapshot
+from tests.mtl_front_end import hub_offline_with_pkuseg
+from test_cli_validation import (R, _conds, _hub_checkpoint, _mlx_model, _safetensors, assert_one_error_line,
+                                 assert_refused_leaving_files_alone, command_argv, forbid_loading, run_cli, snapshot)
 
 MTL_CONFIG = '{"model_type": "chatterbox_multilingual", "t3": {"text_tokens_dict_size": 2454}}\n'
 
@@ -63,14 +65,10 @@ def _mtl_mlx(d: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from huggingface_hub import constants
-
     from reference import mtl_data
 
     root = tmp_path_factory.mktemp("mtl_cli")
-    home = mtl_data.write_pkuseg_home(root / "_pkuseg")
-    with pytest.MonkeyPatch.context() as mp, mtl_data.pkuseg_home(home):
-        mp.setattr(constants, "HF_HUB_OFFLINE", True)
+    with hub_offline_with_pkuseg(mtl_data.write_pkuseg_home(root / "_pkuseg")):
         w = {"root": root, "mtl": _mtl_hub(root / "mtl"), "mlx": _mtl_mlx(root / "mtl_mlx"),
              "english": _mlx_model(root / "english"), "english_hub": _hub_checkpoint(root / "english_hub")}
         w["no_t3"] = _mtl_hub(root / "no_t3", skip=(mtl_tts.T3_WEIGHTS,))
@@ -81,15 +79,9 @@ def world(tmp_path_factory):
 
 @pytest.fixture
 def no_load(monkeypatch):
-    def fail(*a, **k):
-        pytest.fail("the model was loaded: validation should have stopped before")
-
-    monkeypatch.setattr(mtl_tts, "load_mtl", fail)
-    monkeypatch.setattr(load_mod, "load_pipeline", fail)
-    monkeypatch.delenv("CHATTERBOX_CKPT", raising=False)
+    forbid_loading(monkeypatch, (mtl_tts, "load_mtl"), (load_mod, "load_pipeline"))
 
 
-R = "{root}"
 MTL_BAD = [
     # (id, extra argv, substrings of the one error line)
     ("mtl-unknown-language", ["--language", "xx"], ["--language xx", "Unsupported language_id 'xx'", "ar, da, de"]),
@@ -108,18 +100,13 @@ MTL_BAD = [
 
 def _argv(world, extra):
     root = world["root"]
-    args = {"--text": "Bonjour.", "--out": f"{root}/out.wav", "--model": str(world["mtl"])}
-    for flag, value in zip(extra[::2], extra[1::2]):
-        args[flag] = value.replace(R, str(root))
-    return ["tts", "--quiet"] + [x for kv in args.items() for x in kv]
+    return command_argv("tts", root, {"--text": "Bonjour.", "--out": f"{root}/out.wav", "--model": str(world["mtl"])},
+                        extra)
 
 
 @pytest.mark.parametrize("case_id,extra,expect", MTL_BAD, ids=[c[0] for c in MTL_BAD])
 def test_mtl_tts_bad_input_is_one_line_exit_2_nothing_written(world, no_load, capsys, case_id, extra, expect):
-    before = snapshot(world["root"])
-    rc, _, err = run_cli(_argv(world, extra), capsys)
-    assert_one_error_line(rc, err, [e.replace(R, str(world["root"])) for e in expect])
-    assert snapshot(world["root"]) == before
+    assert_refused_leaving_files_alone(world["root"], _argv(world, extra), expect, capsys)
 
 
 def test_mtl_tts_standalone_entry_point_same_errors(world, no_load, capsys):
