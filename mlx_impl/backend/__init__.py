@@ -12,6 +12,7 @@ form than MLX's native op; on a GPU each of them is MLX's native op, as written 
   layers.py       Linear, LayerNorm, RMSNorm drop-ins (kernels on the CPU), `use_wide_blas`
   recurrent.py    LSTM drop-in (its recurrence one kernel, else one compiled graph a step, on the CPU)
   normalization.py  inference BatchNorm (+ ReLU) in one pass on the CPU
+  mlx_ops.py      mx.sigmoid with its own bits, vectorised on the CPU
   lanes.py        independent work on both CPU cores: `parallel_lanes`, `parallel_batch`
 docs/MLX_CPU.md has the measurements behind each of them.
 """
@@ -24,5 +25,6 @@ from .elementwise import exp, gelu, mish, sigmoid, silu, sin_squared, snake, sof
 from .layers import LayerNorm, Linear, RMSNorm, use_wide_blas
 from .recurrent import LSTM
 from .normalization import batch_norm
+from .mlx_ops import mlx_sigmoid
 from .lanes import interleave_point, multiply_count, one_blas_thread, parallel_batch, parallel_lanes
 from .native import wide_blas

@@ -282,7 +282,7 @@ class CAMLayer(nn.Module):
         y = self.linear_local(x)
         context = mx.mean(x, axis=1, keepdims=True) + self.seg_pooling(x)
         context = nn.relu(self.linear1(context))
-        m = mx.sigmoid(self.linear2(context))
+        m = backend.mlx_sigmoid(self.linear2(context))  # mx.sigmoid's bits, vectorised on the CPU
         return y * m
 
     def seg_pooling(self, x, seg_len: int = 100, stype: str = "avg"):

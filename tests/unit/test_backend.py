@@ -148,6 +148,20 @@ def test_lstm_kernel_gives_nn_lstms_bits_for_every_partial_count():
             assert np.array_equal(np.array(a), np.array(b)), rows
 
 
+def test_mlx_sigmoid_gives_mx_sigmoids_bits():
+    """backend.mlx_sigmoid (kernels/mlx_bits.h: MLX's exp with a vectorisable floor) against
+    mx.sigmoid on 2^24 float32 bit patterns of every exponent, the exp clips (+-88 / log2 e) and
+    the specials; NaN stays NaN."""
+    rng = np.random.default_rng(11)
+    bits = rng.integers(0, 2 ** 32, 2 ** 24, dtype=np.uint64).astype(np.uint32)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, 88.0, -88.0, 87.99999, -87.99999, 88.00001, 1e-45,
+                        np.nextafter(np.float32(88.0), np.float32(0)), 127.0, -128.5], dtype=np.float32)
+    x = mx.array(np.concatenate([bits.view(np.float32), special]))
+    want, got = np.array(mx.sigmoid(x)), np.array(backend.mlx_sigmoid(x))
+    nan = np.isnan(want)
+    assert np.array_equal(np.isnan(got), nan) and np.array_equal(got[~nan].view(np.uint32), want[~nan].view(np.uint32))
+
+
 def test_lstm_kernel_rejects_bad_shapes():
     """The kernel's own check: one clear error for a w_hh that is not (4H, H) or an empty sequence."""
     if not backend.native.available():

@@ -189,10 +189,10 @@ def test_batch_norm_kernel_gives_the_modules_bits(shape, affine):
 
 def test_campplus_on_the_kernels_gives_the_ops_forms_bits(monkeypatch):
     """The whole CAMPPlus (seeded weights and BatchNorm statistics) with the CPU kernels (blocked
-    im2col, one-pass BatchNorm + ReLU) and with MLX's ops forms: the same x-vector, bit for bit."""
+    im2col, one-pass BatchNorm + ReLU, the CAM masks' sigmoid) and with MLX's ops forms: the same x-vector, bit for bit."""
     from mlx.utils import tree_map_with_path
 
-    from mlx_impl.backend import convolution, native, normalization
+    from mlx_impl.backend import convolution, mlx_ops, native, normalization
 
     if not native.available():
         pytest.skip(native.why_unavailable())
@@ -209,6 +209,7 @@ def test_campplus_on_the_kernels_gives_the_ops_forms_bits(monkeypatch):
     fast = np.array(model(x))
     monkeypatch.setattr(convolution, "applies_to", lambda _x: False)
     monkeypatch.setattr(normalization, "applies_to", lambda _x: False)
+    monkeypatch.setattr(mlx_ops, "applies_to", lambda _x: False)
     plain = np.array(model(x))
     assert fast.shape == (1, 192) and np.isfinite(fast).all() and np.array_equal(fast, plain)
 

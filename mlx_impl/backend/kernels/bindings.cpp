@@ -59,6 +59,7 @@ NB_MODULE(_kernels, m) {
         "relu"_a = false,
         "inference BatchNorm over the last axis, as nn.BatchNorm's ops ((x - mean) * inv, then weight * . "
         "+ bias), inv = rsqrt(var + eps) given; then maximum(., 0) if relu: x (..., C), the rest (C,)");
+  m.def("mlx_sigmoid", &mlx_sigmoid, "x"_a, "mx.sigmoid with its bits, one vectorised pass");
   m.def("wide_blas", []() { return wide_blas_about(); },
         "the wide BLAS (S3Gen's large products): library and core, or why MLX's BLAS is used");
   m.def("wide_blas_loaded", &wide_blas_loaded);

@@ -40,6 +40,9 @@ mx::array conv2d_im2col(const mx::array& x, const mx::array& weight, int stride_
 mx::array batch_norm(const mx::array& x, const mx::array& mean, const mx::array& inv, std::optional<mx::array> weight,
                      std::optional<mx::array> bias, bool relu);
 
+// mlx_sigmoid.cpp
+mx::array mlx_sigmoid(const mx::array& x);
+
 // threads.cpp
 bool set_stream_blas_threads(int threads);
 mx::array stream_blas_threads();
