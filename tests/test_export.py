@@ -1,17 +1,15 @@
 """The reference export on the synthetic checkpoint: determinism, the original's own generate(),
 and bad input (one clear error line, non-zero exit, no partial fixture folder)."""
 import dataclasses
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from parity.cases import get_case
+from tests.export_checks import (CLI, assert_one_error_line_and_no_fixture, assert_same_bytes, linked_checkpoint,
+                                 run_without_warnings)
 
 pytestmark = pytest.mark.reference
-CLI = [sys.executable, "-m", "parity.cli"]
 
 
 def _short_case(n=6):
@@ -28,8 +26,7 @@ def test_export_twice_is_bit_identical(tmp_path, parity_session):
     b = export_case(s.ckpt, _short_case(), out_root=tmp_path / "b", tts=tts, log=lambda m: None)
     files = sorted(p.name for p in a.iterdir())
     assert "manifest.json" in files and len(files) >= 10
-    for f in files:
-        assert (a / f).read_bytes() == (b / f).read_bytes(), f"{f} differs between two exports"
+    assert_same_bytes(a, b, files)
 
 
 def test_synthetic_checkpoint_loads_in_original_and_generates(parity_session):
@@ -53,24 +50,6 @@ def test_synthetic_checkpoint_loads_in_original_and_generates(parity_session):
     assert torch.isfinite(wav).all() and float(wav.abs().max()) > 0
 
 
-def _run_cli(args, tmp_path):
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(CLI + args, capture_output=True, text=True, env=env, cwd=tmp_path)
-
-
-def _linked_checkpoint(src, tmp_path, drop=None, corrupt=None):
-    d = tmp_path / "ckpt"
-    d.mkdir()
-    for f in src.iterdir():
-        if f.name == drop:
-            continue
-        if f.name == corrupt:
-            (d / f.name).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage" + bytes(64))
-        else:
-            (d / f.name).symlink_to(f)
-    return d
-
-
 @pytest.mark.parametrize("problem", ["missing_file", "corrupt_safetensors", "unreadable_audio", "empty_text"])
 def test_bad_input_gives_one_clear_error_and_no_fixture(tmp_path, problem, parity_session):
     ckpt = parity_session.ckpt.path
@@ -81,17 +60,15 @@ def test_bad_input_gives_one_clear_error_and_no_fixture(tmp_path, problem, parit
         "unreadable_audio": "garbage.wav", "empty_text": "empty text",
     }[problem]
     if problem == "missing_file":
-        args += ["--checkpoint", str(_linked_checkpoint(ckpt, tmp_path, drop="t3_cfg.safetensors"))]
+        args += ["--checkpoint", str(linked_checkpoint(ckpt, tmp_path, drop="t3_cfg.safetensors"))]
     elif problem == "corrupt_safetensors":
-        args += ["--checkpoint", str(_linked_checkpoint(ckpt, tmp_path, corrupt="s3gen.safetensors"))]
+        args += ["--checkpoint", str(linked_checkpoint(ckpt, tmp_path, corrupt="s3gen.safetensors"))]
     elif problem == "unreadable_audio":
         bad = tmp_path / "garbage.wav"
         bad.write_bytes(b"RIFF this is not audio")
         args += ["--checkpoint", str(ckpt), "--audio", str(bad)]
     else:
         args += ["--checkpoint", str(ckpt), "--text", "   "]
-    r = _run_cli(args, tmp_path)
+    r = run_without_warnings(CLI + args, tmp_path)
     assert r.returncode != 0
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and expect in lines[0], r.stderr
-    assert not out.exists() or not any(out.iterdir()), "a partial fixture folder was left behind"
+    assert_one_error_line_and_no_fixture(r, expect, out)

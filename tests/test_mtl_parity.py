@@ -4,15 +4,14 @@ its case or checkpoint changes, and one clear error on bad input with nothing ha
 themselves are the mtl_* cases of tests/parity (test_parity.py: isolated, test_cumulative.py: mode mtl); select
 them with `-k mtl`."""
 import dataclasses
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from tests.export_checks import (CLI, assert_one_error_line_and_no_fixture, assert_one_file_per_stage_and_same_bytes,
+                                 export_twice, linked_checkpoint, run_without_warnings)
+
 pytestmark = pytest.mark.reference
-CLI = [sys.executable, "-m", "parity.cli"]
 SHORT_STEPS = 4  # the short case's T3 bound: time (the registered cases run 200)
 SHORT_CASE = "mtl_zh"  # the Chinese case: Cangjie and pkuseg on the folder's stand-ins
 
@@ -35,27 +34,13 @@ def short_case():
 @pytest.fixture(scope="module")
 def two_exports(tmp_path_factory, mtl_ckpt, short_case):
     """The short case exported twice with one original ChatterboxMultilingualTTS (then released)."""
-    import gc
-
     from reference.export_mtl import export_mtl_case, load_original_mtl
 
-    tts = load_original_mtl(mtl_ckpt)
-    out = [export_mtl_case(mtl_ckpt, short_case, out_root=tmp_path_factory.mktemp(f"mtl_fx{i}"), tts=tts,
-                           log=lambda m: None) for i in range(2)]
-    del tts
-    gc.collect()
-    return out
+    return export_twice(load_original_mtl, export_mtl_case, mtl_ckpt, short_case, tmp_path_factory, "mtl_fx")
 
 
 def test_mtl_export_twice_is_bit_identical(two_exports):
-    from parity import registry
-
-    a, b = two_exports
-    stages = registry.load().models["mtl"]
-    files = sorted(p.name for p in a.iterdir())
-    assert files == sorted(["manifest.json"] + [f"{s}.safetensors" for s in stages])
-    for f in files:
-        assert (a / f).read_bytes() == (b / f).read_bytes(), f"{f} differs between two exports"
+    assert_one_file_per_stage_and_same_bytes(*two_exports, "mtl")
 
 
 def test_mtl_export_is_complete_and_sane(two_exports, short_case):
@@ -140,21 +125,11 @@ def test_mtl_case_without_language_is_named(tmp_path):
         load_mtl_cases(toml)
 
 
-def _run(args, cwd):
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd)
-
-
 @pytest.mark.parametrize("missing", ["s3gen.pt", "grapheme_mtl_merged_expanded_v1.json"])
 def test_mtl_export_missing_checkpoint_file_one_clear_error_no_fixture(tmp_path, mtl_ckpt, missing):
     out = tmp_path / "fx"
-    d = tmp_path / "ckpt"
-    d.mkdir()
-    for f in mtl_ckpt.path.iterdir():
-        if f.name != missing:
-            (d / f.name).symlink_to(f)
-    r = _run(CLI + ["export", "--case", SHORT_CASE, "--out", str(out), "--checkpoint", str(d)], tmp_path)
+    d = linked_checkpoint(mtl_ckpt.path, tmp_path, drop=missing)
+    r = run_without_warnings(CLI + ["export", "--case", SHORT_CASE, "--out", str(out), "--checkpoint", str(d)],
+                             tmp_path)
     assert r.returncode == 2, r.stderr[-2000:]
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and missing in lines[0], r.stderr
-    assert not out.exists() or not any(out.iterdir()), "a partial fixture folder was left behind"
+    assert_one_error_line_and_no_fixture(r, missing, out)

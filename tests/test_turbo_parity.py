@@ -3,15 +3,13 @@ registered turbo.* checkpoint, the activation checks), stale when its case or ch
 one clear error on bad input with nothing half-written. The parity tests themselves are the turbo_*
 cases of tests/parity (test_parity.py: isolated, test_cumulative.py: mode turbo); select them with
 `-k turbo`."""
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
+from tests.export_checks import (CLI, assert_one_error_line_and_no_fixture, assert_one_file_per_stage_and_same_bytes,
+                                 export_twice, linked_checkpoint, run_without_warnings)
+
 pytestmark = pytest.mark.reference
-CLI = [sys.executable, "-m", "parity.cli"]
 SHORT_STEPS = 4  # the short case's T3 bound: time (the registered cases run 200)
 
 
@@ -36,27 +34,14 @@ def short_case():
 @pytest.fixture(scope="module")
 def two_exports(tmp_path_factory, turbo_ckpt, short_case):
     """The short case exported twice with one original ChatterboxTurboTTS (then released)."""
-    import gc
-
     from reference.export_turbo import export_turbo_case, load_original_turbo
 
-    tts = load_original_turbo(turbo_ckpt)
-    out = [export_turbo_case(turbo_ckpt, short_case, out_root=tmp_path_factory.mktemp(f"turbo_fx{i}"), tts=tts,
-                             log=lambda m: None) for i in range(2)]
-    del tts
-    gc.collect()
-    return out
+    return export_twice(load_original_turbo, export_turbo_case, turbo_ckpt, short_case, tmp_path_factory,
+                        "turbo_fx")
 
 
 def test_turbo_export_twice_is_bit_identical(two_exports):
-    from parity import registry
-
-    a, b = two_exports
-    stages = registry.load().models["turbo"]
-    files = sorted(p.name for p in a.iterdir())
-    assert files == sorted(["manifest.json"] + [f"{s}.safetensors" for s in stages])
-    for f in files:
-        assert (a / f).read_bytes() == (b / f).read_bytes(), f"{f} differs between two exports"
+    assert_one_file_per_stage_and_same_bytes(*two_exports, "turbo")
 
 
 def test_turbo_export_is_complete_and_sane(two_exports):
@@ -93,11 +78,6 @@ def test_turbo_fixture_goes_stale(two_exports, turbo_ckpt, short_case):
     assert staleness(root, changed, turbo_ckpt) == "case params changed"
 
 
-def _run(args, cwd):
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd)
-
-
 @pytest.mark.parametrize("problem", ["missing_meanflow", "english_folder", "short_voice"])
 def test_turbo_export_bad_input_one_clear_error_no_fixture(tmp_path, turbo_ckpt, problem):
     import soundfile as sf
@@ -107,12 +87,7 @@ def test_turbo_export_bad_input_one_clear_error_no_fixture(tmp_path, turbo_ckpt,
     out = tmp_path / "fx"
     args = CLI + ["export", "--case", "turbo_espeak", "--out", str(out)]
     if problem == "missing_meanflow":
-        d = tmp_path / "ckpt"
-        d.mkdir()
-        for f in turbo_ckpt.path.iterdir():
-            if f.name != "s3gen_meanflow.safetensors":
-                (d / f.name).symlink_to(f)
-        args += ["--checkpoint", str(d)]
+        args += ["--checkpoint", str(linked_checkpoint(turbo_ckpt.path, tmp_path, drop="s3gen_meanflow.safetensors"))]
         expect = "s3gen_meanflow.safetensors"
     elif problem == "english_folder":
         args += ["--checkpoint", str(DEFAULT_CKPT)]
@@ -122,8 +97,6 @@ def test_turbo_export_bad_input_one_clear_error_no_fixture(tmp_path, turbo_ckpt,
         sf.write(short, (0.1 * np.sin(np.arange(16000 * 4) / 10.0)).astype(np.float32), 16000)
         args += ["--audio", str(short)]
         expect = "longer than 5 seconds"
-    r = _run(args, tmp_path)
+    r = run_without_warnings(args, tmp_path)
     assert r.returncode == 2, r.stderr[-2000:]
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and expect in lines[0], r.stderr
-    assert not out.exists() or not any(out.iterdir()), "a partial fixture folder was left behind"
+    assert_one_error_line_and_no_fixture(r, expect, out)

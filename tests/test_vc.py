@@ -1,15 +1,15 @@
 """Voice conversion on the synthetic checkpoint (issue 20): the original ChatterboxVC loads it
 unmodified; its export is deterministic and fails cleanly on bad input; `chatterbox-parity vc` and
 `python -m mlx_impl.vc_cli` write a playable 24 kHz wav of the original's length."""
-import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from tests.export_checks import (CLI, assert_one_error_line_and_no_fixture, assert_same_bytes, linked_checkpoint,
+                                 run_without_warnings)
+
 pytestmark = pytest.mark.reference
-CLI = [sys.executable, "-m", "parity.cli"]
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +63,7 @@ def test_vc_export_twice_is_bit_identical(tmp_path, parity_session, original_vc,
     files = sorted(p.name for p in a.iterdir())
     assert files == ["manifest.json", "vc_flow.safetensors", "vc_hift.safetensors", "vc_source.safetensors",
                      "vc_target.safetensors"]
-    for f in files:
-        assert (a / f).read_bytes() == (b / f).read_bytes(), f"{f} differs between two exports"
+    assert_same_bytes(a, b, files)
     from parity.fixtures import Fixture
 
     fx = Fixture.open(a)
@@ -77,32 +76,20 @@ def test_vc_export_twice_is_bit_identical(tmp_path, parity_session, original_vc,
     assert fx.tensor("vc.output_mel").shape[-1] == n_mel and fx.tensor("vc.wav").shape[-1] == 480 * n_mel
 
 
-def _run(args, cwd):
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd)
-
-
 @pytest.mark.parametrize("problem", ["missing_s3gen", "missing_source"])
 def test_vc_export_bad_input_one_clear_error_no_fixture(tmp_path, parity_session, problem):
     ckpt = parity_session.ckpt.path
     out = tmp_path / "fx"
     args = CLI + ["export", "--case", "vc_stereo_to_espeak", "--out", str(out)]
     if problem == "missing_s3gen":
-        d = tmp_path / "ckpt"
-        d.mkdir()
-        for f in ckpt.iterdir():
-            if f.name != "s3gen.safetensors":
-                (d / f.name).symlink_to(f)
-        args += ["--checkpoint", str(d)]
+        args += ["--checkpoint", str(linked_checkpoint(ckpt, tmp_path, drop="s3gen.safetensors"))]
         expect = "s3gen.safetensors"
     else:
         args += ["--checkpoint", str(ckpt), "--case", "vc_nothere"]
         expect = "unknown case"
-    r = _run(args, tmp_path)
+    r = run_without_warnings(args, tmp_path)
     assert r.returncode == 2
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and expect in lines[0], r.stderr
-    assert not out.exists() or not any(out.iterdir()), "a partial fixture folder was left behind"
+    assert_one_error_line_and_no_fixture(r, expect, out)
 
 
 @pytest.mark.parametrize("command", [["-m", "parity.cli", "vc"]], ids=["chatterbox-parity"])
@@ -118,8 +105,9 @@ def test_vc_command_writes_a_playable_wav_of_the_reference_length(tmp_path, comm
     case = short_vc_case
     ref_wav = Fixture.open(short_export).tensor("vc.wav")
     out = tmp_path / "out.wav"
-    r = _run([sys.executable, *command, "--source", str(case.source_path), "--target-voice", str(case.target_path),
-              "--out", str(out), "--model", str(parity_session.ckpt.path)], tmp_path)
+    r = run_without_warnings([sys.executable, *command, "--source", str(case.source_path),
+                              "--target-voice", str(case.target_path), "--out", str(out),
+                              "--model", str(parity_session.ckpt.path)], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert [p.name for p in tmp_path.iterdir()] == ["out.wav"]  # no hidden temporary left beside it
     audio, sr = sf.read(str(out), dtype="float32")
