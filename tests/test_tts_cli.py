@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 
+from tests.mlx_layout_checks import assert_same_parameters_and_voice
 
 pytestmark = pytest.mark.reference
 
@@ -84,20 +85,12 @@ def test_turbo_convert_writes_turbos_mlx_layout_with_counts_per_component(turbo_
 def test_turbo_mlx_layout_loads_the_hubs_weights_bit_exact(turbo_mlx):
     """from_pretrained on the converted folder gives the same parameters (every one, bit-exact) and the
     same built-in voice as from_pretrained on the hub's layout."""
-    import mlx.core as mx
-    from mlx.utils import tree_flatten
-
     from mlx_impl.tts_turbo import ChatterboxTurboTTS
     from reference.synth_turbo_checkpoint import ensure_turbo_checkpoint
 
     out, _ = turbo_mlx
     hub, mlx = ChatterboxTurboTTS.from_pretrained(str(ensure_turbo_checkpoint())), ChatterboxTurboTTS.from_pretrained(str(out))
-    for part in ("ve", "t3", "s3gen"):
-        a, b = dict(tree_flatten(getattr(hub, part).parameters())), dict(tree_flatten(getattr(mlx, part).parameters()))
-        assert a.keys() == b.keys() and len(a) > 0, part
-        assert all(mx.array_equal(a[k], b[k]).item() for k in a), part
-    assert np.array_equal(np.array(hub.conds.t3.cond_prompt_speech_tokens), np.array(mlx.conds.t3.cond_prompt_speech_tokens))
-    assert np.array_equal(np.array(hub.conds.gen["prompt_feat"]), np.array(mlx.conds.gen["prompt_feat"]))
+    assert_same_parameters_and_voice(hub, mlx)
 
 
 def test_turbo_tts_command_hub_and_mlx_layouts_write_the_same_wav(tmp_path, turbo_mlx):
