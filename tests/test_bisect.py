@@ -30,68 +30,52 @@ def patched(module, name, value):
         setattr(module, name, old)
 
 
+def _current_fixture(session, case: str, ckpt):
+    """The case's fixture: opened as it is when current (no need to check, and export, every case), else
+    through the session, which exports the stale fixtures."""
+    from parity.fixtures import Fixture, fixture_dir
+    from parity.session import all_cases, staleness
+
+    if staleness(session.fx_root, all_cases()[case], ckpt) is None:
+        return Fixture.open(fixture_dir(session.fx_root, case))
+    return session.fixture(case)
+
+
 @pytest.fixture(scope="module")
 def env(parity_session):
     pytest.importorskip("torch")
     pytest.importorskip("chatterbox")
-    from parity.cases import load_cases
-    from parity.fixtures import Fixture, fixture_dir
-    from parity.session import staleness
-
     s = parity_session
-    if staleness(s.fx_root, load_cases()[CASE], s.ckpt) is None:
-        fx = Fixture.open(fixture_dir(s.fx_root, CASE))  # current: no need to check (and export) every case
-    else:
-        fx = s.fixture(CASE)  # exports the stale fixtures
-    return s.ckpt, fx, s._original()  # the original ChatterboxTTS, shared with the other tests
+    # the original ChatterboxTTS, shared with the other tests
+    return s.ckpt, _current_fixture(s, CASE, s.ckpt), s._original()
 
 
 @pytest.fixture(scope="module")
 def vc_env(parity_session):
     """The VC case's fixture and the original ChatterboxVC (its S3Gen: the same modules as the English
     model's, loaded by ChatterboxVC.from_local)."""
-    from parity.fixtures import Fixture, fixture_dir
-    from parity.session import all_cases, staleness
     from reference.export_vc import load_original_vc
 
     s = parity_session
-    if staleness(s.fx_root, all_cases()[VC_CASE], s.ckpt) is None:
-        fx = Fixture.open(fixture_dir(s.fx_root, VC_CASE))
-    else:
-        fx = s.fixture(VC_CASE)
-    return s.ckpt, fx, load_original_vc(s.ckpt)
+    return s.ckpt, _current_fixture(s, VC_CASE, s.ckpt), load_original_vc(s.ckpt)
 
 
 @pytest.fixture(scope="module")
 def turbo_env(parity_session):
     """The Turbo case's fixture, its checkpoint and the original ChatterboxTurboTTS."""
-    from parity.fixtures import Fixture, fixture_dir
-    from parity.session import all_cases, staleness
     from reference.export_turbo import load_original_turbo
 
-    s = parity_session
-    ckpt = s.ckpt_for("turbo")
-    if staleness(s.fx_root, all_cases()[TURBO_CASE], ckpt) is None:
-        fx = Fixture.open(fixture_dir(s.fx_root, TURBO_CASE))
-    else:
-        fx = s.fixture(TURBO_CASE)
-    return ckpt, fx, load_original_turbo(ckpt)
+    ckpt = parity_session.ckpt_for("turbo")
+    return ckpt, _current_fixture(parity_session, TURBO_CASE, ckpt), load_original_turbo(ckpt)
 
 
 @pytest.fixture(scope="module")
 def mtl_env(parity_session):
     """The multilingual case's fixture, its checkpoint and the original ChatterboxMultilingualTTS."""
-    from parity.fixtures import Fixture, fixture_dir
-    from parity.session import all_cases, staleness
     from reference.export_mtl import load_original_mtl
 
-    s = parity_session
-    ckpt = s.ckpt_for("mtl")
-    if staleness(s.fx_root, all_cases()[MTL_CASE], ckpt) is None:
-        fx = Fixture.open(fixture_dir(s.fx_root, MTL_CASE))
-    else:
-        fx = s.fixture(MTL_CASE)
-    return ckpt, fx, load_original_mtl(ckpt)
+    ckpt = parity_session.ckpt_for("mtl")
+    return ckpt, _current_fixture(parity_session, MTL_CASE, ckpt), load_original_mtl(ckpt)
 
 
 def _snr(check):
@@ -280,10 +264,9 @@ def test_turbo_t3_clean_then_gelu_layernorm_eps_and_wpe_offset_named(turbo_env):
     block's ln_1), the wpe position not advanced with the KV cache (the decode step's wpe input)."""
     import mlx.core as mx
     import mlx.nn as nn
-    import mlx_lm.models.gpt2 as mlx_gpt2
     from mlx_lm.models.base import create_attention_mask
 
-    from mlx_impl.t3.gpt2 import GPT2Backbone
+    from mlx_impl.t3.gpt2 import GPT2MLP, GPT2Backbone
     from parity.bisect import _mlx_turbo_t3
 
     ckpt, fx, tts = turbo_env
@@ -297,7 +280,7 @@ def test_turbo_t3_clean_then_gelu_layernorm_eps_and_wpe_offset_named(turbo_env):
     def exact_gelu(self, x):
         return self.c_proj(nn.gelu(self.c_fc(x)))
 
-    with patched(mlx_gpt2.MLP, "__call__", exact_gelu):
+    with patched(GPT2MLP, "__call__", exact_gelu):
         f = bisect("turbo_t3", fx, ckpt=ckpt, tts=tts, max_len=40)
     print(f.report())
     assert f.kind == "gap" and f.module == "tfmr.h.0.mlp.c_proj" and f.parent == "tfmr.h.0.mlp", f.report()
