@@ -772,11 +772,12 @@ def _turbo_stop_on_first_draw(ctx):
 
 def _turbo_gelu_exact(ctx):
     import mlx.nn as nn
-    import mlx_lm.models.gpt2 as gpt2
+
+    from mlx_impl.t3.gpt2 import GPT2MLP
 
     def __call__(self, x):
         return self.c_proj(nn.gelu(self.c_fc(x)))
-    return patched(gpt2.MLP, "__call__", __call__)
+    return patched(GPT2MLP, "__call__", __call__)
 
 
 def _turbo_wpe_offset_fixed(ctx):

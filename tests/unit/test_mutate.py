@@ -37,7 +37,7 @@ def implementation_state() -> dict:
     every attribute in the __dict__ of their classes."""
     state = {}
     for name, mod in list(sys.modules.items()):
-        if not name.startswith(("mlx_impl", "mlx_lm.models.gpt2")) or mod is None:  # + the GPT-2 blocks T3 uses
+        if not name.startswith("mlx_impl") or mod is None:
             continue
         for attr, value in vars(mod).items():
             state[(name, attr)] = id(value)
