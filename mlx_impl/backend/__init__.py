@@ -24,7 +24,7 @@ from .device import FAST, NATIVE, apply_mlx_defaults, on_cuda, on_gpu
 from .elementwise import exp, gelu, mish, sigmoid, silu, sin_squared, snake, softmax, softmax_matmul
 from .layers import LayerNorm, Linear, RMSNorm, use_wide_blas
 from .recurrent import LSTM
-from .normalization import batch_norm
+from .normalization import BatchNorm, batch_norm
 from .mlx_ops import mlx_sigmoid
 from .lanes import interleave_point, multiply_count, one_blas_thread, parallel_batch, parallel_lanes
 from .native import wide_blas

@@ -7,7 +7,7 @@ eval mode when built.
 
 On the CPU, MLX's convolutions with a dilation or a 3x3 kernel are slow (dilated ones fall back to a
 naive loop), so `Conv1d`/`Conv2d` run as im2col + matmul there; native convolutions elsewhere.
-BatchNorm (+ ReLU) goes through `backend.batch_norm` (one pass on the CPU, the module's own bits).
+BatchNorm is `backend.BatchNorm` (one pass on the CPU, the module's own bits).
 """
 from __future__ import annotations
 
@@ -154,19 +154,19 @@ class BasicResBlock(nn.Module):
     def __init__(self, in_planes, planes, stride=1):
         super().__init__()
         self.conv1 = Conv2d(in_planes, planes, kernel_size=3, stride=(stride, 1), padding=1, bias=False)
-        self.bn1 = nn.BatchNorm(planes)
+        self.bn1 = backend.BatchNorm(planes)
         self.conv2 = Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm(planes)
+        self.bn2 = backend.BatchNorm(planes)
         self.shortcut = []
         if stride != 1 or in_planes != self.expansion * planes:
             self.shortcut = [
                 Conv2d(in_planes, self.expansion * planes, kernel_size=1, stride=(stride, 1), bias=False),
-                nn.BatchNorm(self.expansion * planes),
+                backend.BatchNorm(self.expansion * planes),
             ]
 
     def __call__(self, x):
-        out = backend.batch_norm(self.bn1, self.conv1(x), relu=True)
-        out = backend.batch_norm(self.bn2, self.conv2(out))
+        out = nn.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
         shortcut = x
         for layer in self.shortcut:
             shortcut = layer(shortcut)
@@ -178,11 +178,11 @@ class FCM(nn.Module):
         super().__init__()
         self.in_planes = m_channels
         self.conv1 = Conv2d(1, m_channels, kernel_size=3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm(m_channels)
+        self.bn1 = backend.BatchNorm(m_channels)
         self.layer1 = self._make_layer(block, m_channels, num_blocks[0], stride=2)
         self.layer2 = self._make_layer(block, m_channels, num_blocks[0], stride=2)
         self.conv2 = Conv2d(m_channels, m_channels, kernel_size=3, stride=(2, 1), padding=1, bias=False)
-        self.bn2 = nn.BatchNorm(m_channels)
+        self.bn2 = backend.BatchNorm(m_channels)
         self.out_channels = m_channels * (feat_dim // 8)
 
     def _make_layer(self, block, planes, num_blocks, stride):
@@ -195,10 +195,10 @@ class FCM(nn.Module):
     def __call__(self, x):
         """(B, T, F) -> (B, T, C * F / 8), channels ordered c * (F / 8) + f as the original's reshape."""
         out = x.transpose(0, 2, 1)[..., None]  # (B, H=F, W=T, 1)
-        out = backend.batch_norm(self.bn1, self.conv1(out), relu=True)
+        out = nn.relu(self.bn1(self.conv1(out)))
         for layer in self.layer1 + self.layer2:
             out = layer(out)
-        out = backend.batch_norm(self.bn2, self.conv2(out), relu=True)  # (B, F', T, C)
+        out = nn.relu(self.bn2(self.conv2(out)))  # (B, F', T, C)
         b, f, t, c = out.shape
         return out.transpose(0, 2, 3, 1).reshape(b, t, c * f)
 
@@ -218,22 +218,20 @@ class NonLinear(nn.Module):
             elif name == "prelu":
                 self.prelu = nn.PReLU(channels)
             elif name == "batchnorm":
-                self.batchnorm = nn.BatchNorm(channels)
+                self.batchnorm = backend.BatchNorm(channels)
             elif name == "batchnorm_":
-                self.batchnorm = nn.BatchNorm(channels, affine=False)
+                self.batchnorm = backend.BatchNorm(channels, affine=False)
             else:
                 raise ValueError("Unexpected module ({}).".format(name))
 
     def __call__(self, x):
-        if self.config_str == "batchnorm-relu":  # the trunk's every pair: one pass on the CPU
-            return backend.batch_norm(self.batchnorm, x, relu=True)
         for name in self.config_str.split("-"):
             if name == "relu":
                 x = nn.relu(x)
             elif name == "prelu":
                 x = self.prelu(x)
             else:
-                x = backend.batch_norm(self.batchnorm, x)
+                x = self.batchnorm(x)
         return x
 
 
