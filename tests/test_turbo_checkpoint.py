@@ -96,7 +96,7 @@ def test_turbo_s3gen_meanflow_matches_the_original(turbo):
 
 
 def test_turbo_gpt2_backbone_matches_the_original(turbo):
-    """The MLX GPT-2 backbone (mlx_impl/t3/gpt2.py on mlx-lm's blocks) against T3's HF GPT2Model of the
+    """The MLX GPT-2 backbone (mlx_impl/t3/gpt2.py) against T3's HF GPT2Model of the
     synthetic t3_turbo_v1.safetensors, fed input embeddings as inference_turbo does: a prefill, then
     three one-token steps on the KV cache."""
     import mlx.core as mx
