@@ -39,6 +39,44 @@ def generate_kwargs(case) -> dict:
     return {k: v for k, v in case.params.items() if k != "max_gen_len"}
 
 
+def timed_generate(tts, t3_method: str, generate, patches=(), mlx: bool = False) -> dict:
+    """One run of `generate()` (returns the waveform) with the conditioning, T3 (`t3_method`) and
+    S3Gen timed by wrappers around tts's methods; `patches`: (obj, name, value) replaced for the run
+    first (the original's bounded T3, its watermark left out). `mlx`: MLX's lazy outputs evaluated
+    inside each timed span. The times (s) and the audio's length; the caller adds the tokens."""
+    from reference.recording import patched
+
+    times = {}
+    with ExitStack() as stack:
+        for obj, name, value in patches:
+            stack.enter_context(patched(obj, name, value))
+        timed(stack, patched, tts, "prepare_conditionals", times, "cond_s",
+              finish=(lambda r: eval_mlx_conds(tts.conds)) if mlx else None)
+        timed(stack, patched, tts.t3, t3_method, times, "t3_s")
+        timed(stack, patched, tts.s3gen, "inference", times, "s3gen_s", finish=eval_first if mlx else None)
+        t0 = time.perf_counter()
+        wav = generate()
+        if mlx:
+            eval_first((wav,))
+        total = time.perf_counter() - t0
+    return dict(cond_s=times["cond_s"], t3_s=times["t3_s"], s3gen_s=times["s3gen_s"], total_s=total,
+                audio_s=wav.shape[-1] / tts.sr)
+
+
+def eval_mlx_conds(conds) -> None:
+    """Everything MLX's conditioning computes, lest lazy work be timed as T3's or S3Gen's."""
+    import mlx.core as mx
+
+    c = conds.t3
+    mx.eval([a for a in (c.speaker_emb, c.cond_prompt_speech_tokens, *conds.gen.values()) if isinstance(a, mx.array)])
+
+
+def eval_first(result) -> None:
+    import mlx.core as mx
+
+    mx.eval(result[0])
+
+
 def worker_original_turbo(ckpt_dir: str, case_name: str, n_tokens: int):
     import torch
 
@@ -52,62 +90,37 @@ def worker_original_turbo(ckpt_dir: str, case_name: str, n_tokens: int):
     tts = load_original_turbo(TurboCheckpointDir.open(ckpt_dir))
 
     def run():
-        times, tokens = {}, {}
         sampler = RecordedSampler(seed=case.seed)
         inference = tts.t3.inference_turbo
 
         def bounded(**kw):
             with patched(torch, "multinomial", sampler):
-                out = inference(**kw, max_gen_len=n_tokens)
-            tokens["t3"] = out
-            return out
+                return inference(**kw, max_gen_len=n_tokens)
 
         torch.manual_seed(case.seed)
-        with ExitStack() as stack:
-            stack.enter_context(patched(tts.t3, "inference_turbo", bounded))
-            timed(stack, patched, tts, "prepare_conditionals", times, "cond_s")
-            timed(stack, patched, tts.t3, "inference_turbo", times, "t3_s")
-            timed(stack, patched, tts.s3gen, "inference", times, "s3gen_s")
-            stack.enter_context(patched(tts.watermarker, "apply_watermark", lambda wav, sample_rate: wav))
-            t0 = time.perf_counter()
-            wav = tts.generate(case.text, audio_prompt_path=str(case.audio_path), **generate_kwargs(case))
-            total = time.perf_counter() - t0
-        return dict(cond_s=times["cond_s"], t3_s=times["t3_s"], s3gen_s=times["s3gen_s"], total_s=total,
-                    t3_tokens=len(sampler.tokens), audio_s=wav.shape[-1] / tts.sr, tokens=list(sampler.tokens),
-                    uniforms=sampler.uniforms)
+        out = timed_generate(tts, "inference_turbo", lambda: tts.generate(case.text, audio_prompt_path=str(case.audio_path),
+                                                                         **generate_kwargs(case)),
+                             patches=[(tts.t3, "inference_turbo", bounded),
+                                      (tts.watermarker, "apply_watermark", lambda wav, sample_rate: wav)])
+        return dict(out, t3_tokens=len(sampler.tokens), tokens=list(sampler.tokens), uniforms=sampler.uniforms)
 
     return run
 
 
 def worker_mlx_turbo(ckpt_dir: str, case_name: str, n_tokens: int, uniforms):
-    import mlx.core as mx
-
     from mlx_impl.t3.inference.sampling import ReplayDraw
     from mlx_impl.tts_turbo import ChatterboxTurboTTS
     from parity.cases import load_turbo_cases
-    from reference.recording import patched
 
     case = load_turbo_cases()[case_name]
     tts = ChatterboxTurboTTS.from_pretrained(ckpt_dir)  # applies the backend's MLX defaults
 
-    def eval_conds(conds):
-        # everything conditioning computes, lest lazy work be timed as T3's or S3Gen's
-        c = conds.t3
-        mx.eval([a for a in (c.speaker_emb, c.cond_prompt_speech_tokens, *conds.gen.values()) if isinstance(a, mx.array)])
-
     def run():
-        times, drawn = {}, []
-        with ExitStack() as stack:
-            timed(stack, patched, tts, "prepare_conditionals", times, "cond_s", finish=eval_conds)
-            timed(stack, patched, tts.t3, "inference_turbo", times, "t3_s")
-            timed(stack, patched, tts.s3gen, "inference", times, "s3gen_s", finish=lambda r: mx.eval(r[0]))
-            t0 = time.perf_counter()
-            wav = tts.generate(case.text, audio_prompt_path=str(case.audio_path), max_gen_len=n_tokens,
-                               draw=ReplayDraw(uniforms) if uniforms else None,
-                               on_token=lambda i, t: drawn.append(t), **generate_kwargs(case))
-            mx.eval(wav)
-            total = time.perf_counter() - t0
-        return dict(cond_s=times["cond_s"], t3_s=times["t3_s"], s3gen_s=times["s3gen_s"], total_s=total,
-                    t3_tokens=len(drawn), audio_s=wav.shape[-1] / tts.sr, tokens=drawn)
+        drawn = []
+        out = timed_generate(tts, "inference_turbo", lambda: tts.generate(
+            case.text, audio_prompt_path=str(case.audio_path), max_gen_len=n_tokens,
+            draw=ReplayDraw(uniforms) if uniforms else None, on_token=lambda i, t: drawn.append(t),
+            **generate_kwargs(case)), mlx=True)
+        return dict(out, t3_tokens=len(drawn), tokens=drawn)
 
     return run
