@@ -232,23 +232,18 @@ def set_half_precision(t3, s3gen, dtype) -> None:
 
 
 def cast_in_place(module, dtype) -> None:
-    """module.set_dtype(dtype) (its floating-point parameters), one parameter at a time, each cast
-    evaluated before the next: cast whole, a model's weights would be held in both dtypes at once."""
+    """module.set_dtype(dtype) (its floating-point parameters), one leaf module at a time, each cast
+    evaluated before the next: cast whole, a model's weights would be held in both dtypes at once.
+    The last set_dtype casts what modules with children hold themselves (arrays already in `dtype`
+    are left as they are)."""
+    import mlx.nn as nn
     from mlx.utils import tree_flatten
 
-    keys = [k for k, v in tree_flatten(module.parameters()) if mx.issubdtype(v.dtype, mx.floating) and v.dtype != dtype]
-    for key in keys:  # by key: a list of the arrays themselves would keep every old one alive
-        cast = _parameter(module, key).astype(dtype)
-        mx.eval(cast)
-        module.load_weights([(key, cast)], strict=False)
-
-
-def _parameter(module, key: str):
-    """The parameter at a dotted key of module.parameters() ("tfmr.layers.0.mlp.up_proj.weight")."""
-    node = module.parameters()
-    for part in key.split("."):
-        node = node[int(part)] if isinstance(node, list) else node[part]
-    return node
+    for _, leaf in tree_flatten(module.leaf_modules(), is_leaf=lambda m: isinstance(m, nn.Module)):
+        leaf.set_dtype(dtype)
+        mx.eval(leaf.parameters())
+    module.set_dtype(dtype)
+    mx.eval(module.parameters())
 
 
 def load_tokenizer(path: Path):

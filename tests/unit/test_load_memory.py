@@ -20,6 +20,7 @@ class Nested(nn.Module):
         self.norm = nn.RMSNorm(4)
         self.table = nn.Embedding(10, 4)
         self.ids = mx.arange(5)  # an integer array: never cast
+        self.scale = mx.ones(4)  # a float array of a module with children (not a leaf)
 
 
 def params(module) -> dict:
@@ -39,7 +40,7 @@ def test_cast_in_place_equals_set_dtype(dtype):
     assert pa.keys() == pb.keys()
     for k in pa:
         assert pa[k].dtype == pb[k].dtype and np.array_equal(pa[k], pb[k]), k
-    assert b.ids.dtype == mx.int32 and b.layers[0].weight.dtype == dtype
+    assert b.ids.dtype == mx.int32 and b.layers[0].weight.dtype == dtype and b.scale.dtype == dtype
 
 
 def test_load_strict_consumes_the_dict_it_assigns():
