@@ -52,20 +52,20 @@ def run(fx, ckpt) -> dict:
     return run_flow(load_flow(ckpt), fx, n_timesteps=int(fx.params.get("n_cfm_timesteps", DEFAULT_N_TIMESTEPS)))
 
 
-def run_flow(model, fx, n_timesteps: int, prefix: str = "", meanflow: bool = False) -> dict:
-    """The flow's checkpoints (named `prefix` + the English names) computed from the reference's tensors; the
-    Turbo stage runs it on `turbo.` names with MeanFlow's solve."""
+def run_flow(model, fx, n_timesteps: int, meanflow: bool = False) -> dict:
+    """The flow's checkpoints computed from the reference's tensors of an English-named fixture; the Turbo
+    stage runs it on a TurboFixture with MeanFlow's solve."""
     import mlx.core as mx
 
     from mlx_impl.s3gen.utils.mask import make_pad_mask
 
-    f32 = lambda name: mx.array(np.asarray(fx.tensor(prefix + name), np.float32))
+    f32 = lambda name: mx.array(np.asarray(fx.tensor(name), np.float32))
     out = {}
 
     # speaker embedding, token embedding (from the fixture's inputs)
     out["flow.spk_embedding"] = model.speaker_embedding(f32("embed_ref.xvector"))
-    prompt_token = np.asarray(fx.tensor(prefix + "embed_ref.prompt_token")).astype(np.int32).reshape(1, -1)
-    speech_tokens = np.asarray(fx.tensor(prefix + "flow.speech_tokens")).astype(np.int32).reshape(1, -1)
+    prompt_token = np.asarray(fx.tensor("embed_ref.prompt_token")).astype(np.int32).reshape(1, -1)
+    speech_tokens = np.asarray(fx.tensor("flow.speech_tokens")).astype(np.int32).reshape(1, -1)
     tokens = mx.array(np.concatenate([prompt_token, speech_tokens], axis=1))
     out["flow.input_embedding"] = model.embed_tokens(tokens)
 
@@ -95,7 +95,7 @@ def run_flow(model, fx, n_timesteps: int, prefix: str = "", meanflow: bool = Fal
                             on_step=on_step)
     out["flow.estimator_first"] = est["first"]
     out["flow.estimator_last"] = est["last"]
-    mel_len1 = fx.tensor(prefix + "embed_ref.prompt_feat").shape[1]
+    mel_len1 = fx.tensor("embed_ref.prompt_feat").shape[1]
     out["flow.output_mel"] = feat[:, :, mel_len1:]
     mx.eval(list(out.values()))
-    return {prefix + k: np.array(v) for k, v in out.items()}
+    return {k: np.array(v) for k, v in out.items()}

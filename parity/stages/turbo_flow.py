@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .flow import run_flow
-from .turbo_common import N_CFM_TIMESTEPS, pipeline
+from .turbo_common import N_CFM_TIMESTEPS, PREFIX, TurboFixture, pipeline
 
 STAGE = "turbo_flow"
 PROVIDES = ["turbo.flow.speech_tokens", "turbo.flow.spk_embedding", "turbo.flow.input_embedding",
@@ -29,5 +29,6 @@ def run(fx, ckpt) -> dict:
     from mlx_impl.tts_turbo import s3gen_tokens
 
     out = {"turbo.flow.speech_tokens": np.array(s3gen_tokens(fx.tensor("turbo.t3.speech_tokens"))[None])}
-    out.update(run_flow(pipeline(ckpt).s3gen.flow, fx, N_CFM_TIMESTEPS, prefix="turbo.", meanflow=True))
+    flow = run_flow(pipeline(ckpt).s3gen.flow, TurboFixture(fx), N_CFM_TIMESTEPS, meanflow=True)
+    out.update({PREFIX + k: v for k, v in flow.items()})
     return out
