@@ -3,6 +3,8 @@ CUDA backend in float32, bfloat16 and float16, whose one-token step is bound by 
 kernel and per Python call; on the CPU it runs too, with MLX ops for the attention)."""
 from __future__ import annotations
 
+import weakref
+
 import mlx.core as mx
 
 from .cuda_kernels import attend_appended_cuda, cuda_attend_applies, gemv, gemv_applies
@@ -27,7 +29,9 @@ class GraphStep:
     residual add (`products_in_kernels`); elsewhere MLX ops, with the residual adds inside the o /
     down products (`finish_addmm`)."""
 
-    GROW = 1024  # capacity steps: a new capacity is a new trace (and kernel); most decodes fit one
+    # capacity steps: the buffers hold the decode's positions rounded up to this (keys + values:
+    # 126 MB float32 per 256 positions); on CUDA a new capacity compiles a new attention kernel
+    GROW = 256
 
     def __init__(self, t3, capacity: int = 0):
         if not is_fused(t3.tfmr):
@@ -40,7 +44,7 @@ class GraphStep:
         self.layer_ids = [mx.array([i], dtype=mx.int32) for i in range(len(self.layers))]
         self.source = None  # the mlx-lm cache taken over
         self.in_place = None  # whether the CUDA kernels' in-place cache writes work (checked on the first step)
-        self.step = mx.compile(self._step)
+        self.step = mx.compile(weakly(self._step))
 
     def attention_in_kernel(self, x, head_dim: int, capacity: int) -> bool:
         return cuda_attend_applies(self.layers[0].self_attn.rope, x.dtype, head_dim, capacity)
@@ -119,6 +123,15 @@ class GraphStep:
             self.in_place = bool(mx.array_equal(self.keys[:, :, :, position], new_kv[:, :, 0]).item()
                                  and mx.array_equal(self.values[:, :, :, position], new_kv[:, :, 1]).item())
         return self.in_place
+
+
+def weakly(method):
+    """`method` called through a weak reference to its object. A compiled bound method kept on its
+    own object is a reference cycle: the step, its KV buffers (2 x 252 MB in float32) and the
+    prefill cache it took over would stay held after the decode until Python's cyclic collector
+    ran, one more set for every generate() call."""
+    ref = weakref.WeakMethod(method)
+    return lambda *args: ref()(*args)
 
 
 def capacity_for(positions: int, grow: int = GraphStep.GROW) -> int:
