@@ -4,7 +4,7 @@ beside the memory still held after it and the phase's seconds. The flow and HiFT
 first time compiles kernels); the record is the second run's. `--unbounded-queue` queues each
 S3Gen stage whole, as before `backend.gpu_block_queued` (a before/after pair in one machine).
 Usage (on the device machine, from the repository root):
-    python3 benchmarks/gpu/mem_probe.py /tmp/ckpt [--tokens 300] [--dtype float32|bfloat16] [--unbounded-queue]
+    python3 benchmarks/gpu/mem_probe.py /tmp/ckpt [--tokens 300] [--dtype float32|bfloat16|bfloat16-t3] [--unbounded-queue]
 Prints one JSON line."""
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def main():
 
     from mlx_impl import backend
     from mlx_impl.backend import lanes
-    from mlx_impl.load import set_half_precision
+    from mlx_impl.load import cast_in_place, set_half_precision
     from mlx_impl.tts import SPEECH_VOCAB_SIZE, ChatterboxTTS
     from parity.cases import get_case
 
@@ -47,7 +47,9 @@ def main():
         clock[0] = time.perf_counter()
 
     tts = ChatterboxTTS.from_pretrained(args.checkpoint)
-    if args.dtype != "float32":
+    if args.dtype.endswith("-t3"):  # T3 alone, S3Gen float32 (bench_pipeline's bfloat16-t3)
+        cast_in_place(tts.t3, getattr(mx, args.dtype.removesuffix("-t3")))
+    elif args.dtype != "float32":
         set_half_precision(tts.t3, tts.s3gen, getattr(mx, args.dtype))
     mx.eval(tts.t3.parameters(), tts.s3gen.parameters())
     phase("load")
