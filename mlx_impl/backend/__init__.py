@@ -7,7 +7,7 @@ form than MLX's native op; on a GPU each of them is MLX's native op, as written 
                   (`apply_mlx_defaults`, for entry points)
   native.py       the compiled CPU kernels (kernels/*.cpp) and the wide BLAS they load
   elementwise.py  exp, sigmoid / SiLU, Mish, GELU, softmax, Snake on the CPU (the exp polynomial)
-  sdpa.py         scaled dot-product attention
+  sdpa.py         scaled dot-product attention; Whisper's (each of q, k scaled) and its rotary form
   convolution.py  conv1d, conv_transpose1d, depthwise and im2col forms
   layers.py       Linear, LayerNorm, RMSNorm drop-ins (kernels on the CPU), `use_wide_blas`
   recurrent.py    LSTM drop-in (its recurrence one kernel, else one compiled graph a step, on the CPU)
@@ -17,7 +17,7 @@ form than MLX's native op; on a GPU each of them is MLX's native op, as written 
 docs/MLX_CPU.md has the measurements behind each of them.
 """
 from . import native
-from .sdpa import attention
+from .sdpa import attention, attention_split_scale, rotate_half_rope
 from .convolution import (conv1d, conv1d_addmm, conv1d_im2col, conv2d_im2col, conv_transpose1d,
                           depthwise_conv1d)
 from .device import FAST, NATIVE, apply_mlx_defaults, on_cuda, on_gpu

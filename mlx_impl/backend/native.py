@@ -2,8 +2,9 @@
 scripts/build_cpu_kernels.sh; the set-up runs it): exp, sigmoid, SiLU, Mish, exact GELU, Snake,
 SwiGLU, softmax, LayerNorm, RMSNorm, RoPE's rotation, the depthwise FSMN convolution, each one
 vectorised pass; Linear, attention and conv1d around MLX's BLAS or the "wide BLAS" (`wide_blas()`);
-an LSTM layer's recurrence, CAMPPlus's 2-D convolutions (blocked im2col), inference BatchNorm (+ ReLU)
-and sigmoid with MLX's own bits.
+an LSTM layer's recurrence, CAMPPlus's 2-D convolutions (blocked im2col), inference BatchNorm (+ ReLU),
+sigmoid and the S3 tokenizer's attention (Whisper's, q and k each scaled) with MLX's own bits.
+Large elementwise / row inputs are split over the stream's threads (rows independent: same bits).
 
 They compute the same math as the MLX-ops forms they replace (elementwise.py, convolution.py,
 layers.py); callers use them where `applies_to(x)` and fall back to those forms otherwise.

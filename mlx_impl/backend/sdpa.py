@@ -45,3 +45,30 @@ def _attention_ops(q, k, v, scale, bias):
     out1, out2 = on_both_streams(lambda: softmax_matmul(scores[:, :half], v[:, :half]),
                                  lambda: softmax_matmul(scores[:, half:], v[:, half:]))
     return mx.concatenate([out1, out2], axis=1)
+
+
+def attention_split_scale(q: mx.array, k: mx.array, v: mx.array, scale: float, bias: mx.array = None):
+    """Whisper's attention (the S3 tokenizer's): softmax((q * scale) @ (k * scale)^T + bias) @ v, q and
+    k each scaled. q, k, v (B, H, T, D), bias additive (B|1, H|1, T|1, S) or None -> (out (B, T, H, D),
+    the logits (B, H, T, S) or None). On the CPU with the kernels built one kernel with these ops' bits
+    (kernels/whisper_attention.cpp: MLX's matmuls of 20 heads of 152 x 64 x 152 are one BLAS call a
+    head, 0.58 ms for the scores, the kernel splits the heads over the cores), without the logits;
+    elsewhere these ops."""
+    if applies_to(q) and (bias is None or bias.ndim == 4):
+        return kernels().attention_split_scale(q, k, v, scale, bias), None
+    qk = (q * scale) @ (k.swapaxes(-1, -2) * scale)
+    if bias is not None:
+        qk = qk + bias
+    w = kernels().softmax(qk) if applies_to(qk) else mx.softmax(qk, axis=-1)
+    return (w @ v).transpose(0, 2, 1, 3), qk
+
+
+def rotate_half_rope(x: mx.array, cos: mx.array, sin: mx.array) -> mx.array:
+    """x * cos + rotate_half(x) * sin, rotate_half(x) = [-x[D/2:], x[:D/2]] (rotary embedding, halves
+    not interleaved). x (B, T, H, D); cos, sin (T, D). On the CPU with the kernels built one pass of
+    the rope kernel (the same bits), returned as a (B, T, H, D) view of its (B, H, T, D) output."""
+    if applies_to(x) and applies_to(cos) and applies_to(sin):
+        return kernels().rope(x.transpose(0, 2, 1, 3), cos, sin).transpose(0, 2, 1, 3)
+    c, s = cos[None, :, None, :], sin[None, :, None, :]
+    d = x.shape[-1]
+    return x * c + mx.concatenate([-x[..., d // 2:], x[..., :d // 2]], axis=-1) * s

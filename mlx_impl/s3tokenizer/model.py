@@ -13,7 +13,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ..backend import layers, native
+from ..backend import attention_split_scale, layers, native
 from .utils import make_non_pad_mask, mask_to_bias, merge_tokenized_segments
 
 # Constants of the long-audio path (identical in V1 and V2): 30 s windows, 4 s overlap.
@@ -38,18 +38,14 @@ class ModelConfig:
 
 # On the CPU (float32, kernels built) `mlx_impl.backend` replaces MLX's ops: MLX's Linux CPU
 # erf / softmax / layer norm are chains of scalar passes (erf GELU of (1, 250, 5120): 51 ms, the
-# kernel 1.2 ms); on a GPU MLX's own ops are used.
+# kernel 1.2 ms), the attention is one kernel (backend.attention_split_scale); on a GPU MLX's own
+# ops are used.
 _cpu_kernels_apply = native.applies_to
 
 
 def gelu(x: mx.array) -> mx.array:
     """Exact (erf) GELU, torch's nn.GELU() / F.gelu."""
     return native.kernels().gelu(x) if _cpu_kernels_apply(x) else nn.gelu(x)
-
-
-def softmax(x: mx.array) -> mx.array:
-    """Softmax over the last axis."""
-    return native.kernels().softmax(x) if _cpu_kernels_apply(x) else mx.softmax(x, axis=-1)
 
 
 class GELU(nn.Module):
@@ -111,15 +107,11 @@ class MultiHeadAttention(nn.Module):
         """q, k, v: (B, T, H, Dh), q and k not yet scaled -> (B, T, H * Dh), qk logits (or None)."""
         B, T, H, Dh = q.shape
         scale = Dh ** -0.25
-        q = q.transpose(0, 2, 1, 3) * scale
         v = v.transpose(0, 2, 1, 3)
         if not self.use_sdpa:
-            k = k.transpose(0, 2, 3, 1) * scale
-            qk = q @ k  # (B, H, T, T)
-            if mask is not None:
-                qk = qk + mask
-            w = softmax(qk)
-            return (w @ v).transpose(0, 2, 1, 3).reshape(B, T, H * Dh), qk
+            wv, qk = attention_split_scale(q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3), v, scale, mask)
+            return wv.reshape(B, T, H * Dh), qk
+        q = q.transpose(0, 2, 1, 3) * scale
         k = k.transpose(0, 2, 1, 3) * scale
         assert mask is not None
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=1.0, mask=mask)

@@ -13,7 +13,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ..backend import depthwise_conv1d
+from ..backend import depthwise_conv1d, rotate_half_rope
 from .model import (Conv1d, LayerNorm, Linear, MultiHeadAttention, QuantizeMixin, _mlp, _run_mlp,
                     conv_out_len, gelu)
 from .utils import make_non_pad_mask, mask_to_bias
@@ -52,14 +52,9 @@ def precompute_freqs_cis(dim: int, end: int, theta: float = 10000.0, scaling=Non
 def apply_rotary_emb(xq: mx.array, xk: mx.array, freqs_cis: mx.array) -> Tuple[mx.array, mx.array]:
     """xq, xk: (B, T, H, D); freqs_cis: (T, D) complex. x * cos + rotate_half(x) * sin with
     rotate_half(x) = [-x[D/2:], x[:D/2]]."""
-    cos = mx.real(freqs_cis)[None, :, None, :].astype(xq.dtype)
-    sin = mx.imag(freqs_cis)[None, :, None, :].astype(xq.dtype)
-
-    def rotate_half(x):
-        d = x.shape[-1]
-        return mx.concatenate([-x[..., d // 2:], x[..., :d // 2]], axis=-1)
-
-    return xq * cos + rotate_half(xq) * sin, xk * cos + rotate_half(xk) * sin
+    cos = mx.real(freqs_cis).astype(xq.dtype)
+    sin = mx.imag(freqs_cis).astype(xq.dtype)
+    return rotate_half_rope(xq, cos, sin), rotate_half_rope(xk, cos, sin)
 
 
 class FSQCodebook(nn.Module):

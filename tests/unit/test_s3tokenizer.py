@@ -352,9 +352,9 @@ def test_depthwise_shift_sum_equals_native_grouped_conv():
 @pytest.mark.xfail(not __import__("mlx_impl.backend.native", fromlist=["available"]).available(), strict=True,
                    reason="CPU kernels not built (scripts/build_cpu_kernels.sh)")
 def test_cpu_kernel_path_is_used_and_matches_mlx_ops(monkeypatch):
-    """On the CPU with the backend's kernels built, GELU (convs + MLPs), LayerNorm and the attention
-    softmax go through the kernels; they agree with MLX's own ops (the fallback, and the GPU path) to
-    float32 rounding, and the tokens are the same."""
+    """On the CPU with the backend's kernels built, GELU (convs + MLPs), LayerNorm, the rotary
+    rotation and the attention (its softmax the kernel's) go through the kernels; they agree with
+    MLX's own ops (the fallback, and the GPU path) to float32 rounding, and the tokens are the same."""
     import mlx.nn as nn
 
     from mlx_impl.backend import native
@@ -364,25 +364,29 @@ def test_cpu_kernel_path_is_used_and_matches_mlx_ops(monkeypatch):
     mel, mel_len = _mels([400, 333, 61])
     mel, mel_len = mx.array(mel.numpy()), mx.array(mel_len.numpy())
 
-    from mlx_impl.backend import layers
+    from mlx_impl.backend import layers, sdpa
 
     spy = SpyKernels(native)
     monkeypatch.setattr(mlx_v1, "native", spy)
     monkeypatch.setattr(layers, "kernels", spy.kernels)  # LayerNorm, Linear
+    monkeypatch.setattr(sdpa, "kernels", spy.kernels)  # the attention and the rotary rotation (of q and k)
     h_k, _ = out.encoder(mel, mel_len)
     code_k = out.quantizer.encode(h_k)
     mx.eval(h_k, code_k)
     n = SMALL["n_audio_layer"]
     # Linear: per block q, k, v, out and the MLP's two; and the quantizer's project_down
-    assert spy.calls == {"gelu": 2 + n, "layer_norm": 2 * n, "softmax": n, "linear": 6 * n + 1}, spy.calls
+    assert spy.calls == {"gelu": 2 + n, "layer_norm": 2 * n, "attention_split_scale": n, "rope": 2 * n,
+                         "linear": 6 * n + 1}, spy.calls
 
     # float16 input is not the kernels' dtype: MLX's ops
     spy.calls.clear()
-    mx.eval(mlx_v1.gelu(mx.ones((4,), dtype=mx.float16)), mlx_v1.softmax(mx.ones((2, 4), dtype=mx.float16)))
+    half = mx.ones((1, 2, 3, 4), dtype=mx.float16)
+    mx.eval(mlx_v1.gelu(half), sdpa.attention_split_scale(half, half, half, 0.5)[0])
     assert spy.calls == {}
 
     monkeypatch.setattr(mlx_v1, "_cpu_kernels_apply", lambda x: False)  # the fallback: MLX's ops
     monkeypatch.setattr(layers, "applies_to", lambda x: False)
+    monkeypatch.setattr(sdpa, "applies_to", lambda x: False)
     h_f, _ = out.encoder(mel, mel_len)
     code_f = out.quantizer.encode(h_f)
     mx.eval(h_f, code_f)
@@ -407,6 +411,6 @@ def test_cpu_kernel_path_is_used_and_matches_mlx_ops(monkeypatch):
     assert d.max() <= 1e-5  # measured 3.8e-6 for outputs up to 10.2 (4 ulp)
     s = rng.standard_normal((2, 4, 300, 300)).astype(np.float32) * 4
     s[1, :, :, 250:] = -1e10  # the padding bias
-    p = np.array(mlx_v1.softmax(mx.array(s)))
+    p = np.array(native.kernels().softmax(mx.array(s)))
     assert np.abs(p - np.array(mx.softmax(mx.array(s), axis=-1))).max() <= 5e-6  # measured 1.5e-6
     assert p[1, :, :, 250:].max() == 0  # masked keys: nothing

@@ -3,8 +3,10 @@
 // these operations as chains of scalar kernels (one pass per operation, mx.compile fuses at most 11
 // operations deep), 5-20x slower than PyTorch's vectorised ones. Each kernel runs on the thread of
 // the stream it is called on, like MLX's own CPU kernels (callers get two cores busy by running
-// independent work on two streams), except Snake, the products through the wide BLAS and one-token
-// attention, which split their rows or heads over the stream's threads (set_stream_blas_threads).
+// independent work on two streams), except the elementwise and row kernels on large inputs (GELU,
+// softmax, LayerNorm, Snake, the depthwise convolution), the products through the wide BLAS,
+// one-token attention and the S3 tokenizer's attention, which split their rows or heads over the
+// stream's threads (set_stream_blas_threads).
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
@@ -34,11 +36,16 @@ NB_MODULE(_kernels, m) {
         "RMSNorm over the last axis: x / sqrt(mean(x^2) + eps) * weight");
   m.def("rope", &rope, "x"_a, "cos"_a, "sin"_a,
         "RoPE's rotation, non-traditional, over all D dims: x (B, H, L, D) with a unit-stride last "
-        "axis, cos and sin (L, D / 2) -> (B, H, L, D)");
+        "axis, cos and sin (L, D / 2), or (L, D): x * cos + rotate_half(x) * sin with a table per half "
+        "-> (B, H, L, D)");
   m.def("attention", &attention, "q"_a, "k"_a, "v"_a, "scale"_a, "bias"_a = nb::none(), "wide"_a = false,
         "softmax(q k^T * scale + bias) v: q (B, H, T, D), k, v (B, H, S, D) with a unit-stride "
         "last axis, bias (B|1, H|1, T|1, S) or None -> (B, T, H, D); wide: products through the "
         "wide BLAS (T > 1), heads over the stream's threads");
+  m.def("attention_split_scale", &attention_split_scale, "q"_a, "k"_a, "v"_a, "scale"_a, "bias"_a = nb::none(),
+        "softmax((q * scale) (k * scale)^T + bias) v with the bits of those MLX ops (and the softmax "
+        "kernel): q (B, H, T, D), k, v (B, H, S, D) with a unit-stride last axis, bias (B|1, H|1, T|1, S) "
+        "or None -> (B, T, H, D)");
   m.def("snake", &snake, "x"_a, "alpha"_a,
         "x + 1 / (alpha + 1e-9) * sin(alpha x)^2, alpha (C,) over the last axis (HiFT's Snake)");
   m.def("linear", &linear, "x"_a, "weight"_a, "bias"_a = nb::none(), "wide"_a = false,

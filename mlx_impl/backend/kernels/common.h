@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -22,6 +23,24 @@ namespace ck {
 // Threads a kernel on this stream's worker may use (the machine's cores unless
 // set_stream_blas_threads set a number: a stream that shares the cores with another uses one).
 size_t stream_threads();
+
+// fn(first_row, n_rows) over `rows`, split over the stream's threads when large (at least 2^18
+// elements a thread): rows are independent, so the results are those of one pass.
+template <class F>
+void parallel_rows(size_t rows, size_t row_size, F fn) {
+  size_t workers = stream_threads();
+  workers = std::min(workers, std::max<size_t>(1, rows * row_size / (1 << 18)));
+  workers = std::min(workers, rows);
+  if (workers <= 1) return fn(0, rows);
+  std::vector<std::thread> pool;
+  size_t per = (rows + workers - 1) / workers;
+  for (size_t w = 1; w < workers; ++w) {
+    size_t lo = w * per;
+    if (lo < rows) pool.emplace_back(fn, lo, std::min(per, rows - lo));
+  }
+  fn(0, std::min(per, rows));
+  for (auto& t : pool) t.join();
+}
 
 inline void check_input(const mx::array& a, const char* what) {
   if (a.dtype() != mx::float32)

@@ -71,14 +71,6 @@ void swiglu_rows(const float* x, float* y, size_t rows, size_t h) {
     }
 }
 
-void softmax_rows(const float* x, float* y, size_t rows, size_t n) {
-  for (size_t r = 0; r < rows; ++r, x += n, y += n) {
-    float max = row_max(x, n);
-    float sum = exp_shifted_sum(x, y, n, max);
-    for (size_t i = 0; i < n; ++i) y[i] = y[i] / sum;
-  }
-}
-
 float row_mean(const float* x, size_t n) {
   float s[kLanes] = {};
   size_t i = 0;
@@ -131,7 +123,7 @@ class UnaryKernel : public CpuPrimitive {
     allocate_like(in, out);
     auto& enc = encoder(inputs, out);
     enc.dispatch([src = in.data<float>(), dst = out.data<float>(), n = in.size(), op = op_]() {
-      run_unary(op, src, dst, n);
+      parallel_rows(n, 1, [=](size_t lo, size_t count) { run_unary(op, src + lo, dst + lo, count); });
     });
   }
   const char* name() const override { return "CpuKernelUnary"; }
@@ -157,10 +149,10 @@ class RowsKernel : public CpuPrimitive {
       allocate_like(in, out);
     else
       out.set_data(mx::allocator::malloc(out.nbytes()));
-    size_t n = out.shape().back();
+    size_t n = out.shape().back(), n_in = in.shape().back();
     auto& enc = encoder(inputs, out);
-    enc.dispatch([src = in.data<float>(), dst = out.data<float>(), rows = out.size() / n, n, fn = fn_]() {
-      fn(src, dst, rows, n);
+    enc.dispatch([src = in.data<float>(), dst = out.data<float>(), rows = out.size() / n, n, n_in, fn = fn_]() {
+      parallel_rows(rows, n_in, [=](size_t lo, size_t count) { fn(src + lo * n_in, dst + lo * n, count, n); });
     });
   }
   const char* name() const override { return name_; }
@@ -187,10 +179,12 @@ class LayerNormKernel : public CpuPrimitive {
     const float* b = inputs.size() == 3 ? inputs[2].data<float>() : nullptr;
     enc.dispatch([src = in.data<float>(), w = inputs[1].data<float>(), b, dst = out.data<float>(),
                   rows = in.size() / n, n, eps = eps_]() {
-      if (b)
-        layer_norm_rows(src, w, b, dst, rows, n, eps);
-      else
-        rms_norm_rows(src, w, dst, rows, n, eps);
+      parallel_rows(rows, n, [=](size_t lo, size_t count) {
+        if (b)
+          layer_norm_rows(src + lo * n, w, b, dst + lo * n, count, n, eps);
+        else
+          rms_norm_rows(src + lo * n, w, dst + lo * n, count, n, eps);
+      });
     });
   }
   const char* name() const override { return "CpuKernelLayerNorm"; }
@@ -222,23 +216,6 @@ void snake_rows(const float* x, const float* alpha, float* y, size_t rows, size_
   for (size_t j = 0; j < c; ++j) inv[j] = 1.0f / (alpha[j] + 1e-9f);
   for (size_t r = 0; r < rows; ++r, x += c, y += c)
     for (size_t j = 0; j < c; ++j) y[j] = x[j] + inv[j] * sin_squared(x[j] * alpha[j]);
-}
-
-// fn(first_row, n_rows) over `rows`, split over the stream's threads when large.
-template <class F>
-void parallel_rows(size_t rows, size_t row_size, F fn) {
-  size_t workers = stream_threads();
-  workers = std::min(workers, std::max<size_t>(1, rows * row_size / (1 << 18)));
-  workers = std::min(workers, rows);
-  if (workers <= 1) return fn(0, rows);
-  std::vector<std::thread> pool;
-  size_t per = (rows + workers - 1) / workers;
-  for (size_t w = 1; w < workers; ++w) {
-    size_t lo = w * per;
-    if (lo < rows) pool.emplace_back(fn, lo, std::min(per, rows - lo));
-  }
-  fn(0, std::min(per, rows));
-  for (auto& t : pool) t.join();
 }
 
 class SnakeKernel : public CpuPrimitive {

@@ -81,4 +81,14 @@ inline float exp_shifted_sum(const float* x, float* y, size_t n, float max) {
   return total;
 }
 
+// softmax of each row (max, exp(x - max) and its sum, then a division): the softmax kernel's rows
+// and the S3 tokenizer attention's.
+inline void softmax_rows(const float* x, float* y, size_t rows, size_t n) {
+  for (size_t r = 0; r < rows; ++r, x += n, y += n) {
+    float max = row_max(x, n);
+    float sum = exp_shifted_sum(x, y, n, max);
+    for (size_t i = 0; i < n; ++i) y[i] = y[i] / sum;
+  }
+}
+
 }  // namespace ck

@@ -29,6 +29,10 @@ mx::array conv1d(const mx::array& x, const mx::array& weight, std::optional<mx::
 mx::array depthwise_conv1d(const mx::array& x, const mx::array& w);
 mx::array rope(const mx::array& x, const mx::array& cos_t, const mx::array& sin_t);
 
+// whisper_attention.cpp: the S3 tokenizer's attention with its MLX-ops form's bits
+mx::array attention_split_scale(const mx::array& q, const mx::array& k, const mx::array& v, float scale,
+                                std::optional<mx::array> bias);
+
 // recurrent.cpp
 mx::array lstm(const mx::array& xw, const mx::array& w_hh);
 

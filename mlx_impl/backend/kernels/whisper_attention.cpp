@@ -1,0 +1,146 @@
+// The S3 tokenizer's (Whisper-style) attention with the bits of its MLX-ops form (backend/sdpa.py
+// `attention_split_scale`) in one kernel instead of a chain of MLX ops (one-thread elementwise
+// passes, one multi-threaded BLAS call per head for products of 152 x 64 x 152): per head q * s and
+// k * s (each scaled, as Whisper does), the scores through the same BLAS call as MLX's matmul of
+// those (row-major, contiguous), + bias, the softmax kernel's rows, the product with v through the
+// same BLAS call; heads over the stream's threads (one BLAS thread each) only where a probe shows
+// one-thread products give the stream's products bit for bit.
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <tuple>
+
+#include "common.h"
+#include "elementwise.h"
+#include "kernels.h"
+#include "wide_blas.h"
+
+extern "C" int MKL_Set_Num_Threads_Local(int n) __attribute__((weak));
+
+namespace ck {
+namespace {
+
+// Whether (M, K) x (K, N) products (both row-major, not transposed) on one BLAS thread give the
+// stream's products bit for bit: a probe with pseudo-random operands, kept per shape.
+bool one_thread_keeps_bits(int64_t M, int64_t N, int64_t K) {
+  static std::mutex lock;
+  static std::map<std::tuple<int64_t, int64_t, int64_t>, bool> known;
+  std::lock_guard<std::mutex> guard(lock);
+  auto key = std::make_tuple(M, N, K);
+  if (auto it = known.find(key); it != known.end()) return it->second;
+  std::vector<float> a(M * K), b(K * N), whole(M * N), one(M * N);
+  uint32_t state = 2024;
+  for (auto* v : {&a, &b})
+    for (auto& e : *v) e = static_cast<float>((state = state * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
+  sgemm(false, kNoTrans, M, N, K, 1.0f, a.data(), K, b.data(), N, 0.0f, whole.data(), N);
+  int previous = MKL_Set_Num_Threads_Local ? MKL_Set_Num_Threads_Local(1) : -1;
+  sgemm(false, kNoTrans, M, N, K, 1.0f, a.data(), K, b.data(), N, 0.0f, one.data(), N);
+  if (previous >= 0) MKL_Set_Num_Threads_Local(previous);
+  return known[key] = std::memcmp(whole.data(), one.data(), whole.size() * sizeof(float)) == 0;
+}
+
+struct Bias4 {
+  const float* data = nullptr;
+  int64_t sb = 0, sh = 0, st = 0;
+};
+
+struct HeadBuffers {
+  std::vector<float> q, k, v, scores, out;
+  HeadBuffers(int64_t T, int64_t S, int64_t D) : q(T * D), k(D * S), v(S * D), scores(T * S), out(T * D) {}
+};
+
+// One head: out rows (T, D) at `dst` with row stride `dst_stride`.
+void split_scale_head(const float* qh, int64_t q_sn, const float* kh, int64_t k_sn, const float* vh, int64_t v_sn,
+                      const float* bias, int64_t bias_st, float* dst, int64_t dst_stride, int64_t T, int64_t S,
+                      int64_t D, float scale, HeadBuffers& buf) {
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t d = 0; d < D; ++d) buf.q[t * D + d] = qh[t * q_sn + d] * scale;
+  for (int64_t s = 0; s < S; ++s)  // k^T: (D, S)
+    for (int64_t d = 0; d < D; ++d) buf.k[d * S + s] = kh[s * k_sn + d] * scale;
+  for (int64_t s = 0; s < S; ++s) std::memcpy(&buf.v[s * D], vh + s * v_sn, D * sizeof(float));
+  sgemm(false, kNoTrans, T, S, D, 1.0f, buf.q.data(), D, buf.k.data(), S, 0.0f, buf.scores.data(), S);
+  if (bias)
+    for (int64_t t = 0; t < T; ++t) {
+      const float* br = bias + t * bias_st;
+      float* sr = &buf.scores[t * S];
+      for (int64_t s = 0; s < S; ++s) sr[s] = sr[s] + br[s];
+    }
+  softmax_rows(buf.scores.data(), buf.scores.data(), T, S);
+  sgemm(false, kNoTrans, T, D, S, 1.0f, buf.scores.data(), S, buf.v.data(), D, 0.0f, buf.out.data(), D);
+  for (int64_t t = 0; t < T; ++t) std::memcpy(dst + t * dst_stride, &buf.out[t * D], D * sizeof(float));
+}
+
+void split_scale_heads(Operand4 q, Operand4 k, Operand4 v, Bias4 bias, float* out, int64_t B, int64_t H,
+                       int64_t T, int64_t S, int64_t D, float scale) {
+  int threads = static_cast<int>(std::min<int64_t>(static_cast<int64_t>(stream_threads()), B * H));
+  if (threads > 1 && !(one_thread_keeps_bits(T, S, D) && one_thread_keeps_bits(T, D, S))) threads = 1;
+#pragma omp parallel num_threads(threads)
+  {
+    int previous = threads > 1 && MKL_Set_Num_Threads_Local ? MKL_Set_Num_Threads_Local(1) : -1;
+    HeadBuffers buf(T, S, D);
+#pragma omp for schedule(static)
+    for (int64_t bh = 0; bh < B * H; ++bh) {
+      int64_t b = bh / H, h = bh % H;
+      const float* br = bias.data ? bias.data + b * bias.sb + h * bias.sh : nullptr;
+      // out is (B, T, H, D): row t of head h at ((b T + t) H + h) D
+      split_scale_head(q.data + b * q.sb + h * q.sh, q.sn, k.data + b * k.sb + h * k.sh, k.sn,
+                       v.data + b * v.sb + h * v.sh, v.sn, br, bias.st, out + (b * T * H + h) * D, H * D, T, S,
+                       D, scale, buf);
+    }
+    if (previous >= 0) MKL_Set_Num_Threads_Local(previous);
+  }
+}
+
+class SplitScaleAttentionKernel : public CpuPrimitive {
+ public:
+  SplitScaleAttentionKernel(mx::Stream s, float scale) : CpuPrimitive(s), scale_(scale) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    const auto &q = inputs[0], &k = inputs[1], &v = inputs[2];
+    for (int i = 0; i < 3; ++i)
+      if (inputs[i].strides().back() != 1 && inputs[i].shape().back() != 1)
+        throw std::invalid_argument("attention_split_scale: q, k, v with a unit-stride last axis expected");
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    Bias4 bias;
+    if (inputs.size() == 4) {
+      const auto& bb = inputs[3];
+      bias = {bb.data<float>(), broadcast_stride(bb, 0), broadcast_stride(bb, 1), broadcast_stride(bb, 2)};
+    }
+    auto& enc = encoder(inputs, out);
+    enc.dispatch([qo = operand(q), ko = operand(k), vo = operand(v), bias, dst = out.data<float>(),
+                  B = q.shape(0), H = q.shape(1), T = q.shape(2), S = k.shape(2), D = q.shape(3),
+                  scale = scale_]() { split_scale_heads(qo, ko, vo, bias, dst, B, H, T, S, D, scale); });
+  }
+  const char* name() const override { return "CpuKernelAttentionSplitScale"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    return scale_ == static_cast<const SplitScaleAttentionKernel&>(other).scale_;
+  }
+
+ private:
+  float scale_;
+};
+
+}  // namespace
+
+mx::array attention_split_scale(const mx::array& q, const mx::array& k, const mx::array& v, float scale,
+                                std::optional<mx::array> bias) {
+  for (const auto* a : {&q, &k, &v}) check_input(*a, "attention_split_scale");
+  if (q.ndim() != 4 || k.ndim() != 4 || v.ndim() != 4 || k.shape() != v.shape() ||
+      q.shape(0) != k.shape(0) || q.shape(1) != k.shape(1) || q.shape(3) != k.shape(3))
+    throw std::invalid_argument("attention_split_scale: q (B, H, T, D), k and v (B, H, S, D) expected");
+  auto s = cpu_stream("attention_split_scale");
+  int B = q.shape(0), H = q.shape(1), T = q.shape(2), S = k.shape(2), D = q.shape(3);
+  auto unit_last = [&s](const mx::array& a) { return a.strides().back() == 1 ? a : mx::contiguous(a, false, s); };
+  std::vector<mx::array> in = {unit_last(q), unit_last(k), unit_last(v)};
+  if (bias) {
+    check_input(*bias, "attention_split_scale");
+    const auto& bs = bias->shape();
+    bool ok = bias->ndim() == 4 && bs[3] == S;
+    for (int i = 0; i < 3 && ok; ++i) ok = bs[i] == 1 || bs[i] == q.shape(i);
+    if (!ok) throw std::invalid_argument("attention_split_scale: bias of shape (B|1, H|1, T|1, S) expected");
+    in.push_back(mx::contiguous(*bias, false, s));  // broadcast axes are read with stride 0
+  }
+  return mx::array({B, T, H, D}, mx::float32, std::make_shared<SplitScaleAttentionKernel>(s, scale), in);
+}
+
+}  // namespace ck
