@@ -1,5 +1,6 @@
 // Attention, softmax(q k^T * scale + bias) v, per head and block of query rows in cache (BLAS
 // products, the softmax in between, no T x T array in memory).
+#include "attention.h"
 #include "common.h"
 #include "elementwise.h"
 #include "kernels.h"
@@ -9,12 +10,6 @@ namespace ck {
 namespace {
 
 constexpr int64_t kQueryBlock = 128;  // query rows per block: scores of 128 x S floats stay in L2
-
-// Additive bias broadcast to (B, H, T, S): strides of broadcast axes are 0.
-struct Bias4 {
-  const float* data = nullptr;
-  int64_t sb = 0, sh = 0, st = 0;
-};
 
 // One head's attention for query rows [t0, t0 + rows): scores in `scores` (rows x S), the
 // softmax's exp and sums, then the product with v into out (rows of H * D floats).
@@ -74,15 +69,8 @@ class AttentionKernel : public CpuPrimitive {
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     const auto &q = inputs[0], &k = inputs[1], &v = inputs[2];
-    for (int i = 0; i < 3; ++i)
-      if (inputs[i].strides().back() != 1 && inputs[i].shape().back() != 1)
-        throw std::invalid_argument("attention: q, k, v with a unit-stride last axis expected");
+    Bias4 bias = attention_operands(inputs, "attention");
     out.set_data(mx::allocator::malloc(out.nbytes()));
-    Bias4 bias;
-    if (inputs.size() == 4) {
-      const auto& bb = inputs[3];
-      bias = {bb.data<float>(), broadcast_stride(bb, 0), broadcast_stride(bb, 1), broadcast_stride(bb, 2)};
-    }
     auto& enc = encoder(inputs, out);
     enc.dispatch([qo = operand(q), ko = operand(k), vo = operand(v), bias, dst = out.data<float>(),
                   B = q.shape(0), H = q.shape(1), T = q.shape(2), S = k.shape(2), D = q.shape(3),
@@ -101,21 +89,9 @@ class AttentionKernel : public CpuPrimitive {
 
 mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale,
                     std::optional<mx::array> bias, bool wide) {
-  for (const auto* a : {&q, &k, &v}) check_input(*a, "attention");
-  if (q.ndim() != 4 || k.ndim() != 4 || v.ndim() != 4 || k.shape() != v.shape() ||
-      q.shape(0) != k.shape(0) || q.shape(1) != k.shape(1) || q.shape(3) != k.shape(3))
-    throw std::invalid_argument("attention: q (B, H, T, D), k and v (B, H, S, D) expected");
   auto s = cpu_stream("attention");
-  int B = q.shape(0), H = q.shape(1), T = q.shape(2), S = k.shape(2), D = q.shape(3);
-  std::vector<mx::array> in = {q, k, v};
-  if (bias) {
-    check_input(*bias, "attention");
-    const auto& bs = bias->shape();
-    bool ok = bias->ndim() == 4 && bs[3] == S;
-    for (int i = 0; i < 3 && ok; ++i) ok = bs[i] == 1 || bs[i] == q.shape(i);
-    if (!ok) throw std::invalid_argument("attention: bias of shape (B|1, H|1, T|1, S) expected");
-    in.push_back(mx::contiguous(*bias, false, s));  // broadcast axes are read with stride 0
-  }
+  auto in = attention_inputs(q, k, v, bias, s, "attention");
+  int B = q.shape(0), H = q.shape(1), T = q.shape(2), D = q.shape(3);
   return mx::array({B, T, H, D}, mx::float32,
                    std::make_shared<AttentionKernel>(s, scale, wide), in);
 }

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <tuple>
 
+#include "attention.h"
 #include "common.h"
 #include "elementwise.h"
 #include "kernels.h"
@@ -38,11 +39,6 @@ bool one_thread_keeps_bits(int64_t M, int64_t N, int64_t K) {
   if (previous >= 0) MKL_Set_Num_Threads_Local(previous);
   return known[key] = std::memcmp(whole.data(), one.data(), whole.size() * sizeof(float)) == 0;
 }
-
-struct Bias4 {
-  const float* data = nullptr;
-  int64_t sb = 0, sh = 0, st = 0;
-};
 
 struct HeadBuffers {
   std::vector<float> q, k, v, scores, out;
@@ -97,15 +93,8 @@ class SplitScaleAttentionKernel : public CpuPrimitive {
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     const auto &q = inputs[0], &k = inputs[1], &v = inputs[2];
-    for (int i = 0; i < 3; ++i)
-      if (inputs[i].strides().back() != 1 && inputs[i].shape().back() != 1)
-        throw std::invalid_argument("attention_split_scale: q, k, v with a unit-stride last axis expected");
+    Bias4 bias = attention_operands(inputs, "attention_split_scale");
     out.set_data(mx::allocator::malloc(out.nbytes()));
-    Bias4 bias;
-    if (inputs.size() == 4) {
-      const auto& bb = inputs[3];
-      bias = {bb.data<float>(), broadcast_stride(bb, 0), broadcast_stride(bb, 1), broadcast_stride(bb, 2)};
-    }
     auto& enc = encoder(inputs, out);
     enc.dispatch([qo = operand(q), ko = operand(k), vo = operand(v), bias, dst = out.data<float>(),
                   B = q.shape(0), H = q.shape(1), T = q.shape(2), S = k.shape(2), D = q.shape(3),
@@ -124,23 +113,12 @@ class SplitScaleAttentionKernel : public CpuPrimitive {
 
 mx::array attention_split_scale(const mx::array& q, const mx::array& k, const mx::array& v, float scale,
                                 std::optional<mx::array> bias) {
-  for (const auto* a : {&q, &k, &v}) check_input(*a, "attention_split_scale");
-  if (q.ndim() != 4 || k.ndim() != 4 || v.ndim() != 4 || k.shape() != v.shape() ||
-      q.shape(0) != k.shape(0) || q.shape(1) != k.shape(1) || q.shape(3) != k.shape(3))
-    throw std::invalid_argument("attention_split_scale: q (B, H, T, D), k and v (B, H, S, D) expected");
   auto s = cpu_stream("attention_split_scale");
-  int B = q.shape(0), H = q.shape(1), T = q.shape(2), S = k.shape(2), D = q.shape(3);
-  auto unit_last = [&s](const mx::array& a) { return a.strides().back() == 1 ? a : mx::contiguous(a, false, s); };
-  std::vector<mx::array> in = {unit_last(q), unit_last(k), unit_last(v)};
-  if (bias) {
-    check_input(*bias, "attention_split_scale");
-    const auto& bs = bias->shape();
-    bool ok = bias->ndim() == 4 && bs[3] == S;
-    for (int i = 0; i < 3 && ok; ++i) ok = bs[i] == 1 || bs[i] == q.shape(i);
-    if (!ok) throw std::invalid_argument("attention_split_scale: bias of shape (B|1, H|1, T|1, S) expected");
-    in.push_back(mx::contiguous(*bias, false, s));  // broadcast axes are read with stride 0
-  }
-  return mx::array({B, T, H, D}, mx::float32, std::make_shared<SplitScaleAttentionKernel>(s, scale), in);
+  auto in = attention_inputs(q, k, v, bias, s, "attention_split_scale");
+  for (int i = 0; i < 3; ++i)  // strided views of projections read in place; others copied
+    if (in[i].strides().back() != 1) in[i] = mx::contiguous(in[i], false, s);
+  return mx::array({q.shape(0), q.shape(2), q.shape(1), q.shape(3)}, mx::float32,
+                   std::make_shared<SplitScaleAttentionKernel>(s, scale), in);
 }
 
 }  // namespace ck
