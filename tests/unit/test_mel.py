@@ -83,3 +83,23 @@ def test_s3gen_mel_frame_count_no_double_padding():
     y = speech_like(1.0, 24000, seed=3)  # 24000 samples = 50 hops
     out = np.array(mel_spectrogram(y))
     assert out.shape == (1, 80, 50) == tuple(ref_mel(torch.from_numpy(y)).shape)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: mx.random.normal((5000,), key=mx.random.key(0)),
+    lambda: mx.random.normal((2, 5000), key=mx.random.key(1)),
+    lambda: mx.random.normal((5000, 2), key=mx.random.key(2)).T,  # not row-contiguous
+    lambda: mx.random.normal((2, 6000), key=mx.random.key(3))[:, 7:5000],  # a strided slice
+], ids=["1d", "batched", "transposed", "sliced"])
+def test_frame_view_equals_the_gather_by_index(make):
+    """frame() is a strided view (mx.as_strided, which needs a row-contiguous input); its values are
+    the gather by index it replaced, for any layout of the input."""
+    from mlx_impl.s3gen.utils.mel import frame
+
+    x = make()
+    n_frames = 1 + (x.shape[-1] - 400) // 160
+    idx = np.arange(n_frames)[:, None] * 160 + np.arange(400)[None, :]
+    gathered = mx.take(x, mx.array(idx.astype(np.int32)), axis=-1)
+    framed = frame(x, 400, 160)
+    assert framed.shape == (*x.shape[:-1], n_frames, 400)
+    assert mx.array_equal(framed, gathered).item()
