@@ -11,6 +11,8 @@ from typing import List, Sequence, Union
 import mlx.core as mx
 import numpy as np
 
+from ..s3gen.utils.mel import frame
+
 N_FFT = 400
 HOP_LENGTH = 160
 SAMPLE_RATE = 16000
@@ -99,13 +101,7 @@ def _reflect_pad(x: mx.array, pad: int) -> mx.array:
 def stft_power(audio: mx.array, window: mx.array, n_fft: int = N_FFT, hop: int = HOP_LENGTH) -> mx.array:
     """|torch.stft(audio, n_fft, hop, window=window, center=True, pad_mode='reflect')|**2,
     shape (..., 1 + n_fft // 2, n_frames)."""
-    x = _reflect_pad(audio, n_fft // 2)
-    n_frames = 1 + (x.shape[-1] - n_fft) // hop
-    # frame f = x[..., f * hop : f * hop + n_fft], as a strided view of the padded (contiguous) copy
-    # (the same values as a gather by index, which MLX's CPU runs at 1.4 ms for 608 frames)
-    lead = x.shape[:-1]
-    lead_strides = [int(np.prod(lead[i + 1:], dtype=np.int64)) * x.shape[-1] for i in range(len(lead))]
-    frames = mx.as_strided(x, (*lead, n_frames, n_fft), (*lead_strides, hop, 1)) * window  # (..., n_frames, n_fft)
+    frames = frame(_reflect_pad(audio, n_fft // 2), n_fft, hop) * window  # (..., n_frames, n_fft)
     spec = mx.fft.rfft(frames, n=n_fft, axis=-1)  # (..., n_frames, n_bins)
     power = mx.abs(spec) ** 2
     return mx.swapaxes(power, -1, -2)
