@@ -203,9 +203,26 @@ def side_of(kind: str, dtype: str, first: bool) -> str:
     return kind if plain else f"{kind}_{dtype}"
 
 
+# libgomp's spin count with OMP_WAIT_POLICY unset (its documented default)
+LIBGOMP_DEFAULT_SPINCOUNT = "300000"
+
+
+def worker_env(side: str) -> dict:
+    """A worker's environment. The original's and the expert's workers run OpenMP as a PyTorch user
+    has it: the GOMP_SPINCOUNT that the set-up's sitecustomize sets (for MLX's process, whose
+    stream thread shares the cores with Python's) goes back to libgomp's default for them; one the
+    user set stays for every side."""
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    site = sys.modules.get("sitecustomize")
+    if not side.startswith("mlx") and getattr(site, "SET_SPIN_COUNT", False):
+        env["GOMP_SPINCOUNT"] = LIBGOMP_DEFAULT_SPINCOUNT
+    return env
+
+
 class Worker:
     def __init__(self, side, args, uniforms_path="", dtype="float32"):
         self.side, self.dtype = side, dtype
+        self.env = worker_env(side)
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--worker", side, "--model", args.model, "--checkpoint", str(args.checkpoint),
              "--case", args.case,
@@ -213,7 +230,7 @@ class Worker:
              "--worker-dtype", dtype]
             + (["--mlx-step", args.mlx_step] if args.mlx_step else [])
             + (["--builtin-voice"] if args.builtin_voice else []),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=self.env)
         self._read()
 
     def _read(self):
@@ -309,7 +326,7 @@ def main():
                   f"S3Gen {r['s3gen_s'] / r['audio_s']:.3f} s/s, cond {r['cond_s']:.2f} s", file=sys.stderr)
     for w in workers:
         w.close()
-    write_results(args, runs)
+    write_results(args, runs, {w.side: w.env.get("GOMP_SPINCOUNT", "unset") for w in workers})
 
 
 MODELS = ("chatterbox", "turbo", "mtl")
@@ -385,7 +402,7 @@ def first_difference(a, b):
     return None if len(a) == len(b) else min(len(a), len(b))
 
 
-def write_results(args, runs: dict) -> None:
+def write_results(args, runs: dict, spin_counts: dict) -> None:
     same_tokens = runs["original"][0]["tokens"] == runs["mlx"][0]["tokens"]
     differ_at = first_difference(runs["original"][0]["tokens"], runs["mlx"][0]["tokens"])
     res = {k: summarise(v) for k, v in runs.items()}
@@ -398,7 +415,8 @@ def write_results(args, runs: dict) -> None:
               "t3_tokens": args.tokens, "rounds": args.rounds,
               "same_tokens": same_tokens, "tokens_differ_from": differ_at, "builtin_voice": args.builtin_voice,
               "dtypes": {w: d for w, d in side_dtypes(args).items() if w in res}, **res, "mlx_over_original": ratio,
-              "mlx_over_original_by_round": per_round, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+              "mlx_over_original_by_round": per_round, "gomp_spincount": spin_counts,
+              "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if args.note:
         record["note"] = args.note
     name = f"bench_{args.device}" + (f"_{args.model}" if args.model in MODEL_TITLES else "")
@@ -409,7 +427,8 @@ def write_results(args, runs: dict) -> None:
           "case and draws)", "", f"{record['device']}; case "
           f"{args.case}; {args.tokens} {what}; medians of {args.rounds} alternating runs after warm-up; "
           f"identical tokens: {same_tokens}" + ("; conditioning from conds.pt (not timed)" if args.builtin_voice
-                                                else "") + (f"; {args.note}" if args.note else ""), "",
+                                                else "") + (f"; {args.note}" if args.note else "")
+          + "; GOMP_SPINCOUNT " + ", ".join(f"{side_name(s)} {v}" for s, v in spin_counts.items()), "",
           "| metric | " + " | ".join(side_name(s) for s in sides) + " | MLX / original |",
           "|---|" + "---|" * (len(sides) + 1)]
     for k, label in LABELS:
