@@ -63,26 +63,14 @@ void attention_heads(bool wide, Operand4 q, Operand4 k, Operand4 v, Bias4 bias, 
 }
 
 
-class AttentionKernel : public CpuPrimitive {
+class AttentionKernel : public HeadsAttentionKernel {
  public:
-  AttentionKernel(mx::Stream s, float scale, bool wide) : CpuPrimitive(s), scale_(scale), wide_(wide) {}
-
-  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
-    const auto &q = inputs[0], &k = inputs[1], &v = inputs[2];
-    Bias4 bias = attention_operands(inputs, "attention");
-    out.set_data(mx::allocator::malloc(out.nbytes()));
-    auto& enc = encoder(inputs, out);
-    enc.dispatch([qo = operand(q), ko = operand(k), vo = operand(v), bias, dst = out.data<float>(),
-                  B = q.shape(0), H = q.shape(1), T = q.shape(2), S = k.shape(2), D = q.shape(3),
-                  scale = scale_, wide = wide_]() {
-      attention_heads(wide, qo, ko, vo, bias, dst, B, H, T, S, D, scale);
-    });
-  }
+  AttentionKernel(mx::Stream s, float scale, bool wide)
+      : HeadsAttentionKernel(s, "attention", [scale, wide](Operand4 q, Operand4 k, Operand4 v, Bias4 bias, float* out,
+                                                           int64_t B, int64_t H, int64_t T, int64_t S, int64_t D) {
+          attention_heads(wide, q, k, v, bias, out, B, H, T, S, D, scale);
+        }) {}
   const char* name() const override { return "CpuKernelAttention"; }
-
- private:
-  float scale_;
-  bool wide_;
 };
 
 }  // namespace

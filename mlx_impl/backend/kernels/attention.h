@@ -2,7 +2,9 @@
 // q, k, v as (B, H, N, D) operands with a unit-stride last axis, and the additive bias.
 #pragma once
 
+#include <functional>
 #include <optional>
+#include <utility>
 
 #include "common.h"
 
@@ -43,5 +45,31 @@ inline std::vector<mx::array> attention_inputs(const mx::array& q, const mx::arr
   }
   return in;
 }
+
+// Every head of q, k, v (B, H, T|S, D) and the bias: out (B, T, H, D) of B, H, T, S, D.
+using AttentionHeads = std::function<void(Operand4 q, Operand4 k, Operand4 v, Bias4 bias, float* out, int64_t B,
+                                          int64_t H, int64_t T, int64_t S, int64_t D)>;
+
+// The primitive of both attention kernels: the inputs checked, a fresh output, `heads` dispatched on
+// the stream's thread. `what` names the entry in errors.
+class HeadsAttentionKernel : public CpuPrimitive {
+ public:
+  HeadsAttentionKernel(mx::Stream s, const char* what, AttentionHeads heads)
+      : CpuPrimitive(s), what_(what), heads_(std::move(heads)) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    const auto &q = inputs[0], &k = inputs[1], &v = inputs[2];
+    Bias4 bias = attention_operands(inputs, what_);
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    auto& enc = encoder(inputs, out);
+    enc.dispatch([qo = operand(q), ko = operand(k), vo = operand(v), bias, dst = out.data<float>(),
+                  B = q.shape(0), H = q.shape(1), T = q.shape(2), S = k.shape(2), D = q.shape(3),
+                  heads = heads_]() { heads(qo, ko, vo, bias, dst, B, H, T, S, D); });
+  }
+
+ private:
+  const char* what_;
+  AttentionHeads heads_;
+};
 
 }  // namespace ck

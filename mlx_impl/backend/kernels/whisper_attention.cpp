@@ -87,19 +87,15 @@ void split_scale_heads(Operand4 q, Operand4 k, Operand4 v, Bias4 bias, float* ou
   }
 }
 
-class SplitScaleAttentionKernel : public CpuPrimitive {
+class SplitScaleAttentionKernel : public HeadsAttentionKernel {
  public:
-  SplitScaleAttentionKernel(mx::Stream s, float scale) : CpuPrimitive(s), scale_(scale) {}
-
-  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
-    const auto &q = inputs[0], &k = inputs[1], &v = inputs[2];
-    Bias4 bias = attention_operands(inputs, "attention_split_scale");
-    out.set_data(mx::allocator::malloc(out.nbytes()));
-    auto& enc = encoder(inputs, out);
-    enc.dispatch([qo = operand(q), ko = operand(k), vo = operand(v), bias, dst = out.data<float>(),
-                  B = q.shape(0), H = q.shape(1), T = q.shape(2), S = k.shape(2), D = q.shape(3),
-                  scale = scale_]() { split_scale_heads(qo, ko, vo, bias, dst, B, H, T, S, D, scale); });
-  }
+  SplitScaleAttentionKernel(mx::Stream s, float scale)
+      : HeadsAttentionKernel(s, "attention_split_scale",
+                             [scale](Operand4 q, Operand4 k, Operand4 v, Bias4 bias, float* out, int64_t B, int64_t H,
+                                     int64_t T, int64_t S, int64_t D) {
+                               split_scale_heads(q, k, v, bias, out, B, H, T, S, D, scale);
+                             }),
+        scale_(scale) {}
   const char* name() const override { return "CpuKernelAttentionSplitScale"; }
   bool is_equivalent(const mx::Primitive& other) const override {
     return scale_ == static_cast<const SplitScaleAttentionKernel&>(other).scale_;
