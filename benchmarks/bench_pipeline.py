@@ -428,7 +428,7 @@ def write_results(args, runs: dict, spin_counts: dict) -> None:
           f"{args.case}; {args.tokens} {what}; medians of {args.rounds} alternating runs after warm-up; "
           f"identical tokens: {same_tokens}" + ("; conditioning from conds.pt (not timed)" if args.builtin_voice
                                                 else "") + (f"; {args.note}" if args.note else "")
-          + "; GOMP_SPINCOUNT " + ", ".join(f"{side_name(s)} {v}" for s, v in spin_counts.items()), "",
+          + spin_count_note(spin_counts), "",
           "| metric | " + " | ".join(side_name(s) for s in sides) + " | MLX / original |",
           "|---|" + "---|" * (len(sides) + 1)]
     for k, label in LABELS:
@@ -442,6 +442,13 @@ def write_results(args, runs: dict, spin_counts: dict) -> None:
     write_text_atomic(args.out / f"{name}.json", json.dumps(record, indent=1) + "\n")
     write_text_atomic(args.out / f"{name}.md", "\n".join(md) + "\n")
     print(json.dumps(record, indent=1))
+
+
+def spin_count_note(spin_counts: dict) -> str:
+    """The workers' GOMP_SPINCOUNT for the record's header, where any side set one."""
+    if all(v == "unset" for v in spin_counts.values()):
+        return ""
+    return "; GOMP_SPINCOUNT: " + ", ".join(f"{side_name(s)} {v}" for s, v in spin_counts.items())
 
 
 def round_ratios(original: list, mlx: list) -> dict:

@@ -56,3 +56,9 @@ def test_a_users_spin_count_stays_for_every_side(monkeypatch, side):
     monkeypatch.setitem(sys.modules, "sitecustomize", SimpleNamespace(SET_SPIN_COUNT=False))
     monkeypatch.setenv("GOMP_SPINCOUNT", "7")
     assert bench_pipeline.worker_env(side)["GOMP_SPINCOUNT"] == "7"
+
+
+def test_record_header_names_the_spin_counts_only_where_set():
+    assert bench_pipeline.spin_count_note({"original": "unset", "mlx": "unset"}) == ""
+    note = bench_pipeline.spin_count_note({"original": "300000", "mlx": "1000"})
+    assert note == "; GOMP_SPINCOUNT: original (PyTorch) 300000, MLX 1000"
