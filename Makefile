@@ -6,7 +6,7 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: setup parity test unit fixtures report clean-fixtures
 
-.venv/.setup-done: scripts/setup.sh requirements/*.txt pyproject.toml mlx_impl/backend/kernels/*.cpp mlx_impl/backend/kernels/*.h mlx_impl/backend/kernels/CMakeLists.txt
+.venv/.setup-done: scripts/setup.sh scripts/site/sitecustomize.py requirements/*.txt pyproject.toml mlx_impl/backend/kernels/*.cpp mlx_impl/backend/kernels/*.h mlx_impl/backend/kernels/CMakeLists.txt
 	scripts/setup.sh
 	touch $@
 
