@@ -32,7 +32,12 @@ void im2col_rows(const float* x, const Conv2dShape& s, int64_t m0, int64_t m1, f
     int64_t ho = m / s.WO, wo = m % s.WO;
     float* dst = cols;
     for (int64_t i = 0; i < s.KH; ++i) {
-      int64_t hi = ho * s.SH + i - s.PH;
+      int64_t hi = ho * s.SH + i - s.PH, wi0 = wo * s.SW - s.PW;
+      if (hi >= 0 && hi < s.H && wi0 >= 0 && wi0 + s.KW <= s.W) {  // the row's taps: one contiguous run
+        std::memcpy(dst, x + (hi * s.W + wi0) * s.C, s.KW * s.C * sizeof(float));
+        dst += s.KW * s.C;
+        continue;
+      }
       for (int64_t j = 0; j < s.KW; ++j, dst += s.C) {
         int64_t wi = wo * s.SW + j - s.PW;
         if (hi < 0 || hi >= s.H || wi < 0 || wi >= s.W)
